@@ -1,0 +1,24 @@
+//! The words Comet speaks on the wire, and nothing else.
+//!
+//! This crate owns the vocabulary shared by the server, the hub, the stores
+//! and the clients: validated names ([`ChannelName`], [`ChannelList`],
+//! [`EventType`]), positions in a history ([`Epoch`], [`Seq`], [`Cursor`]),
+//! the [`Message`] itself, and the byte-exact encodings every transport sends
+//! ([`sse`], [`json`]).
+//!
+//! It does no I/O and knows no async runtime: everything here is a pure
+//! function of its input, so it is tested byte by byte without sockets.
+//! Untrusted input is validated into these types once, at the boundary;
+//! after that, encoding cannot fail.
+
+mod channel;
+mod event;
+mod id;
+pub mod json;
+mod message;
+pub mod sse;
+
+pub use channel::{ChannelList, ChannelName, InvalidChannel, InvalidChannelList};
+pub use event::{EventType, InvalidEventType, RESERVED_EVENT_PREFIX};
+pub use id::{Cursor, Epoch, InvalidCursor, InvalidEpoch, Seq};
+pub use message::{Data, Gap, GapReason, InvalidData, Message};
