@@ -1,0 +1,389 @@
+//! The behaviour every [`Store`] must have, as tests any backend runs.
+//!
+//! A backend's test file calls [`store_conformance!`](crate::store_conformance)
+//! with a function that builds a fresh, empty store from [`StoreOptions`];
+//! the macro expands to one `#[tokio::test]` per check below, so a failure
+//! names the behaviour that broke.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use comet_protocol::{ChannelName, Data, EventType, Message, Seq};
+
+use crate::{CommitListener, ManualClock, Retention, Store, StoreOptions};
+
+/// Expands to one test per conformance check for the store built by
+/// `$factory`, an `async fn(StoreOptions) -> Arc<dyn Store>` (or a closure
+/// returning such a future).
+#[macro_export]
+macro_rules! store_conformance {
+    ($factory:expr) => {
+        $crate::store_conformance!(@tests $factory;
+            sequence_is_store_wide_and_increasing,
+            messages_keep_their_content,
+            read_returns_exactly_the_later_messages,
+            read_respects_limit_and_upto,
+            unknown_channels_read_empty,
+            latest_returns_the_newest_oldest_first,
+            retention_by_count_trims_and_marks_the_gap,
+            retention_by_age_trims_on_access,
+            retention_by_age_is_enforced_without_access,
+            listener_hears_every_commit_in_order_before_append_returns,
+            summary_reports_retained_count_and_last_id,
+            health_is_ok,
+        );
+    };
+    (@tests $factory:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                $crate::conformance::$check($factory).await;
+            }
+        )*
+    };
+}
+
+fn name(text: &str) -> ChannelName {
+    ChannelName::new(text).expect("valid test channel name")
+}
+
+fn text(data: &str) -> Data {
+    Data::from(data.to_string())
+}
+
+async fn append(store: &dyn Store, channel: &str, data: &str) -> Arc<Message> {
+    store
+        .append(&name(channel), EventType::message(), text(data))
+        .await
+        .expect("append")
+}
+
+fn datas(messages: &[Arc<Message>]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m.data().as_str().to_string())
+        .collect()
+}
+
+fn options(retention: Retention) -> (StoreOptions, ManualClock) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let options = StoreOptions {
+        retention,
+        clock: Arc::new(clock.clone()),
+    };
+    (options, clock)
+}
+
+fn default_options() -> StoreOptions {
+    options(Retention::default()).0
+}
+
+/// Sequence numbers grow across all channels; every id carries the epoch.
+pub async fn sequence_is_store_wide_and_increasing<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let store = factory(default_options()).await;
+    assert_eq!(store.head(), Seq::ZERO, "a fresh store is empty");
+    let a1 = append(&*store, "a", "1").await;
+    let b1 = append(&*store, "b", "1").await;
+    let a2 = append(&*store, "a", "2").await;
+    assert!(a1.seq() > Seq::ZERO);
+    assert!(a1.seq() < b1.seq() && b1.seq() < a2.seq());
+    assert_eq!(store.head(), a2.seq());
+    for message in [&a1, &b1, &a2] {
+        assert_eq!(message.epoch(), &store.epoch());
+    }
+}
+
+/// Channel, event type and data come back exactly as stored.
+pub async fn messages_keep_their_content<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let store = factory(default_options()).await;
+    let samples = [
+        "",
+        "plain",
+        "line\nline\r\nline\rline\n",
+        "ünïcödé ✓ 🚀",
+        "\u{0}nul",
+    ];
+    let channel = name("content");
+    for (i, data) in samples.iter().enumerate() {
+        let event = EventType::new(&format!("type-{i}")).expect("valid type");
+        store
+            .append(&channel, event, text(data))
+            .await
+            .expect("append");
+    }
+    let history = store
+        .read(&channel, Seq::ZERO, store.head(), 100)
+        .await
+        .expect("read");
+    assert_eq!(datas(&history.messages), samples);
+    for (i, message) in history.messages.iter().enumerate() {
+        assert_eq!(message.event().as_str(), format!("type-{i}"));
+        assert_eq!(message.channel(), &channel);
+    }
+}
+
+/// A read after a position returns what followed it, and only that channel.
+pub async fn read_returns_exactly_the_later_messages<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let store = factory(default_options()).await;
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        seqs.push(append(&*store, "a", &i.to_string()).await.seq());
+        append(&*store, "other", "noise").await;
+    }
+    let history = store
+        .read(&name("a"), seqs[3], store.head(), 100)
+        .await
+        .expect("read");
+    assert_eq!(datas(&history.messages), ["4", "5", "6", "7", "8", "9"]);
+    assert_eq!(history.trimmed_upto, Seq::ZERO, "nothing was trimmed");
+    let none = store
+        .read(&name("a"), seqs[9], store.head(), 100)
+        .await
+        .expect("read");
+    assert!(none.messages.is_empty());
+}
+
+/// `limit` caps the count and `upto` the position.
+pub async fn read_respects_limit_and_upto<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let store = factory(default_options()).await;
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        seqs.push(append(&*store, "a", &i.to_string()).await.seq());
+    }
+    let limited = store
+        .read(&name("a"), Seq::ZERO, store.head(), 3)
+        .await
+        .expect("read");
+    assert_eq!(datas(&limited.messages), ["0", "1", "2"]);
+    let bounded = store
+        .read(&name("a"), seqs[1], seqs[4], 100)
+        .await
+        .expect("read");
+    assert_eq!(datas(&bounded.messages), ["2", "3", "4"]);
+}
+
+/// A channel that never had a message reads as empty, without error.
+pub async fn unknown_channels_read_empty<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let store = factory(default_options()).await;
+    append(&*store, "a", "x").await;
+    let history = store
+        .read(&name("never"), Seq::ZERO, store.head(), 10)
+        .await
+        .expect("read");
+    assert!(history.messages.is_empty());
+    assert_eq!(history.trimmed_upto, Seq::ZERO);
+    let latest = store
+        .latest(&name("never"), 10, store.head())
+        .await
+        .expect("latest");
+    assert!(latest.messages.is_empty());
+    assert!(store.summary(&name("never")).await.expect("summary").is_none());
+}
+
+/// `latest` gives the newest messages, oldest first, bounded by `upto`.
+pub async fn latest_returns_the_newest_oldest_first<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let store = factory(default_options()).await;
+    let mut seqs = Vec::new();
+    for i in 0..6 {
+        seqs.push(append(&*store, "a", &i.to_string()).await.seq());
+    }
+    let latest = store
+        .latest(&name("a"), 3, store.head())
+        .await
+        .expect("latest");
+    assert_eq!(datas(&latest.messages), ["3", "4", "5"]);
+    let bounded = store.latest(&name("a"), 2, seqs[2]).await.expect("latest");
+    assert_eq!(datas(&bounded.messages), ["1", "2"]);
+    let all = store
+        .latest(&name("a"), 100, store.head())
+        .await
+        .expect("latest");
+    assert_eq!(all.messages.len(), 6);
+}
+
+/// Count retention keeps the newest N and marks what it removed.
+pub async fn retention_by_count_trims_and_marks_the_gap<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (options, _clock) = options(Retention {
+        max_messages: 3,
+        max_age: None,
+    });
+    let store = factory(options).await;
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        seqs.push(append(&*store, "a", &i.to_string()).await.seq());
+        append(&*store, "b", &i.to_string()).await;
+    }
+    let history = store
+        .read(&name("a"), Seq::ZERO, store.head(), 100)
+        .await
+        .expect("read");
+    assert_eq!(datas(&history.messages), ["2", "3", "4"]);
+    assert_eq!(history.trimmed_upto, seqs[1]);
+    let summary = store.summary(&name("a")).await.expect("summary");
+    assert_eq!(summary.map(|s| s.retained), Some(3));
+}
+
+/// Age retention removes old messages when the channel is next read.
+pub async fn retention_by_age_trims_on_access<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (options, clock) = options(Retention {
+        max_messages: 100,
+        max_age: Some(Duration::from_secs(10)),
+    });
+    let store = factory(options).await;
+    let old = append(&*store, "a", "old").await;
+    clock.advance(Duration::from_secs(6));
+    append(&*store, "a", "middle").await;
+    clock.advance(Duration::from_secs(6));
+    append(&*store, "a", "new").await;
+    let history = store
+        .read(&name("a"), Seq::ZERO, store.head(), 100)
+        .await
+        .expect("read");
+    assert_eq!(datas(&history.messages), ["middle", "new"]);
+    assert_eq!(history.trimmed_upto, old.seq());
+}
+
+/// Age retention also runs without any access, on `enforce_retention`.
+pub async fn retention_by_age_is_enforced_without_access<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (options, clock) = options(Retention {
+        max_messages: 100,
+        max_age: Some(Duration::from_secs(10)),
+    });
+    let store = factory(options).await;
+    let last = append(&*store, "a", "1").await;
+    clock.advance(Duration::from_secs(11));
+    store.enforce_retention().await.expect("enforce");
+    let history = store
+        .read(&name("a"), Seq::ZERO, store.head(), 100)
+        .await
+        .expect("read");
+    assert!(history.messages.is_empty());
+    assert!(
+        history.trimmed_upto >= last.seq(),
+        "a reader from before the expired message must see a gap"
+    );
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Seq>>);
+
+impl CommitListener for Recorder {
+    fn committed(&self, message: &Arc<Message>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message.seq());
+    }
+}
+
+/// Under concurrent appends, the listener hears every message exactly once,
+/// in sequence order, and before its append returns.
+pub async fn listener_hears_every_commit_in_order_before_append_returns<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let store = factory(default_options()).await;
+    let recorder = Arc::new(Recorder::default());
+    store.set_commit_listener(recorder.clone());
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let store = store.clone();
+        let recorder = recorder.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..100 {
+                let channel = name(&format!("c{}", (writer + i) % 3));
+                let message = store
+                    .append(&channel, EventType::message(), text("x"))
+                    .await
+                    .expect("append");
+                let heard = recorder.0.lock().unwrap_or_else(|e| e.into_inner());
+                assert!(
+                    heard.contains(&message.seq()),
+                    "append returned before the listener heard of it"
+                );
+                seqs.push(message.seq());
+            }
+            seqs
+        }));
+    }
+    let mut appended = Vec::new();
+    for task in tasks {
+        appended.extend(task.await.expect("writer task"));
+    }
+    appended.sort();
+    let heard = recorder.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(heard.len(), 800);
+    assert!(
+        heard.windows(2).all(|w| w[0] < w[1]),
+        "commits heard out of order"
+    );
+    assert_eq!(heard, appended, "heard exactly the appended messages");
+}
+
+/// `summary` counts retained messages and names the newest id.
+pub async fn summary_reports_retained_count_and_last_id<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let store = factory(default_options()).await;
+    append(&*store, "a", "1").await;
+    let last = append(&*store, "a", "2").await;
+    append(&*store, "b", "1").await;
+    let summary = store
+        .summary(&name("a"))
+        .await
+        .expect("summary")
+        .expect("channel a exists");
+    assert_eq!(summary.retained, 2);
+    assert_eq!(summary.last_id, last.id());
+}
+
+/// A working store reports itself healthy.
+pub async fn health_is_ok<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let store = factory(default_options()).await;
+    store.check_health().await.expect("healthy");
+}
