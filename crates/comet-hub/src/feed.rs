@@ -1,0 +1,159 @@
+//! The live side of the hub: followed channels, their live windows, and the
+//! watermark.
+//!
+//! The store calls [`Feed::committed`] once per stored message, in sequence
+//! order. The feed appends the message to its channel's live window (if
+//! anyone follows the channel), then raises the *watermark* to its sequence
+//! number, then wakes the channel's subscribers.
+//!
+//! Invariant: every message with `seq <= watermark` is either in the live
+//! window of its followed channel or was stored before that channel was
+//! followed (and so is readable from the store). Two things keep it true:
+//! the watermark moves only after the window is appended to, and a channel
+//! starts being followed (its entry is created, with the window's base set to
+//! the watermark) under the same lock the feed holds while it appends and
+//! raises the watermark.
+//!
+//! Subscribers read only up to a watermark they loaded *before* reading, so a
+//! subscription to several channels never delivers a message while an
+//! earlier one of another of its channels is still on its way: delivery is
+//! in store order, and a single position is a complete cursor.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use comet_protocol::{ChannelName, Message, Seq};
+use comet_store::CommitListener;
+use tokio::sync::Notify;
+
+/// Followed channels and the watermark. The store's commit listener.
+pub(crate) struct Feed {
+    channels: RwLock<HashMap<ChannelName, Arc<ChannelEntry>>>,
+    watermark: AtomicU64,
+    live_window: usize,
+}
+
+/// One followed channel.
+pub(crate) struct ChannelEntry {
+    /// Subscriptions following it; changed only under the feed's write lock.
+    subscribers: AtomicUsize,
+    window: Mutex<LiveWindow>,
+    /// Woken after each message appended to the window.
+    pub(crate) notify: Notify,
+}
+
+/// The newest messages of one channel, contiguous in the channel's order.
+pub(crate) struct LiveWindow {
+    /// Every message of the channel with a greater sequence number that the
+    /// feed announced is in `messages`.
+    pub(crate) base: Seq,
+    pub(crate) messages: VecDeque<Arc<Message>>,
+}
+
+impl LiveWindow {
+    /// Up to `limit` messages with `after < seq <= upto`, or `None` when the
+    /// window no longer reaches back to `after`.
+    pub(crate) fn read(&self, after: Seq, upto: Seq, limit: usize) -> Option<Vec<Arc<Message>>> {
+        if after < self.base {
+            return None;
+        }
+        let start = self.messages.partition_point(|m| m.seq() <= after);
+        Some(
+            self.messages
+                .range(start..)
+                .take_while(|m| m.seq() <= upto)
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+impl ChannelEntry {
+    pub(crate) fn window(&self) -> MutexGuard<'_, LiveWindow> {
+        self.window.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Feed {
+    pub(crate) fn new(head: Seq, live_window: usize) -> Self {
+        Self {
+            channels: RwLock::new(HashMap::new()),
+            watermark: AtomicU64::new(head.0),
+            live_window,
+        }
+    }
+
+    /// The newest sequence number announced. Everything at or below it is
+    /// readable (see the module invariant).
+    pub(crate) fn watermark(&self) -> Seq {
+        Seq(self.watermark.load(Ordering::Acquire))
+    }
+
+    /// Starts following `channels` for one more subscriber each.
+    pub(crate) fn follow(&self, channels: &[ChannelName]) -> Vec<Arc<ChannelEntry>> {
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let base = self.watermark();
+        channels
+            .iter()
+            .map(|name| {
+                let entry = map.entry(name.clone()).or_insert_with(|| {
+                    Arc::new(ChannelEntry {
+                        subscribers: AtomicUsize::new(0),
+                        window: Mutex::new(LiveWindow {
+                            base,
+                            messages: VecDeque::new(),
+                        }),
+                        notify: Notify::new(),
+                    })
+                });
+                entry.subscribers.fetch_add(1, Ordering::Relaxed);
+                entry.clone()
+            })
+            .collect()
+    }
+
+    /// Stops following `channels` for one subscriber each; a channel nobody
+    /// follows any more loses its live window.
+    pub(crate) fn unfollow(&self, channels: &[ChannelName]) {
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        for name in channels {
+            if let Some(entry) = map.get(name)
+                && entry.subscribers.fetch_sub(1, Ordering::Relaxed) == 1
+            {
+                map.remove(name);
+            }
+        }
+    }
+
+    pub(crate) fn subscriber_count(&self, channel: &ChannelName) -> usize {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        map.get(channel)
+            .map_or(0, |entry| entry.subscribers.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn followed_channels(&self) -> usize {
+        self.channels.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl CommitListener for Feed {
+    fn committed(&self, message: &Arc<Message>) {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        let entry = map.get(message.channel());
+        if let Some(entry) = entry {
+            let mut window = entry.window();
+            window.messages.push_back(message.clone());
+            while window.messages.len() > self.live_window {
+                if let Some(oldest) = window.messages.pop_front() {
+                    window.base = oldest.seq();
+                }
+            }
+        }
+        self.watermark.store(message.seq().0, Ordering::Release);
+        if let Some(entry) = entry {
+            entry.notify.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The hub: Comet's publish/subscribe core, with no HTTP in it.
+//!
+//! [`Hub::publish`] hands a message to the [`Store`]; the store numbers it,
+//! keeps it, and tells the hub's feed, in store order. The feed appends it to
+//! the in-memory *live window* of its channel (only channels that someone is
+//! subscribed to have one) and wakes that channel's subscribers.
+//!
+//! A [`Subscription`] is not a queue. It is a cursor: one store-wide position
+//! and the channels it follows. When woken it reads what lies between its
+//! position and the feed's *watermark* (the newest message the feed has
+//! announced), from the live windows when they still hold it and from the
+//! store when they no longer do. So a subscriber that falls behind costs no
+//! memory: it reads history at its own pace, and, if retention removed what
+//! it had not read, it is told so with a [`Gap`]. The publisher never waits
+//! for a subscriber, and subscribers never wait for each other.
+//!
+//! Messages are shared (`Arc<Message>`), and so are their encoded frames,
+//! which [`Message`] computes once per transport.
+
+mod feed;
+mod stats;
+mod subscription;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, Message};
+pub use comet_protocol::{Gap, GapReason};
+pub use comet_store::Store;
+use comet_store::{StoreError, Retention};
+pub use stats::{HubStats, StatsSnapshot};
+pub use subscription::{Item, Start, Subscription};
+
+use crate::feed::Feed;
+
+/// Tuning of the hub.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Messages each followed channel keeps in memory for live delivery.
+    /// Subscribers further behind read from the store.
+    pub live_window: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self { live_window: 256 }
+    }
+}
+
+impl HubConfig {
+    /// A configuration whose live window never holds more than retention
+    /// keeps, so live delivery and replay agree on what "retained" means.
+    pub fn within(self, retention: &Retention) -> Self {
+        Self {
+            live_window: self.live_window.clamp(1, retention.max_messages.max(1)),
+        }
+    }
+}
+
+/// A hub failure: the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The result of a publish.
+#[derive(Clone, Debug)]
+pub struct Published {
+    /// The stored message.
+    pub message: Arc<Message>,
+    /// Subscribers to its channel on this hub when it was stored.
+    pub subscribers: usize,
+}
+
+/// What the hub knows of one channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Subscribers on this hub now.
+    pub subscribers: usize,
+    /// Messages retained.
+    pub retained: u64,
+    /// The newest message's id.
+    pub last_id: Cursor,
+}
+
+/// The publish/subscribe core. Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    epoch: Epoch,
+    feed: Arc<Feed>,
+    stats: Arc<HubStats>,
+}
+
+impl Hub {
+    /// A hub over `store`. It becomes the store's commit listener.
+    pub fn new(store: Arc<dyn Store>, config: HubConfig) -> Self {
+        let stats = Arc::new(HubStats::default());
+        let feed = Arc::new(Feed::new(store.head(), config.live_window.max(1)));
+        store.set_commit_listener(feed.clone());
+        Self {
+            shared: Arc::new(Shared {
+                epoch: store.epoch(),
+                store,
+                feed,
+                stats,
+            }),
+        }
+    }
+
+    /// Stores a message and delivers it to the channel's subscribers.
+    pub async fn publish(
+        &self,
+        channel: &ChannelName,
+        event: EventType,
+        data: Data,
+    ) -> Result<Published, HubError> {
+        let message = self.shared.store.append(channel, event, data).await?;
+        self.shared.stats.record_published();
+        Ok(Published {
+            subscribers: self.shared.feed.subscriber_count(channel),
+            message,
+        })
+    }
+
+    /// Starts a subscription to `channels` from `start`.
+    pub async fn subscribe(
+        &self,
+        channels: &ChannelList,
+        start: Start,
+    ) -> Result<Subscription, HubError> {
+        Subscription::open(self.shared.clone(), channels, start).await
+    }
+
+    /// The channel's retained count, newest id and local subscribers; `None`
+    /// if it never had a message.
+    pub async fn channel_info(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Option<ChannelInfo>, HubError> {
+        let summary = self.shared.store.summary(channel).await?;
+        Ok(summary.map(|summary| ChannelInfo {
+            subscribers: self.shared.feed.subscriber_count(channel),
+            retained: summary.retained,
+            last_id: summary.last_id,
+        }))
+    }
+
+    /// A cursor at the newest message announced so far: "now".
+    pub fn now(&self) -> Cursor {
+        Cursor::new(self.shared.epoch.clone(), self.shared.feed.watermark())
+    }
+
+    /// The epoch of the history behind this hub.
+    pub fn epoch(&self) -> &Epoch {
+        &self.shared.epoch
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Channels with at least one subscriber on this hub.
+    pub fn followed_channels(&self) -> usize {
+        self.shared.feed.followed_channels()
+    }
+
+    /// Succeeds when the store can accept and serve messages.
+    pub async fn check_health(&self) -> Result<(), HubError> {
+        Ok(self.shared.store.check_health().await?)
+    }
+
+    /// Applies retention by age every `interval`, forever. Spawn it.
+    pub async fn enforce_retention_every(&self, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = self.shared.store.enforce_retention().await {
+                tracing::warn!(%error, "retention sweep failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! A subscription: a position in the store-wide order and the channels it
+//! follows.
+//!
+//! Reading is pull-based. [`Subscription::next_batch`] looks for messages of
+//! its channels between its position and the feed's watermark: in the live
+//! windows while they reach back far enough, in the store once they do not
+//! (the subscriber fell behind, or resumed from an old cursor). If the store
+//! no longer holds what lay after the position, a [`Gap`] is reported first.
+//! Nothing is queued per subscriber beyond the one batch being returned.
+//!
+//! Both reading methods are cancel-safe: state changes only after the last
+//! `.await`, so a transport may race them against a heartbeat timer.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use comet_protocol::{ChannelList, ChannelName, Cursor, Gap, GapReason, Message, Seq};
+
+use crate::feed::ChannelEntry;
+use crate::{HubError, Shared};
+
+/// Where a subscription begins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Only messages stored from now on.
+    Now,
+    /// Everything after this cursor that is still retained. A cursor from
+    /// another epoch is reported as a [`GapReason::Reset`] gap for every
+    /// channel, and everything retained is delivered.
+    Since(Cursor),
+    /// The newest `n` retained messages of each channel, then live.
+    Backlog(usize),
+}
+
+/// One thing to deliver.
+#[derive(Clone, Debug)]
+pub enum Item {
+    /// A message.
+    Message(Arc<Message>),
+    /// A signal that messages of a channel were missed.
+    Gap(Gap),
+}
+
+/// Per-channel reading state.
+#[derive(Clone, Copy, Debug, Default)]
+struct Following {
+    /// The last read came from the live window.
+    live: bool,
+    /// A reset gap was announced; the first store read must not announce a
+    /// second gap for the same loss.
+    reset_announced: bool,
+    /// Losses up to here were already reported.
+    reported_loss_upto: Seq,
+}
+
+/// A live subscription. Dropping it stops following its channels.
+pub struct Subscription {
+    shared: Arc<Shared>,
+    names: Vec<ChannelName>,
+    entries: Arc<[Arc<ChannelEntry>]>,
+    following: Vec<Following>,
+    position: Seq,
+    pending: VecDeque<Item>,
+}
+
+impl Subscription {
+    pub(crate) async fn open(
+        shared: Arc<Shared>,
+        channels: &ChannelList,
+        start: Start,
+    ) -> Result<Self, HubError> {
+        let names = channels.names().to_vec();
+        let entries: Arc<[Arc<ChannelEntry>]> = shared.feed.follow(&names).into();
+        let position = shared.feed.watermark();
+        let mut subscription = Self {
+            following: vec![Following::default(); names.len()],
+            shared,
+            names,
+            entries,
+            position,
+            pending: VecDeque::new(),
+        };
+        match start {
+            Start::Now | Start::Backlog(0) => {}
+            Start::Since(cursor) if cursor.epoch == subscription.shared.epoch => {
+                // A position beyond the watermark is legitimate when another
+                // node announced it first; reading simply waits for it.
+                subscription.position = cursor.seq;
+            }
+            Start::Since(_) => {
+                for (name, following) in subscription
+                    .names
+                    .iter()
+                    .zip(subscription.following.iter_mut())
+                {
+                    subscription.pending.push_back(Item::Gap(Gap {
+                        channel: name.clone(),
+                        reason: GapReason::Reset,
+                    }));
+                    subscription.shared.stats.record_gap(GapReason::Reset);
+                    following.reset_announced = true;
+                }
+                subscription.position = Seq::ZERO;
+            }
+            Start::Backlog(count) => {
+                let mut backlog = Vec::new();
+                for name in &subscription.names {
+                    let history = subscription
+                        .shared
+                        .store
+                        .latest(name, count, position)
+                        .await?;
+                    backlog.extend(history.messages);
+                }
+                backlog.sort_by_key(|m| m.seq());
+                subscription
+                    .pending
+                    .extend(backlog.into_iter().map(Item::Message));
+            }
+        }
+        Ok(subscription)
+    }
+
+    /// The channels followed, sorted.
+    pub fn channels(&self) -> &[ChannelName] {
+        &self.names
+    }
+
+    /// A cursor after everything delivered so far (possibly beyond the last
+    /// message delivered, when nothing of these channels lies in between).
+    /// Items of a batch not yet taken are not covered.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.shared.epoch.clone(), self.position)
+    }
+
+    /// What is deliverable now, up to `limit` messages per channel; empty if
+    /// nothing is. Never waits for a publish.
+    pub async fn ready_batch(&mut self, limit: usize) -> Result<Vec<Item>, HubError> {
+        if let Some(items) = self.take_pending(limit) {
+            return Ok(items);
+        }
+        self.collect(limit.max(1)).await
+    }
+
+    /// The next non-empty batch, waiting for a publish if necessary.
+    pub async fn next_batch(&mut self, limit: usize) -> Result<Vec<Item>, HubError> {
+        loop {
+            if let Some(items) = self.take_pending(limit) {
+                return Ok(items);
+            }
+            // Register for wake-ups before looking, so that a message
+            // announced between the look and the wait still wakes us.
+            let entries = self.entries.clone();
+            let mut wakeups: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> = entries
+                .iter()
+                .map(|entry| Box::pin(entry.notify.notified()))
+                .collect();
+            for wakeup in &mut wakeups {
+                wakeup.as_mut().enable();
+            }
+            let items = self.collect(limit.max(1)).await?;
+            if !items.is_empty() {
+                return Ok(items);
+            }
+            poll_fn(|cx| {
+                for wakeup in &mut wakeups {
+                    if wakeup.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+        }
+    }
+
+    fn take_pending(&mut self, limit: usize) -> Option<Vec<Item>> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let count = self.pending.len().min(limit.max(1));
+        Some(self.pending.drain(..count).collect())
+    }
+
+    /// Reads what lies between the position and the watermark.
+    async fn collect(&mut self, limit: usize) -> Result<Vec<Item>, HubError> {
+        let watermark = self.shared.feed.watermark();
+        if watermark <= self.position {
+            return Ok(Vec::new());
+        }
+        let mut following = self.following.clone();
+        let mut gaps = Vec::new();
+        let mut fell_behind = 0;
+        let mut per_channel = Vec::with_capacity(self.entries.len());
+        let mut upto = watermark;
+        for (index, entry) in self.entries.iter().enumerate() {
+            let state = &mut following[index];
+            let from_window = entry.window().read(self.position, watermark, limit);
+            let messages = match from_window {
+                Some(messages) => {
+                    state.live = true;
+                    state.reset_announced = false;
+                    messages
+                }
+                None => {
+                    if state.live {
+                        fell_behind += 1;
+                        state.live = false;
+                    }
+                    let name = &self.names[index];
+                    let history = self
+                        .shared
+                        .store
+                        .read(name, self.position, watermark, limit)
+                        .await?;
+                    let reported = state.reported_loss_upto.max(self.position);
+                    if history.trimmed_upto > reported && !state.reset_announced {
+                        gaps.push(Gap {
+                            channel: name.clone(),
+                            reason: GapReason::Trimmed,
+                        });
+                    }
+                    state.reported_loss_upto = state.reported_loss_upto.max(history.trimmed_upto);
+                    state.reset_announced = false;
+                    history.messages
+                }
+            };
+            if messages.len() >= limit
+                && let Some(last) = messages.last()
+            {
+                // This channel may have more; deliver nothing beyond it yet,
+                // or another channel's later message would overtake it.
+                upto = upto.min(last.seq());
+            }
+            per_channel.push(messages);
+        }
+
+        // Everything below is synchronous: the state changes together.
+        let mut items: Vec<Item> = Vec::new();
+        for gap in gaps {
+            self.shared.stats.record_gap(gap.reason);
+            items.push(Item::Gap(gap));
+        }
+        if per_channel.len() == 1 {
+            let messages = per_channel.pop().unwrap_or_default();
+            items.extend(messages.into_iter().map(Item::Message));
+        } else {
+            let mut merged: Vec<Arc<Message>> = per_channel
+                .into_iter()
+                .flatten()
+                .filter(|m| m.seq() <= upto)
+                .collect();
+            merged.sort_by_key(|m| m.seq());
+            items.extend(merged.into_iter().map(Item::Message));
+        }
+        for _ in 0..fell_behind {
+            self.shared.stats.record_fell_behind();
+        }
+        self.following = following;
+        self.position = upto;
+        Ok(items)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared.feed.unfollow(&self.names);
+    }
+}

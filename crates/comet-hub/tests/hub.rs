@@ -1,0 +1,355 @@
+//! The hub through its public API, over the in-memory store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use comet_hub::{Gap, GapReason, Hub, HubConfig, Item, Start, Subscription};
+use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, Seq};
+use comet_store::{MemoryStore, Retention, StoreOptions};
+
+fn hub_with(retention: Retention, live_window: usize) -> Hub {
+    let store = Arc::new(MemoryStore::new(StoreOptions {
+        retention,
+        ..StoreOptions::default()
+    }));
+    Hub::new(store, HubConfig { live_window })
+}
+
+fn hub() -> Hub {
+    hub_with(Retention::default(), 256)
+}
+
+fn channels(list: &str) -> ChannelList {
+    ChannelList::parse(list, 16).expect("valid list")
+}
+
+fn name(text: &str) -> ChannelName {
+    ChannelName::new(text).expect("valid name")
+}
+
+async fn publish(hub: &Hub, channel: &str, data: &str) -> Cursor {
+    hub.publish(&name(channel), EventType::message(), Data::from(data.to_string()))
+        .await
+        .expect("publish")
+        .message
+        .id()
+}
+
+/// Reads items until `count` messages arrived, failing after 10 s.
+async fn take_messages(sub: &mut Subscription, count: usize) -> (Vec<String>, Vec<Gap>) {
+    let mut messages = Vec::new();
+    let mut gaps = Vec::new();
+    while messages.len() < count {
+        let batch = tokio::time::timeout(Duration::from_secs(10), sub.next_batch(64))
+            .await
+            .expect("messages arrive in time")
+            .expect("batch");
+        for item in batch {
+            match item {
+                Item::Message(m) => messages.push(format!("{}:{}", m.channel(), m.data().as_str())),
+                Item::Gap(gap) => gaps.push(gap),
+            }
+        }
+    }
+    (messages, gaps)
+}
+
+async fn ready_messages(sub: &mut Subscription) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let batch = sub.ready_batch(64).await.expect("batch");
+        if batch.is_empty() {
+            return out;
+        }
+        for item in batch {
+            if let Item::Message(m) = item {
+                out.push(format!("{}:{}", m.channel(), m.data().as_str()));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_live_subscriber_receives_what_is_published_after_it_started() {
+    let hub = hub();
+    publish(&hub, "news", "before").await;
+    let mut sub = hub.subscribe(&channels("news"), Start::Now).await.unwrap();
+    publish(&hub, "news", "1").await;
+    publish(&hub, "other", "x").await;
+    publish(&hub, "news", "2").await;
+    let (messages, gaps) = take_messages(&mut sub, 2).await;
+    assert_eq!(messages, ["news:1", "news:2"]);
+    assert!(gaps.is_empty());
+}
+
+#[tokio::test]
+async fn publish_reports_local_subscribers() {
+    let hub = hub();
+    let first = hub.subscribe(&channels("news"), Start::Now).await.unwrap();
+    let _second = hub.subscribe(&channels("news,sport"), Start::Now).await.unwrap();
+    let published = hub
+        .publish(&name("news"), EventType::message(), Data::from("x"))
+        .await
+        .unwrap();
+    assert_eq!(published.subscribers, 2);
+    drop(first);
+    let published = hub
+        .publish(&name("news"), EventType::message(), Data::from("y"))
+        .await
+        .unwrap();
+    assert_eq!(published.subscribers, 1);
+    let info = hub.channel_info(&name("news")).await.unwrap().unwrap();
+    assert_eq!(info.subscribers, 1);
+    assert_eq!(info.retained, 2);
+    assert_eq!(info.last_id, published.message.id());
+    assert!(hub.channel_info(&name("never")).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn dropping_the_last_subscription_stops_following_the_channel() {
+    let hub = hub();
+    let sub = hub.subscribe(&channels("a,b"), Start::Now).await.unwrap();
+    assert_eq!(hub.followed_channels(), 2);
+    drop(sub);
+    assert_eq!(hub.followed_channels(), 0);
+}
+
+#[tokio::test]
+async fn resuming_from_any_message_id_yields_exactly_the_rest() {
+    let hub = hub();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let channel = ["a", "b", "c"][i % 3];
+        ids.push((publish(&hub, channel, &i.to_string()).await, channel, i));
+    }
+    for (cut, (id, _, _)) in ids.iter().enumerate() {
+        let mut sub = hub
+            .subscribe(&channels("a,c"), Start::Since(id.clone()))
+            .await
+            .unwrap();
+        let expected: Vec<String> = ids[cut + 1..]
+            .iter()
+            .filter(|(_, channel, _)| *channel != "b")
+            .map(|(_, channel, i)| format!("{channel}:{i}"))
+            .collect();
+        assert_eq!(ready_messages(&mut sub).await, expected, "resuming after #{cut}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_channels_arrive_in_store_order_under_concurrent_publishers() {
+    let hub = hub();
+    let mut sub = hub.subscribe(&channels("a,b,c"), Start::Now).await.unwrap();
+    let mut writers = Vec::new();
+    for channel in ["a", "b", "c"] {
+        let hub = hub.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..300 {
+                publish(&hub, channel, &i.to_string()).await;
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 900 {
+        let batch = tokio::time::timeout(Duration::from_secs(10), sub.next_batch(50))
+            .await
+            .expect("in time")
+            .unwrap();
+        for item in batch {
+            if let Item::Message(m) = item {
+                seen.push(m);
+            }
+        }
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert!(seen.windows(2).all(|w| w[0].seq() < w[1].seq()), "store order");
+    for channel in ["a", "b", "c"] {
+        let datas: Vec<String> = seen
+            .iter()
+            .filter(|m| m.channel().as_str() == channel)
+            .map(|m| m.data().as_str().to_string())
+            .collect();
+        let expected: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+        assert_eq!(datas, expected, "channel {channel} complete and in order");
+    }
+    // The cursor after everything resumes to nothing.
+    let mut again = hub
+        .subscribe(&channels("a,b,c"), Start::Since(sub.cursor()))
+        .await
+        .unwrap();
+    assert!(ready_messages(&mut again).await.is_empty());
+}
+
+#[tokio::test]
+async fn backlog_delivers_the_newest_of_each_channel_in_order() {
+    let hub = hub();
+    for i in 0..5 {
+        publish(&hub, "a", &format!("a{i}")).await;
+        publish(&hub, "b", &format!("b{i}")).await;
+    }
+    let mut sub = hub.subscribe(&channels("a,b"), Start::Backlog(2)).await.unwrap();
+    assert_eq!(ready_messages(&mut sub).await, ["a:a3", "b:b3", "a:a4", "b:b4"]);
+    publish(&hub, "a", "live").await;
+    let (messages, _) = take_messages(&mut sub, 1).await;
+    assert_eq!(messages, ["a:live"]);
+}
+
+#[tokio::test]
+async fn resuming_before_the_retained_history_reports_a_gap_then_delivers_the_rest() {
+    let hub = hub_with(
+        Retention {
+            max_messages: 5,
+            max_age: None,
+        },
+        5,
+    );
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(publish(&hub, "a", &i.to_string()).await);
+    }
+    let mut sub = hub
+        .subscribe(&channels("a"), Start::Since(ids[2].clone()))
+        .await
+        .unwrap();
+    let batch = sub.ready_batch(100).await.unwrap();
+    assert!(
+        matches!(&batch[0], Item::Gap(Gap { reason: GapReason::Trimmed, channel }) if channel.as_str() == "a"),
+        "first item is the gap: {batch:?}"
+    );
+    let datas: Vec<&str> = batch[1..]
+        .iter()
+        .map(|item| match item {
+            Item::Message(m) => m.data().as_str(),
+            Item::Gap(g) => panic!("second gap {g:?}"),
+        })
+        .collect();
+    assert_eq!(datas, ["15", "16", "17", "18", "19"]);
+    assert!(sub.ready_batch(100).await.unwrap().is_empty());
+    assert_eq!(hub.stats().gaps_trimmed, 1);
+
+    // Resuming from the newest trimmed id is not a gap: nothing was missed.
+    let mut exact = hub
+        .subscribe(&channels("a"), Start::Since(ids[14].clone()))
+        .await
+        .unwrap();
+    let batch = exact.ready_batch(100).await.unwrap();
+    assert!(batch.iter().all(|item| matches!(item, Item::Message(_))));
+    assert_eq!(batch.len(), 5);
+}
+
+#[tokio::test]
+async fn a_cursor_from_another_history_is_a_reset_gap_for_every_channel() {
+    let hub = hub();
+    publish(&hub, "a", "1").await;
+    publish(&hub, "b", "2").await;
+    let foreign = Cursor::new(Epoch::new("elsewhere").unwrap(), Seq(1));
+    let mut sub = hub
+        .subscribe(&channels("a,b"), Start::Since(foreign))
+        .await
+        .unwrap();
+    let batch = sub.ready_batch(100).await.unwrap();
+    let gaps: Vec<_> = batch
+        .iter()
+        .filter_map(|item| match item {
+            Item::Gap(gap) => Some((gap.channel.to_string(), gap.reason)),
+            Item::Message(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        gaps,
+        [("a".to_string(), GapReason::Reset), ("b".to_string(), GapReason::Reset)]
+    );
+    assert_eq!(ready_messages(&mut sub).await, ["a:1", "b:2"]);
+    assert_eq!(hub.stats().gaps_reset, 2);
+}
+
+#[tokio::test]
+async fn a_subscriber_behind_the_live_window_catches_up_from_the_store() {
+    let hub = hub_with(Retention::default(), 4);
+    let mut sub = hub.subscribe(&channels("a"), Start::Now).await.unwrap();
+    publish(&hub, "a", "0").await;
+    let (first, _) = take_messages(&mut sub, 1).await;
+    assert_eq!(first, ["a:0"]);
+    for i in 1..=50 {
+        publish(&hub, "a", &i.to_string()).await;
+    }
+    let (messages, gaps) = take_messages(&mut sub, 50).await;
+    let expected: Vec<String> = (1..=50).map(|i| format!("a:{i}")).collect();
+    assert_eq!(messages, expected);
+    assert!(gaps.is_empty(), "history still held everything");
+    assert_eq!(hub.stats().fell_behind, 1);
+}
+
+#[tokio::test]
+async fn a_subscriber_behind_the_retained_history_is_told_of_the_gap() {
+    let hub = hub_with(
+        Retention {
+            max_messages: 10,
+            max_age: None,
+        },
+        4,
+    );
+    let mut sub = hub.subscribe(&channels("a"), Start::Now).await.unwrap();
+    publish(&hub, "a", "0").await;
+    take_messages(&mut sub, 1).await;
+    for i in 1..=30 {
+        publish(&hub, "a", &i.to_string()).await;
+    }
+    let (messages, gaps) = take_messages(&mut sub, 10).await;
+    let expected: Vec<String> = (21..=30).map(|i| format!("a:{i}")).collect();
+    assert_eq!(messages, expected);
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(gaps[0].reason, GapReason::Trimmed);
+}
+
+#[tokio::test]
+async fn a_gap_is_reported_once_even_when_reading_takes_several_batches() {
+    let hub = hub_with(
+        Retention {
+            max_messages: 50,
+            max_age: None,
+        },
+        4,
+    );
+    let first = publish(&hub, "a", "first").await;
+    for i in 0..100 {
+        publish(&hub, "a", &i.to_string()).await;
+        publish(&hub, "b", &i.to_string()).await;
+    }
+    let mut sub = hub
+        .subscribe(&channels("a,b"), Start::Since(first))
+        .await
+        .unwrap();
+    let mut gaps = 0;
+    let mut messages = 0;
+    loop {
+        let batch = sub.ready_batch(7).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for item in batch {
+            match item {
+                Item::Gap(_) => gaps += 1,
+                Item::Message(_) => messages += 1,
+            }
+        }
+    }
+    assert_eq!(messages, 100, "50 retained of each channel");
+    assert_eq!(gaps, 2, "one gap per channel");
+}
+
+#[tokio::test]
+async fn a_waiting_reader_can_be_cancelled_and_resumed_without_loss() {
+    let hub = hub();
+    let mut sub = hub.subscribe(&channels("a"), Start::Now).await.unwrap();
+    for round in 0..20 {
+        // Cancel a pending wait, then publish, then read.
+        let waited = tokio::time::timeout(Duration::from_millis(1), sub.next_batch(10)).await;
+        assert!(waited.is_err(), "nothing to read yet");
+        publish(&hub, "a", &round.to_string()).await;
+        let (messages, _) = take_messages(&mut sub, 1).await;
+        assert_eq!(messages, [format!("a:{round}")]);
+    }
+}
