@@ -38,9 +38,13 @@ async fn deliver(hub: &Hub, subscribers: usize) -> Duration {
     }
     let started = Instant::now();
     for i in 0..MESSAGES {
-        hub.publish(&channel, EventType::message(), Data::from(format!("{{\"n\":{i}}}")))
-            .await
-            .unwrap();
+        hub.publish(
+            &channel,
+            EventType::message(),
+            Data::from(format!("{{\"n\":{i}}}")),
+        )
+        .await
+        .unwrap();
     }
     for reader in readers {
         std::hint::black_box(reader.await.unwrap());

@@ -134,7 +134,10 @@ impl Feed {
     }
 
     pub(crate) fn followed_channels(&self) -> usize {
-        self.channels.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
 

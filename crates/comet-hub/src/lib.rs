@@ -27,7 +27,7 @@ use std::time::Duration;
 use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, Message};
 pub use comet_protocol::{Gap, GapReason};
 pub use comet_store::Store;
-use comet_store::{StoreError, Retention};
+use comet_store::{Retention, StoreError};
 pub use stats::{HubStats, StatsSnapshot};
 pub use subscription::{Item, Start, Subscription};
 

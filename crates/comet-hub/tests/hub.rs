@@ -28,11 +28,15 @@ fn name(text: &str) -> ChannelName {
 }
 
 async fn publish(hub: &Hub, channel: &str, data: &str) -> Cursor {
-    hub.publish(&name(channel), EventType::message(), Data::from(data.to_string()))
-        .await
-        .expect("publish")
-        .message
-        .id()
+    hub.publish(
+        &name(channel),
+        EventType::message(),
+        Data::from(data.to_string()),
+    )
+    .await
+    .expect("publish")
+    .message
+    .id()
 }
 
 /// Reads items until `count` messages arrived, failing after 10 s.
@@ -86,7 +90,10 @@ async fn a_live_subscriber_receives_what_is_published_after_it_started() {
 async fn publish_reports_local_subscribers() {
     let hub = hub();
     let first = hub.subscribe(&channels("news"), Start::Now).await.unwrap();
-    let _second = hub.subscribe(&channels("news,sport"), Start::Now).await.unwrap();
+    let _second = hub
+        .subscribe(&channels("news,sport"), Start::Now)
+        .await
+        .unwrap();
     let published = hub
         .publish(&name("news"), EventType::message(), Data::from("x"))
         .await
@@ -132,7 +139,11 @@ async fn resuming_from_any_message_id_yields_exactly_the_rest() {
             .filter(|(_, channel, _)| *channel != "b")
             .map(|(_, channel, i)| format!("{channel}:{i}"))
             .collect();
-        assert_eq!(ready_messages(&mut sub).await, expected, "resuming after #{cut}");
+        assert_eq!(
+            ready_messages(&mut sub).await,
+            expected,
+            "resuming after #{cut}"
+        );
     }
 }
 
@@ -164,7 +175,10 @@ async fn several_channels_arrive_in_store_order_under_concurrent_publishers() {
     for writer in writers {
         writer.await.unwrap();
     }
-    assert!(seen.windows(2).all(|w| w[0].seq() < w[1].seq()), "store order");
+    assert!(
+        seen.windows(2).all(|w| w[0].seq() < w[1].seq()),
+        "store order"
+    );
     for channel in ["a", "b", "c"] {
         let datas: Vec<String> = seen
             .iter()
@@ -189,8 +203,14 @@ async fn backlog_delivers_the_newest_of_each_channel_in_order() {
         publish(&hub, "a", &format!("a{i}")).await;
         publish(&hub, "b", &format!("b{i}")).await;
     }
-    let mut sub = hub.subscribe(&channels("a,b"), Start::Backlog(2)).await.unwrap();
-    assert_eq!(ready_messages(&mut sub).await, ["a:a3", "b:b3", "a:a4", "b:b4"]);
+    let mut sub = hub
+        .subscribe(&channels("a,b"), Start::Backlog(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        ready_messages(&mut sub).await,
+        ["a:a3", "b:b3", "a:a4", "b:b4"]
+    );
     publish(&hub, "a", "live").await;
     let (messages, _) = take_messages(&mut sub, 1).await;
     assert_eq!(messages, ["a:live"]);
@@ -259,7 +279,10 @@ async fn a_cursor_from_another_history_is_a_reset_gap_for_every_channel() {
         .collect();
     assert_eq!(
         gaps,
-        [("a".to_string(), GapReason::Reset), ("b".to_string(), GapReason::Reset)]
+        [
+            ("a".to_string(), GapReason::Reset),
+            ("b".to_string(), GapReason::Reset)
+        ]
     );
     assert_eq!(ready_messages(&mut sub).await, ["a:1", "b:2"]);
     assert_eq!(hub.stats().gaps_reset, 2);

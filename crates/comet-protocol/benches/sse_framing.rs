@@ -20,7 +20,10 @@ fn message(data: String) -> Message {
 
 fn framing(c: &mut Criterion) {
     let shapes = [
-        ("json_64B", r#"{"user":"ada","text":"hello, world","n":42}"#.to_string()),
+        (
+            "json_64B",
+            r#"{"user":"ada","text":"hello, world","n":42}"#.to_string(),
+        ),
         ("text_1KiB", "x".repeat(1024)),
         ("lines_1KiB", "line of text\n".repeat(79)),
         ("text_64KiB", "y".repeat(64 * 1024)),

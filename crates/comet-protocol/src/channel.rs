@@ -24,9 +24,7 @@ pub enum InvalidChannel {
     #[error("channel name is {0} bytes long; the limit is {MAX_CHANNEL_NAME_LEN}")]
     TooLong(usize),
     /// The name holds a byte outside the allowed alphabet.
-    #[error(
-        "channel name contains {0}, which is not allowed (use A-Z a-z 0-9 and _ - . : @ ~)"
-    )]
+    #[error("channel name contains {0}, which is not allowed (use A-Z a-z 0-9 and _ - . : @ ~)")]
     BadCharacter(String),
 }
 
@@ -43,7 +41,10 @@ impl ChannelName {
         if name.len() > MAX_CHANNEL_NAME_LEN {
             return Err(InvalidChannel::TooLong(name.len()));
         }
-        if let Some(bad) = name.chars().find(|c| !c.is_ascii() || !is_name_byte(*c as u8)) {
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !c.is_ascii() || !is_name_byte(*c as u8))
+        {
             return Err(InvalidChannel::BadCharacter(format!("{bad:?}")));
         }
         Ok(Self(Arc::from(name)))

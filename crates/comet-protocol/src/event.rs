@@ -101,10 +101,7 @@ mod tests {
             Err(InvalidEventType::TooLong(65))
         );
         for bad in ["a\nb", "a\rb", "a\0b"] {
-            assert_eq!(
-                EventType::new(bad),
-                Err(InvalidEventType::ControlCharacter)
-            );
+            assert_eq!(EventType::new(bad), Err(InvalidEventType::ControlCharacter));
         }
     }
 

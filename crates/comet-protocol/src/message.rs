@@ -154,7 +154,8 @@ impl Message {
     /// The JSON object followed by LF (one NDJSON line), encoded once and
     /// shared.
     pub fn json_line(&self) -> &Bytes {
-        self.json_line.get_or_init(|| json::encode_message_line(self))
+        self.json_line
+            .get_or_init(|| json::encode_message_line(self))
     }
 
     /// The JSON object alone (the line without its LF), sharing the same bytes.

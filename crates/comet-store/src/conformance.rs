@@ -198,7 +198,13 @@ where
         .await
         .expect("latest");
     assert!(latest.messages.is_empty());
-    assert!(store.summary(&name("never")).await.expect("summary").is_none());
+    assert!(
+        store
+            .summary(&name("never"))
+            .await
+            .expect("summary")
+            .is_none()
+    );
 }
 
 /// `latest` gives the newest messages, oldest first, bounded by `upto`.

@@ -1,0 +1,198 @@
+//! Accepting connections and running HTTP/1.1 on them.
+//!
+//! Around the router, each connection gets:
+//! - a place under the connection cap, or a `503 too_many_connections`
+//!   answer and a close;
+//! - its first request head read here, under the header timeout and size
+//!   limit, so a slow, oversized or non-HTTP first request gets a JSON error
+//!   (408, 431, 400) instead of a silent close (see [`head`]); later
+//!   requests on a keep-alive connection are timed by hyper, which closes
+//!   an idle connection after the same timeout;
+//! - a write timeout: a client that accepts no bytes for that long while
+//!   the server has bytes for it is disconnected (see [`io`]).
+//!
+//! At shutdown the listener closes first, then the shared cancellation
+//! token ends open streams and held polls, then connections get the grace
+//! period to finish.
+
+mod head;
+mod io;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use http::StatusCode;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::metrics::ConnectionRefusal;
+use head::HeadError;
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let places = Arc::new(Semaphore::new(state.config.max_connections));
+    let connections = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors, or a connection reset before it
+                // was accepted: wait a little instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            state.metrics.refused(ConnectionRefusal::Limit);
+            let limit = state.config.max_connections;
+            tokio::spawn(refuse(
+                stream,
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_connections",
+                    format!(
+                        "the server's limit of {limit} open connections is reached; retry later"
+                    ),
+                ),
+            ));
+            continue;
+        };
+        let router = router.clone();
+        let state = state.clone();
+        connections.spawn(async move {
+            let _place = place;
+            let _counted = state.metrics.connection();
+            let mut stream = stream;
+            let config = &state.config;
+            let reading = head::read(
+                &mut stream,
+                config.header_read_timeout,
+                config.max_head_bytes,
+            );
+            let first_head = tokio::select! {
+                read = reading => read,
+                () = state.shutdown.cancelled() => return,
+            };
+            let first_head = match first_head {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return,
+                Err(error) => {
+                    let (refusal, api_error) = error.answer(config);
+                    state.metrics.refused(refusal);
+                    refuse(stream, api_error).await;
+                    return;
+                }
+            };
+            let io = io::ConnectionIo::new(stream, first_head, config.write_timeout, state.clone());
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(config.header_read_timeout)
+                .max_buf_size(config.max_head_bytes.max(8192))
+                .keep_alive(true);
+            let connection = http
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+                .with_upgrades();
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = state.shutdown.cancelled() => {
+                    // Finish the response in flight (streams end on the
+                    // same signal), then close instead of keeping alive.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    state.shutdown.cancel();
+    connections.close();
+    if tokio::time::timeout(state.config.shutdown_grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period");
+    }
+    Ok(())
+}
+
+impl HeadError {
+    fn answer(&self, config: &crate::ServerConfig) -> (ConnectionRefusal, ApiError) {
+        match self {
+            HeadError::Timeout => (
+                ConnectionRefusal::HeaderTimeout,
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request head did not arrive within {} ms",
+                        config.header_read_timeout.as_millis()
+                    ),
+                ),
+            ),
+            HeadError::TooLarge => (
+                ConnectionRefusal::HeadTooLarge,
+                ApiError::new(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "headers_too_large",
+                    format!(
+                        "the request head exceeds the limit of {} bytes",
+                        config.max_head_bytes
+                    ),
+                ),
+            ),
+            HeadError::Malformed(reason) => (
+                ConnectionRefusal::Malformed,
+                ApiError::bad_request(
+                    "malformed_request",
+                    format!("the request is not valid HTTP/1.x: {reason}"),
+                ),
+            ),
+        }
+    }
+}
+
+/// Answers `error` and closes, reading what the client already sent first
+/// so that closing does not reset the connection under the answer.
+async fn refuse(mut stream: TcpStream, error: ApiError) {
+    let body = error.body();
+    let reason = error.status.canonical_reason().unwrap_or("Error");
+    let head = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        error.status.as_u16(),
+        body.len()
+    );
+    let mut discard = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut discard)).await;
+    if stream.write_all(head.as_bytes()).await.is_ok() && stream.write_all(&body).await.is_ok() {
+        let _ = stream.shutdown().await;
+        // Drain until the client closes (bounded), so the answer is not lost
+        // to a reset.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while matches!(stream.read(&mut discard).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
+}

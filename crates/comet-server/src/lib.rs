@@ -1,0 +1,121 @@
+//! Comet's HTTP server: the API of `API.md` over a [`Hub`].
+//!
+//! - [`Server::router`] is the plain axum router: publishing
+//!   ([`publish`]), the transports ([`transport`]), inspection ([`inspect`])
+//!   and metrics.
+//! - [`Server::serve`] runs it on a bound listener until a shutdown future
+//!   resolves, with what a public server needs around the router: a
+//!   connection cap, a request-head timeout, a write timeout for stuck
+//!   clients, and a graceful end for open streams ([`connection`]).
+//!
+//! Tests and the binary share both entry points: a test binds
+//! `127.0.0.1:0`, passes the listener, and talks HTTP to it.
+
+pub mod config;
+pub mod connection;
+pub mod error;
+mod inspect;
+pub mod metrics;
+mod params;
+mod publish;
+pub mod transport;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use comet_hub::Hub;
+pub use config::ServerConfig;
+use error::ApiError;
+use http::{Method, StatusCode, Uri};
+use metrics::Metrics;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<AppInner>);
+
+pub(crate) struct AppInner {
+    pub(crate) hub: Hub,
+    pub(crate) config: ServerConfig,
+    pub(crate) metrics: Metrics,
+    /// Cancelled when the server shuts down: open streams and held long
+    /// polls end cleanly.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+/// A Comet HTTP server over a hub.
+pub struct Server {
+    state: AppState,
+}
+
+impl Server {
+    /// A server for `hub` with `config`.
+    pub fn new(hub: Hub, config: ServerConfig) -> Self {
+        Self {
+            state: AppState(Arc::new(AppInner {
+                metrics: Metrics::new(hub.clone()),
+                hub,
+                config,
+                shutdown: CancellationToken::new(),
+            })),
+        }
+    }
+
+    /// The routes of API.md.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting,
+    /// ends open streams and held polls cleanly, and waits (up to the
+    /// configured grace period) for connections to finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        connection::serve(listener, router, self.state, shutdown).await
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/pub/{channel}", post(publish::publish))
+        .route("/poll/{channels}", get(transport::poll::poll))
+        .route("/stream/{channels}", get(transport::ndjson::stream))
+        .route("/sse/{channels}", get(transport::sse::sse))
+        .route("/channels/{channel}", get(inspect::channel))
+        .route("/healthz", get(inspect::healthz))
+        .route("/metrics", get(inspect::metrics))
+        .route("/", get(inspect::index))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,260 @@
+//! Prometheus metrics, through the `prometheus-client` crate.
+//!
+//! Transport-level figures (deliveries, open subscribers, connections) are
+//! counted here as they happen; the hub's own counters (published, gaps,
+//! subscribers that fell behind) are read from the hub at scrape time.
+
+use std::fmt::Write as _;
+
+use comet_hub::Hub;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+
+/// The transports, as metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Short polling.
+    Poll,
+    /// Long polling.
+    LongPoll,
+    /// HTTP streaming (NDJSON).
+    Stream,
+    /// Server-Sent Events.
+    Sse,
+}
+
+impl Transport {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Poll => "poll",
+            Transport::LongPoll => "longpoll",
+            Transport::Stream => "stream",
+            Transport::Sse => "sse",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransportLabel {
+    transport: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Why a connection was refused or closed by the server.
+#[derive(Clone, Copy, Debug)]
+pub enum ConnectionRefusal {
+    /// The connection cap was reached (503).
+    Limit,
+    /// The request head did not arrive in time (408).
+    HeaderTimeout,
+    /// The request head was too large (431).
+    HeadTooLarge,
+    /// The request head was not HTTP (400).
+    Malformed,
+}
+
+impl ConnectionRefusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            ConnectionRefusal::Limit => "connection_limit",
+            ConnectionRefusal::HeaderTimeout => "header_timeout",
+            ConnectionRefusal::HeadTooLarge => "head_too_large",
+            ConnectionRefusal::Malformed => "malformed",
+        }
+    }
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    deliveries: Family<TransportLabel, Counter>,
+    subscribers: Family<TransportLabel, Gauge>,
+    connections: Gauge,
+    refused: Family<ReasonLabel, Counter>,
+    stalled_disconnects: Counter,
+}
+
+impl Metrics {
+    /// Metrics for a server over `hub`.
+    pub fn new(hub: Hub) -> Self {
+        let mut registry = Registry::with_prefix("comet");
+        let deliveries = Family::<TransportLabel, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Messages written to subscribers, by transport",
+            deliveries.clone(),
+        );
+        let subscribers = Family::<TransportLabel, Gauge>::default();
+        registry.register(
+            "subscribers",
+            "Open subscriptions (held long polls included), by transport",
+            subscribers.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Open client connections",
+            connections.clone(),
+        );
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections answered with an error and closed before reaching a route",
+            refused.clone(),
+        );
+        let stalled_disconnects = Counter::default();
+        registry.register_collector(Box::new(HubCollector {
+            hub,
+            stalled_disconnects: stalled_disconnects.clone(),
+        }));
+        Self {
+            registry,
+            deliveries,
+            subscribers,
+            connections,
+            refused,
+            stalled_disconnects,
+        }
+    }
+
+    /// Counts `count` messages delivered over `transport`.
+    pub fn delivered(&self, transport: Transport, count: usize) {
+        if count > 0 {
+            self.deliveries
+                .get_or_create(&TransportLabel {
+                    transport: transport.as_str(),
+                })
+                .inc_by(count as u64);
+        }
+    }
+
+    /// Counts an open subscriber until the guard is dropped.
+    pub fn subscriber(&self, transport: Transport) -> GaugeGuard {
+        let gauge = self
+            .subscribers
+            .get_or_create(&TransportLabel {
+                transport: transport.as_str(),
+            })
+            .clone();
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+
+    /// Counts an open connection until the guard is dropped.
+    pub fn connection(&self) -> GaugeGuard {
+        self.connections.inc();
+        GaugeGuard(self.connections.clone())
+    }
+
+    /// Counts a refused connection.
+    pub fn refused(&self, why: ConnectionRefusal) {
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: why.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection closed for not reading.
+    pub fn stalled_disconnect(&self) {
+        self.stalled_disconnects.inc();
+    }
+
+    /// The metrics in the Prometheus/OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+            let _ = writeln!(out, "# metrics encoding failed");
+        }
+        out
+    }
+}
+
+/// Decrements its gauge when dropped.
+pub struct GaugeGuard(Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Reads the hub's counters at scrape time.
+struct HubCollector {
+    hub: Hub,
+    stalled_disconnects: Counter,
+}
+
+impl std::fmt::Debug for HubCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HubCollector")
+    }
+}
+
+impl Collector for HubCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.hub.stats();
+
+        let published = ConstCounter::new(stats.published);
+        published.encode(encoder.encode_descriptor(
+            "messages_published",
+            "Messages stored through this server.",
+            None,
+            published.metric_type(),
+        )?)?;
+
+        let gaps = Family::<ReasonLabel, Counter>::default();
+        gaps.get_or_create(&ReasonLabel { reason: "trimmed" })
+            .inc_by(stats.gaps_trimmed);
+        gaps.get_or_create(&ReasonLabel { reason: "reset" })
+            .inc_by(stats.gaps_reset);
+        gaps.encode(encoder.encode_descriptor(
+            "gaps",
+            "Gap signals sent: messages a subscriber missed, by reason.",
+            None,
+            gaps.metric_type(),
+        )?)?;
+
+        let actions = Family::<ActionLabel, Counter>::default();
+        actions
+            .get_or_create(&ActionLabel {
+                action: "replayed_from_history",
+            })
+            .inc_by(stats.fell_behind);
+        actions
+            .get_or_create(&ActionLabel {
+                action: "disconnected",
+            })
+            .inc_by(self.stalled_disconnects.get());
+        actions.encode(encoder.encode_descriptor(
+            "slow_consumer_actions",
+            "What happened to subscribers that fell behind: served from stored history, or disconnected after the write timeout.",
+            None,
+            actions.metric_type(),
+        )?)?;
+
+        let followed = ConstGauge::new(self.hub.followed_channels() as i64);
+        followed.encode(encoder.encode_descriptor(
+            "followed_channels",
+            "Channels with at least one subscriber on this server.",
+            None,
+            followed.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}

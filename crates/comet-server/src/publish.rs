@@ -1,0 +1,77 @@
+//! `POST /pub/{channel}`: validate, store, answer 201 with the id.
+//!
+//! The body is the message data, read up to the configured limit (413
+//! beyond, decided from `Content-Length` before reading when it is given).
+//! The answer is sent only once the store has the message.
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use comet_protocol::Data;
+use http::{HeaderMap, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::params::{Query, channel_name, event_type};
+
+pub(crate) async fn publish(
+    State(state): State<AppState>,
+    channel: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path(channel) = channel.map_err(|_| {
+        ApiError::bad_request("invalid_channel", "the channel name is not valid UTF-8")
+    })?;
+    let channel = channel_name(&channel)?;
+    let query = Query::parse(query.as_deref())?;
+    let event = event_type(&query)?;
+    let body = read_body(body, &headers, state.config.max_body_bytes).await?;
+    let data = Data::from_utf8(body).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_data",
+            format!("message data must be UTF-8 text: {error}"),
+        )
+    })?;
+    let published = state.hub.publish(&channel, event, data).await?;
+    let answer = serde_json::json!({
+        "channel": channel.as_str(),
+        "id": published.message.id().to_string(),
+        "subscribers": published.subscribers,
+    });
+    Ok((
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.to_string(),
+    )
+        .into_response())
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the message body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(ApiError::bad_request(
+            "invalid_body",
+            format!("the request body could not be read: {error}"),
+        )),
+    }
+}

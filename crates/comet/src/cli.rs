@@ -1,0 +1,92 @@
+//! The command line, as clap definitions. Raw values only: `serve` turns
+//! them into validated configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::units::{ByteSize, Seconds};
+
+/// Comet: a server-push hub. Publish to channels over HTTP; subscribers
+/// receive every message, once, in order, over SSE, HTTP streaming, long
+/// polling or short polling.
+#[derive(Debug, Parser)]
+#[command(name = "comet", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a Comet server.
+    Serve(ServeArgs),
+}
+
+/// Options of `comet serve`. Every option can also be set through the
+/// environment variable named in its help.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port; the address bound is
+    /// printed as `listening on http://ADDR`.
+    #[arg(long, env = "COMET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Keep history in memory only: it is lost when the server stops.
+    #[arg(long, env = "COMET_MEMORY", conflicts_with = "data_dir")]
+    pub memory: bool,
+
+    /// Directory for the durable history store. NOTE: the durable store is
+    /// not part of this build yet; until it is, history is kept in memory in
+    /// both modes and this directory is not written to.
+    #[arg(long, env = "COMET_DATA_DIR", default_value = "./comet-data")]
+    pub data_dir: PathBuf,
+
+    /// Messages kept per channel.
+    #[arg(long, env = "COMET_RETENTION_MESSAGES", default_value_t = 1000)]
+    pub retention_messages: usize,
+
+    /// Age after which messages are removed (e.g. 90s, 30m, 24h, 7d); 0
+    /// keeps messages regardless of age.
+    #[arg(long, env = "COMET_RETENTION_AGE", default_value = "0")]
+    pub retention_age: Seconds,
+
+    /// Largest publish body (e.g. 1MiB, 64KiB, 1000000).
+    #[arg(long, env = "COMET_MAX_BODY", default_value = "1MiB")]
+    pub max_body: ByteSize,
+
+    /// Most channels in one subscription.
+    #[arg(long, env = "COMET_MAX_CHANNELS", default_value_t = 32)]
+    pub max_channels: usize,
+
+    /// Longest long-poll wait; longer `wait` values are capped to it.
+    #[arg(long, env = "COMET_MAX_WAIT", default_value = "60s")]
+    pub max_wait: Seconds,
+
+    /// Reconnection delay announced to SSE clients (`retry:`).
+    #[arg(long, env = "COMET_SSE_RETRY", default_value = "3s")]
+    pub sse_retry: Seconds,
+
+    /// Idle time after which streams send a heartbeat.
+    #[arg(long, env = "COMET_HEARTBEAT", default_value = "15s")]
+    pub heartbeat: Seconds,
+
+    /// Most open connections; more are answered 503.
+    #[arg(long, env = "COMET_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Time allowed to send a request head (408 beyond); also the idle
+    /// keep-alive timeout.
+    #[arg(long, env = "COMET_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: Seconds,
+
+    /// A client that accepts no bytes for this long is disconnected.
+    #[arg(long, env = "COMET_WRITE_TIMEOUT", default_value = "30s")]
+    pub write_timeout: Seconds,
+
+    /// Messages per followed channel kept in memory for live delivery;
+    /// subscribers further behind are served from the store.
+    #[arg(long, env = "COMET_LIVE_WINDOW", default_value_t = 256)]
+    pub live_window: usize,
+}

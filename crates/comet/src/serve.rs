@@ -1,0 +1,135 @@
+//! `comet serve`: validate the options, build the store, hub and server,
+//! bind, print the address, and run until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use comet_hub::{Hub, HubConfig};
+use comet_server::{Server, ServerConfig};
+use comet_store::{MemoryStore, Retention, StoreOptions};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::ServeArgs;
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    install_logging();
+    let (retention, hub_config, server_config) = validate(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        if !args.memory {
+            tracing::warn!(
+                data_dir = %args.data_dir.display(),
+                "the durable store is not part of this build yet: history is kept in memory"
+            );
+        }
+        let store = Arc::new(MemoryStore::new(StoreOptions {
+            retention: retention.clone(),
+            ..StoreOptions::default()
+        }));
+        let hub = Hub::new(store, hub_config.within(&retention));
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        announce(&format!("listening on http://{address}"));
+        tracing::info!(%address, "comet serving");
+        let sweeper = hub.clone();
+        tokio::spawn(async move {
+            sweeper.enforce_retention_every(Duration::from_secs(1)).await;
+        });
+        Server::new(hub, server_config)
+            .serve(listener, shutdown_signal())
+            .await
+            .context("serving")?;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn validate(args: &ServeArgs) -> anyhow::Result<(Retention, HubConfig, ServerConfig)> {
+    if args.retention_messages == 0 {
+        bail!("--retention-messages must be at least 1");
+    }
+    if args.max_channels == 0 {
+        bail!("--max-channels must be at least 1");
+    }
+    if args.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
+    if args.heartbeat.0 < Duration::from_millis(10) {
+        bail!("--heartbeat must be at least 10ms");
+    }
+    if args.header_timeout.0.is_zero() || args.write_timeout.0.is_zero() {
+        bail!("--header-timeout and --write-timeout must be more than 0");
+    }
+    let max_body = usize::try_from(args.max_body.0)
+        .ok()
+        .filter(|size| *size > 0)
+        .context("--max-body must be between 1 byte and the address space")?;
+    let retention = Retention {
+        max_messages: args.retention_messages,
+        max_age: (!args.retention_age.0.is_zero()).then_some(args.retention_age.0),
+    };
+    let hub = HubConfig {
+        live_window: args.live_window.max(1),
+    };
+    let server = ServerConfig {
+        max_body_bytes: max_body,
+        max_channels_per_subscription: args.max_channels,
+        max_wait: args.max_wait.0,
+        sse_retry: args.sse_retry.0,
+        heartbeat: args.heartbeat.0,
+        max_connections: args.max_connections,
+        header_read_timeout: args.header_timeout.0,
+        write_timeout: args.write_timeout.0,
+        max_backlog: args.retention_messages,
+        ..ServerConfig::default()
+    };
+    Ok((retention, hub, server))
+}
+
+fn install_logging() {
+    let filter = EnvFilter::try_from_env("COMET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Writes a line for whoever started the server (scripts wait for it).
+fn announce(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutting down");
+}
