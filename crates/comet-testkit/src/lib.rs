@@ -1,0 +1,82 @@
+//! What Comet's black-box tests share.
+//!
+//! - [`TestServer`]: the real server (router, connection handling and all)
+//!   on `127.0.0.1:0`, running on its own runtime thread, so a test talks to
+//!   it over real HTTP exactly as a client would.
+//! - [`ServerProcess`]: the real `comet` binary as a child process, for what
+//!   only a process shows: signals, exit codes, memory.
+//! - [`SseStream`], [`NdjsonStream`], [`raw`]: readers that know nothing of
+//!   Comet's code, so the server's bytes are checked independently.
+//!
+//! Every wait is bounded by [`TIMEOUT`]: a broken server fails a test, it
+//! never hangs it.
+
+mod process;
+pub mod raw;
+mod readers;
+mod server;
+
+use std::time::Duration;
+
+pub use process::ServerProcess;
+pub use readers::{NdjsonStream, SseEvent, SseStream};
+pub use server::{TestServer, TestServerBuilder};
+
+/// The longest any single wait in a test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Awaits `future`, failing the test with `what` if it takes longer than
+/// [`TIMEOUT`].
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(TIMEOUT, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {TIMEOUT:?} waiting for {what}"),
+    }
+}
+
+/// An HTTP client for tests: no proxy, no pooling surprises.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
+}
+
+/// Publishes `data` to `channel` on the server at `base` and returns the id.
+pub async fn publish(client: &reqwest::Client, base: &str, channel: &str, data: &str) -> String {
+    publish_event(client, base, channel, None, data).await
+}
+
+/// Publishes with an event type and returns the id.
+pub async fn publish_event(
+    client: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    event: Option<&str>,
+    data: &str,
+) -> String {
+    let mut url = format!("{base}/pub/{channel}");
+    if let Some(event) = event {
+        url.push_str("?event=");
+        url.push_str(event);
+    }
+    let response = within("a publish", client.post(&url).body(data.to_string()).send())
+        .await
+        .expect("publish request");
+    assert_eq!(response.status(), 201, "publish to {url}");
+    let body: serde_json::Value = response.json().await.expect("publish answer is JSON");
+    body["id"].as_str().expect("publish answer has an id").to_string()
+}
+
+/// Percent-encodes a query value (ids are opaque: always encode them).
+pub fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,149 @@
+//! Raw HTTP over TCP, for requests no well-behaved client would send and for
+//! reading exactly what the server wrote.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::within;
+
+/// A raw response: status code, head, body (de-chunked if chunked).
+#[derive(Debug)]
+pub struct RawResponse {
+    /// The status code.
+    pub status: u16,
+    /// The head as text (status line and headers).
+    pub head: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `error` code of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim().to_string())
+        })
+    }
+}
+
+/// Connects to `address`.
+pub async fn connect(address: SocketAddr) -> TcpStream {
+    within("a TCP connection", TcpStream::connect(address))
+        .await
+        .expect("connect")
+}
+
+/// Sends `request` on a new connection and reads one response to the end
+/// (the server closes, or the length is reached).
+pub async fn exchange(address: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut stream = connect(address).await;
+    stream.write_all(request).await.expect("send the request");
+    read_response(&mut stream).await
+}
+
+/// Reads one response from `stream`.
+pub async fn read_response(stream: &mut TcpStream) -> RawResponse {
+    let mut buffer = Vec::new();
+    let head_end = loop {
+        if let Some(end) = find(&buffer, b"\r\n\r\n") {
+            break end;
+        }
+        let mut chunk = [0u8; 4096];
+        let read = within("a response head", stream.read(&mut chunk))
+            .await
+            .expect("read");
+        assert!(read > 0, "connection closed before a response head: {:?}", String::from_utf8_lossy(&buffer));
+        buffer.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status code");
+    let mut rest = buffer[head_end + 4..].to_vec();
+    let mut response = RawResponse {
+        status,
+        head,
+        body: Vec::new(),
+    };
+    if let Some(length) = response.header("content-length") {
+        let length: usize = length.parse().expect("numeric content-length");
+        while rest.len() < length {
+            let mut chunk = [0u8; 4096];
+            let read = within("a response body", stream.read(&mut chunk)).await.expect("read");
+            assert!(read > 0, "connection closed inside the body");
+            rest.extend_from_slice(&chunk[..read]);
+        }
+        rest.truncate(length);
+        response.body = rest;
+    } else if response
+        .header("transfer-encoding")
+        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+    {
+        response.body = dechunk_to_end(stream, rest).await;
+    } else {
+        let mut all = rest;
+        let _ = within("the end of a response", stream.read_to_end(&mut all)).await;
+        response.body = all;
+    }
+    response
+}
+
+async fn dechunk_to_end(stream: &mut TcpStream, mut pending: Vec<u8>) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        if let Some(line_end) = find(&pending, b"\r\n") {
+            let size_text = String::from_utf8_lossy(&pending[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .expect("chunk size");
+            if pending.len() >= line_end + 2 + size + 2 {
+                body.extend_from_slice(&pending[line_end + 2..line_end + 2 + size]);
+                pending.drain(..line_end + 2 + size + 2);
+                if size == 0 {
+                    return body;
+                }
+                continue;
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        let read = within("a chunk", stream.read(&mut chunk)).await.expect("read");
+        assert!(read > 0, "connection closed inside a chunked body");
+        pending.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// Whether the server closes `stream` within `limit` (reading and
+/// discarding anything it sends).
+pub async fn closes_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut sink = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
