@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use comet_hub::{Hub, HubConfig, Item, Start};
+use comet_hub::{BatchLimit, Hub, HubConfig, Item, Start};
 use comet_protocol::{ChannelList, ChannelName, Data, EventType};
 use comet_store::{MemoryStore, StoreOptions};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -25,7 +25,7 @@ async fn deliver(hub: &Hub, subscribers: usize) -> Duration {
             let mut received = 0;
             let mut bytes = 0;
             while received < MESSAGES {
-                for item in sub.next_batch(64).await.unwrap() {
+                for item in sub.next_batch(BatchLimit::messages(64)).await.unwrap() {
                     if let Item::Message(message) = item {
                         // Touch the shared frame as a transport would.
                         bytes += message.sse_frame().len();

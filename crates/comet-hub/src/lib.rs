@@ -29,7 +29,7 @@ pub use comet_protocol::{Gap, GapReason};
 pub use comet_store::Store;
 use comet_store::{Retention, StoreError};
 pub use stats::{HubStats, StatsSnapshot};
-pub use subscription::{Item, Start, Subscription};
+pub use subscription::{BatchLimit, Item, Start, Subscription};
 
 use crate::feed::Feed;
 

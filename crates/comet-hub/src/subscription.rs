@@ -35,6 +35,26 @@ pub enum Start {
     Backlog(usize),
 }
 
+/// How much one batch may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimit {
+    /// Most messages (per channel, when reading several channels).
+    pub messages: usize,
+    /// Most bytes of message data in the batch; the first message is always
+    /// included, whatever its size.
+    pub bytes: usize,
+}
+
+impl BatchLimit {
+    /// A limit by message count only.
+    pub fn messages(messages: usize) -> Self {
+        Self {
+            messages,
+            bytes: usize::MAX,
+        }
+    }
+}
+
 /// One thing to deliver.
 #[derive(Clone, Debug)]
 pub enum Item {
@@ -136,17 +156,28 @@ impl Subscription {
         Cursor::new(self.shared.epoch.clone(), self.position)
     }
 
-    /// What is deliverable now, up to `limit` messages per channel; empty if
-    /// nothing is. Never waits for a publish.
-    pub async fn ready_batch(&mut self, limit: usize) -> Result<Vec<Item>, HubError> {
-        if let Some(items) = self.take_pending(limit) {
-            return Ok(items);
+    /// What is deliverable now within `limit` (pending signals and backlog
+    /// first, then stored and live messages); empty if nothing is. Never
+    /// waits for a publish.
+    pub async fn ready_batch(&mut self, limit: BatchLimit) -> Result<Vec<Item>, HubError> {
+        let mut budget = Budget::new(limit);
+        let pending = self
+            .pending
+            .iter()
+            .take_while(|item| budget.admit(item))
+            .count();
+        let mut fresh = Vec::new();
+        if pending == self.pending.len() && budget.has_room() {
+            fresh = self.collect(&mut budget).await?;
         }
-        self.collect(limit.max(1)).await
+        // Nothing changed before the last `.await`: cancel-safe.
+        let mut items: Vec<Item> = self.pending.drain(..pending).collect();
+        items.extend(fresh);
+        Ok(items)
     }
 
     /// The next non-empty batch, waiting for a publish if necessary.
-    pub async fn next_batch(&mut self, limit: usize) -> Result<Vec<Item>, HubError> {
+    pub async fn next_batch(&mut self, limit: BatchLimit) -> Result<Vec<Item>, HubError> {
         loop {
             if let Some(items) = self.take_pending(limit) {
                 return Ok(items);
@@ -161,7 +192,7 @@ impl Subscription {
             for wakeup in &mut wakeups {
                 wakeup.as_mut().enable();
             }
-            let items = self.collect(limit.max(1)).await?;
+            let items = self.collect(&mut Budget::new(limit)).await?;
             if !items.is_empty() {
                 return Ok(items);
             }
@@ -177,16 +208,22 @@ impl Subscription {
         }
     }
 
-    fn take_pending(&mut self, limit: usize) -> Option<Vec<Item>> {
+    fn take_pending(&mut self, limit: BatchLimit) -> Option<Vec<Item>> {
         if self.pending.is_empty() {
             return None;
         }
-        let count = self.pending.len().min(limit.max(1));
+        let mut budget = Budget::new(limit);
+        let count = self
+            .pending
+            .iter()
+            .take_while(|item| budget.admit(item))
+            .count();
         Some(self.pending.drain(..count).collect())
     }
 
     /// Reads what lies between the position and the watermark.
-    async fn collect(&mut self, limit: usize) -> Result<Vec<Item>, HubError> {
+    async fn collect(&mut self, budget: &mut Budget) -> Result<Vec<Item>, HubError> {
+        let per_channel_limit = budget.messages_left().max(1);
         let watermark = self.shared.feed.watermark();
         if watermark <= self.position {
             return Ok(Vec::new());
@@ -198,7 +235,9 @@ impl Subscription {
         let mut upto = watermark;
         for (index, entry) in self.entries.iter().enumerate() {
             let state = &mut following[index];
-            let from_window = entry.window().read(self.position, watermark, limit);
+            let from_window = entry
+                .window()
+                .read(self.position, watermark, per_channel_limit);
             let messages = match from_window {
                 Some(messages) => {
                     state.live = true;
@@ -214,7 +253,7 @@ impl Subscription {
                     let history = self
                         .shared
                         .store
-                        .read(name, self.position, watermark, limit)
+                        .read(name, self.position, watermark, per_channel_limit)
                         .await?;
                     let reported = state.reported_loss_upto.max(self.position);
                     if history.trimmed_upto > reported && !state.reset_announced {
@@ -228,7 +267,7 @@ impl Subscription {
                     history.messages
                 }
             };
-            if messages.len() >= limit
+            if messages.len() >= per_channel_limit
                 && let Some(last) = messages.last()
             {
                 // This channel may have more; deliver nothing beyond it yet,
@@ -244,9 +283,8 @@ impl Subscription {
             self.shared.stats.record_gap(gap.reason);
             items.push(Item::Gap(gap));
         }
-        if per_channel.len() == 1 {
-            let messages = per_channel.pop().unwrap_or_default();
-            items.extend(messages.into_iter().map(Item::Message));
+        let mut merged: Vec<Arc<Message>> = if per_channel.len() == 1 {
+            per_channel.pop().unwrap_or_default()
         } else {
             let mut merged: Vec<Arc<Message>> = per_channel
                 .into_iter()
@@ -254,8 +292,19 @@ impl Subscription {
                 .filter(|m| m.seq() <= upto)
                 .collect();
             merged.sort_by_key(|m| m.seq());
-            items.extend(merged.into_iter().map(Item::Message));
+            merged
+        };
+        let fits = merged
+            .iter()
+            .take_while(|m| budget.admit_message(m))
+            .count();
+        if fits < merged.len() {
+            merged.truncate(fits);
+            if let Some(last) = merged.last() {
+                upto = last.seq();
+            }
         }
+        items.extend(merged.into_iter().map(Item::Message));
         for _ in 0..fell_behind {
             self.shared.stats.record_fell_behind();
         }
@@ -268,5 +317,51 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.shared.feed.unfollow(&self.names);
+    }
+}
+
+/// Counts a batch against its [`BatchLimit`].
+struct Budget {
+    limit: BatchLimit,
+    messages: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn new(limit: BatchLimit) -> Self {
+        Self {
+            limit,
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.messages < self.limit.messages && self.bytes < self.limit.bytes
+    }
+
+    fn messages_left(&self) -> usize {
+        self.limit.messages.saturating_sub(self.messages)
+    }
+
+    fn admit(&mut self, item: &Item) -> bool {
+        match item {
+            Item::Message(message) => self.admit_message(message),
+            Item::Gap(_) => true,
+        }
+    }
+
+    fn admit_message(&mut self, message: &Message) -> bool {
+        let size = message.data().len();
+        let first = self.messages == 0;
+        if !first
+            && (self.messages >= self.limit.messages
+                || self.bytes.saturating_add(size) > self.limit.bytes)
+        {
+            return false;
+        }
+        self.messages += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        true
     }
 }

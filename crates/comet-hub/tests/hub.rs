@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use comet_hub::{Gap, GapReason, Hub, HubConfig, Item, Start, Subscription};
+use comet_hub::{BatchLimit, Gap, GapReason, Hub, HubConfig, Item, Start, Subscription};
 use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, Seq};
 use comet_store::{MemoryStore, Retention, StoreOptions};
 
@@ -44,10 +44,13 @@ async fn take_messages(sub: &mut Subscription, count: usize) -> (Vec<String>, Ve
     let mut messages = Vec::new();
     let mut gaps = Vec::new();
     while messages.len() < count {
-        let batch = tokio::time::timeout(Duration::from_secs(10), sub.next_batch(64))
-            .await
-            .expect("messages arrive in time")
-            .expect("batch");
+        let batch = tokio::time::timeout(
+            Duration::from_secs(10),
+            sub.next_batch(BatchLimit::messages(64)),
+        )
+        .await
+        .expect("messages arrive in time")
+        .expect("batch");
         for item in batch {
             match item {
                 Item::Message(m) => messages.push(format!("{}:{}", m.channel(), m.data().as_str())),
@@ -61,7 +64,10 @@ async fn take_messages(sub: &mut Subscription, count: usize) -> (Vec<String>, Ve
 async fn ready_messages(sub: &mut Subscription) -> Vec<String> {
     let mut out = Vec::new();
     loop {
-        let batch = sub.ready_batch(64).await.expect("batch");
+        let batch = sub
+            .ready_batch(BatchLimit::messages(64))
+            .await
+            .expect("batch");
         if batch.is_empty() {
             return out;
         }
@@ -162,10 +168,13 @@ async fn several_channels_arrive_in_store_order_under_concurrent_publishers() {
     }
     let mut seen = Vec::new();
     while seen.len() < 900 {
-        let batch = tokio::time::timeout(Duration::from_secs(10), sub.next_batch(50))
-            .await
-            .expect("in time")
-            .unwrap();
+        let batch = tokio::time::timeout(
+            Duration::from_secs(10),
+            sub.next_batch(BatchLimit::messages(50)),
+        )
+        .await
+        .expect("in time")
+        .unwrap();
         for item in batch {
             if let Item::Message(m) = item {
                 seen.push(m);
@@ -233,7 +242,7 @@ async fn resuming_before_the_retained_history_reports_a_gap_then_delivers_the_re
         .subscribe(&channels("a"), Start::Since(ids[2].clone()))
         .await
         .unwrap();
-    let batch = sub.ready_batch(100).await.unwrap();
+    let batch = sub.ready_batch(BatchLimit::messages(100)).await.unwrap();
     assert!(
         matches!(&batch[0], Item::Gap(Gap { reason: GapReason::Trimmed, channel }) if channel.as_str() == "a"),
         "first item is the gap: {batch:?}"
@@ -246,7 +255,12 @@ async fn resuming_before_the_retained_history_reports_a_gap_then_delivers_the_re
         })
         .collect();
     assert_eq!(datas, ["15", "16", "17", "18", "19"]);
-    assert!(sub.ready_batch(100).await.unwrap().is_empty());
+    assert!(
+        sub.ready_batch(BatchLimit::messages(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(hub.stats().gaps_trimmed, 1);
 
     // Resuming from the newest trimmed id is not a gap: nothing was missed.
@@ -254,7 +268,7 @@ async fn resuming_before_the_retained_history_reports_a_gap_then_delivers_the_re
         .subscribe(&channels("a"), Start::Since(ids[14].clone()))
         .await
         .unwrap();
-    let batch = exact.ready_batch(100).await.unwrap();
+    let batch = exact.ready_batch(BatchLimit::messages(100)).await.unwrap();
     assert!(batch.iter().all(|item| matches!(item, Item::Message(_))));
     assert_eq!(batch.len(), 5);
 }
@@ -269,7 +283,7 @@ async fn a_cursor_from_another_history_is_a_reset_gap_for_every_channel() {
         .subscribe(&channels("a,b"), Start::Since(foreign))
         .await
         .unwrap();
-    let batch = sub.ready_batch(100).await.unwrap();
+    let batch = sub.ready_batch(BatchLimit::messages(100)).await.unwrap();
     let gaps: Vec<_> = batch
         .iter()
         .filter_map(|item| match item {
@@ -284,7 +298,19 @@ async fn a_cursor_from_another_history_is_a_reset_gap_for_every_channel() {
             ("b".to_string(), GapReason::Reset)
         ]
     );
-    assert_eq!(ready_messages(&mut sub).await, ["a:1", "b:2"]);
+    let messages: Vec<String> = batch
+        .iter()
+        .filter_map(|item| match item {
+            Item::Message(m) => Some(format!("{}:{}", m.channel(), m.data().as_str())),
+            Item::Gap(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        ["a:1", "b:2"],
+        "gaps first, then what is retained"
+    );
+    assert!(ready_messages(&mut sub).await.is_empty());
     assert_eq!(hub.stats().gaps_reset, 2);
 }
 
@@ -348,7 +374,7 @@ async fn a_gap_is_reported_once_even_when_reading_takes_several_batches() {
     let mut gaps = 0;
     let mut messages = 0;
     loop {
-        let batch = sub.ready_batch(7).await.unwrap();
+        let batch = sub.ready_batch(BatchLimit::messages(7)).await.unwrap();
         if batch.is_empty() {
             break;
         }
@@ -369,10 +395,62 @@ async fn a_waiting_reader_can_be_cancelled_and_resumed_without_loss() {
     let mut sub = hub.subscribe(&channels("a"), Start::Now).await.unwrap();
     for round in 0..20 {
         // Cancel a pending wait, then publish, then read.
-        let waited = tokio::time::timeout(Duration::from_millis(1), sub.next_batch(10)).await;
+        let waited = tokio::time::timeout(
+            Duration::from_millis(1),
+            sub.next_batch(BatchLimit::messages(10)),
+        )
+        .await;
         assert!(waited.is_err(), "nothing to read yet");
         publish(&hub, "a", &round.to_string()).await;
         let (messages, _) = take_messages(&mut sub, 1).await;
         assert_eq!(messages, [format!("a:{round}")]);
     }
+}
+
+#[tokio::test]
+async fn batches_respect_the_byte_budget_and_lose_nothing() {
+    let hub = hub();
+    let mut sub = hub.subscribe(&channels("a,b"), Start::Now).await.unwrap();
+    let big = "x".repeat(1000);
+    for i in 0..20 {
+        let channel = if i % 2 == 0 { "a" } else { "b" };
+        publish(&hub, channel, &format!("{i:02}{big}")).await;
+    }
+    let limit = BatchLimit {
+        messages: 100,
+        bytes: 3500,
+    };
+    let mut received = Vec::new();
+    loop {
+        let batch = sub.ready_batch(limit).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert!(
+            batch.len() <= 3,
+            "at most 3 messages of 1002 bytes fit in 3500"
+        );
+        for item in batch {
+            if let Item::Message(m) = item {
+                received.push(m.data().as_str()[..2].to_string());
+            }
+        }
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("{i:02}")).collect();
+    assert_eq!(received, expected);
+}
+
+#[tokio::test]
+async fn a_message_larger_than_the_budget_still_goes_alone() {
+    let hub = hub();
+    let mut sub = hub.subscribe(&channels("a"), Start::Now).await.unwrap();
+    publish(&hub, "a", &"y".repeat(10_000)).await;
+    publish(&hub, "a", "small").await;
+    let limit = BatchLimit {
+        messages: 100,
+        bytes: 100,
+    };
+    assert_eq!(sub.ready_batch(limit).await.unwrap().len(), 1);
+    assert_eq!(sub.ready_batch(limit).await.unwrap().len(), 1);
+    assert!(sub.ready_batch(limit).await.unwrap().is_empty());
 }

@@ -30,7 +30,12 @@ pub struct ServerConfig {
     /// Most messages read and written to a stream in one go, and most
     /// messages in one poll answer.
     pub batch_messages: usize,
-    /// Poll answers stop adding messages beyond this many bytes (one message
+    /// Most bytes of message data a stream takes from the hub in one go (a
+    /// larger single message still goes). Bounds what a stuck subscriber
+    /// holds.
+    pub batch_bytes: usize,
+    /// Poll answers stop adding messages beyond this many bytes of message
+    /// data (one message
     /// is always sent, whatever its size).
     pub max_poll_bytes: usize,
     /// Largest `backlog` honoured (larger requests get this many).
@@ -52,6 +57,7 @@ impl Default for ServerConfig {
             max_head_bytes: 32 * 1024,
             write_timeout: Duration::from_secs(30),
             batch_messages: 256,
+            batch_bytes: 256 * 1024,
             max_poll_bytes: 4 * 1024 * 1024,
             max_backlog: 1000,
             shutdown_grace: Duration::from_secs(10),

@@ -56,16 +56,35 @@ async fn the_subscriber_count_includes_every_transport_and_held_long_polls() {
     let server = TestServer::start();
     let http = client();
     let _sse = http.get(server.url("/sse/news")).send().await.unwrap();
-    let _stream = http.get(server.url("/stream/news,other")).send().await.unwrap();
+    let _stream = http
+        .get(server.url("/stream/news,other"))
+        .send()
+        .await
+        .unwrap();
     let long_poll = tokio::spawn({
         let http = http.clone();
         let url = server.url("/poll/news?wait=30");
-        async move { http.get(url).send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
     });
     // The long poll is held once the server counts it.
     within("the long poll to be held", async {
         loop {
-            let metrics = http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+            let metrics = http
+                .get(server.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
             if metrics.contains("comet_subscribers{transport=\"longpoll\"} 1") {
                 break;
             }
@@ -73,7 +92,12 @@ async fn the_subscriber_count_includes_every_transport_and_held_long_polls() {
         }
     })
     .await;
-    let response = http.post(server.url("/pub/news")).body("x").send().await.unwrap();
+    let response = http
+        .post(server.url("/pub/news"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["subscribers"], 3);
     let answer = within("the long poll answer", long_poll).await.unwrap();
@@ -104,7 +128,11 @@ async fn refused(server: &TestServer, path: &str, body: Vec<u8>) -> (u16, serde_
         .await
         .unwrap();
     let status = response.status().as_u16();
-    assert_eq!(response.headers()["content-type"], "application/json", "{path}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "{path}"
+    );
     (status, response.json().await.unwrap())
 }
 
@@ -125,8 +153,18 @@ async fn bad_publishes_get_a_clear_json_error_and_the_server_keeps_serving() {
         ("/pub/a?event=a%0Ab", b"x".to_vec(), 400, "invalid_event"),
         ("/pub/a?event=a%0Db", b"x".to_vec(), 400, "invalid_event"),
         ("/pub/a?event=a%00b", b"x".to_vec(), 400, "invalid_event"),
-        ("/pub/a?event=comet-gap", b"x".to_vec(), 400, "reserved_event"),
-        ("/pub/a?event=x&event=y", b"x".to_vec(), 400, "duplicate_parameter"),
+        (
+            "/pub/a?event=comet-gap",
+            b"x".to_vec(),
+            400,
+            "reserved_event",
+        ),
+        (
+            "/pub/a?event=x&event=y",
+            b"x".to_vec(),
+            400,
+            "duplicate_parameter",
+        ),
         ("/pub/a", vec![0xff, 0xfe], 400, "invalid_data"),
         ("/pub/a", b"ok\xc3".to_vec(), 400, "invalid_data"),
         ("/pub/a", vec![b'x'; 1001], 413, "payload_too_large"),
@@ -138,7 +176,11 @@ async fn bad_publishes_get_a_clear_json_error_and_the_server_keeps_serving() {
     cases.push((too_long_event.as_str(), b"x".to_vec(), 400, "invalid_event"));
     for (path, body, status, code) in cases {
         let (got_status, error) = refused(&server, path, body).await;
-        assert_eq!((got_status, error["error"].as_str().unwrap()), (status, code), "{path}");
+        assert_eq!(
+            (got_status, error["error"].as_str().unwrap()),
+            (status, code),
+            "{path}"
+        );
         assert!(
             !error["message"].as_str().unwrap_or_default().is_empty(),
             "{path}: the error explains itself"
@@ -160,7 +202,8 @@ async fn an_oversized_chunked_body_is_refused_while_streaming() {
     let server = TestServer::builder()
         .config(|c| c.max_body_bytes = 1000)
         .start();
-    let mut request = b"POST /pub/a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let mut request =
+        b"POST /pub/a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         request.extend_from_slice(b"200\r\n");
         request.extend_from_slice(&[b'y'; 0x200]);
@@ -195,7 +238,11 @@ async fn wrong_methods_are_405_in_json() {
         (reqwest::Method::DELETE, "/poll/a"),
         (reqwest::Method::PUT, "/channels/a"),
     ] {
-        let response = http.request(method.clone(), server.url(path)).send().await.unwrap();
+        let response = http
+            .request(method.clone(), server.url(path))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 405, "{method} {path}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"], "method_not_allowed");

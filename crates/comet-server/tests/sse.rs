@@ -51,7 +51,11 @@ async fn messages_are_framed_byte_for_byte() {
         (None, "trailing\n", "data: trailing\ndata:\n".into()),
         (None, "", "data:\n".into()),
         (None, "  two spaces", "data:   two spaces\n".into()),
-        (Some("price-update"), "{\"p\":1}", "event: price-update\ndata: {\"p\":1}\n".into()),
+        (
+            Some("price-update"),
+            "{\"p\":1}",
+            "event: price-update\ndata: {\"p\":1}\n".into(),
+        ),
         (Some("message"), "ünï ✓", "data: ünï ✓\n".into()),
     ];
     let mut expected = b"retry: 3000\n\n".to_vec();
@@ -59,7 +63,9 @@ async fn messages_are_framed_byte_for_byte() {
         let id = publish_event(&http, &server.base(), "news", *event, data).await;
         expected.extend_from_slice(format!("id: {id}\n{frame}\n").as_bytes());
     }
-    stream.until_raw(b"data: \xc3\xbcn\xc3\xaf \xe2\x9c\x93\n\n").await;
+    stream
+        .until_raw(b"data: \xc3\xbcn\xc3\xaf \xe2\x9c\x93\n\n")
+        .await;
     assert_eq!(
         String::from_utf8_lossy(&stream.raw),
         String::from_utf8_lossy(&expected)
@@ -91,14 +97,19 @@ async fn heartbeats_are_lone_comment_lines_that_dispatch_nothing() {
         .start();
     let http = client();
     let mut stream = open(&server, "/sse/news").await;
-    stream.until_raw(b": heartbeat\n: heartbeat\n: heartbeat\n").await;
+    stream
+        .until_raw(b": heartbeat\n: heartbeat\n: heartbeat\n")
+        .await;
     assert!(
         !stream.raw.windows(13).any(|w| w == b": heartbeat\n\n"),
         "a heartbeat is never followed by a blank line"
     );
     let id = publish(&http, &server.base(), "news", "after").await;
     let event = stream.next_event().await.unwrap();
-    assert_eq!((event.data.as_str(), event.id.as_str()), ("after", id.as_str()));
+    assert_eq!(
+        (event.data.as_str(), event.id.as_str()),
+        ("after", id.as_str())
+    );
     assert!(stream.comments >= 3);
 }
 
@@ -146,7 +157,10 @@ async fn several_channels_share_one_stream_and_one_cursor() {
         let id = publish(&http, &server.base(), channel, &format!("{channel}{i}")).await;
         published.push((channel, id, format!("{channel}{i}")));
     }
-    let wanted: Vec<_> = published.iter().filter(|(c, _, _)| *c != "weather").collect();
+    let wanted: Vec<_> = published
+        .iter()
+        .filter(|(c, _, _)| *c != "weather")
+        .collect();
     let events = stream.events(wanted.len()).await;
     for (event, (_, id, data)) in events.iter().zip(&wanted) {
         assert_eq!((&event.data, &event.id), (data, id));
@@ -176,7 +190,10 @@ async fn resuming_before_the_retained_history_starts_with_a_gap_event() {
     let events = stream.events(4).await;
     assert_eq!(events[0].event, "comet-gap");
     let gap: serde_json::Value = serde_json::from_str(&events[0].data).unwrap();
-    assert_eq!(gap, serde_json::json!({"channel": "news", "reason": "trimmed"}));
+    assert_eq!(
+        gap,
+        serde_json::json!({"channel": "news", "reason": "trimmed"})
+    );
     assert_eq!(events[0].id, "", "the gap event carries no id of its own");
     let datas: Vec<&str> = events[1..].iter().map(|e| e.data.as_str()).collect();
     assert_eq!(datas, ["7", "8", "9"]);

@@ -16,7 +16,13 @@ async fn each_message_is_one_json_object_per_line() {
     let server = TestServer::start();
     let http = client();
     let mut stream = open(&server, "/stream/news").await;
-    let datas = ["plain", "two\nlines", "cr\rcrlf\r\n", "", "quote \" backslash \\ tab \t ✓"];
+    let datas = [
+        "plain",
+        "two\nlines",
+        "cr\rcrlf\r\n",
+        "",
+        "quote \" backslash \\ tab \t ✓",
+    ];
     let mut ids = Vec::new();
     for data in datas {
         ids.push(publish(&http, &server.base(), "news", data).await);
@@ -31,7 +37,10 @@ async fn each_message_is_one_json_object_per_line() {
         );
     }
     let line = stream.next_item().await.unwrap();
-    assert_eq!(line, json!({"id": typed, "channel": "news", "event": "kind", "data": "t"}));
+    assert_eq!(
+        line,
+        json!({"id": typed, "channel": "news", "event": "kind", "data": "t"})
+    );
 }
 
 #[tokio::test]

@@ -65,7 +65,10 @@ pub async fn publish_event(
         .expect("publish request");
     assert_eq!(response.status(), 201, "publish to {url}");
     let body: serde_json::Value = response.json().await.expect("publish answer is JSON");
-    body["id"].as_str().expect("publish answer has an id").to_string()
+    body["id"]
+        .as_str()
+        .expect("publish answer has an id")
+        .to_string()
 }
 
 /// Percent-encodes a query value (ids are opaque: always encode them).

@@ -54,7 +54,13 @@ impl ServerProcess {
         status
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .map(|kib| kib * 1024)
             .expect("VmRSS in /proc/PID/status")
     }
@@ -75,7 +81,10 @@ impl ServerProcess {
             if let Some(status) = self.child.try_wait().expect("poll the child") {
                 return status;
             }
-            assert!(started.elapsed() < limit, "comet did not exit within {limit:?}");
+            assert!(
+                started.elapsed() < limit,
+                "comet did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

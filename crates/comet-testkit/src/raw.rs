@@ -23,20 +23,28 @@ pub struct RawResponse {
 impl RawResponse {
     /// The body parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     /// The `error` code of a JSON error body.
     pub fn error_code(&self) -> String {
-        self.json()["error"].as_str().unwrap_or_default().to_string()
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// A header's value (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().skip(1).find_map(|line| {
             let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim().to_string())
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
         })
     }
 }
@@ -67,7 +75,11 @@ pub async fn read_response(stream: &mut TcpStream) -> RawResponse {
         let read = within("a response head", stream.read(&mut chunk))
             .await
             .expect("read");
-        assert!(read > 0, "connection closed before a response head: {:?}", String::from_utf8_lossy(&buffer));
+        assert!(
+            read > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buffer)
+        );
         buffer.extend_from_slice(&chunk[..read]);
     };
     let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
@@ -86,7 +98,9 @@ pub async fn read_response(stream: &mut TcpStream) -> RawResponse {
         let length: usize = length.parse().expect("numeric content-length");
         while rest.len() < length {
             let mut chunk = [0u8; 4096];
-            let read = within("a response body", stream.read(&mut chunk)).await.expect("read");
+            let read = within("a response body", stream.read(&mut chunk))
+                .await
+                .expect("read");
             assert!(read > 0, "connection closed inside the body");
             rest.extend_from_slice(&chunk[..read]);
         }
@@ -122,7 +136,9 @@ async fn dechunk_to_end(stream: &mut TcpStream, mut pending: Vec<u8>) -> Vec<u8>
             }
         }
         let mut chunk = [0u8; 8192];
-        let read = within("a chunk", stream.read(&mut chunk)).await.expect("read");
+        let read = within("a chunk", stream.read(&mut chunk))
+            .await
+            .expect("read");
         assert!(read > 0, "connection closed inside a chunked body");
         pending.extend_from_slice(&chunk[..read]);
     }

@@ -70,13 +70,20 @@ impl SseStream {
 
     /// Takes one complete line (without its end) from the buffer.
     fn take_line(&mut self) -> Option<String> {
-        let end = self.buffer.iter().position(|b| *b == b'\n' || *b == b'\r')?;
+        let end = self
+            .buffer
+            .iter()
+            .position(|b| *b == b'\n' || *b == b'\r')?;
         // A CR at the very end may be the first half of a CRLF.
         if self.buffer[end] == b'\r' && end + 1 == self.buffer.len() {
             return None;
         }
         let line = self.buffer.split_to(end);
-        let terminator = if self.buffer.starts_with(b"\r\n") { 2 } else { 1 };
+        let terminator = if self.buffer.starts_with(b"\r\n") {
+            2
+        } else {
+            1
+        };
         let _ = self.buffer.split_to(terminator);
         Some(String::from_utf8_lossy(&line).into_owned())
     }
@@ -110,7 +117,11 @@ impl SseStream {
     /// Reads until the raw bytes received contain `needle`.
     pub async fn until_raw(&mut self, needle: &[u8]) {
         while !self.raw.windows(needle.len()).any(|w| w == needle) {
-            assert!(self.fill().await, "stream ended before {:?} arrived", String::from_utf8_lossy(needle));
+            assert!(
+                self.fill().await,
+                "stream ended before {:?} arrived",
+                String::from_utf8_lossy(needle)
+            );
         }
     }
 
@@ -131,7 +142,11 @@ impl SseStream {
                 data.pop();
             }
             return Some(SseEvent {
-                event: if event.is_empty() { "message".into() } else { event },
+                event: if event.is_empty() {
+                    "message".into()
+                } else {
+                    event
+                },
                 data,
                 id: self.last_id.clone(),
             });
@@ -183,8 +198,12 @@ impl NdjsonStream {
         loop {
             if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
                 let line = self.buffer.split_to(end + 1);
-                let value = serde_json::from_slice(&line[..end])
-                    .unwrap_or_else(|e| panic!("not a JSON line: {:?} ({e})", String::from_utf8_lossy(&line)));
+                let value = serde_json::from_slice(&line[..end]).unwrap_or_else(|e| {
+                    panic!(
+                        "not a JSON line: {:?} ({e})",
+                        String::from_utf8_lossy(&line)
+                    )
+                });
                 return Some(value);
             }
             match within("a line from an NDJSON stream", self.body.next()).await {

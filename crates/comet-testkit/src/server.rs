@@ -46,7 +46,9 @@ impl TestServerBuilder {
     /// Starts the server and waits until it accepts connections.
     pub fn start(self) -> TestServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let address = listener.local_addr().expect("bound address");
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()

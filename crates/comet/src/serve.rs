@@ -41,7 +41,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(%address, "comet serving");
         let sweeper = hub.clone();
         tokio::spawn(async move {
-            sweeper.enforce_retention_every(Duration::from_secs(1)).await;
+            sweeper
+                .enforce_retention_every(Duration::from_secs(1))
+                .await;
         });
         Server::new(hub, server_config)
             .serve(listener, shutdown_signal())

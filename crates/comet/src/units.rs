@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn parses_durations() {
         assert_eq!("15s".parse::<Seconds>().unwrap().0, Duration::from_secs(15));
-        assert_eq!("250ms".parse::<Seconds>().unwrap().0, Duration::from_millis(250));
+        assert_eq!(
+            "250ms".parse::<Seconds>().unwrap().0,
+            Duration::from_millis(250)
+        );
         assert_eq!("2m".parse::<Seconds>().unwrap().0, Duration::from_secs(120));
         assert_eq!("0".parse::<Seconds>().unwrap().0, Duration::ZERO);
         assert!("-1s".parse::<Seconds>().is_err());

@@ -1,20 +1,24 @@
 //! The streaming loop shared by SSE and HTTP streaming: a response body that
 //! never ends on its own.
 //!
-//! Each turn waits for the first of: server shutdown (the body ends cleanly),
-//! a batch from the subscription (written as one chunk; a single message is
-//! its shared pre-encoded frame, several are concatenated), or the heartbeat
-//! interval passing without a write (a heartbeat is written). A store
-//! failure ends the body; the client resumes by id.
+//! Each turn hands out the next item of the batch in hand, as its shared,
+//! pre-encoded frame (never a copy), or, with nothing in hand, waits for the
+//! first of: server shutdown (the body ends cleanly), a batch from the
+//! subscription, or the heartbeat interval passing without a write (a
+//! heartbeat is written). A store failure ends the body; the client resumes
+//! by id.
 //!
-//! Backpressure is the socket's: the body is only polled when the
-//! connection can take more, and the subscription reads nothing until then.
+//! Backpressure is the socket's: hyper gathers the frames handed to it into
+//! vectored writes and stops asking for more while its bounded write buffer
+//! is full, and the subscription reads nothing meanwhile. A stuck client
+//! therefore holds at most one batch of shared messages and hyper's buffer.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
-use comet_hub::{Gap, Item, Subscription};
+use bytes::Bytes;
+use comet_hub::{BatchLimit, Gap, Item, Subscription};
 use comet_protocol::{Message, json, sse};
 
 use crate::AppState;
@@ -62,6 +66,7 @@ struct Live {
     subscription: Subscription,
     framing: Framing,
     opening: Option<Bytes>,
+    in_hand: VecDeque<Item>,
     _counted: GaugeGuard,
 }
 
@@ -78,6 +83,7 @@ pub(crate) fn body(
         subscription,
         framing,
         opening,
+        in_hand: VecDeque::new(),
     };
     Body::from_stream(futures::stream::unfold(live, |mut live| async move {
         let chunk = live.next_chunk().await?;
@@ -90,13 +96,28 @@ impl Live {
         if let Some(opening) = self.opening.take() {
             return Some(opening);
         }
-        let limit = self.state.config.batch_messages;
+        if let Some(item) = self.in_hand.pop_front() {
+            return Some(self.frame(&item));
+        }
+        let limit = BatchLimit {
+            messages: self.state.config.batch_messages,
+            bytes: self.state.config.batch_bytes,
+        };
         let heartbeat = self.state.config.heartbeat;
         tokio::select! {
             biased;
             _ = self.state.shutdown.cancelled() => None,
             batch = self.subscription.next_batch(limit) => match batch {
-                Ok(items) => Some(self.encode(&items)),
+                Ok(items) => {
+                    let messages = items
+                        .iter()
+                        .filter(|item| matches!(item, Item::Message(_)))
+                        .count();
+                    self.state.metrics.delivered(self.framing.transport(), messages);
+                    self.in_hand = items.into();
+                    let first = self.in_hand.pop_front()?;
+                    Some(self.frame(&first))
+                }
                 Err(error) => {
                     tracing::warn!(%error, "ending a stream: the store failed");
                     None
@@ -106,24 +127,10 @@ impl Live {
         }
     }
 
-    fn encode(&self, items: &[Item]) -> Bytes {
-        let messages = items
-            .iter()
-            .filter(|item| matches!(item, Item::Message(_)))
-            .count();
-        self.state
-            .metrics
-            .delivered(self.framing.transport(), messages);
-        if let [Item::Message(message)] = items {
-            return self.framing.message(message).clone();
+    fn frame(&self, item: &Item) -> Bytes {
+        match item {
+            Item::Message(message) => self.framing.message(message).clone(),
+            Item::Gap(gap) => self.framing.gap(gap),
         }
-        let mut chunk = BytesMut::new();
-        for item in items {
-            match item {
-                Item::Message(message) => chunk.extend_from_slice(self.framing.message(message)),
-                Item::Gap(gap) => chunk.extend_from_slice(&self.framing.gap(gap)),
-            }
-        }
-        chunk.freeze()
     }
 }

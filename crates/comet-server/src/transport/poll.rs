@@ -10,7 +10,7 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use comet_hub::{Item, Subscription};
+use comet_hub::{BatchLimit, Item};
 use comet_protocol::json::PollBody;
 use http::{HeaderMap, header};
 
@@ -34,9 +34,12 @@ pub(crate) async fn poll(
         Transport::Poll
     };
     let _counted = state.metrics.subscriber(transport);
-    let limit = state.config.batch_messages;
+    let limit = BatchLimit {
+        messages: state.config.batch_messages,
+        bytes: state.config.max_poll_bytes,
+    };
 
-    let mut items = ready(&mut subscription, limit).await?;
+    let mut items = subscription.ready_batch(limit).await?;
     if long && items.is_empty() {
         tokio::select! {
             batch = subscription.next_batch(limit) => items = batch?,
@@ -56,10 +59,6 @@ pub(crate) async fn poll(
                 saw_gap = true;
             }
             Item::Message(message) => {
-                let size = message.json_line().len();
-                if delivered > 0 && body.messages_len() + size > state.config.max_poll_bytes {
-                    break;
-                }
                 body.push_message(message);
                 last_id = Some(message.id());
                 delivered += 1;
@@ -80,24 +79,4 @@ pub(crate) async fn poll(
         body.finish(&cursor),
     )
         .into_response())
-}
-
-/// Everything deliverable at once, up to `limit` messages: pending signals
-/// and backlog first, then what the store and live windows hold.
-async fn ready(subscription: &mut Subscription, limit: usize) -> Result<Vec<Item>, ApiError> {
-    let mut items = Vec::new();
-    loop {
-        let messages = items
-            .iter()
-            .filter(|item| matches!(item, Item::Message(_)))
-            .count();
-        if messages >= limit {
-            return Ok(items);
-        }
-        let batch = subscription.ready_batch(limit - messages).await?;
-        if batch.is_empty() {
-            return Ok(items);
-        }
-        items.extend(batch);
-    }
 }
