@@ -144,6 +144,69 @@ async fn dechunk_to_end(stream: &mut TcpStream, mut pending: Vec<u8>) -> Vec<u8>
     }
 }
 
+/// Opens a stream with a tiny receive buffer, sends `request`, and does not
+/// read: a subscriber that is stuck.
+pub async fn stuck_client(address: SocketAddr, request: &[u8]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let mut stream = within("a TCP connection", socket.connect(address))
+        .await
+        .expect("connect");
+    stream.write_all(request).await.expect("send the request");
+    stream
+}
+
+/// Reads the head of a chunked response on `stream` and turns the rest into
+/// a stream of de-chunked body bytes.
+pub async fn chunked_body(
+    mut stream: TcpStream,
+) -> futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>> {
+    use futures::StreamExt;
+    let mut buffer = Vec::new();
+    let head_end = loop {
+        if let Some(end) = find(&buffer, b"\r\n\r\n") {
+            break end;
+        }
+        let mut chunk = [0u8; 4096];
+        let read = within("a response head", stream.read(&mut chunk))
+            .await
+            .expect("read");
+        assert!(read > 0, "closed before a response head");
+        buffer.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+    assert!(
+        head.contains("transfer-encoding: chunked"),
+        "not chunked: {head}"
+    );
+    let pending = buffer[head_end + 4..].to_vec();
+    futures::stream::unfold((stream, pending), |(mut stream, mut pending)| async move {
+        loop {
+            if let Some(line_end) = find(&pending, b"\r\n") {
+                let size_text = String::from_utf8_lossy(&pending[..line_end]).into_owned();
+                let size = usize::from_str_radix(size_text.trim(), 16).expect("chunk size");
+                if size == 0 {
+                    return None;
+                }
+                if pending.len() >= line_end + 2 + size + 2 {
+                    let data =
+                        bytes::Bytes::copy_from_slice(&pending[line_end + 2..line_end + 2 + size]);
+                    pending.drain(..line_end + 2 + size + 2);
+                    return Some((Ok(data), (stream, pending)));
+                }
+            }
+            let mut chunk = [0u8; 16384];
+            match within("a chunk", stream.read(&mut chunk)).await {
+                Ok(0) | Err(_) => return None,
+                Ok(read) => pending.extend_from_slice(&chunk[..read]),
+            }
+        }
+    })
+    .boxed()
+}
+
 /// Whether the server closes `stream` within `limit` (reading and
 /// discarding anything it sends).
 pub async fn closes_within(stream: &mut TcpStream, limit: Duration) -> bool {

@@ -39,8 +39,13 @@ pub struct SseStream {
 impl SseStream {
     /// Wraps a response (its status and headers are the caller's to check).
     pub fn new(response: reqwest::Response) -> Self {
+        Self::from_body(response.bytes_stream().boxed())
+    }
+
+    /// Wraps any stream of body bytes.
+    pub fn from_body(body: BoxStream<'static, reqwest::Result<Bytes>>) -> Self {
         Self {
-            body: response.bytes_stream().boxed(),
+            body,
             buffer: BytesMut::new(),
             raw: Vec::new(),
             data: String::new(),

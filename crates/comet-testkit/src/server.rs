@@ -12,8 +12,14 @@ use tokio::sync::oneshot;
 /// A running server. Dropping it shuts the server down and waits for it.
 pub struct TestServer {
     address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    hub: Hub,
+    config: ServerConfig,
+    running: Option<Running>,
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
 }
 
 /// Configures a [`TestServer`] before it starts.
@@ -43,44 +49,51 @@ impl TestServerBuilder {
         self
     }
 
-    /// Starts the server and waits until it accepts connections.
+    /// Starts the server; it accepts connections when this returns.
     pub fn start(self) -> TestServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
         let address = listener.local_addr().expect("bound address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("comet-test-server".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("server runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    let store = Arc::new(MemoryStore::new(StoreOptions {
-                        retention: self.retention.clone(),
-                        ..StoreOptions::default()
-                    }));
-                    let hub = Hub::new(store, self.hub.within(&self.retention));
-                    let server = Server::new(hub, self.config);
-                    let shutdown = async {
-                        let _ = stopped.await;
-                    };
-                    server.serve(listener, shutdown).await.expect("server runs");
-                });
-            })
-            .expect("server thread");
+        let store = Arc::new(MemoryStore::new(StoreOptions {
+            retention: self.retention.clone(),
+            ..StoreOptions::default()
+        }));
+        let hub = Hub::new(store, self.hub.within(&self.retention));
+        let running = run(listener, hub.clone(), self.config.clone());
         TestServer {
             address,
-            stop: Some(stop),
-            thread: Some(thread),
+            hub,
+            config: self.config,
+            running: Some(running),
         }
     }
+}
+
+fn run(listener: std::net::TcpListener, hub: Hub, config: ServerConfig) -> Running {
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("comet-test-server".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                Server::new(hub, config)
+                    .serve(listener, shutdown)
+                    .await
+                    .expect("server runs");
+            });
+        })
+        .expect("server thread");
+    Running { stop, thread }
 }
 
 impl TestServer {
@@ -108,15 +121,27 @@ impl TestServer {
     pub fn address(&self) -> SocketAddr {
         self.address
     }
+
+    /// Shuts the server down (every open stream ends, every connection
+    /// closes) and starts it again on the same address with the same
+    /// history: what clients see of a restart with a durable store.
+    pub fn restart(&mut self) {
+        self.stop();
+        let listener =
+            std::net::TcpListener::bind(self.address).expect("bind the same address again");
+        self.running = Some(run(listener, self.hub.clone(), self.config.clone()));
+    }
+
+    fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.stop.send(());
+            let _ = running.thread.join();
+        }
+    }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop();
     }
 }
