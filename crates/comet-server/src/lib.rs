@@ -1,7 +1,7 @@
 //! Comet's HTTP server: the API of `API.md` over a [`Hub`].
 //!
 //! - [`Server::router`] is the plain axum router: publishing
-//!   ([`publish`]), the transports ([`transport`]), inspection ([`inspect`])
+//!   (`publish`), the transports ([`transport`]), inspection (`inspect`)
 //!   and metrics.
 //! - [`Server::serve`] runs it on a bound listener until a shutdown future
 //!   resolves, with what a public server needs around the router: a

@@ -3,14 +3,24 @@
 
 use comet_testkit::{TestServer, client, publish, raw};
 
-async fn expect_error(server: &TestServer, path: &str, header: Option<(&str, &str)>, status: u16, code: &str) {
+async fn expect_error(
+    server: &TestServer,
+    path: &str,
+    header: Option<(&str, &str)>,
+    status: u16,
+    code: &str,
+) {
     let mut request = client().get(server.url(path));
     if let Some((name, value)) = header {
         request = request.header(name, value);
     }
     let response = request.send().await.unwrap();
     assert_eq!(response.status().as_u16(), status, "{path} {header:?}");
-    assert_eq!(response.headers()["content-type"], "application/json", "{path}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "{path}"
+    );
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], code, "{path} {header:?}");
     assert!(
@@ -39,13 +49,22 @@ async fn malformed_subscriptions_are_refused_on_every_transport() {
             (format!("/{transport}/a?since=abc-"), "invalid_cursor"),
             (format!("/{transport}/a?since=ABC-1"), "invalid_cursor"),
             (format!("/{transport}/a?since=abc-01"), "invalid_cursor"),
-            (format!("/{transport}/a?since=abc-99999999999999999999"), "invalid_cursor"),
+            (
+                format!("/{transport}/a?since=abc-99999999999999999999"),
+                "invalid_cursor",
+            ),
             (format!("/{transport}/a?lastEventId=%00"), "invalid_cursor"),
-            (format!("/{transport}/a?since=a-1&since=a-2"), "duplicate_parameter"),
+            (
+                format!("/{transport}/a?since=a-1&since=a-2"),
+                "duplicate_parameter",
+            ),
             (format!("/{transport}/a?backlog=-1"), "invalid_backlog"),
             (format!("/{transport}/a?backlog=x"), "invalid_backlog"),
             (format!("/{transport}/a?backlog=1.5"), "invalid_backlog"),
-            (format!("/{transport}/a?backlog=99999999999999999999999"), "invalid_backlog"),
+            (
+                format!("/{transport}/a?backlog=99999999999999999999999"),
+                "invalid_backlog",
+            ),
             (format!("/{transport}/a?wait=-1"), "invalid_wait"),
             (format!("/{transport}/a?wait=soon"), "invalid_wait"),
             (format!("/{transport}/a?wait=inf"), "invalid_wait"),
@@ -54,11 +73,29 @@ async fn malformed_subscriptions_are_refused_on_every_transport() {
             expect_error(&server, &path, None, 400, code).await;
         }
         let path = format!("/{transport}/a");
-        expect_error(&server, &path, Some(("Last-Event-ID", "not an id")), 400, "invalid_cursor").await;
-        expect_error(&server, &path, Some(("Last-Event-ID", "x-1-2")), 400, "invalid_cursor").await;
+        expect_error(
+            &server,
+            &path,
+            Some(("Last-Event-ID", "not an id")),
+            400,
+            "invalid_cursor",
+        )
+        .await;
+        expect_error(
+            &server,
+            &path,
+            Some(("Last-Event-ID", "x-1-2")),
+            400,
+            "invalid_cursor",
+        )
+        .await;
     }
     // Four distinct channels is the limit; duplicates do not count twice.
-    let ok = client().get(server.url("/poll/a,b,c,d,a,b")).send().await.unwrap();
+    let ok = client()
+        .get(server.url("/poll/a,b,c,d,a,b"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
 }
 
@@ -128,5 +165,12 @@ async fn the_server_still_serves_after_a_barrage_of_bad_requests() {
     }
     let http = client();
     publish(&http, &server.base(), "still", "alive").await;
-    assert_eq!(http.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

@@ -22,7 +22,11 @@ async fn connections_beyond_the_cap_get_503_in_json_until_a_place_frees() {
         stream.until_raw(b"retry:").await;
         streams.push((http, stream));
     }
-    let refused = raw::exchange(server.address(), b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let refused = raw::exchange(
+        server.address(),
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
     assert_eq!(refused.status, 503);
     assert_eq!(refused.error_code(), "too_many_connections");
     assert_eq!(refused.header("connection").as_deref(), Some("close"));
@@ -31,7 +35,11 @@ async fn connections_beyond_the_cap_get_503_in_json_until_a_place_frees() {
     streams.pop();
     within("a freed place", async {
         loop {
-            let answer = raw::exchange(server.address(), b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+            let answer = raw::exchange(
+                server.address(),
+                b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            )
+            .await;
             if answer.status == 200 {
                 return;
             }
@@ -48,7 +56,10 @@ async fn a_request_head_that_is_too_slow_gets_408() {
         .config(|c| c.header_read_timeout = Duration::from_millis(200))
         .start();
     let mut stream = raw::connect(server.address()).await;
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost:").await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost:")
+        .await
+        .unwrap();
     let response = raw::read_response(&mut stream).await;
     assert_eq!(response.status, 408);
     assert_eq!(response.error_code(), "request_timeout");

@@ -5,11 +5,11 @@
 //!   answer and a close;
 //! - its first request head read here, under the header timeout and size
 //!   limit, so a slow, oversized or non-HTTP first request gets a JSON error
-//!   (408, 431, 400) instead of a silent close (see [`head`]); later
+//!   (408, 431, 400) instead of a silent close (see `head`); later
 //!   requests on a keep-alive connection are timed by hyper, which closes
 //!   an idle connection after the same timeout;
 //! - a write timeout: a client that accepts no bytes for that long while
-//!   the server has bytes for it is disconnected (see [`io`]).
+//!   the server has bytes for it is disconnected (see `io`).
 //!
 //! At shutdown the listener closes first, then the shared cancellation
 //! token ends open streams and held polls, then connections get the grace

@@ -1,5 +1,5 @@
 //! The Comet transports, one module each, over one way of opening a
-//! subscription ([`open`]) and one streaming loop ([`live`]).
+//! subscription (`open`) and one streaming loop (`live`).
 //!
 //! - [`poll`]: short polling, and long polling with `wait`;
 //! - [`ndjson`]: HTTP streaming, one JSON object per line;

@@ -1,0 +1,70 @@
+//! A stalled subscriber cannot grow the server's memory: 20 clients that
+//! never read stay connected while 150 MB are published through a channel
+//! they follow; the server's resident memory grows by a small, bounded
+//! amount (a per-subscriber queue would need gigabytes here).
+
+use std::path::Path;
+
+use comet_testkit::{ServerProcess, SseStream, client, publish, raw};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_subscribers_do_not_grow_memory() {
+    let server = ServerProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_comet")),
+        &[
+            "--memory",
+            "--retention-messages",
+            "100",
+            "--write-timeout",
+            "1h",
+        ],
+    );
+    let address = server.base().trim_start_matches("http://").parse().unwrap();
+    let http = client();
+    let big = "m".repeat(64 * 1024);
+    // Warm up the allocator with the working set before measuring.
+    for i in 0..200 {
+        publish(&http, server.base(), "big", &format!("{i}{big}")).await;
+    }
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        stalled.push(raw::stuck_client(address, b"GET /sse/big HTTP/1.1\r\nhost: x\r\n\r\n").await);
+    }
+    let mut reader = SseStream::new(
+        http.get(format!("{}/sse/big", server.base()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    reader.until_raw(b"retry:").await;
+    let before = server.resident_bytes();
+    const COUNT: usize = 2_400;
+    let publisher = tokio::spawn({
+        let base = server.base().to_string();
+        async move {
+            let http = client();
+            for i in 0..COUNT {
+                publish(&http, &base, "big", &format!("{i}{big}")).await;
+            }
+        }
+    });
+    let mut peak = before;
+    for i in 0..COUNT {
+        let event = reader.next_event().await.expect("the reader keeps up");
+        assert!(event.data.starts_with(&i.to_string()));
+        if i % 100 == 0 {
+            peak = peak.max(server.resident_bytes());
+        }
+    }
+    publisher.await.unwrap();
+    peak = peak.max(server.resident_bytes());
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "resident before {} MiB, peak {} MiB, growth {} MiB, with 150 MiB published past 20 stalled subscribers",
+        before >> 20,
+        peak >> 20,
+        growth >> 20
+    );
+    assert!(growth < 64 << 20, "memory grew by {} MiB", growth >> 20);
+    drop(stalled);
+}
