@@ -4,7 +4,7 @@
 //! one store-wide [`Seq`], trims it by [`Retention`], and reads it back by
 //! position. Every backend (this crate's [`MemoryStore`], the durable embedded
 //! store, Redis) implements the same trait and passes the same
-//! [`conformance`] suite, so the hub above never knows which one it runs on.
+//! `conformance` suite (feature `conformance`), so the hub above never knows which one it runs on.
 //!
 //! The store is also where the live feed starts: a store calls its
 //! [`CommitListener`] once per stored message, in sequence order, before the
