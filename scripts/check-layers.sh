@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Checks the architecture invariants of ARCHITECTURE.md against the real
+# dependency graph: each layer depends only on the layers below it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+status=0
+forbid() {
+  local crate=$1 pattern=$2 why=$3
+  local found
+  found=$(cargo tree -p "$crate" -e normal --prefix none --format '{p}' 2>/dev/null \
+    | awk '{print $1}' | grep -E "^(${pattern})$" | sort -u || true)
+  if [ -n "$found" ]; then
+    echo "layer violation: $crate depends on $(echo "$found" | tr '\n' ' ')($why)" >&2
+    status=1
+  fi
+}
+
+forbid comet-protocol 'tokio|hyper|axum|http|comet-store|comet-hub|comet-server' \
+  "the wire format crate does no I/O and knows no runtime"
+forbid comet-store 'hyper|axum|http|comet-hub|comet-server' \
+  "storage knows nothing of HTTP or the hub"
+forbid comet-hub 'hyper|axum|http|comet-server' \
+  "the hub knows nothing of HTTP"
+forbid comet-server 'comet' \
+  "the server library does not depend on the binary"
+
+if [ $status -eq 0 ]; then
+  echo "layers: ok"
+fi
+exit $status
