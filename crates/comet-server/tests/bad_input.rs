@@ -118,14 +118,8 @@ async fn inspection_validates_names_and_knows_unknown_channels() {
     expect_error(&server, "/poll", None, 404, "not_found").await;
     let http = client();
     let id = publish(&http, &server.base(), "seen", "x").await;
-    let info: serde_json::Value = http
-        .get(server.url("/channels/seen"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: serde_json::Value =
+        comet_testkit::get_json(&http, &server.url("/channels/seen")).await;
     assert_eq!(
         info,
         serde_json::json!({"channel": "seen", "subscribers": 0, "messages": 1, "last_id": id})

@@ -122,27 +122,16 @@ async fn a_long_poll_is_held_until_a_publish_releases_it() {
         let http = http.clone();
         async move {
             let started = Instant::now();
-            let answer: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            let answer: Value = comet_testkit::get_json(&http, &url).await;
             (answer, started.elapsed())
         }
     });
     // Publish only once the poll is held (the server counts it).
-    within("the long poll to be held", async {
-        loop {
-            let metrics = http
-                .get(server.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if metrics.contains("comet_subscribers{transport=\"longpoll\"} 1") {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
+    comet_testkit::wait_for_metric(
+        &http,
+        &server.base(),
+        "comet_subscribers{transport=\"longpoll\"} 1",
+    )
     .await;
     let id = publish(&http, &server.base(), "news", "released").await;
     let (answer, elapsed) = within("the released long poll", held).await.unwrap();

@@ -45,7 +45,7 @@ async fn ids_increase_within_a_channel_and_are_unique_across_channels() {
     // the channel (checked here through the poll transport).
     for (index, id) in ids.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
         let url = server.url(&format!("/poll/a?since={}", comet_testkit::encode(id)));
-        let body: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        let body: serde_json::Value = comet_testkit::get_json(&http, &url).await;
         let later = body["messages"].as_array().unwrap().len();
         assert_eq!(later, (20 - index - 1) / 2, "after message {index}");
     }
@@ -75,22 +75,11 @@ async fn the_subscriber_count_includes_every_transport_and_held_long_polls() {
         }
     });
     // The long poll is held once the server counts it.
-    within("the long poll to be held", async {
-        loop {
-            let metrics = http
-                .get(server.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if metrics.contains("comet_subscribers{transport=\"longpoll\"} 1") {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
+    comet_testkit::wait_for_metric(
+        &http,
+        &server.base(),
+        "comet_subscribers{transport=\"longpoll\"} 1",
+    )
     .await;
     let response = http
         .post(server.url("/pub/news"))
@@ -109,14 +98,8 @@ async fn the_event_parameter_sets_the_type() {
     let server = TestServer::start();
     let http = client();
     comet_testkit::publish_event(&http, &server.base(), "a", Some("price%20update"), "1").await;
-    let body: serde_json::Value = http
-        .get(server.url("/poll/a?backlog=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value =
+        comet_testkit::get_json(&http, &server.url("/poll/a?backlog=1")).await;
     assert_eq!(body["messages"][0]["event"], "price update");
 }
 

@@ -60,14 +60,7 @@ fn start_publisher(
 async fn read_with_reconnects(server: &TestServer, transport: Transport, seed: u64) {
     let http = client();
     // The starting cursor: "now", before anything is published.
-    let first: Value = http
-        .get(server.url("/poll/a,b"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first: Value = comet_testkit::get_json(&http, &server.url("/poll/a,b")).await;
     let mut cursor = first["cursor"].as_str().unwrap().to_string();
     let done = Arc::new(AtomicBool::new(false));
     let (publisher, expected) = start_publisher(server, done.clone());
@@ -187,14 +180,11 @@ async fn a_cursor_works_across_transports() {
     let mut received: Vec<String> = first.iter().map(|e| e.data.clone()).collect();
     let cursor = first[3].id.clone();
     drop(sse);
-    let answer: Value = http
-        .get(server.url(&format!("/poll/a,b?since={}", encode(&cursor))))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = comet_testkit::get_json(
+        &http,
+        &server.url(&format!("/poll/a,b?since={}", encode(&cursor))),
+    )
+    .await;
     let polled = answer["messages"].as_array().unwrap();
     for message in polled.iter().take(4) {
         received.push(message["data"].as_str().unwrap().to_string());

@@ -86,14 +86,7 @@ async fn a_stuck_subscriber_holds_back_nobody_and_later_learns_of_its_gap() {
         after.iter().copied().eq(COUNT - 50..COUNT),
         "after the gap: exactly the 50 retained messages, in order"
     );
-    let metrics = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = comet_testkit::metrics(&http, &server.base()).await;
     assert!(
         metrics.contains("comet_gaps_total{reason=\"trimmed\"} 1"),
         "{metrics}"
@@ -116,15 +109,10 @@ async fn a_subscriber_stuck_past_the_write_timeout_is_disconnected() {
                 publish(&http, &server.base(), "slow", &payload(i)).await;
                 i += 1;
             }
-            let metrics = http
-                .get(server.url("/metrics"))
-                .send()
+            if comet_testkit::metrics(&http, &server.base())
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if metrics.contains(metric) {
+                .contains(metric)
+            {
                 return;
             }
         }

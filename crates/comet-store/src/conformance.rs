@@ -44,6 +44,22 @@ macro_rules! store_conformance {
     };
 }
 
+/// Builds a fresh, empty store of the backend under test.
+pub trait StoreFactory {
+    /// A new store with `options`.
+    fn build(&self, options: StoreOptions) -> impl Future<Output = Arc<dyn Store>>;
+}
+
+impl<F, Fut> StoreFactory for F
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    fn build(&self, options: StoreOptions) -> impl Future<Output = Arc<dyn Store>> {
+        self(options)
+    }
+}
+
 fn name(text: &str) -> ChannelName {
     ChannelName::new(text).expect("valid test channel name")
 }
@@ -80,12 +96,8 @@ fn default_options() -> StoreOptions {
 }
 
 /// Sequence numbers grow across all channels; every id carries the epoch.
-pub async fn sequence_is_store_wide_and_increasing<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    let store = factory(default_options()).await;
+pub async fn sequence_is_store_wide_and_increasing(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
     assert_eq!(store.head(), Seq::ZERO, "a fresh store is empty");
     let a1 = append(&*store, "a", "1").await;
     let b1 = append(&*store, "b", "1").await;
@@ -99,12 +111,8 @@ where
 }
 
 /// Channel, event type and data come back exactly as stored.
-pub async fn messages_keep_their_content<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    let store = factory(default_options()).await;
+pub async fn messages_keep_their_content(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
     let samples = [
         "",
         "plain",
@@ -132,12 +140,8 @@ where
 }
 
 /// A read after a position returns what followed it, and only that channel.
-pub async fn read_returns_exactly_the_later_messages<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    let store = factory(default_options()).await;
+pub async fn read_returns_exactly_the_later_messages(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
     let mut seqs = Vec::new();
     for i in 0..10 {
         seqs.push(append(&*store, "a", &i.to_string()).await.seq());
@@ -157,12 +161,8 @@ where
 }
 
 /// `limit` caps the count and `upto` the position.
-pub async fn read_respects_limit_and_upto<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    let store = factory(default_options()).await;
+pub async fn read_respects_limit_and_upto(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
     let mut seqs = Vec::new();
     for i in 0..10 {
         seqs.push(append(&*store, "a", &i.to_string()).await.seq());
@@ -180,12 +180,8 @@ where
 }
 
 /// A channel that never had a message reads as empty, without error.
-pub async fn unknown_channels_read_empty<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    let store = factory(default_options()).await;
+pub async fn unknown_channels_read_empty(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
     append(&*store, "a", "x").await;
     let history = store
         .read(&name("never"), Seq::ZERO, store.head(), 10)
@@ -208,12 +204,8 @@ where
 }
 
 /// `latest` gives the newest messages, oldest first, bounded by `upto`.
-pub async fn latest_returns_the_newest_oldest_first<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    let store = factory(default_options()).await;
+pub async fn latest_returns_the_newest_oldest_first(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
     let mut seqs = Vec::new();
     for i in 0..6 {
         seqs.push(append(&*store, "a", &i.to_string()).await.seq());
@@ -233,16 +225,12 @@ where
 }
 
 /// Count retention keeps the newest N and marks what it removed.
-pub async fn retention_by_count_trims_and_marks_the_gap<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn retention_by_count_trims_and_marks_the_gap(factory: impl StoreFactory) {
     let (options, _clock) = options(Retention {
         max_messages: 3,
         max_age: None,
     });
-    let store = factory(options).await;
+    let store = factory.build(options).await;
     let mut seqs = Vec::new();
     for i in 0..5 {
         seqs.push(append(&*store, "a", &i.to_string()).await.seq());
@@ -259,16 +247,12 @@ where
 }
 
 /// Age retention removes old messages when the channel is next read.
-pub async fn retention_by_age_trims_on_access<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn retention_by_age_trims_on_access(factory: impl StoreFactory) {
     let (options, clock) = options(Retention {
         max_messages: 100,
         max_age: Some(Duration::from_secs(10)),
     });
-    let store = factory(options).await;
+    let store = factory.build(options).await;
     let old = append(&*store, "a", "old").await;
     clock.advance(Duration::from_secs(6));
     append(&*store, "a", "middle").await;
@@ -283,16 +267,12 @@ where
 }
 
 /// Age retention also runs without any access, on `enforce_retention`.
-pub async fn retention_by_age_is_enforced_without_access<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn retention_by_age_is_enforced_without_access(factory: impl StoreFactory) {
     let (options, clock) = options(Retention {
         max_messages: 100,
         max_age: Some(Duration::from_secs(10)),
     });
-    let store = factory(options).await;
+    let store = factory.build(options).await;
     let last = append(&*store, "a", "1").await;
     clock.advance(Duration::from_secs(11));
     store.enforce_retention().await.expect("enforce");
@@ -321,12 +301,10 @@ impl CommitListener for Recorder {
 
 /// Under concurrent appends, the listener hears every message exactly once,
 /// in sequence order, and before its append returns.
-pub async fn listener_hears_every_commit_in_order_before_append_returns<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    let store = factory(default_options()).await;
+pub async fn listener_hears_every_commit_in_order_before_append_returns(
+    factory: impl StoreFactory,
+) {
+    let store = factory.build(default_options()).await;
     let recorder = Arc::new(Recorder::default());
     store.set_commit_listener(recorder.clone());
     let mut tasks = Vec::new();
@@ -366,12 +344,8 @@ where
 }
 
 /// `summary` counts retained messages and names the newest id.
-pub async fn summary_reports_retained_count_and_last_id<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    let store = factory(default_options()).await;
+pub async fn summary_reports_retained_count_and_last_id(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
     append(&*store, "a", "1").await;
     let last = append(&*store, "a", "2").await;
     append(&*store, "b", "1").await;
@@ -385,11 +359,7 @@ where
 }
 
 /// A working store reports itself healthy.
-pub async fn health_is_ok<F, Fut>(factory: F)
-where
-    F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    let store = factory(default_options()).await;
+pub async fn health_is_ok(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
     store.check_health().await.expect("healthy");
 }

@@ -71,6 +71,47 @@ pub async fn publish_event(
         .to_string()
 }
 
+/// `GET` `url` and parse the answer as JSON (any status).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    within("a JSON answer", async {
+        client
+            .get(url)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("a JSON body")
+    })
+    .await
+}
+
+/// The server's metrics text.
+pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    within("the metrics", async {
+        client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("a text body")
+    })
+    .await
+}
+
+/// Waits until the server's metrics contain `line` (for example a
+/// subscriber count showing that a long poll is held).
+pub async fn wait_for_metric(client: &reqwest::Client, base: &str, line: &str) {
+    within(line, async {
+        while !metrics(client, base).await.contains(line) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
 /// Percent-encodes a query value (ids are opaque: always encode them).
 pub fn encode(value: &str) -> String {
     value

@@ -66,29 +66,12 @@ pub async fn exchange(address: SocketAddr, request: &[u8]) -> RawResponse {
 
 /// Reads one response from `stream`.
 pub async fn read_response(stream: &mut TcpStream) -> RawResponse {
-    let mut buffer = Vec::new();
-    let head_end = loop {
-        if let Some(end) = find(&buffer, b"\r\n\r\n") {
-            break end;
-        }
-        let mut chunk = [0u8; 4096];
-        let read = within("a response head", stream.read(&mut chunk))
-            .await
-            .expect("read");
-        assert!(
-            read > 0,
-            "connection closed before a response head: {:?}",
-            String::from_utf8_lossy(&buffer)
-        );
-        buffer.extend_from_slice(&chunk[..read]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let (head, mut rest) = read_head(stream).await;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
         .expect("a status code");
-    let mut rest = buffer[head_end + 4..].to_vec();
     let mut response = RawResponse {
         status,
         head,
@@ -121,26 +104,35 @@ pub async fn read_response(stream: &mut TcpStream) -> RawResponse {
 
 async fn dechunk_to_end(stream: &mut TcpStream, mut pending: Vec<u8>) -> Vec<u8> {
     let mut body = Vec::new();
+    while let Some(chunk) = next_chunk(stream, &mut pending).await {
+        body.extend_from_slice(&chunk);
+    }
+    body
+}
+
+/// The next chunk of a chunked body: `None` at the last chunk, or when the
+/// connection closes.
+async fn next_chunk(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<bytes::Bytes> {
     loop {
-        if let Some(line_end) = find(&pending, b"\r\n") {
+        if let Some(line_end) = find(pending, b"\r\n") {
             let size_text = String::from_utf8_lossy(&pending[..line_end]).into_owned();
             let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
                 .expect("chunk size");
+            if size == 0 {
+                return None;
+            }
             if pending.len() >= line_end + 2 + size + 2 {
-                body.extend_from_slice(&pending[line_end + 2..line_end + 2 + size]);
+                let data =
+                    bytes::Bytes::copy_from_slice(&pending[line_end + 2..line_end + 2 + size]);
                 pending.drain(..line_end + 2 + size + 2);
-                if size == 0 {
-                    return body;
-                }
-                continue;
+                return Some(data);
             }
         }
-        let mut chunk = [0u8; 8192];
-        let read = within("a chunk", stream.read(&mut chunk))
-            .await
-            .expect("read");
-        assert!(read > 0, "connection closed inside a chunked body");
-        pending.extend_from_slice(&chunk[..read]);
+        let mut chunk = [0u8; 16384];
+        match within("a chunk", stream.read(&mut chunk)).await {
+            Ok(0) | Err(_) => return None,
+            Ok(read) => pending.extend_from_slice(&chunk[..read]),
+        }
     }
 }
 
@@ -164,45 +156,15 @@ pub async fn chunked_body(
     mut stream: TcpStream,
 ) -> futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>> {
     use futures::StreamExt;
-    let mut buffer = Vec::new();
-    let head_end = loop {
-        if let Some(end) = find(&buffer, b"\r\n\r\n") {
-            break end;
-        }
-        let mut chunk = [0u8; 4096];
-        let read = within("a response head", stream.read(&mut chunk))
-            .await
-            .expect("read");
-        assert!(read > 0, "closed before a response head");
-        buffer.extend_from_slice(&chunk[..read]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+    let (head, pending) = read_head(&mut stream).await;
+    let head = head.to_ascii_lowercase();
     assert!(
         head.contains("transfer-encoding: chunked"),
         "not chunked: {head}"
     );
-    let pending = buffer[head_end + 4..].to_vec();
     futures::stream::unfold((stream, pending), |(mut stream, mut pending)| async move {
-        loop {
-            if let Some(line_end) = find(&pending, b"\r\n") {
-                let size_text = String::from_utf8_lossy(&pending[..line_end]).into_owned();
-                let size = usize::from_str_radix(size_text.trim(), 16).expect("chunk size");
-                if size == 0 {
-                    return None;
-                }
-                if pending.len() >= line_end + 2 + size + 2 {
-                    let data =
-                        bytes::Bytes::copy_from_slice(&pending[line_end + 2..line_end + 2 + size]);
-                    pending.drain(..line_end + 2 + size + 2);
-                    return Some((Ok(data), (stream, pending)));
-                }
-            }
-            let mut chunk = [0u8; 16384];
-            match within("a chunk", stream.read(&mut chunk)).await {
-                Ok(0) | Err(_) => return None,
-                Ok(read) => pending.extend_from_slice(&chunk[..read]),
-            }
-        }
+        let chunk = next_chunk(&mut stream, &mut pending).await?;
+        Some((Ok(chunk), (stream, pending)))
     })
     .boxed()
 }
@@ -221,6 +183,28 @@ pub async fn closes_within(stream: &mut TcpStream, limit: Duration) -> bool {
     })
     .await
     .is_ok()
+}
+
+/// Reads a response head; returns it as text and the bytes read after it.
+async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buffer = Vec::new();
+    let head_end = loop {
+        if let Some(end) = find(&buffer, b"\r\n\r\n") {
+            break end;
+        }
+        let mut chunk = [0u8; 4096];
+        let read = within("a response head", stream.read(&mut chunk))
+            .await
+            .expect("read");
+        assert!(
+            read > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buffer)
+        );
+        buffer.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    (head, buffer[head_end + 4..].to_vec())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
