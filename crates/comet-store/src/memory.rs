@@ -97,6 +97,27 @@ impl MemoryStore {
         )
     }
 
+    /// Some of a channel's messages, chosen by `pick`, after applying age
+    /// retention, with the channel's trimmed-up-to mark.
+    fn history(
+        &self,
+        channel: &ChannelName,
+        pick: impl FnOnce(&ChannelLog) -> Vec<Arc<Message>>,
+    ) -> History {
+        let mut inner = self.lock();
+        self.expire(&mut inner, channel);
+        match inner.channels.get(channel) {
+            Some(log) => History {
+                messages: pick(log),
+                trimmed_upto: log.trimmed_upto,
+            },
+            None => History {
+                messages: Vec::new(),
+                trimmed_upto: inner.forgotten_upto,
+            },
+        }
+    }
+
     /// Applies age retention to one channel, forgetting it once empty.
     fn expire(&self, inner: &mut Inner, channel: &ChannelName) {
         let Some(oldest_kept_ms) = self.oldest_kept_ms() else {
@@ -175,25 +196,14 @@ impl Store for MemoryStore {
         upto: Seq,
         limit: usize,
     ) -> Result<History, StoreError> {
-        let mut inner = self.lock();
-        self.expire(&mut inner, channel);
-        let Some(log) = inner.channels.get(channel) else {
-            return Ok(History {
-                messages: Vec::new(),
-                trimmed_upto: inner.forgotten_upto,
-            });
-        };
-        let messages = log
-            .messages
-            .range(log.first_after(after)..)
-            .take_while(|m| m.seq() <= upto)
-            .take(limit)
-            .cloned()
-            .collect();
-        Ok(History {
-            messages,
-            trimmed_upto: log.trimmed_upto,
-        })
+        Ok(self.history(channel, |log| {
+            log.messages
+                .range(log.first_after(after)..)
+                .take_while(|m| m.seq() <= upto)
+                .take(limit)
+                .cloned()
+                .collect()
+        }))
     }
 
     async fn latest(
@@ -202,20 +212,11 @@ impl Store for MemoryStore {
         count: usize,
         upto: Seq,
     ) -> Result<History, StoreError> {
-        let mut inner = self.lock();
-        self.expire(&mut inner, channel);
-        let Some(log) = inner.channels.get(channel) else {
-            return Ok(History {
-                messages: Vec::new(),
-                trimmed_upto: inner.forgotten_upto,
-            });
-        };
-        let end = log.first_after(upto);
-        let start = end.saturating_sub(count);
-        Ok(History {
-            messages: log.messages.range(start..end).cloned().collect(),
-            trimmed_upto: log.trimmed_upto,
-        })
+        Ok(self.history(channel, |log| {
+            let end = log.first_after(upto);
+            let start = end.saturating_sub(count);
+            log.messages.range(start..end).cloned().collect()
+        }))
     }
 
     async fn summary(&self, channel: &ChannelName) -> Result<Option<ChannelSummary>, StoreError> {

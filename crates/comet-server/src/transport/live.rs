@@ -1,5 +1,6 @@
-//! The streaming loop shared by SSE and HTTP streaming: a response body that
-//! never ends on its own.
+//! What SSE and HTTP streaming share: opening the response, and the loop
+//! behind its body, which never ends on its own. The two differ only in
+//! [`Framing`].
 //!
 //! Each turn hands out the next item of the batch in hand, as its shared,
 //! pre-encoded frame (never a copy), or, with nothing in hand, waits for the
@@ -17,12 +18,18 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use axum::body::Body;
+use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use comet_hub::{BatchLimit, Gap, Item, Subscription};
 use comet_protocol::{Message, json, sse};
+use http::{HeaderMap, header};
 
 use crate::AppState;
+use crate::error::ApiError;
 use crate::metrics::{GaugeGuard, Transport};
+use crate::transport::open;
 
 /// How a streaming transport frames what it sends.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +39,21 @@ pub(crate) enum Framing {
 }
 
 impl Framing {
+    fn content_type(self) -> &'static str {
+        match self {
+            Framing::Sse => sse::CONTENT_TYPE,
+            Framing::Ndjson => json::NDJSON_CONTENT_TYPE,
+        }
+    }
+
+    /// What the stream starts with: SSE announces the reconnection delay.
+    fn opening(self, state: &AppState) -> Option<Bytes> {
+        match self {
+            Framing::Sse => Some(sse::encode_retry(state.config.sse_retry.as_millis() as u64)),
+            Framing::Ndjson => None,
+        }
+    }
+
     fn transport(self) -> Transport {
         match self {
             Framing::Sse => Transport::Sse,
@@ -70,25 +92,38 @@ struct Live {
     _counted: GaugeGuard,
 }
 
-/// A body streaming `subscription` with `framing`, starting with `opening`.
-pub(crate) fn body(
+/// Validates a subscription request and answers with a never-ending
+/// stream of it, framed by `framing`. Headers keep proxies from buffering
+/// or caching.
+pub(crate) async fn respond(
     state: AppState,
-    subscription: Subscription,
+    channels: Result<Path<String>, PathRejection>,
+    query: Option<&str>,
+    headers: &HeaderMap,
     framing: Framing,
-    opening: Option<Bytes>,
-) -> Body {
+) -> Result<Response, ApiError> {
+    let (_, subscription) = open(&state, channels, query, headers).await?;
     let live = Live {
         _counted: state.metrics.subscriber(framing.transport()),
+        opening: framing.opening(&state),
         state,
         subscription,
         framing,
-        opening,
         in_hand: VecDeque::new(),
     };
-    Body::from_stream(futures::stream::unfold(live, |mut live| async move {
+    let body = Body::from_stream(futures::stream::unfold(live, |mut live| async move {
         let chunk = live.next_chunk().await?;
         Some((Ok::<Bytes, Infallible>(chunk), live))
-    }))
+    }));
+    Ok((
+        [
+            (header::CONTENT_TYPE, framing.content_type()),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 impl Live {

@@ -7,14 +7,12 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::response::{IntoResponse, Response};
-use comet_protocol::json;
-use http::{HeaderMap, header};
+use axum::response::Response;
+use http::HeaderMap;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::transport::live::{self, Framing};
-use crate::transport::open;
 
 /// Opens an NDJSON stream.
 pub(crate) async fn stream(
@@ -23,15 +21,5 @@ pub(crate) async fn stream(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, subscription) = open(&state, channels, query.as_deref(), &headers).await?;
-    let body = live::body(state, subscription, Framing::Ndjson, None);
-    Ok((
-        [
-            (header::CONTENT_TYPE, json::NDJSON_CONTENT_TYPE),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        body,
-    )
-        .into_response())
+    live::respond(state, channels, query.as_deref(), &headers, Framing::Ndjson).await
 }
