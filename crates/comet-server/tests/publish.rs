@@ -231,3 +231,17 @@ async fn wrong_methods_are_405_in_json() {
         assert_eq!(body["error"], "method_not_allowed");
     }
 }
+
+#[tokio::test]
+async fn every_character_of_the_name_alphabet_works_in_every_route() {
+    let server = TestServer::start();
+    let http = client();
+    let name = "Az09_-.:@~";
+    let id = comet_testkit::publish(&http, &server.base(), name, "x").await;
+    let info = comet_testkit::get_json(&http, &server.url(&format!("/channels/{name}"))).await;
+    assert_eq!(info["channel"], name);
+    assert_eq!(info["last_id"], id.as_str());
+    let answer =
+        comet_testkit::get_json(&http, &server.url(&format!("/poll/{name}?backlog=1"))).await;
+    assert_eq!(answer["messages"][0]["channel"], name);
+}
