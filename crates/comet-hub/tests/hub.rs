@@ -231,6 +231,7 @@ async fn resuming_before_the_retained_history_reports_a_gap_then_delivers_the_re
         Retention {
             max_messages: 5,
             max_age: None,
+            ..Retention::default()
         },
         5,
     );
@@ -337,6 +338,7 @@ async fn a_subscriber_behind_the_retained_history_is_told_of_the_gap() {
         Retention {
             max_messages: 10,
             max_age: None,
+            ..Retention::default()
         },
         4,
     );
@@ -359,6 +361,7 @@ async fn a_gap_is_reported_once_even_when_reading_takes_several_batches() {
         Retention {
             max_messages: 50,
             max_age: None,
+            ..Retention::default()
         },
         4,
     );

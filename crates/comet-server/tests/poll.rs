@@ -224,6 +224,7 @@ async fn a_trimmed_history_is_reported_in_a_gaps_field() {
         .retention(Retention {
             max_messages: 2,
             max_age: None,
+            ..Retention::default()
         })
         .start();
     let http = client();

@@ -20,6 +20,7 @@ async fn a_stuck_subscriber_holds_back_nobody_and_later_learns_of_its_gap() {
         .retention(Retention {
             max_messages: 50,
             max_age: None,
+            ..Retention::default()
         })
         .config(|c| c.write_timeout = Duration::from_secs(600))
         .start();

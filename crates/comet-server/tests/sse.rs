@@ -179,6 +179,7 @@ async fn resuming_before_the_retained_history_starts_with_a_gap_event() {
         .retention(Retention {
             max_messages: 3,
             max_age: None,
+            ..Retention::default()
         })
         .start();
     let http = client();

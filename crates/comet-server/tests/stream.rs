@@ -62,6 +62,7 @@ async fn resume_with_since_and_gaps_as_lines() {
         .retention(Retention {
             max_messages: 3,
             max_age: None,
+            ..Retention::default()
         })
         .start();
     let http = client();

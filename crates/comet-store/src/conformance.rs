@@ -29,6 +29,7 @@ macro_rules! store_conformance {
             retention_by_count_trims_and_marks_the_gap,
             retention_by_age_trims_on_access,
             retention_by_age_is_enforced_without_access,
+            retention_by_total_bytes_removes_the_oldest_of_the_store,
             listener_hears_every_commit_in_order_before_append_returns,
             summary_reports_retained_count_and_last_id,
             health_is_ok,
@@ -229,6 +230,7 @@ pub async fn retention_by_count_trims_and_marks_the_gap(factory: impl StoreFacto
     let (options, _clock) = options(Retention {
         max_messages: 3,
         max_age: None,
+        ..Retention::default()
     });
     let store = factory.build(options).await;
     let mut seqs = Vec::new();
@@ -251,6 +253,7 @@ pub async fn retention_by_age_trims_on_access(factory: impl StoreFactory) {
     let (options, clock) = options(Retention {
         max_messages: 100,
         max_age: Some(Duration::from_secs(10)),
+        ..Retention::default()
     });
     let store = factory.build(options).await;
     let old = append(&*store, "a", "old").await;
@@ -271,6 +274,7 @@ pub async fn retention_by_age_is_enforced_without_access(factory: impl StoreFact
     let (options, clock) = options(Retention {
         max_messages: 100,
         max_age: Some(Duration::from_secs(10)),
+        ..Retention::default()
     });
     let store = factory.build(options).await;
     let last = append(&*store, "a", "1").await;
@@ -285,6 +289,45 @@ pub async fn retention_by_age_is_enforced_without_access(factory: impl StoreFact
         history.trimmed_upto >= last.seq(),
         "a reader from before the expired message must see a gap"
     );
+}
+
+/// The total byte limit removes the store's oldest messages, whatever their
+/// channel, and marks each channel's loss.
+pub async fn retention_by_total_bytes_removes_the_oldest_of_the_store(factory: impl StoreFactory) {
+    let data = "x".repeat(100);
+    // Each message counts 100 (data) + 7 ("message") + 1 (channel) + 64.
+    let size = 172;
+    let (options, _clock) = options(Retention {
+        max_messages: 1000,
+        max_bytes: Some(10 * size),
+        ..Retention::default()
+    });
+    let store = factory.build(options).await;
+    let mut appended = Vec::new();
+    for i in 0..15 {
+        let channel = if i % 3 == 0 { "a" } else { "b" };
+        let message = append(&*store, channel, &data).await;
+        assert_eq!(crate::stored_size(&message), size);
+        appended.push((channel, message.seq()));
+    }
+    let mut retained = Vec::new();
+    for channel in ["a", "b"] {
+        let history = store
+            .read(&name(channel), Seq::ZERO, store.head(), 100)
+            .await
+            .expect("read");
+        let removed_last = appended[..5]
+            .iter()
+            .filter(|(c, _)| *c == channel)
+            .map(|(_, seq)| *seq)
+            .max()
+            .unwrap_or(Seq::ZERO);
+        assert_eq!(history.trimmed_upto, removed_last, "channel {channel}");
+        retained.extend(history.messages.iter().map(|m| m.seq()));
+    }
+    retained.sort();
+    let newest_ten: Vec<Seq> = appended[5..].iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(retained, newest_ten, "exactly the ten newest of the store remain");
 }
 
 #[derive(Default)]

@@ -33,6 +33,10 @@ pub struct Retention {
     pub max_messages: usize,
     /// Messages older than this are removed; `None` keeps them regardless of age.
     pub max_age: Option<Duration>,
+    /// The most bytes the whole store keeps (see [`stored_size`]); beyond it
+    /// the oldest messages of the store, whatever their channel, are removed.
+    /// `None`: no total limit.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for Retention {
@@ -40,8 +44,18 @@ impl Default for Retention {
         Self {
             max_messages: 1000,
             max_age: None,
+            max_bytes: None,
         }
     }
+}
+
+/// What a message counts for against [`Retention::max_bytes`]: its data,
+/// event type and channel name, plus a fixed 64 bytes for the id, time and
+/// bookkeeping. The same measure in every backend.
+pub fn stored_size(message: &Message) -> u64 {
+    (message.data().len() + message.event().as_str().len() + message.channel().as_str().len())
+        as u64
+        + 64
 }
 
 /// What every store is built from, whatever the backend.

@@ -3,6 +3,14 @@
 //! One short `std::sync::Mutex` guards the whole store. Appending under it is
 //! what makes the store-wide sequence and the listener's order one and the
 //! same; the critical section is a few pointer moves, never I/O.
+//!
+//! Retention by count and age trims each channel from its head. The total
+//! byte limit needs the store-wide order of messages, which the per-channel
+//! logs do not give: when it is set, a queue of `(seq, channel)` in append
+//! order names the oldest message of the store. Entries whose message was
+//! already trimmed otherwise are skipped when met, and the queue is
+//! compacted when stale entries outnumber live ones, so it stays within
+//! twice the retained count.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,7 +20,7 @@ use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, Message, Seq};
 
 use crate::{
     ChannelSummary, Clock, CommitListener, History, Retention, Store, StoreError, StoreOptions,
-    new_epoch,
+    new_epoch, stored_size,
 };
 
 /// A [`Store`] that keeps everything in memory. A restart begins a new epoch.
@@ -32,6 +40,12 @@ struct Inner {
     /// (its whole history expired). A channel it does not know may have had
     /// messages up to here.
     forgotten_upto: Seq,
+    /// Bytes retained, by [`stored_size`].
+    bytes: u64,
+    /// Messages retained.
+    count: usize,
+    /// Append order, kept only under a total byte limit.
+    order: VecDeque<(Seq, ChannelName)>,
 }
 
 #[derive(Default)]
@@ -42,31 +56,88 @@ struct ChannelLog {
 }
 
 impl ChannelLog {
-    fn trim_to(&mut self, max_messages: usize) {
-        while self.messages.len() > max_messages {
-            self.drop_oldest();
-        }
-    }
-
-    fn trim_older_than(&mut self, oldest_kept_ms: u64) {
-        while self
-            .messages
-            .front()
-            .is_some_and(|m| m.published_at_ms() < oldest_kept_ms)
-        {
-            self.drop_oldest();
-        }
-    }
-
-    fn drop_oldest(&mut self) {
-        if let Some(message) = self.messages.pop_front() {
-            self.trimmed_upto = message.seq();
-        }
+    fn drop_oldest(&mut self) -> Option<Arc<Message>> {
+        let message = self.messages.pop_front()?;
+        self.trimmed_upto = message.seq();
+        Some(message)
     }
 
     /// Index of the first message with a sequence number above `seq`.
     fn first_after(&self, seq: Seq) -> usize {
         self.messages.partition_point(|m| m.seq() <= seq)
+    }
+}
+
+impl Inner {
+    /// Removes the oldest message of `channel` and accounts for it.
+    fn drop_oldest(&mut self, channel: &ChannelName) -> bool {
+        let Some(log) = self.channels.get_mut(channel) else {
+            return false;
+        };
+        match log.drop_oldest() {
+            Some(message) => {
+                self.bytes -= stored_size(&message);
+                self.count -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Trims `channel` to `max_messages` and drops what is older than
+    /// `oldest_kept_ms`.
+    fn trim_channel(&mut self, channel: &ChannelName, max_messages: usize, oldest_kept_ms: Option<u64>) {
+        loop {
+            let Some(log) = self.channels.get(channel) else {
+                return;
+            };
+            let too_many = log.messages.len() > max_messages;
+            let too_old = oldest_kept_ms.is_some_and(|oldest| {
+                log.messages
+                    .front()
+                    .is_some_and(|m| m.published_at_ms() < oldest)
+            });
+            if !(too_many || too_old) || !self.drop_oldest(channel) {
+                return;
+            }
+        }
+    }
+
+    /// Removes the store's oldest messages until it holds at most
+    /// `max_bytes`, never removing the newest message.
+    fn trim_to_bytes(&mut self, max_bytes: u64) {
+        while self.bytes > max_bytes && self.count > 1 {
+            let Some((seq, channel)) = self.order.pop_front() else {
+                return;
+            };
+            let live = self
+                .channels
+                .get(&channel)
+                .and_then(|log| log.messages.front())
+                .is_some_and(|front| front.seq() == seq);
+            if live {
+                self.drop_oldest(&channel);
+            }
+        }
+        if self.order.len() > 2 * self.count + 1024 {
+            let channels = &self.channels;
+            self.order.retain(|(seq, channel)| {
+                channels
+                    .get(channel)
+                    .and_then(|log| log.messages.front())
+                    .is_some_and(|front| front.seq() <= *seq)
+            });
+        }
+    }
+
+    /// Forgets a channel whose whole history expired.
+    fn forget_if_empty(&mut self, channel: &ChannelName) {
+        if let Some(log) = self.channels.get(channel)
+            && log.messages.is_empty()
+        {
+            self.forgotten_upto = self.forgotten_upto.max(log.last_seq);
+            self.channels.remove(channel);
+        }
     }
 }
 
@@ -97,6 +168,14 @@ impl MemoryStore {
         )
     }
 
+    /// Applies age retention to one channel, forgetting it once empty.
+    fn expire(&self, inner: &mut Inner, channel: &ChannelName) {
+        if let Some(oldest_kept_ms) = self.oldest_kept_ms() {
+            inner.trim_channel(channel, usize::MAX, Some(oldest_kept_ms));
+            inner.forget_if_empty(channel);
+        }
+    }
+
     /// Some of a channel's messages, chosen by `pick`, after applying age
     /// retention, with the channel's trimmed-up-to mark.
     fn history(
@@ -115,22 +194,6 @@ impl MemoryStore {
                 messages: Vec::new(),
                 trimmed_upto: inner.forgotten_upto,
             },
-        }
-    }
-
-    /// Applies age retention to one channel, forgetting it once empty.
-    fn expire(&self, inner: &mut Inner, channel: &ChannelName) {
-        let Some(oldest_kept_ms) = self.oldest_kept_ms() else {
-            return;
-        };
-        let Some(log) = inner.channels.get_mut(channel) else {
-            return;
-        };
-        log.trim_older_than(oldest_kept_ms);
-        if log.messages.is_empty() {
-            let last = log.last_seq;
-            inner.channels.remove(channel);
-            inner.forgotten_upto = inner.forgotten_upto.max(last);
         }
     }
 }
@@ -157,6 +220,7 @@ impl Store for MemoryStore {
     ) -> Result<Arc<Message>, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.lock();
+        let inner = &mut *inner;
         let seq = inner.head.next();
         let message = Arc::new(Message::new(
             self.epoch.clone(),
@@ -178,11 +242,18 @@ impl Store for MemoryStore {
             });
         log.messages.push_back(message.clone());
         log.last_seq = seq;
-        log.trim_to(self.retention.max_messages.max(1));
-        if let Some(oldest_kept_ms) = self.oldest_kept_ms() {
-            log.trim_older_than(oldest_kept_ms);
-        }
+        inner.bytes += stored_size(&message);
+        inner.count += 1;
         inner.head = seq;
+        inner.trim_channel(
+            channel,
+            self.retention.max_messages.max(1),
+            self.oldest_kept_ms(),
+        );
+        if let Some(max_bytes) = self.retention.max_bytes {
+            inner.order.push_back((seq, channel.clone()));
+            inner.trim_to_bytes(max_bytes);
+        }
         if let Some(listener) = &inner.listener {
             listener.committed(&message);
         }

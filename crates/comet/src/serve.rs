@@ -77,6 +77,7 @@ fn validate(args: &ServeArgs) -> anyhow::Result<(Retention, HubConfig, ServerCon
     let retention = Retention {
         max_messages: args.retention_messages,
         max_age: (!args.retention_age.0.is_zero()).then_some(args.retention_age.0),
+        max_bytes: None,
     };
     let hub = HubConfig {
         live_window: args.live_window.max(1),

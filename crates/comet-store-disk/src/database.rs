@@ -1,0 +1,212 @@
+//! The SQLite side: the schema, connection settings, and loading what the
+//! writer keeps in memory.
+//!
+//! Schema (format 1):
+//! - `meta(key, value)`: `epoch`, `head` (newest sequence number), `clean`
+//!   (`1` after an orderly close, `0` while open);
+//! - `channels(id, name, last_seq, trimmed_upto, retained, bytes)`: one row
+//!   per channel that ever had a message, updated in the same transaction as
+//!   the messages it describes;
+//! - `messages(channel_id, seq, event, data, published_at, size)`, clustered
+//!   by `(channel_id, seq)` so reading a channel after a position is one
+//!   range scan, with an index on `seq` for the store-wide order (trimming
+//!   by total size and by age).
+//!
+//! Settings: WAL journal with `synchronous=FULL`, so a commit is on disk,
+//! fsync'd, when it returns, and a crash loses nothing committed (SQLite
+//! checks every WAL frame's checksum at start and ignores a torn tail);
+//! incremental auto-vacuum, so space freed by retention can be given back
+//! to the file system.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use comet_protocol::{ChannelName, Epoch, Seq};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::directory::{APPLICATION_ID, FORMAT_VERSION, OpenError};
+
+/// The WAL is truncated back to this size after checkpoints.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// What the store knows of one channel.
+#[derive(Clone, Debug)]
+pub(crate) struct ChannelRow {
+    pub(crate) id: i64,
+    pub(crate) last_seq: Seq,
+    pub(crate) trimmed_upto: Seq,
+    pub(crate) retained: u64,
+    pub(crate) bytes: u64,
+}
+
+/// The writer's in-memory copy of the `channels` table and `meta`.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    pub(crate) channels: HashMap<ChannelName, ChannelRow>,
+    pub(crate) names: HashMap<i64, ChannelName>,
+    pub(crate) head: Seq,
+    pub(crate) bytes: u64,
+    pub(crate) next_id: i64,
+}
+
+fn sqlite(what: &str) -> impl FnOnce(rusqlite::Error) -> OpenError + '_ {
+    move |source| OpenError::Sqlite {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Opens a connection with the settings every connection needs.
+pub(crate) fn connect(path: &Path) -> Result<Connection, OpenError> {
+    let connection = Connection::open(path).map_err(sqlite("opening the history database"))?;
+    connection
+        .execute_batch(&format!(
+            "PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 10000;
+             PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
+        ))
+        .map_err(sqlite("configuring the history database"))?;
+    Ok(connection)
+}
+
+/// Creates the schema in a fresh database, in one transaction, with a new
+/// epoch.
+pub(crate) fn initialize(connection: &mut Connection, epoch: &Epoch) -> Result<(), OpenError> {
+    connection
+        .execute_batch("PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;")
+        .map_err(sqlite("preparing the history database"))?;
+    let transaction = connection
+        .transaction()
+        .map_err(sqlite("creating the history database"))?;
+    transaction
+        .execute_batch(&format!(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             CREATE TABLE channels (
+                 id INTEGER PRIMARY KEY,
+                 name TEXT NOT NULL UNIQUE,
+                 last_seq INTEGER NOT NULL,
+                 trimmed_upto INTEGER NOT NULL,
+                 retained INTEGER NOT NULL,
+                 bytes INTEGER NOT NULL);
+             CREATE TABLE messages (
+                 channel_id INTEGER NOT NULL,
+                 seq INTEGER NOT NULL,
+                 event TEXT NOT NULL,
+                 data BLOB NOT NULL,
+                 published_at INTEGER NOT NULL,
+                 size INTEGER NOT NULL,
+                 PRIMARY KEY (channel_id, seq)) WITHOUT ROWID;
+             CREATE INDEX messages_in_order ON messages (seq);
+             PRAGMA application_id = {APPLICATION_ID};
+             PRAGMA user_version = {FORMAT_VERSION};"
+        ))
+        .map_err(sqlite("creating the history schema"))?;
+    transaction
+        .execute(
+            "INSERT INTO meta (key, value) VALUES ('epoch', ?1), ('head', '0'), ('clean', '1')",
+            params![epoch.as_str()],
+        )
+        .map_err(sqlite("recording the epoch"))?;
+    transaction
+        .commit()
+        .map_err(sqlite("creating the history database"))
+}
+
+/// Reads a `meta` value.
+fn meta(connection: &Connection, key: &str) -> Result<Option<String>, OpenError> {
+    connection
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
+        .optional()
+        .map_err(sqlite("reading the history metadata"))
+}
+
+/// What opening found: the epoch, the catalog, and whether the previous run
+/// ended without closing.
+pub(crate) struct Loaded {
+    pub(crate) epoch: Epoch,
+    pub(crate) catalog: Catalog,
+    pub(crate) unclean: bool,
+}
+
+/// Loads the epoch and catalog. Writes nothing.
+pub(crate) fn load(connection: &Connection, path: &Path) -> Result<Loaded, OpenError> {
+    let corrupt = |reason: String| OpenError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let epoch = meta(connection, "epoch")?
+        .ok_or_else(|| corrupt("no epoch recorded".into()))?;
+    let epoch = Epoch::new(&epoch).map_err(|_| corrupt(format!("invalid epoch {epoch:?}")))?;
+    let head: u64 = meta(connection, "head")?
+        .and_then(|head| head.parse().ok())
+        .ok_or_else(|| corrupt("no valid head recorded".into()))?;
+    let unclean = meta(connection, "clean")?.as_deref() != Some("1");
+
+    let mut catalog = Catalog {
+        head: Seq(head),
+        next_id: 1,
+        ..Catalog::default()
+    };
+    let mut statement = connection
+        .prepare("SELECT id, name, last_seq, trimmed_upto, retained, bytes FROM channels")
+        .map_err(sqlite("reading the channels"))?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                ChannelRow {
+                    id: row.get(0)?,
+                    last_seq: Seq(row.get::<_, i64>(2)? as u64),
+                    trimmed_upto: Seq(row.get::<_, i64>(3)? as u64),
+                    retained: row.get::<_, i64>(4)? as u64,
+                    bytes: row.get::<_, i64>(5)? as u64,
+                },
+            ))
+        })
+        .map_err(sqlite("reading the channels"))?;
+    for row in rows {
+        let (id, name, channel) = row.map_err(sqlite("reading the channels"))?;
+        let name = ChannelName::new(&name)
+            .map_err(|error| corrupt(format!("invalid channel name {name:?}: {error}")))?;
+        catalog.bytes += channel.bytes;
+        catalog.next_id = catalog.next_id.max(id + 1);
+        catalog.names.insert(id, name.clone());
+        catalog.channels.insert(name, channel);
+    }
+    drop(statement);
+    Ok(Loaded {
+        epoch,
+        catalog,
+        unclean,
+    })
+}
+
+/// Records whether the database is open (`clean = 0`) or was closed in
+/// order (`clean = 1`).
+pub(crate) fn mark_clean(connection: &Connection, clean: bool) -> rusqlite::Result<()> {
+    connection
+        .execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'clean'",
+            [if clean { "1" } else { "0" }],
+        )
+        .map(drop)
+}
+
+/// Checks the database's structure after an unclean stop.
+pub(crate) fn quick_check(connection: &Connection, path: &Path) -> Result<(), OpenError> {
+    let result: String = connection
+        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+        .map_err(|error| OpenError::Corrupt {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+    if result == "ok" {
+        Ok(())
+    } else {
+        Err(OpenError::Corrupt {
+            path: path.to_path_buf(),
+            reason: result,
+        })
+    }
+}

@@ -1,0 +1,488 @@
+//! The writer: one thread that owns the write connection and commits
+//! appends in groups.
+//!
+//! Publishers send their appends over a channel and wait for the reply. The
+//! thread takes the first waiting append, then every other one already
+//! waiting (up to [`MAX_GROUP`]), numbers them, stores them and applies
+//! retention in one transaction, commits (one fsync for the whole group),
+//! tells the commit listener of each message in order, and only then
+//! replies. While a group commits, the next one gathers: the busier the
+//! store, the larger the groups, and durability costs one fsync per group
+//! rather than per message.
+//!
+//! Everything a group changes is drafted first and applied to the
+//! in-memory catalog only after the commit succeeded: a failed commit
+//! leaves the catalog as the database is, and the group's sequence numbers
+//! unused.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+
+use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
+use comet_store::{Clock, CommitListener, Retention, StoreError, stored_size};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use crate::database::{Catalog, ChannelRow, mark_clean};
+
+/// The most appends committed together.
+pub(crate) const MAX_GROUP: usize = 1024;
+
+/// Work for the writer thread.
+pub(crate) enum Command {
+    /// Store a message.
+    Append {
+        channel: ChannelName,
+        event: EventType,
+        data: Data,
+        reply: oneshot::Sender<Result<Arc<Message>, StoreError>>,
+    },
+    /// Apply retention by age now, and give freed space back.
+    Sweep {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// The writer's state, owned by its thread.
+pub(crate) struct Writer {
+    pub(crate) connection: Connection,
+    pub(crate) path: PathBuf,
+    pub(crate) epoch: Epoch,
+    pub(crate) catalog: Catalog,
+    pub(crate) retention: Retention,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) listener: Arc<Mutex<Option<Arc<dyn CommitListener>>>>,
+    /// False while the last commit failed.
+    pub(crate) healthy: Arc<AtomicBool>,
+}
+
+struct PendingAppend {
+    message: Arc<Message>,
+    reply: oneshot::Sender<Result<Arc<Message>, StoreError>>,
+}
+
+impl Writer {
+    /// Serves commands until every sender is gone, then closes in order.
+    pub(crate) fn run(mut self, commands: Receiver<Command>) {
+        while let Ok(first) = commands.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match commands.try_recv() {
+                    Ok(command) => group.push(command),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.serve(group);
+        }
+        self.close();
+    }
+
+    fn serve(&mut self, group: Vec<Command>) {
+        let mut appends = Vec::with_capacity(group.len());
+        let mut sweeps = Vec::new();
+        for command in group {
+            match command {
+                Command::Append {
+                    channel,
+                    event,
+                    data,
+                    reply,
+                } => appends.push((channel, event, data, reply)),
+                Command::Sweep { reply } => sweeps.push(reply),
+            }
+        }
+        if !appends.is_empty() {
+            self.append_group(appends);
+        }
+        if !sweeps.is_empty() {
+            let result = self.sweep().map_err(|error| self.failed("sweeping", error));
+            for reply in sweeps {
+                let _ = reply.send(result.as_ref().map(|_| ()).map_err(clone_error));
+            }
+        }
+    }
+
+    fn append_group(
+        &mut self,
+        appends: Vec<(
+            ChannelName,
+            EventType,
+            Data,
+            oneshot::Sender<Result<Arc<Message>, StoreError>>,
+        )>,
+    ) {
+        let now = self.clock.now_ms();
+        let mut draft = Draft::new(&self.catalog);
+        let mut pending = Vec::with_capacity(appends.len());
+        for (channel, event, data, reply) in appends {
+            draft.head = draft.head.next();
+            let message = Arc::new(Message::new(
+                self.epoch.clone(),
+                draft.head,
+                channel,
+                event,
+                data,
+                now,
+            ));
+            pending.push(PendingAppend { message, reply });
+        }
+        let outcome = commit_group(&self.connection, &self.retention, &mut draft, &pending);
+        let changes = draft.finish();
+        match outcome {
+            Ok(()) => {
+                changes.apply(&mut self.catalog);
+                self.healthy.store(true, Ordering::Release);
+                let listener = self
+                    .listener
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                for append in &pending {
+                    if let Some(listener) = &listener {
+                        listener.committed(&append.message);
+                    }
+                }
+                for append in pending {
+                    let _ = append.reply.send(Ok(append.message));
+                }
+            }
+            Err(error) => {
+                let error = self.failed("committing published messages", error);
+                for append in pending {
+                    let _ = append.reply.send(Err(clone_error(&error)));
+                }
+            }
+        }
+    }
+
+    /// Removes messages older than the age limit, store-wide, and returns
+    /// freed pages to the file system.
+    fn sweep(&mut self) -> rusqlite::Result<()> {
+        if let Some(max_age) = self.retention.max_age {
+            let cutoff = self
+                .clock
+                .now_ms()
+                .saturating_sub(max_age.as_millis() as u64);
+            let mut draft = Draft::new(&self.catalog);
+            let transaction =
+                Transaction::new_unchecked(&self.connection, TransactionBehavior::Immediate)?;
+            trim_by_age(&transaction, &mut draft, cutoff)?;
+            draft.save(&transaction)?;
+            transaction.commit()?;
+            draft.finish().apply(&mut self.catalog);
+        }
+        let free_pages: i64 = self
+            .connection
+            .query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
+        if free_pages > 256 {
+            // Each row of the answer is one freed page; reading them runs it.
+            let mut vacuum = self.connection.prepare("PRAGMA incremental_vacuum(4096)")?;
+            let mut rows = vacuum.query([])?;
+            while rows.next()?.is_some() {}
+        }
+        Ok(())
+    }
+
+    fn failed(&self, what: &str, error: rusqlite::Error) -> StoreError {
+        self.healthy.store(false, Ordering::Release);
+        tracing::error!(%error, path = %self.path.display(), "{what} failed");
+        StoreError::Unavailable(format!("{what} failed: {error}"))
+    }
+
+    fn close(self) {
+        let closed = self
+            .connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .and_then(|()| mark_clean(&self.connection, true));
+        if let Err(error) = closed {
+            tracing::warn!(%error, "closing the history database");
+        }
+    }
+}
+
+fn clone_error(error: &StoreError) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// Stores one group of appends with retention, in one transaction.
+fn commit_group(
+    connection: &Connection,
+    retention: &Retention,
+    draft: &mut Draft<'_>,
+    pending: &[PendingAppend],
+) -> rusqlite::Result<()> {
+    let transaction = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
+    {
+        let mut insert = transaction.prepare_cached(
+            "INSERT INTO messages (channel_id, seq, event, data, published_at, size)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for append in pending {
+            let message = &append.message;
+            let size = stored_size(message);
+            let channel = draft.channel(message.channel());
+            channel.last_seq = message.seq();
+            channel.retained += 1;
+            channel.bytes += size;
+            let id = channel.id;
+            draft.bytes += size;
+            insert.execute(params![
+                id,
+                message.seq().0 as i64,
+                message.event().as_str(),
+                &message.data().bytes()[..],
+                message.published_at_ms() as i64,
+                size as i64,
+            ])?;
+        }
+    }
+    let touched: Vec<ChannelName> = pending
+        .iter()
+        .map(|append| append.message.channel().clone())
+        .collect();
+    trim_by_count(&transaction, draft, &touched, retention.max_messages)?;
+    if let Some(max_bytes) = retention.max_bytes {
+        let newest = draft.head;
+        trim_by_bytes(&transaction, draft, max_bytes, newest)?;
+    }
+    draft.save(&transaction)?;
+    transaction.commit()
+}
+
+/// Keeps at most `max_messages` in each touched channel.
+fn trim_by_count(
+    transaction: &Transaction<'_>,
+    draft: &mut Draft<'_>,
+    touched: &[ChannelName],
+    max_messages: usize,
+) -> rusqlite::Result<()> {
+    let max_messages = max_messages.max(1) as u64;
+    let mut seen = Vec::new();
+    for name in touched {
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name);
+        let channel = draft.channel(name);
+        if channel.retained <= max_messages {
+            continue;
+        }
+        let excess = channel.retained - max_messages;
+        let id = channel.id;
+        let mut delete = transaction.prepare_cached(
+            "DELETE FROM messages WHERE channel_id = ?1 AND seq <= (
+                 SELECT seq FROM messages WHERE channel_id = ?1 ORDER BY seq LIMIT 1 OFFSET ?2)
+             RETURNING seq, size",
+        )?;
+        let removed = delete
+            .query_map(params![id, (excess - 1) as i64], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (seq, size) in removed {
+            draft.removed(id, Seq(seq as u64), size as u64);
+        }
+    }
+    Ok(())
+}
+
+/// Removes the store's oldest messages until it holds at most `max_bytes`;
+/// never `keep` (the newest message).
+fn trim_by_bytes(
+    transaction: &Transaction<'_>,
+    draft: &mut Draft<'_>,
+    max_bytes: u64,
+    keep: Seq,
+) -> rusqlite::Result<()> {
+    let mut oldest = transaction.prepare_cached(
+        "SELECT channel_id, seq, size FROM messages WHERE seq < ?1 ORDER BY seq LIMIT 64",
+    )?;
+    let mut delete =
+        transaction.prepare_cached("DELETE FROM messages WHERE channel_id = ?1 AND seq = ?2")?;
+    while draft.bytes > max_bytes {
+        let page = oldest
+            .query_map([keep.0 as i64], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if page.is_empty() {
+            break;
+        }
+        for (id, seq, size) in page {
+            if draft.bytes <= max_bytes {
+                break;
+            }
+            delete.execute(params![id, seq])?;
+            draft.removed(id, Seq(seq as u64), size as u64);
+        }
+    }
+    Ok(())
+}
+
+/// Removes messages published before `cutoff_ms`, oldest first. Times follow
+/// sequence order (the writer stamps them as it numbers them), so the scan
+/// stops at the first message young enough to keep.
+fn trim_by_age(
+    transaction: &Transaction<'_>,
+    draft: &mut Draft<'_>,
+    cutoff_ms: u64,
+) -> rusqlite::Result<()> {
+    let mut oldest = transaction.prepare_cached(
+        "SELECT channel_id, seq, published_at FROM messages ORDER BY seq LIMIT 256",
+    )?;
+    let mut delete = transaction
+        .prepare_cached("DELETE FROM messages WHERE channel_id = ?1 AND seq = ?2 RETURNING size")?;
+    loop {
+        let page = oldest
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let expired: Vec<_> = page
+            .iter()
+            .take_while(|(_, _, published_at)| (*published_at as u64) < cutoff_ms)
+            .collect();
+        for (id, seq, _) in &expired {
+            let size: i64 = delete.query_row(params![id, seq], |row| row.get(0))?;
+            draft.removed(*id, Seq(*seq as u64), size as u64);
+        }
+        if expired.len() < page.len() || page.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// The changes of one transaction, applied to the catalog after it commits.
+struct Draft<'a> {
+    catalog: &'a Catalog,
+    changed: HashMap<i64, (ChannelName, ChannelRow)>,
+    by_name: HashMap<ChannelName, i64>,
+    head: Seq,
+    bytes: u64,
+    next_id: i64,
+}
+
+impl<'a> Draft<'a> {
+    fn new(catalog: &'a Catalog) -> Self {
+        Self {
+            catalog,
+            changed: HashMap::new(),
+            by_name: HashMap::new(),
+            head: catalog.head,
+            bytes: catalog.bytes,
+            next_id: catalog.next_id,
+        }
+    }
+
+    /// The channel's row as this transaction sees it, created if new.
+    fn channel(&mut self, name: &ChannelName) -> &mut ChannelRow {
+        let id = match self.by_name.get(name) {
+            Some(id) => *id,
+            None => {
+                let row = match self.catalog.channels.get(name) {
+                    Some(row) => row.clone(),
+                    None => {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        ChannelRow {
+                            id,
+                            last_seq: Seq::ZERO,
+                            trimmed_upto: Seq::ZERO,
+                            retained: 0,
+                            bytes: 0,
+                        }
+                    }
+                };
+                self.by_name.insert(name.clone(), row.id);
+                self.changed.insert(row.id, (name.clone(), row));
+                self.by_name[name]
+            }
+        };
+        &mut self
+            .changed
+            .get_mut(&id)
+            .expect("a drafted channel is in the draft")
+            .1
+    }
+
+    /// Accounts for a removed message of channel `id`.
+    fn removed(&mut self, id: i64, seq: Seq, size: u64) {
+        let name = match self.changed.get(&id) {
+            Some((name, _)) => name.clone(),
+            None => match self.catalog.names.get(&id) {
+                Some(name) => name.clone(),
+                None => return,
+            },
+        };
+        let channel = self.channel(&name);
+        channel.retained = channel.retained.saturating_sub(1);
+        channel.bytes = channel.bytes.saturating_sub(size);
+        channel.trimmed_upto = channel.trimmed_upto.max(seq);
+        self.bytes = self.bytes.saturating_sub(size);
+    }
+
+    /// Writes the changed channel rows and the head.
+    fn save(&self, transaction: &Transaction<'_>) -> rusqlite::Result<()> {
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO channels (id, name, last_seq, trimmed_upto, retained, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET last_seq = ?3, trimmed_upto = ?4, retained = ?5, bytes = ?6",
+        )?;
+        for (name, row) in self.changed.values() {
+            upsert.execute(params![
+                row.id,
+                name.as_str(),
+                row.last_seq.0 as i64,
+                row.trimmed_upto.0 as i64,
+                row.retained as i64,
+                row.bytes as i64,
+            ])?;
+        }
+        transaction.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'head'",
+            [self.head.0.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// The changes, to apply once the transaction committed.
+    fn finish(self) -> Changes {
+        Changes {
+            changed: self.changed,
+            head: self.head,
+            bytes: self.bytes,
+            next_id: self.next_id,
+        }
+    }
+}
+
+/// A committed transaction's changes to the catalog.
+struct Changes {
+    changed: HashMap<i64, (ChannelName, ChannelRow)>,
+    head: Seq,
+    bytes: u64,
+    next_id: i64,
+}
+
+impl Changes {
+    fn apply(self, catalog: &mut Catalog) {
+        for (id, (name, row)) in self.changed {
+            catalog.names.insert(id, name.clone());
+            catalog.channels.insert(name, row);
+        }
+        catalog.head = self.head;
+        catalog.bytes = self.bytes;
+        catalog.next_id = self.next_id;
+    }
+}
