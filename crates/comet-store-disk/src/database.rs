@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use comet_protocol::{ChannelName, Epoch, Seq};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::directory::{APPLICATION_ID, FORMAT_VERSION, OpenError};
 
@@ -49,6 +49,12 @@ pub(crate) struct Catalog {
     pub(crate) next_id: i64,
 }
 
+/// A sequence number as SQLite stores it (a signed 64-bit integer):
+/// positions beyond `i64::MAX` mean "everything".
+pub(crate) fn sql(seq: Seq) -> i64 {
+    i64::try_from(seq.0).unwrap_or(i64::MAX)
+}
+
 fn sqlite(what: &str) -> impl FnOnce(rusqlite::Error) -> OpenError + '_ {
     move |source| OpenError::Sqlite {
         what: what.to_string(),
@@ -67,6 +73,17 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, OpenError> {
         ))
         .map_err(sqlite("configuring the history database"))?;
     Ok(connection)
+}
+
+/// Opens a connection that cannot write: for looking before writing.
+/// Closing it never checkpoints, so a database that is refused after this
+/// look is left exactly as it was.
+pub(crate) fn connect_read_only(path: &Path) -> Result<Connection, OpenError> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite("opening the history database"))
 }
 
 /// Creates the schema in a fresh database, in one transaction, with a new

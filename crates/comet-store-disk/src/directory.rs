@@ -211,11 +211,26 @@ fn check_format(database: &Path) -> Result<Found, OpenError> {
         path: database.to_path_buf(),
         reason,
     };
-    let connection = Connection::open_with_flags(
-        database,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|error| unknown(format!("cannot be opened as a database ({error})")))?;
+    // Without a pending log, look at the file as immutable: SQLite then
+    // creates no `-wal` or `-shm` beside it. With one (after a crash), the
+    // log may hold the newest header, so read through it.
+    let wal = database.with_file_name(format!("{DATABASE}-wal"));
+    let pending_log = std::fs::metadata(&wal).is_ok_and(|meta| meta.len() > 0);
+    let opened = if pending_log {
+        Connection::open_with_flags(
+            database,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    } else {
+        Connection::open_with_flags(
+            format!("file:{}?immutable=1", uri_path(database)),
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+    };
+    let connection =
+        opened.map_err(|error| unknown(format!("cannot be opened as a database ({error})")))?;
     let read = |pragma: &str| -> Result<i32, OpenError> {
         connection
             .query_row(&format!("PRAGMA {pragma}"), [], |row| row.get(0))
@@ -249,4 +264,19 @@ fn check_format(database: &Path) -> Result<Found, OpenError> {
         return Err(unknown(format!("has an invalid format version {version}")));
     }
     Ok(Found::Current)
+}
+
+/// A path in the form of a `file:` URI (RFC 3986 path characters kept,
+/// everything else percent-encoded).
+fn uri_path(path: &Path) -> String {
+    let mut encoded = String::new();
+    for byte in path.as_os_str().as_encoded_bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'.' | b'_' | b'~' => {
+                encoded.push(*byte as char)
+            }
+            _ => encoded.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    encoded
 }

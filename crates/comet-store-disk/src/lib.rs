@@ -79,19 +79,30 @@ impl DiskStore {
         let started = Instant::now();
         let (directory, found) = DataDirectory::open(dir)?;
         let path = directory.database();
-        let mut connection = database::connect(&path)?;
+        let mut created = None;
         if found == Found::Fresh {
+            let mut connection = database::connect(&path)?;
             database::initialize(&mut connection, &new_epoch())?;
+            created = Some(connection);
         }
-        let loaded = database::load(&connection, &path)?;
-        if loaded.unclean {
-            tracing::warn!(
-                path = %path.display(),
-                "the previous run stopped without closing the history (a crash or a kill); \
-                 recovering: committed messages are kept, an unfinished write is discarded"
-            );
-            database::quick_check(&connection, &path)?;
-        }
+        // Look (and, after a crash, check) before writing anything.
+        let loaded = {
+            let look = database::connect_read_only(&path)?;
+            let loaded = database::load(&look, &path)?;
+            if loaded.unclean {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the previous run stopped without closing the history (a crash or a kill); \
+                     recovering: committed messages are kept, an unfinished write is discarded"
+                );
+                database::quick_check(&look, &path)?;
+            }
+            loaded
+        };
+        let connection = match created {
+            Some(connection) => connection,
+            None => database::connect(&path)?,
+        };
         database::mark_clean(&connection, false).map_err(|source| OpenError::Sqlite {
             what: "marking the history open".into(),
             source,

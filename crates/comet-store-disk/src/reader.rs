@@ -15,7 +15,7 @@ use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, Message, Seq};
 use comet_store::{ChannelSummary, Clock, History, Retention, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::database::connect;
+use crate::database::{connect, sql};
 
 /// Idle read connections kept for reuse.
 const POOLED: usize = 8;
@@ -129,7 +129,7 @@ impl Readers {
                      WHERE channel_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
                 )?;
                 let found = statement.query_map(
-                    params![id, after.0 as i64, upto.0 as i64, *limit as i64],
+                    params![id, sql(*after), sql(*upto), *limit as i64],
                     row_values,
                 )?;
                 for row in found {
@@ -142,7 +142,7 @@ impl Readers {
                      WHERE channel_id = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT ?3",
                 )?;
                 let found =
-                    statement.query_map(params![id, upto.0 as i64, *count as i64], row_values)?;
+                    statement.query_map(params![id, sql(*upto), *count as i64], row_values)?;
                 for row in found {
                     rows.push(row?);
                 }

@@ -1,0 +1,326 @@
+//! What only a durable store must do: keep history across restarts, recover
+//! from a crash image with a torn log tail, bound and reclaim its disk
+//! space, refuse directories that are not its own, and admit one server
+//! per directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use comet_protocol::{ChannelName, Data, EventType, Seq};
+use comet_store::{Retention, Store, StoreOptions};
+use comet_store_disk::{DiskStore, OpenError};
+
+fn fresh_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "durable-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn channel(name: &str) -> ChannelName {
+    ChannelName::new(name).unwrap()
+}
+
+async fn append(store: &DiskStore, name: &str, data: &str) -> Seq {
+    store
+        .append(&channel(name), EventType::message(), Data::from(data.to_string()))
+        .await
+        .expect("append")
+        .seq()
+}
+
+async fn all(store: &DiskStore, name: &str) -> Vec<String> {
+    store
+        .read(&channel(name), Seq::ZERO, Seq(u64::MAX), 1_000_000)
+        .await
+        .expect("read")
+        .messages
+        .iter()
+        .map(|m| m.data().as_str().to_string())
+        .collect()
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+fn file_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                std::fs::read(entry.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The files that hold data: the database and its log, not the lock or
+/// SQLite's shared-memory index (a cache any reader may rebuild).
+fn data_files(files: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    files
+        .into_iter()
+        .filter(|(name, _)| name != "LOCK" && !name.ends_with("-shm"))
+        .collect()
+}
+
+/// Copies the database files of a store that is still open: what the disk
+/// holds at this moment, as a crash would leave it.
+fn crash_image(from: &Path, name: &str) -> PathBuf {
+    let to = fresh_dir(name);
+    std::fs::create_dir_all(&to).unwrap();
+    for file in ["history.db", "history.db-wal"] {
+        if from.join(file).exists() {
+            std::fs::copy(from.join(file), to.join(file)).unwrap();
+        }
+    }
+    to
+}
+
+#[tokio::test]
+async fn a_reopened_store_continues_the_same_history() {
+    let dir = fresh_dir("reopen");
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    let epoch = store.epoch();
+    let mut last = Seq::ZERO;
+    for i in 0..50 {
+        last = append(&store, if i % 2 == 0 { "a" } else { "b" }, &i.to_string()).await;
+    }
+    drop(store);
+
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    assert_eq!(store.epoch(), epoch, "same history, same epoch");
+    assert_eq!(store.head(), last);
+    let a = all(&store, "a").await;
+    assert_eq!(a.len(), 25);
+    assert_eq!(a[0], "0");
+    let next = append(&store, "a", "after").await;
+    assert_eq!(next, last.next(), "the sequence continues");
+    let summary = store.summary(&channel("b")).await.unwrap().unwrap();
+    assert_eq!(summary.retained, 25);
+}
+
+#[tokio::test]
+async fn a_crash_image_with_a_torn_log_tail_keeps_every_committed_message() {
+    let dir = fresh_dir("torn");
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    let mut acknowledged = Vec::new();
+    for i in 0..300 {
+        append(&store, "a", &format!("m{i}")).await;
+        acknowledged.push(format!("m{i}"));
+    }
+    let image = crash_image(&dir, "torn-image");
+    drop(store);
+
+    // A write cut short: half a frame of garbage after the last commit.
+    let wal = image.join("history.db-wal");
+    assert!(wal.exists(), "the log holds the recent commits");
+    let mut torn = std::fs::read(&wal).unwrap();
+    torn.extend(std::iter::repeat_n(0xA5u8, 2000));
+    std::fs::write(&wal, torn).unwrap();
+
+    let recovered = DiskStore::open(&image, StoreOptions::default()).unwrap();
+    assert_eq!(all(&recovered, "a").await, acknowledged);
+    let next = append(&recovered, "a", "after recovery").await;
+    assert_eq!(next, Seq(301));
+    recovered.check_health().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_image_with_a_damaged_database_is_refused_untouched() {
+    let dir = fresh_dir("damaged");
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    for i in 0..2000 {
+        append(&store, &format!("c{}", i % 7), &"x".repeat(200)).await;
+    }
+    drop(store);
+    // Reopen (now marked open), and take the image while it is open.
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    let image = crash_image(&dir, "damaged-image");
+    drop(store);
+    let database = image.join("history.db");
+    let mut bytes = std::fs::read(&database).unwrap();
+    let middle = bytes.len() / 2 / 4096 * 4096;
+    for byte in &mut bytes[middle..middle + 4096] {
+        *byte = 0x5A;
+    }
+    std::fs::write(&database, &bytes).unwrap();
+    let before = file_bytes(&image);
+
+    let error = DiskStore::open(&image, StoreOptions::default())
+        .err()
+        .expect("a damaged database is refused");
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error}");
+    assert!(error.to_string().contains("left untouched"), "{error}");
+    assert!(
+        data_files(before) == data_files(file_bytes(&image)),
+        "the damaged files were not modified"
+    );
+}
+
+#[tokio::test]
+async fn the_total_byte_limit_bounds_the_directory_and_space_is_reclaimed() {
+    let dir = fresh_dir("bounded");
+    let options = StoreOptions {
+        retention: Retention {
+            max_messages: 100_000,
+            max_bytes: Some(1 << 20),
+            ..Retention::default()
+        },
+        ..StoreOptions::default()
+    };
+    let store = DiskStore::open(&dir, options).unwrap();
+    let payload = "p".repeat(10_000);
+    // 40 MB through a store limited to 1 MiB.
+    for i in 0..4_000 {
+        append(&store, &format!("c{}", i % 10), &payload).await;
+    }
+    store.enforce_retention().await.unwrap();
+    let size = dir_size(&dir);
+    assert!(
+        size < 12 << 20,
+        "40 MB went through a 1 MiB store; the directory holds {} KiB",
+        size >> 10
+    );
+    let mut retained = 0;
+    for c in 0..10 {
+        retained += all(&store, &format!("c{c}")).await.len();
+    }
+    assert!(
+        (90..=105).contains(&retained),
+        "about 1 MiB of 10 kB messages is retained, not {retained}"
+    );
+    // The newest message of each channel is among them.
+    assert_eq!(all(&store, "c9").await.last().map(String::len), Some(10_000));
+}
+
+#[tokio::test]
+async fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = fresh_dir("locked");
+    let _first = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    let error = DiskStore::open(&dir, StoreOptions::default())
+        .err()
+        .expect("the directory is taken");
+    assert!(matches!(error, OpenError::Locked { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("in use by another process"), "{message}");
+    assert!(
+        message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_of_other_files_is_refused_untouched() {
+    let dir = fresh_dir("foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "important").unwrap();
+    let error = DiskStore::open(&dir, StoreOptions::default())
+        .err()
+        .expect("refused");
+    assert!(matches!(error, OpenError::NotOurs { .. }), "{error}");
+    assert!(error.to_string().contains("notes.txt"));
+    assert!(!dir.join("history.db").exists());
+    assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "important");
+}
+
+#[tokio::test]
+async fn files_in_unknown_formats_are_refused_untouched() {
+    // Not a database at all.
+    let dir = fresh_dir("garbage");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("history.db"), vec![7u8; 10_000]).unwrap();
+    let before = std::fs::read(dir.join("history.db")).unwrap();
+    let error = DiskStore::open(&dir, StoreOptions::default()).err().expect("refused");
+    assert!(matches!(error, OpenError::UnknownFormat { .. }), "{error}");
+    assert_eq!(std::fs::read(dir.join("history.db")).unwrap(), before);
+
+    // Somebody else's SQLite database.
+    let dir = fresh_dir("other-sqlite");
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        let other = rusqlite_connection(&dir.join("history.db"));
+        other.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
+    }
+    let before = std::fs::read(dir.join("history.db")).unwrap();
+    let error = DiskStore::open(&dir, StoreOptions::default()).err().expect("refused");
+    assert!(error.to_string().contains("not a Comet history"), "{error}");
+    assert_eq!(std::fs::read(dir.join("history.db")).unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_newer_format_is_refused_untouched() {
+    let dir = fresh_dir("newer");
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    append(&store, "a", "x").await;
+    drop(store);
+    {
+        let newer = rusqlite_connection(&dir.join("history.db"));
+        newer.execute_batch("PRAGMA user_version = 99;").unwrap();
+    }
+    let before = file_bytes(&dir);
+    let error = DiskStore::open(&dir, StoreOptions::default()).err().expect("refused");
+    let message = error.to_string();
+    assert!(message.contains("newer Comet"), "{message}");
+    assert!(message.contains("format 99"), "{message}");
+    let after = file_bytes(&dir);
+    let describe = |files: &Vec<(String, Vec<u8>)>| -> Vec<(String, usize)> {
+        files.iter().map(|(n, b)| (n.clone(), b.len())).collect()
+    };
+    assert!(
+        data_files(before.clone()) == data_files(after.clone()),
+        "nothing was written: before {:?}, after {:?}",
+        describe(&before),
+        describe(&after)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits_and_all_survive_a_reopen() {
+    let dir = fresh_dir("group");
+    let store = Arc::new(DiskStore::open(&dir, StoreOptions::default()).unwrap());
+    let mut writers = Vec::new();
+    for w in 0..32 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..50 {
+                append(&store, &format!("w{}", w % 4), &format!("{w}:{i}")).await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    drop(Arc::try_unwrap(store).ok().expect("the only reference"));
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    let mut total = 0;
+    for c in 0..4 {
+        let datas = all(&store, &format!("w{c}")).await;
+        for w in (c..32).step_by(4) {
+            let mine: Vec<&String> = datas
+                .iter()
+                .filter(|d| d.starts_with(&format!("{w}:")))
+                .collect();
+            let expected: Vec<String> = (0..50).map(|i| format!("{w}:{i}")).collect();
+            assert!(mine.iter().map(|s| s.as_str()).eq(expected.iter().map(|s| s.as_str())));
+        }
+        total += datas.len();
+    }
+    assert_eq!(total, 32 * 50);
+}
+
+fn rusqlite_connection(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).unwrap()
+}
