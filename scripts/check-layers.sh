@@ -20,8 +20,12 @@ forbid comet-protocol 'tokio|hyper|axum|http|comet-store|comet-hub|comet-server'
   "the wire format crate does no I/O and knows no runtime"
 forbid comet-store 'hyper|axum|http|comet-hub|comet-server' \
   "storage knows nothing of HTTP or the hub"
-forbid comet-hub 'hyper|axum|http|comet-server' \
+forbid comet-store-disk 'hyper|axum|http|comet-hub|comet-server' \
+  "storage knows nothing of HTTP or the hub"
+forbid comet-hub 'hyper|axum|http|comet-server|comet-store-disk' \
   "the hub knows nothing of HTTP"
+forbid comet-bench 'comet-protocol|comet-store|comet-hub|comet-server' \
+  "the load generator talks to servers over HTTP only, like any client"
 forbid comet-server 'comet' \
   "the server library does not depend on the binary"
 

@@ -2,72 +2,10 @@
 //! by the test script), reads Comet's stream, reconnects by itself when the
 //! server restarts, and resumes exactly with `Last-Event-ID`.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use comet_testkit::{TestServer, client, publish, publish_event, within};
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
-
-fn repository_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-struct NodeClient {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl NodeClient {
-    fn start(url: &str, count: usize) -> Self {
-        let root = repository_root();
-        assert!(
-            root.join("node_modules/eventsource").exists(),
-            "npm package `eventsource` is missing: run scripts/test.sh (it installs it)"
-        );
-        let mut child = Command::new("node")
-            .arg(root.join("tests/clients/eventsource.mjs"))
-            .args([url, &count.to_string()])
-            .current_dir(&root)
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("run node (Node.js is required)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        Self {
-            child,
-            lines: BufReader::new(stdout).lines(),
-        }
-    }
-
-    async fn next(&mut self) -> Value {
-        let line = within("a line from the eventsource client", self.lines.next_line())
-            .await
-            .expect("read")
-            .expect("the client is still running");
-        serde_json::from_str(&line).expect("JSON line")
-    }
-
-    /// The next event, skipping connection errors (expected during restarts).
-    async fn next_event(&mut self) -> Value {
-        loop {
-            let value = self.next().await;
-            if value.get("type").is_some() {
-                return value;
-            }
-        }
-    }
-
-    async fn opened(&mut self) {
-        loop {
-            if self.next().await.get("open").is_some() {
-                return;
-            }
-        }
-    }
-}
+use comet_testkit::node::EventSourceClient;
+use comet_testkit::{TestServer, client, publish, publish_event};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_npm_eventsource_client_receives_reconnects_and_resumes_exactly() {
@@ -75,7 +13,7 @@ async fn the_npm_eventsource_client_receives_reconnects_and_resumes_exactly() {
         .config(|c| c.sse_retry = Duration::from_millis(100))
         .start();
     let http = client();
-    let mut node = NodeClient::start(&server.url("/sse/news"), 8);
+    let mut node = EventSourceClient::start(&server.url("/sse/news"), 8);
     node.opened().await;
 
     let mut ids = Vec::new();
@@ -120,8 +58,5 @@ async fn the_npm_eventsource_client_receives_reconnects_and_resumes_exactly() {
         ("message", "after restart 3", ids[7].as_str()),
     ];
     assert_eq!(received, expected);
-    let status = within("the client to exit", node.child.wait())
-        .await
-        .unwrap();
-    assert!(status.success());
+    assert!(node.finished().await, "the client exits after its 8 events");
 }

@@ -132,7 +132,9 @@ pub(crate) fn initialize(connection: &mut Connection, epoch: &Epoch) -> Result<(
 /// Reads a `meta` value.
 fn meta(connection: &Connection, key: &str) -> Result<Option<String>, OpenError> {
     connection
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+            row.get(0)
+        })
         .optional()
         .map_err(sqlite("reading the history metadata"))
 }
@@ -151,8 +153,7 @@ pub(crate) fn load(connection: &Connection, path: &Path) -> Result<Loaded, OpenE
         path: path.to_path_buf(),
         reason,
     };
-    let epoch = meta(connection, "epoch")?
-        .ok_or_else(|| corrupt("no epoch recorded".into()))?;
+    let epoch = meta(connection, "epoch")?.ok_or_else(|| corrupt("no epoch recorded".into()))?;
     let epoch = Epoch::new(&epoch).map_err(|_| corrupt(format!("invalid epoch {epoch:?}")))?;
     let head: u64 = meta(connection, "head")?
         .and_then(|head| head.parse().ok())

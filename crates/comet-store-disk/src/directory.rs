@@ -61,7 +61,9 @@ pub enum OpenError {
         reason: String,
     },
     /// The database is damaged beyond what recovery can repair.
-    #[error("{path} is damaged: {reason}; the data directory was left untouched. Restore it from a backup, or move it away to start a new history")]
+    #[error(
+        "{path} is damaged: {reason}; the data directory was left untouched. Restore it from a backup, or move it away to start a new history"
+    )]
     Corrupt {
         /// The database file.
         path: PathBuf,
@@ -154,10 +156,7 @@ impl DataDirectory {
 /// Files a directory may hold without being someone else's: our own, hidden
 /// files, and a file system's `lost+found`.
 fn is_ignorable(name: &str) -> bool {
-    name == LOCK
-        || name.starts_with(DATABASE)
-        || name.starts_with('.')
-        || name == "lost+found"
+    name == LOCK || name.starts_with(DATABASE) || name.starts_with('.') || name == "lost+found"
 }
 
 fn take_lock(path: &Path) -> Result<File, OpenError> {

@@ -42,7 +42,7 @@ pub use directory::OpenError;
 use directory::{DataDirectory, Found};
 use reader::{Readers, Selection};
 use tokio::sync::oneshot;
-use writer::{Command, Writer};
+use writer::{AppendRequest, Command, Writer};
 
 /// The durable store. Dropping it finishes pending writes and closes the
 /// database in order.
@@ -196,12 +196,12 @@ impl Store for DiskStore {
         data: Data,
     ) -> Result<Arc<Message>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Append {
+        self.send(Command::Append(AppendRequest {
             channel: channel.clone(),
             event,
             data,
             reply,
-        })?;
+        }))?;
         answer.await.map_err(stopped)?
     }
 
@@ -244,7 +244,9 @@ impl Store for DiskStore {
             .as_ref()
             .is_some_and(|writer| !writer.is_finished());
         if !writer_alive {
-            return Err(StoreError::Unavailable("the history writer has stopped".into()));
+            return Err(StoreError::Unavailable(
+                "the history writer has stopped".into(),
+            ));
         }
         if !self.healthy.load(Ordering::Acquire) {
             return Err(StoreError::Unavailable(

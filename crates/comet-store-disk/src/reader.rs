@@ -37,7 +37,12 @@ pub(crate) enum Selection {
 }
 
 impl Readers {
-    pub(crate) fn new(path: PathBuf, epoch: Epoch, retention: Retention, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(
+        path: PathBuf,
+        epoch: Epoch,
+        retention: Retention,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             path,
             epoch,
@@ -97,7 +102,10 @@ impl Readers {
                     [channel.as_str()],
                     |row| {
                         Ok(ChannelSummary {
-                            last_id: Cursor::new(readers.epoch.clone(), Seq(row.get::<_, i64>(0)? as u64)),
+                            last_id: Cursor::new(
+                                readers.epoch.clone(),
+                                Seq(row.get::<_, i64>(0)? as u64),
+                            ),
                             retained: row.get::<_, i64>(1)? as u64,
                         })
                     },
@@ -151,11 +159,10 @@ impl Readers {
         }
         drop(snapshot);
 
-        let oldest_kept = self.retention.max_age.map(|age| {
-            self.clock
-                .now_ms()
-                .saturating_sub(age.as_millis() as u64)
-        });
+        let oldest_kept = self
+            .retention
+            .max_age
+            .map(|age| self.clock.now_ms().saturating_sub(age.as_millis() as u64));
         let mut history = History {
             messages: Vec::with_capacity(rows.len()),
             trimmed_upto: Seq(trimmed_upto as u64),
@@ -165,7 +172,9 @@ impl Readers {
                 history.trimmed_upto = history.trimmed_upto.max(seq);
                 continue;
             }
-            history.messages.push(self.message(channel, seq, &event, data, published_at)?);
+            history
+                .messages
+                .push(self.message(channel, seq, &event, data, published_at)?);
         }
         Ok(history)
     }
@@ -178,9 +187,8 @@ impl Readers {
         data: Vec<u8>,
         published_at: u64,
     ) -> rusqlite::Result<Arc<Message>> {
-        let damaged = |what: String| {
-            rusqlite::Error::InvalidColumnType(0, what, rusqlite::types::Type::Blob)
-        };
+        let damaged =
+            |what: String| rusqlite::Error::InvalidColumnType(0, what, rusqlite::types::Type::Blob);
         let event = EventType::new(event)
             .map_err(|error| damaged(format!("stored event type of {channel}/{seq}: {error}")))?;
         let data = Data::from_utf8(Bytes::from(data))

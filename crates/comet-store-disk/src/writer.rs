@@ -31,15 +31,18 @@ use crate::database::{Catalog, ChannelRow, mark_clean};
 /// The most appends committed together.
 pub(crate) const MAX_GROUP: usize = 1024;
 
+/// A message to store, and where to send the outcome.
+pub(crate) struct AppendRequest {
+    pub(crate) channel: ChannelName,
+    pub(crate) event: EventType,
+    pub(crate) data: Data,
+    pub(crate) reply: oneshot::Sender<Result<Arc<Message>, StoreError>>,
+}
+
 /// Work for the writer thread.
 pub(crate) enum Command {
     /// Store a message.
-    Append {
-        channel: ChannelName,
-        event: EventType,
-        data: Data,
-        reply: oneshot::Sender<Result<Arc<Message>, StoreError>>,
-    },
+    Append(AppendRequest),
     /// Apply retention by age now, and give freed space back.
     Sweep {
         reply: oneshot::Sender<Result<(), StoreError>>,
@@ -85,12 +88,7 @@ impl Writer {
         let mut sweeps = Vec::new();
         for command in group {
             match command {
-                Command::Append {
-                    channel,
-                    event,
-                    data,
-                    reply,
-                } => appends.push((channel, event, data, reply)),
+                Command::Append(request) => appends.push(request),
                 Command::Sweep { reply } => sweeps.push(reply),
             }
         }
@@ -105,29 +103,24 @@ impl Writer {
         }
     }
 
-    fn append_group(
-        &mut self,
-        appends: Vec<(
-            ChannelName,
-            EventType,
-            Data,
-            oneshot::Sender<Result<Arc<Message>, StoreError>>,
-        )>,
-    ) {
+    fn append_group(&mut self, appends: Vec<AppendRequest>) {
         let now = self.clock.now_ms();
         let mut draft = Draft::new(&self.catalog);
         let mut pending = Vec::with_capacity(appends.len());
-        for (channel, event, data, reply) in appends {
+        for request in appends {
             draft.head = draft.head.next();
             let message = Arc::new(Message::new(
                 self.epoch.clone(),
                 draft.head,
-                channel,
-                event,
-                data,
+                request.channel,
+                request.event,
+                request.data,
                 now,
             ));
-            pending.push(PendingAppend { message, reply });
+            pending.push(PendingAppend {
+                message,
+                reply: request.reply,
+            });
         }
         let outcome = commit_group(&self.connection, &self.retention, &mut draft, &pending);
         let changes = draft.finish();

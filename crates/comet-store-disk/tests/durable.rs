@@ -28,7 +28,11 @@ fn channel(name: &str) -> ChannelName {
 
 async fn append(store: &DiskStore, name: &str, data: &str) -> Seq {
     store
-        .append(&channel(name), EventType::message(), Data::from(data.to_string()))
+        .append(
+            &channel(name),
+            EventType::message(),
+            Data::from(data.to_string()),
+        )
         .await
         .expect("append")
         .seq()
@@ -203,7 +207,10 @@ async fn the_total_byte_limit_bounds_the_directory_and_space_is_reclaimed() {
         "about 1 MiB of 10 kB messages is retained, not {retained}"
     );
     // The newest message of each channel is among them.
-    assert_eq!(all(&store, "c9").await.last().map(String::len), Some(10_000));
+    assert_eq!(
+        all(&store, "c9").await.last().map(String::len),
+        Some(10_000)
+    );
 }
 
 #[tokio::test]
@@ -233,7 +240,10 @@ async fn a_directory_of_other_files_is_refused_untouched() {
     assert!(matches!(error, OpenError::NotOurs { .. }), "{error}");
     assert!(error.to_string().contains("notes.txt"));
     assert!(!dir.join("history.db").exists());
-    assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "important");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "important"
+    );
 }
 
 #[tokio::test]
@@ -243,7 +253,9 @@ async fn files_in_unknown_formats_are_refused_untouched() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("history.db"), vec![7u8; 10_000]).unwrap();
     let before = std::fs::read(dir.join("history.db")).unwrap();
-    let error = DiskStore::open(&dir, StoreOptions::default()).err().expect("refused");
+    let error = DiskStore::open(&dir, StoreOptions::default())
+        .err()
+        .expect("refused");
     assert!(matches!(error, OpenError::UnknownFormat { .. }), "{error}");
     assert_eq!(std::fs::read(dir.join("history.db")).unwrap(), before);
 
@@ -252,10 +264,14 @@ async fn files_in_unknown_formats_are_refused_untouched() {
     std::fs::create_dir_all(&dir).unwrap();
     {
         let other = rusqlite_connection(&dir.join("history.db"));
-        other.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
+        other
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
     }
     let before = std::fs::read(dir.join("history.db")).unwrap();
-    let error = DiskStore::open(&dir, StoreOptions::default()).err().expect("refused");
+    let error = DiskStore::open(&dir, StoreOptions::default())
+        .err()
+        .expect("refused");
     assert!(error.to_string().contains("not a Comet history"), "{error}");
     assert_eq!(std::fs::read(dir.join("history.db")).unwrap(), before);
 }
@@ -271,7 +287,9 @@ async fn a_newer_format_is_refused_untouched() {
         newer.execute_batch("PRAGMA user_version = 99;").unwrap();
     }
     let before = file_bytes(&dir);
-    let error = DiskStore::open(&dir, StoreOptions::default()).err().expect("refused");
+    let error = DiskStore::open(&dir, StoreOptions::default())
+        .err()
+        .expect("refused");
     let message = error.to_string();
     assert!(message.contains("newer Comet"), "{message}");
     assert!(message.contains("format 99"), "{message}");
@@ -314,7 +332,11 @@ async fn concurrent_appends_share_commits_and_all_survive_a_reopen() {
                 .filter(|d| d.starts_with(&format!("{w}:")))
                 .collect();
             let expected: Vec<String> = (0..50).map(|i| format!("{w}:{i}")).collect();
-            assert!(mine.iter().map(|s| s.as_str()).eq(expected.iter().map(|s| s.as_str())));
+            assert!(
+                mine.iter()
+                    .map(|s| s.as_str())
+                    .eq(expected.iter().map(|s| s.as_str()))
+            );
         }
         total += datas.len();
     }

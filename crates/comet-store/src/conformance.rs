@@ -327,7 +327,10 @@ pub async fn retention_by_total_bytes_removes_the_oldest_of_the_store(factory: i
     }
     retained.sort();
     let newest_ten: Vec<Seq> = appended[5..].iter().map(|(_, seq)| *seq).collect();
-    assert_eq!(retained, newest_ten, "exactly the ten newest of the store remain");
+    assert_eq!(
+        retained, newest_ten,
+        "exactly the ten newest of the store remain"
+    );
 }
 
 #[derive(Default)]

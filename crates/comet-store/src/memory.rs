@@ -86,7 +86,12 @@ impl Inner {
 
     /// Trims `channel` to `max_messages` and drops what is older than
     /// `oldest_kept_ms`.
-    fn trim_channel(&mut self, channel: &ChannelName, max_messages: usize, oldest_kept_ms: Option<u64>) {
+    fn trim_channel(
+        &mut self,
+        channel: &ChannelName,
+        max_messages: usize,
+        oldest_kept_ms: Option<u64>,
+    ) {
         loop {
             let Some(log) = self.channels.get(channel) else {
                 return;

@@ -11,6 +11,7 @@
 //! Every wait is bounded by [`TIMEOUT`]: a broken server fails a test, it
 //! never hangs it.
 
+pub mod node;
 mod process;
 pub mod raw;
 mod readers;

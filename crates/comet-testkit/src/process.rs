@@ -15,11 +15,17 @@ impl ServerProcess {
     /// Runs `binary serve --listen 127.0.0.1:0 ARGS…` and waits for its
     /// `listening on` line.
     pub fn spawn(binary: &Path, args: &[&str]) -> Self {
+        Self::spawn_at(binary, "127.0.0.1:0", args)
+    }
+
+    /// Runs `binary serve --listen ADDRESS ARGS…` (to come back on the port
+    /// of a server that stopped) and waits for its `listening on` line.
+    pub fn spawn_at(binary: &Path, address: &str, args: &[&str]) -> Self {
         let mut child = Command::new(binary)
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", address])
             .args(args)
-            .env("COMET_LOG", "warn")
+            .env("COMET_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -40,6 +46,11 @@ impl ServerProcess {
     /// `http://127.0.0.1:PORT`.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     /// The process id.

@@ -32,8 +32,10 @@ pub struct SseStream {
     pub retry: Option<u64>,
     /// Comment lines seen.
     pub comments: usize,
-    /// True once the server ended the body.
+    /// True once the body ended (cleanly or not).
     pub ended: bool,
+    /// Why the body ended, if it did not end cleanly.
+    pub error: Option<String>,
 }
 
 impl SseStream {
@@ -54,6 +56,7 @@ impl SseStream {
             retry: None,
             comments: 0,
             ended: false,
+            error: None,
         }
     }
 
@@ -65,7 +68,12 @@ impl SseStream {
                 self.buffer.extend_from_slice(&chunk);
                 true
             }
-            Some(Err(error)) => panic!("SSE body failed: {error}"),
+            Some(Err(error)) => {
+                // A dropped connection ends the stream, as for a browser.
+                self.error = Some(error.to_string());
+                self.ended = true;
+                false
+            }
             None => {
                 self.ended = true;
                 false
@@ -184,8 +192,10 @@ impl SseStream {
 pub struct NdjsonStream {
     body: BoxStream<'static, reqwest::Result<Bytes>>,
     buffer: BytesMut,
-    /// True once the server ended the body.
+    /// True once the body ended (cleanly or not).
     pub ended: bool,
+    /// Why the body ended, if it did not end cleanly.
+    pub error: Option<String>,
 }
 
 impl NdjsonStream {
@@ -195,6 +205,7 @@ impl NdjsonStream {
             body: response.bytes_stream().boxed(),
             buffer: BytesMut::new(),
             ended: false,
+            error: None,
         }
     }
 
@@ -213,10 +224,17 @@ impl NdjsonStream {
             }
             match within("a line from an NDJSON stream", self.body.next()).await {
                 Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
-                Some(Err(error)) => panic!("NDJSON body failed: {error}"),
-                None => {
+                Some(Err(error)) => {
+                    // A dropped connection may cut a line: it is not a message.
+                    self.error = Some(error.to_string());
                     self.ended = true;
-                    assert!(self.buffer.is_empty(), "stream ended inside a line");
+                    return None;
+                }
+                None => {
+                    if !self.buffer.is_empty() {
+                        self.error = Some("the body ended inside a line".into());
+                    }
+                    self.ended = true;
                     return None;
                 }
             }

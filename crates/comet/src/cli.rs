@@ -22,6 +22,40 @@ pub struct Cli {
 pub enum Command {
     /// Run a Comet server.
     Serve(ServeArgs),
+    /// Load a running push server over HTTP and print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Load scenarios. Each runs for a fixed time, on loopback, and prints
+/// figures; none judges them.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Concurrent publishers publishing as fast as acknowledgements allow.
+    Publish(BenchPublishArgs),
+}
+
+/// Options of `comet bench publish`.
+#[derive(Debug, Args)]
+pub struct BenchPublishArgs {
+    /// The server, e.g. http://127.0.0.1:8080 (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Concurrent publishers, each on its own connection.
+    #[arg(long, default_value_t = 16)]
+    pub publishers: usize,
+    /// How long to publish.
+    #[arg(long, default_value = "10s")]
+    pub duration: Seconds,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Channels the publishers spread over.
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// Publish path prefix (`/pub/` for Comet).
+    #[arg(long, default_value = "/pub/")]
+    pub path_prefix: String,
 }
 
 /// Options of `comet serve`. Every option can also be set through the
@@ -33,13 +67,15 @@ pub struct ServeArgs {
     #[arg(long, env = "COMET_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Keep history in memory only: it is lost when the server stops.
+    /// Keep history in memory only: it is lost when the server stops, and
+    /// clients resuming across a restart are told so (a `reset` gap).
     #[arg(long, env = "COMET_MEMORY", conflicts_with = "data_dir")]
     pub memory: bool,
 
-    /// Directory for the durable history store. NOTE: the durable store is
-    /// not part of this build yet; until it is, history is kept in memory in
-    /// both modes and this directory is not written to.
+    /// Directory of the durable history store (the default store): every
+    /// acknowledged publish is on disk before its answer, and history and
+    /// ids continue across restarts. Created if missing; one server per
+    /// directory.
     #[arg(long, env = "COMET_DATA_DIR", default_value = "./comet-data")]
     pub data_dir: PathBuf,
 
@@ -51,6 +87,11 @@ pub struct ServeArgs {
     /// keeps messages regardless of age.
     #[arg(long, env = "COMET_RETENTION_AGE", default_value = "0")]
     pub retention_age: Seconds,
+
+    /// Most bytes of history the whole store keeps (e.g. 512MiB, 10GiB); the
+    /// oldest messages of the store go first. 0: no total limit.
+    #[arg(long, env = "COMET_MAX_STORE_BYTES", default_value = "1GiB")]
+    pub max_store_bytes: ByteSize,
 
     /// Largest publish body (e.g. 1MiB, 64KiB, 1000000).
     #[arg(long, env = "COMET_MAX_BODY", default_value = "1MiB")]

@@ -1,6 +1,7 @@
 //! The `comet` command. Parses the command line and hands over; the work is
 //! in the library crates.
 
+mod bench;
 mod cli;
 mod serve;
 mod units;
@@ -23,5 +24,6 @@ fn main() -> ExitCode {
 fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Bench(command) => bench::run(command),
     }
 }

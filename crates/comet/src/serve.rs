@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use comet_hub::{Hub, HubConfig};
 use comet_server::{Server, ServerConfig};
-use comet_store::{MemoryStore, Retention, StoreOptions};
+use comet_store::{MemoryStore, Retention, Store, StoreOptions};
+use comet_store_disk::DiskStore;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::ServeArgs;
@@ -21,22 +22,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let store = open_store(&args, &retention)?;
     runtime.block_on(async move {
-        if !args.memory {
-            tracing::warn!(
-                data_dir = %args.data_dir.display(),
-                "the durable store is not part of this build yet: history is kept in memory"
-            );
-        }
-        let store = Arc::new(MemoryStore::new(StoreOptions {
-            retention: retention.clone(),
-            ..StoreOptions::default()
-        }));
         let hub = Hub::new(store, hub_config.within(&retention));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
+        let shutdown = shutdown_signal()?;
         announce(&format!("listening on http://{address}"));
         tracing::info!(%address, "comet serving");
         let sweeper = hub.clone();
@@ -46,7 +39,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .await;
         });
         Server::new(hub, server_config)
-            .serve(listener, shutdown_signal())
+            .serve(listener, shutdown)
             .await
             .context("serving")?;
         tracing::info!("stopped");
@@ -77,7 +70,7 @@ fn validate(args: &ServeArgs) -> anyhow::Result<(Retention, HubConfig, ServerCon
     let retention = Retention {
         max_messages: args.retention_messages,
         max_age: (!args.retention_age.0.is_zero()).then_some(args.retention_age.0),
-        max_bytes: None,
+        max_bytes: (args.max_store_bytes.0 > 0).then_some(args.max_store_bytes.0),
     };
     let hub = HubConfig {
         live_window: args.live_window.max(1),
@@ -97,6 +90,20 @@ fn validate(args: &ServeArgs) -> anyhow::Result<(Retention, HubConfig, ServerCon
     Ok((retention, hub, server))
 }
 
+fn open_store(args: &ServeArgs, retention: &Retention) -> anyhow::Result<Arc<dyn Store>> {
+    let options = StoreOptions {
+        retention: retention.clone(),
+        ..StoreOptions::default()
+    };
+    if args.memory {
+        tracing::info!("history is kept in memory only (--memory)");
+        return Ok(Arc::new(MemoryStore::new(options)));
+    }
+    let store = DiskStore::open(&args.data_dir, options)
+        .with_context(|| format!("cannot use the data directory {}", args.data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
 fn install_logging() {
     let filter = EnvFilter::try_from_env("COMET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -112,27 +119,18 @@ fn announce(line: &str) {
     let _ = stdout.flush();
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
+/// Installs the SIGINT and SIGTERM handlers now (so a signal sent as soon
+/// as the address is printed is not lost to the default action), and
+/// returns the future that resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }

@@ -73,7 +73,9 @@ async fn check_clean_stop(signal: &str) {
     server.signal(signal);
     // Open streams end cleanly: the body finishes (no error), no hang.
     sse.until_end().await;
+    assert_eq!(sse.error, None, "the SSE body ended cleanly");
     assert!(stream.next_item().await.is_none());
+    assert_eq!(stream.error, None, "the NDJSON body ended cleanly");
     let answer = within("the held long poll", long_poll).await.unwrap();
     assert_eq!(answer.status(), 200);
     let body: serde_json::Value = answer.json().await.unwrap();
@@ -135,11 +137,15 @@ fn a_taken_address_is_a_clear_error() {
 }
 
 #[test]
-fn help_says_which_store_backs_the_server() {
+fn help_explains_both_stores() {
     let output = Command::new(binary())
         .args(["serve", "--help"])
         .output()
         .expect("run comet");
     let help = String::from_utf8_lossy(&output.stdout);
-    assert!(help.contains("history is kept in memory"), "{help}");
+    assert!(
+        help.contains("durable history store (the default store)"),
+        "{help}"
+    );
+    assert!(help.contains("Keep history in memory only"), "{help}");
 }
