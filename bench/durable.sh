@@ -5,10 +5,11 @@
 #  2. start-up time of `comet serve` with 1,000,000 retained messages, after
 #     a clean stop and after `kill -9`.
 # The server runs on core 0 and the load generator on core 1 (taskset), both
-# on loopback. Usage: bench/durable.sh [SECONDS_PER_RUN]
+# on loopback. Usage: bench/durable.sh [SECONDS_PER_RUN] [publish|startup|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
+part=${2:-all}
 cargo build --release -q -p comet -p comet-store-disk --example fill
 bin=target/release/comet
 work=$(mktemp -d)
@@ -34,6 +35,7 @@ start_server() {
   base=${line#listening on }
 }
 
+if [ "$part" != startup ]; then
 echo "== publish: $seconds s per run, 100-byte messages, one channel"
 for store in memory durable; do
   if [ "$store" = memory ]; then start_server --memory; else start_server --data-dir "$work/publish"; fi
@@ -43,7 +45,9 @@ for store in memory durable; do
   done
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
+fi
 
+[ "$part" = publish ] && exit 0
 echo "== start-up with 1,000,000 retained messages"
 target/release/examples/fill "$work/million" 1000000 1000
 for stop in TERM KILL; do

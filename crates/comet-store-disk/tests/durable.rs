@@ -193,6 +193,10 @@ async fn the_total_byte_limit_bounds_the_directory_and_space_is_reclaimed() {
     }
     store.enforce_retention().await.unwrap();
     let size = dir_size(&dir);
+    eprintln!(
+        "a store limited to 1 MiB holds {} KiB of files after 40 MB",
+        size >> 10
+    );
     assert!(
         size < 12 << 20,
         "40 MB went through a 1 MiB store; the directory holds {} KiB",
