@@ -14,11 +14,14 @@ use bytes::Bytes;
 use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, Message, Seq};
 use comet_store::{ChannelSummary, Clock, History, Retention, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Semaphore;
 
 use crate::database::{connect, sql};
 
-/// Idle read connections kept for reuse.
-const POOLED: usize = 8;
+/// Reads run at once at most (each on a blocking thread with its own
+/// connection); more wait their turn, so a crowd of subscribers catching up
+/// at the same moment cannot open hundreds of connections and threads.
+const CONCURRENT_READS: usize = 8;
 
 pub(crate) struct Readers {
     path: PathBuf,
@@ -26,6 +29,7 @@ pub(crate) struct Readers {
     retention: Retention,
     clock: Arc<dyn Clock>,
     pool: Mutex<Vec<Connection>>,
+    turns: Arc<Semaphore>,
 }
 
 /// Which messages of a channel to read.
@@ -49,6 +53,7 @@ impl Readers {
             retention,
             clock,
             pool: Mutex::new(Vec::new()),
+            turns: Arc::new(Semaphore::new(CONCURRENT_READS)),
         }
     }
 
@@ -57,8 +62,16 @@ impl Readers {
         self: &Arc<Self>,
         work: impl FnOnce(&Self, &Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let turn = self
+            .turns
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the history store is closing".into()))?;
         let readers = self.clone();
         tokio::task::spawn_blocking(move || {
+            // Held until the read is done, even if the caller gave up.
+            let _turn = turn;
             let pooled = readers.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let connection = match pooled {
                 Some(connection) => connection,
@@ -72,10 +85,11 @@ impl Readers {
                 }
             };
             let result = work(&readers, &connection).map_err(unavailable);
-            let mut pool = readers.pool.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < POOLED {
-                pool.push(connection);
-            }
+            readers
+                .pool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(connection);
             result
         })
         .await
