@@ -36,7 +36,7 @@ async fn publish(hub: &Hub, channel: &str, data: &str) -> Cursor {
     .await
     .expect("publish")
     .message
-    .id()
+    .cursor()
 }
 
 /// Reads items until `count` messages arrived, failing after 10 s.
@@ -114,7 +114,7 @@ async fn publish_reports_local_subscribers() {
     let info = hub.channel_info(&name("news")).await.unwrap().unwrap();
     assert_eq!(info.subscribers, 1);
     assert_eq!(info.retained, 2);
-    assert_eq!(info.last_id, published.message.id());
+    assert_eq!(info.last_id, published.message.cursor());
     assert!(hub.channel_info(&name("never")).await.unwrap().is_none());
 }
 

@@ -13,12 +13,20 @@
 //! its epoch, and a cursor from another epoch is recognised as such instead of
 //! being misread as a position in the current history.
 //!
-//! Text form: `{epoch}-{seq}`, for example `k3x9q2mf-1042`. The contract says
-//! ids are opaque; this form is an implementation choice, stable within
-//! version 1.
+//! Text forms (the contract says ids are opaque; these are implementation
+//! choices, stable within version 1):
+//! - a [`Cursor`] is `{epoch}-{seq}`, for example `k3x9q2mf-1042`;
+//! - a message's id, [`MessageId`], is its cursor followed by `/` and its
+//!   channel, for example `k3x9q2mf-1042/news`. Naming the channel lets a
+//!   client of a multi-channel SSE stream (whose frames carry only `id`,
+//!   `event` and `data`) tell which channel each message belongs to, with
+//!   the browser's own `EventSource` too. A message id is a cursor: parsing
+//!   it yields its position, and the channel part is only checked.
 
 use std::fmt;
 use std::sync::Arc;
+
+use crate::ChannelName;
 
 /// A position in the store-wide order of messages. `Seq(0)` is "before the
 /// first message"; the first message stored in an epoch is `Seq(1)`.
@@ -122,10 +130,18 @@ impl Cursor {
         Self { epoch, seq }
     }
 
-    /// Parses the text form `{epoch}-{seq}`.
+    /// Parses `{epoch}-{seq}`, or a message id `{epoch}-{seq}/{channel}`
+    /// (whose channel is checked, then set aside: the position is the same).
     pub fn parse(text: &str) -> Result<Self, InvalidCursor> {
         let invalid = || InvalidCursor(text.chars().take(300).collect());
-        let (epoch, seq) = text.split_once('-').ok_or_else(invalid)?;
+        let position = match text.split_once('/') {
+            Some((position, channel)) => {
+                ChannelName::new(channel).map_err(|_| invalid())?;
+                position
+            }
+            None => text,
+        };
+        let (epoch, seq) = position.split_once('-').ok_or_else(invalid)?;
         let epoch = Epoch::new(epoch).map_err(|_| invalid())?;
         // Canonical decimal only: no sign, no leading zeros, no overflow.
         let canonical = !seq.is_empty()
@@ -148,6 +164,28 @@ impl fmt::Display for Cursor {
 impl fmt::Debug for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Cursor({self})")
+    }
+}
+
+/// A message's id: its position and its channel, `{epoch}-{seq}/{channel}`.
+/// At most 16 + 1 + 20 + 1 + 200 = 238 bytes of printable ASCII.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MessageId {
+    /// Where the message is in the store-wide order.
+    pub position: Cursor,
+    /// Its channel.
+    pub channel: ChannelName,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.position, self.channel)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
     }
 }
 
@@ -188,10 +226,29 @@ mod tests {
             "abc-12 ",
             "abcdefghijklmnopq-1",
             "ab_c-1",
+            "abc-1/",
+            "abc-1/a b",
+            "abc-1/a/b",
+            "/news",
         ] {
             assert!(Cursor::parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(Cursor::parse("abc-0").is_ok());
+    }
+
+    #[test]
+    fn message_ids_name_their_channel_and_parse_as_their_position() {
+        let id = MessageId {
+            position: Cursor::new(Epoch::new("k3x9q2mf").unwrap(), Seq(7)),
+            channel: ChannelName::new("a.b:c@d~e").unwrap(),
+        };
+        assert_eq!(id.to_string(), "k3x9q2mf-7/a.b:c@d~e");
+        assert_eq!(Cursor::parse(&id.to_string()).unwrap(), id.position);
+        let longest = MessageId {
+            position: Cursor::new(Epoch::new(&"z".repeat(16)).unwrap(), Seq(u64::MAX)),
+            channel: ChannelName::new(&"c".repeat(200)).unwrap(),
+        };
+        assert!(longest.to_string().len() <= 256);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{Cursor, Gap, Message};
+use crate::{Gap, Message};
 
 /// The media type of an HTTP streaming response.
 pub const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson";
@@ -98,8 +98,9 @@ impl PollBody {
         self.messages.len()
     }
 
-    /// The finished body.
-    pub fn finish(self, cursor: &Cursor) -> Bytes {
+    /// The finished body, with `cursor` (a [`Cursor`](crate::Cursor) or a
+    /// message id).
+    pub fn finish(self, cursor: &dyn std::fmt::Display) -> Bytes {
         let mut out = BytesMut::with_capacity(self.messages.len() + self.gaps.len() + 64);
         out.put_slice(b"{\"messages\":[");
         out.put_slice(&self.messages);
@@ -119,7 +120,7 @@ impl PollBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ChannelName, Data, Epoch, EventType, GapReason, Seq};
+    use crate::{ChannelName, Cursor, Data, Epoch, EventType, GapReason, Seq};
 
     fn message(event: &str, data: &'static str) -> Message {
         Message::new(
@@ -137,7 +138,7 @@ mod tests {
         let line = encode_message_line(&message("message", "hi"));
         assert_eq!(
             &line[..],
-            b"{\"id\":\"ep-3\",\"channel\":\"a.b\",\"event\":\"message\",\"data\":\"hi\"}\n"
+            b"{\"id\":\"ep-3/a.b\",\"channel\":\"a.b\",\"event\":\"message\",\"data\":\"hi\"}\n"
         );
     }
 

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use crate::{ChannelName, Cursor, Epoch, EventType, Seq, json, sse};
+use crate::{ChannelName, Cursor, Epoch, EventType, MessageId, Seq, json, sse};
 
 /// Message data: UTF-8 text, possibly with LF, CR or CRLF. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -120,8 +120,17 @@ impl Message {
         &self.epoch
     }
 
-    /// Its id, which is also the cursor to resume after it.
-    pub fn id(&self) -> Cursor {
+    /// Its id (`{epoch}-{seq}/{channel}`), which is also a cursor to resume
+    /// after it.
+    pub fn id(&self) -> MessageId {
+        MessageId {
+            position: self.cursor(),
+            channel: self.channel.clone(),
+        }
+    }
+
+    /// Its position: the cursor to resume after it.
+    pub fn cursor(&self) -> Cursor {
         Cursor::new(self.epoch.clone(), self.seq)
     }
 

@@ -123,37 +123,37 @@ mod tests {
 
     #[test]
     fn frames_plain_data() {
-        check("message", "hello", "id: ep-7\ndata: hello\n\n");
+        check("message", "hello", "id: ep-7/news\ndata: hello\n\n");
     }
 
     #[test]
     fn frames_custom_event_types() {
-        check("update", "x", "id: ep-7\nevent: update\ndata: x\n\n");
+        check("update", "x", "id: ep-7/news\nevent: update\ndata: x\n\n");
     }
 
     #[test]
     fn splits_every_kind_of_line_end() {
-        check("message", "a\nb", "id: ep-7\ndata: a\ndata: b\n\n");
-        check("message", "a\rb", "id: ep-7\ndata: a\ndata: b\n\n");
-        check("message", "a\r\nb", "id: ep-7\ndata: a\ndata: b\n\n");
+        check("message", "a\nb", "id: ep-7/news\ndata: a\ndata: b\n\n");
+        check("message", "a\rb", "id: ep-7/news\ndata: a\ndata: b\n\n");
+        check("message", "a\r\nb", "id: ep-7/news\ndata: a\ndata: b\n\n");
         check(
             "message",
             "a\n\r\nb\r\rc",
-            "id: ep-7\ndata: a\ndata:\ndata: b\ndata:\ndata: c\n\n",
+            "id: ep-7/news\ndata: a\ndata:\ndata: b\ndata:\ndata: c\n\n",
         );
     }
 
     #[test]
     fn keeps_trailing_and_empty_lines() {
-        check("message", "a\n", "id: ep-7\ndata: a\ndata:\n\n");
-        check("message", "\n", "id: ep-7\ndata:\ndata:\n\n");
-        check("message", "", "id: ep-7\ndata:\n\n");
+        check("message", "a\n", "id: ep-7/news\ndata: a\ndata:\n\n");
+        check("message", "\n", "id: ep-7/news\ndata:\ndata:\n\n");
+        check("message", "", "id: ep-7/news\ndata:\n\n");
     }
 
     #[test]
     fn keeps_leading_spaces_and_colons() {
-        check("message", " a", "id: ep-7\ndata:  a\n\n");
-        check("message", ":a", "id: ep-7\ndata: :a\n\n");
+        check("message", " a", "id: ep-7/news\ndata:  a\n\n");
+        check("message", ":a", "id: ep-7/news\ndata: :a\n\n");
     }
 
     #[test]

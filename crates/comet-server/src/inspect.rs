@@ -6,6 +6,8 @@ use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
 use http::{StatusCode, header};
 
+use comet_protocol::MessageId;
+
 use crate::AppState;
 use crate::error::ApiError;
 use crate::params::channel_name;
@@ -29,7 +31,11 @@ pub(crate) async fn channel(
         "channel": channel.as_str(),
         "subscribers": info.subscribers,
         "messages": info.retained,
-        "last_id": info.last_id.to_string(),
+        "last_id": MessageId {
+            position: info.last_id,
+            channel: channel.clone(),
+        }
+        .to_string(),
     });
     Ok(json_response(StatusCode::OK, body.to_string()))
 }

@@ -162,8 +162,13 @@ async fn several_channels_share_one_stream_and_one_cursor() {
         .filter(|(c, _, _)| *c != "weather")
         .collect();
     let events = stream.events(wanted.len()).await;
-    for (event, (_, id, data)) in events.iter().zip(&wanted) {
+    for (event, (channel, id, data)) in events.iter().zip(&wanted) {
         assert_eq!((&event.data, &event.id), (data, id));
+        assert!(
+            event.id.ends_with(&format!("/{channel}")),
+            "a message id names its channel: {}",
+            event.id
+        );
     }
     // Reconnecting from the third event's id resumes exactly after it.
     let mut resumed = open_with_header(&server, "/sse/news,sport", &events[2].id).await;

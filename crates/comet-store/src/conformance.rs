@@ -401,7 +401,7 @@ pub async fn summary_reports_retained_count_and_last_id(factory: impl StoreFacto
         .expect("summary")
         .expect("channel a exists");
     assert_eq!(summary.retained, 2);
-    assert_eq!(summary.last_id, last.id());
+    assert_eq!(summary.last_id, last.cursor());
 }
 
 /// A working store reports itself healthy.

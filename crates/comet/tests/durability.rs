@@ -24,14 +24,20 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The position part of an id (`{epoch}-{seq}` of `{epoch}-{seq}/{channel}`).
+fn position(id: &str) -> &str {
+    id.split_once('/').map_or(id, |(position, _)| position)
+}
+
 fn seq_of(id: &str) -> u64 {
-    id.rsplit_once('-')
+    position(id)
+        .rsplit_once('-')
         .and_then(|(_, seq)| seq.parse().ok())
         .expect("an id")
 }
 
 fn epoch_of(id: &str) -> &str {
-    id.rsplit_once('-').expect("an id").0
+    position(id).rsplit_once('-').expect("an id").0
 }
 
 /// Every retained message of `channel`, as `(id, data)`, paging by cursor.

@@ -67,9 +67,9 @@ pub(crate) async fn poll(
     }
     state.metrics.delivered(transport, delivered);
     let cursor = match (last_id, saw_gap, request.resume) {
-        (Some(id), _, _) => id,
-        (None, true, _) | (None, false, None) => subscription.cursor(),
-        (None, false, Some(resume)) => resume,
+        (Some(id), _, _) => id.to_string(),
+        (None, true, _) | (None, false, None) => subscription.cursor().to_string(),
+        (None, false, Some(resume)) => resume.to_string(),
     };
     Ok((
         [
