@@ -84,8 +84,9 @@ pub(crate) fn event_type(query: &Query) -> Result<EventType, ApiError> {
 pub(crate) struct Subscribe {
     pub(crate) channels: ChannelList,
     pub(crate) start: Start,
-    /// The resume cursor the client gave, if any.
-    pub(crate) resume: Option<Cursor>,
+    /// The resume cursor the client gave, if any, as it gave it (a poll
+    /// that finds nothing answers with the very same text).
+    pub(crate) resume: Option<(Cursor, String)>,
     /// For polls: how long to hold the request (zero: answer at once).
     pub(crate) wait: Duration,
 }
@@ -122,7 +123,7 @@ impl Subscribe {
             Some(raw) => parse_wait(raw)?.min(config.max_wait),
         };
         let start = match (&resume, backlog) {
-            (Some(cursor), _) => Start::Since(cursor.clone()),
+            (Some((cursor, _)), _) => Start::Since(cursor.clone()),
             (None, Some(count)) => Start::Backlog(count.min(config.max_backlog)),
             (None, None) => Start::Now,
         };
@@ -135,7 +136,7 @@ impl Subscribe {
     }
 }
 
-fn resume_point(query: &Query, headers: &HeaderMap) -> Result<Option<Cursor>, ApiError> {
+fn resume_point(query: &Query, headers: &HeaderMap) -> Result<Option<(Cursor, String)>, ApiError> {
     let header = match headers.get("last-event-id") {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| {
@@ -155,9 +156,16 @@ fn resume_point(query: &Query, headers: &HeaderMap) -> Result<Option<Cursor>, Ap
     .find_map(|(source, value)| value.filter(|v| !v.is_empty()).map(|v| (source, v)));
     match chosen {
         None => Ok(None),
-        Some((source, text)) => Cursor::parse(text.trim())
-            .map(Some)
-            .map_err(|error| ApiError::bad_request("invalid_cursor", format!("{source}: {error}"))),
+        Some((source, text)) => {
+            let text = text.trim();
+            match Cursor::parse(text) {
+                Ok(cursor) => Ok(Some((cursor, text.to_string()))),
+                Err(error) => Err(ApiError::bad_request(
+                    "invalid_cursor",
+                    format!("{source}: {error}"),
+                )),
+            }
+        }
     }
 }
 
@@ -200,11 +208,11 @@ mod tests {
     #[test]
     fn resume_point_precedence() {
         let s = subscribe("a", "since=e-1&lastEventId=e-2", Some("e-3")).unwrap();
-        assert_eq!(s.resume.unwrap().to_string(), "e-3");
+        assert_eq!(s.resume.unwrap().1, "e-3");
         let s = subscribe("a", "since=e-1&lastEventId=e-2", None).unwrap();
-        assert_eq!(s.resume.unwrap().to_string(), "e-2");
+        assert_eq!(s.resume.unwrap().1, "e-2");
         let s = subscribe("a", "since=e-1", Some("")).unwrap();
-        assert_eq!(s.resume.unwrap().to_string(), "e-1");
+        assert_eq!(s.resume.unwrap().1, "e-1");
         let s = subscribe("a", "backlog=5", None).unwrap();
         assert_eq!(s.start, Start::Backlog(5));
     }

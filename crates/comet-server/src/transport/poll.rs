@@ -69,7 +69,7 @@ pub(crate) async fn poll(
     let cursor = match (last_id, saw_gap, request.resume) {
         (Some(id), _, _) => id.to_string(),
         (None, true, _) | (None, false, None) => subscription.cursor().to_string(),
-        (None, false, Some(resume)) => resume.to_string(),
+        (None, false, Some((_, given))) => given,
     };
     Ok((
         [
