@@ -1,5 +1,6 @@
-//! The `text/event-stream` encoder: byte-exact framing of messages, gaps,
-//! the reconnection delay and heartbeats.
+//! `text/event-stream`: the encoder the server sends with (this module:
+//! byte-exact framing of messages, gaps, the reconnection delay and
+//! heartbeats) and the parser clients read with ([`parser`]).
 //!
 //! Framing rules (API.md, "Server-Sent Events"):
 //! - a message is `id:`, then `event:` unless the type is `message`, then one
@@ -12,7 +13,10 @@
 //! - a heartbeat is a single comment line with no blank line after it, so no
 //!   client, however lenient, can turn it into an empty event.
 
+mod parser;
+
 use bytes::{BufMut, Bytes, BytesMut};
+pub use parser::{Event, EventStreamParser, ParseError, ParserLimits, StreamEnd};
 
 use crate::{Gap, Message, json};
 
