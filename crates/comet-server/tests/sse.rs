@@ -33,8 +33,15 @@ async fn the_stream_has_the_contract_headers_and_opens_with_retry() {
     assert_eq!(headers["cache-control"], "no-cache");
     assert_eq!(headers["x-accel-buffering"], "no");
     let mut stream = SseStream::new(response);
-    stream.until_raw(b"\n\n").await;
-    assert_eq!(stream.raw, b"retry: 1234\n\n");
+    let cursor = stream.opening_id().await.expect("the opening names the starting cursor");
+    assert_eq!(stream.raw, format!("retry: 1234\nid: {cursor}\n\n").as_bytes());
+    assert!(cursor.contains('-') && !cursor.contains('/'), "a cursor: {cursor}");
+    // It sets the client's last event id without dispatching an event: the
+    // next event is the first message.
+    comet_testkit::publish(&client(), &server.base(), "news", "first").await;
+    let first = stream.next_event().await.unwrap();
+    assert_eq!(first.data, "first");
+    assert_eq!(stream.comments, 0);
 }
 
 #[tokio::test]
@@ -42,7 +49,8 @@ async fn messages_are_framed_byte_for_byte() {
     let server = TestServer::start();
     let http = client();
     let mut stream = open(&server, "/sse/news").await;
-    stream.until_raw(b"retry: 3000\n\n").await;
+    stream.until_raw(b"\n\n").await;
+    let opening = stream.raw.clone();
     let cases: [(Option<&str>, &str, String); 9] = [
         (None, "plain", "data: plain\n".into()),
         (None, "a\nb", "data: a\ndata: b\n".into()),
@@ -58,7 +66,7 @@ async fn messages_are_framed_byte_for_byte() {
         ),
         (Some("message"), "ünï ✓", "data: ünï ✓\n".into()),
     ];
-    let mut expected = b"retry: 3000\n\n".to_vec();
+    let mut expected = opening;
     for (event, data, frame) in &cases {
         let id = publish_event(&http, &server.base(), "news", *event, data).await;
         expected.extend_from_slice(format!("id: {id}\n{frame}\n").as_bytes());
@@ -135,6 +143,31 @@ async fn resume_point_precedence_is_header_then_last_event_id_then_since() {
 }
 
 #[tokio::test]
+async fn a_reconnect_before_the_first_message_loses_nothing() {
+    let server = TestServer::start();
+    let http = client();
+    // Connect, learn the starting id from the opening, hang up.
+    let mut first = open(&server, "/sse/news").await;
+    let starting_id = first.opening_id().await.expect("a starting id");
+    drop(first);
+    publish(&http, &server.base(), "news", "while away").await;
+    // Reconnect the way EventSource does: with that id.
+    let mut again = open_with_header(&server, "/sse/news", &starting_id).await;
+    assert_eq!(again.next_event().await.unwrap().data, "while away");
+}
+
+#[tokio::test]
+async fn with_a_backlog_the_opening_names_no_id() {
+    let server = TestServer::start();
+    let http = client();
+    publish(&http, &server.base(), "news", "old").await;
+    let mut stream = open(&server, "/sse/news?backlog=1").await;
+    stream.until_raw(b"\n\n").await;
+    assert_eq!(stream.raw, b"retry: 3000\n\n");
+    assert_eq!(stream.next_event().await.unwrap().data, "old");
+}
+
+#[tokio::test]
 async fn backlog_delivers_the_newest_retained_messages_first() {
     let server = TestServer::start();
     let http = client();
@@ -200,7 +233,12 @@ async fn resuming_before_the_retained_history_starts_with_a_gap_event() {
         gap,
         serde_json::json!({"channel": "news", "reason": "trimmed"})
     );
-    assert_eq!(events[0].id, "", "the gap event carries no id of its own");
+    let gap_frame = "event: comet-gap\ndata: {\"channel\":\"news\",\"reason\":\"trimmed\"}\n\n";
+    let raw = String::from_utf8_lossy(&stream.raw);
+    assert!(
+        raw.contains(&format!("\n\n{gap_frame}")),
+        "the gap event carries no id of its own: {raw:?}"
+    );
     let datas: Vec<&str> = events[1..].iter().map(|e| e.data.as_str()).collect();
     assert_eq!(datas, ["7", "8", "9"]);
 }

@@ -101,18 +101,34 @@ impl SseStream {
         Some(String::from_utf8_lossy(&line).into_owned())
     }
 
-    /// The next event, or `None` if the stream ended first.
+    /// The next event, or `None` if the stream ended first. Fails the test
+    /// if no event comes within [`TIMEOUT`](crate::TIMEOUT), heartbeats or
+    /// not.
     pub async fn next_event(&mut self) -> Option<SseEvent> {
-        loop {
-            while let Some(line) = self.take_line() {
-                if let Some(event) = self.process(&line) {
-                    return Some(event);
+        within("an SSE event", async {
+            loop {
+                while let Some(line) = self.take_line() {
+                    if let Some(event) = self.process(&line) {
+                        return Some(event);
+                    }
+                }
+                if !self.fill().await {
+                    return None;
                 }
             }
-            if !self.fill().await {
-                return None;
-            }
-        }
+        })
+        .await
+    }
+
+    /// Reads the stream's opening (up to its first blank line) and returns
+    /// the id it announces, if any.
+    pub async fn opening_id(&mut self) -> Option<String> {
+        self.until_raw(b"\n\n").await;
+        let opening = String::from_utf8_lossy(&self.raw).into_owned();
+        let head = opening.split("\n\n").next().unwrap_or_default();
+        head.lines()
+            .find_map(|line| line.strip_prefix("id: "))
+            .map(str::to_string)
     }
 
     /// Reads until `count` events arrived, failing if the stream ends first.
@@ -242,13 +258,17 @@ impl NdjsonStream {
     }
 
     /// The next line that is a message (has an `id`), skipping heartbeats;
-    /// gap lines are returned too.
+    /// gap lines are returned too. Fails the test if none comes within
+    /// [`TIMEOUT`](crate::TIMEOUT), heartbeats or not.
     pub async fn next_item(&mut self) -> Option<serde_json::Value> {
-        loop {
-            let value = self.next_value().await?;
-            if value.get("heartbeat").is_none() {
-                return Some(value);
+        within("an NDJSON item", async {
+            loop {
+                let value = self.next_value().await?;
+                if value.get("heartbeat").is_none() {
+                    return Some(value);
+                }
             }
-        }
+        })
+        .await
     }
 }

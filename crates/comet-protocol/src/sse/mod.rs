@@ -18,7 +18,7 @@ mod parser;
 use bytes::{BufMut, Bytes, BytesMut};
 pub use parser::{Event, EventStreamParser, ParseError, ParserLimits, StreamEnd};
 
-use crate::{Gap, Message, json};
+use crate::{Cursor, Gap, Message, json};
 
 /// The reserved event type that signals a gap. Publishers cannot use it.
 pub const GAP_EVENT: &str = "comet-gap";
@@ -29,9 +29,17 @@ pub const HEARTBEAT: &[u8] = b": heartbeat\n";
 /// The media type of an SSE response.
 pub const CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
 
-/// The stream's opening: the reconnection delay in milliseconds.
-pub fn encode_retry(retry_ms: u64) -> Bytes {
-    Bytes::from(format!("retry: {retry_ms}\n\n"))
+/// The stream's opening: the reconnection delay in milliseconds and, when
+/// given, the subscription's starting cursor as an `id:` followed by a blank
+/// line. With no data buffered that blank line dispatches no event, but it
+/// sets the client's last event id, so an `EventSource` that reconnects
+/// before its first message resumes from where it started instead of from
+/// a new "now", and loses nothing published in between.
+pub fn encode_opening(retry_ms: u64, cursor: Option<&Cursor>) -> Bytes {
+    match cursor {
+        Some(cursor) => Bytes::from(format!("retry: {retry_ms}\nid: {cursor}\n\n")),
+        None => Bytes::from(format!("retry: {retry_ms}\n\n")),
+    }
 }
 
 /// A message's frame: `id`, optional `event`, `data` lines, blank line.
@@ -170,7 +178,12 @@ mod tests {
             &encode_gap(&gap)[..],
             b"event: comet-gap\ndata: {\"channel\":\"news\",\"reason\":\"trimmed\"}\n\n"
         );
-        assert_eq!(&encode_retry(3000)[..], b"retry: 3000\n\n");
+        assert_eq!(&encode_opening(3000, None)[..], b"retry: 3000\n\n");
+        let cursor = Cursor::new(Epoch::new("ep").unwrap(), Seq(4));
+        assert_eq!(
+            &encode_opening(3000, Some(&cursor))[..],
+            b"retry: 3000\nid: ep-4\n\n"
+        );
         assert_eq!(HEARTBEAT, b": heartbeat\n");
     }
 

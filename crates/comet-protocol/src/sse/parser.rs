@@ -215,17 +215,15 @@ impl EventStreamParser {
                 self.data.push('\n');
                 self.check_event_size()?;
             }
-            "id" => {
-                if !value.contains('\0') {
-                    self.id_buffer.clear();
-                    self.id_buffer.push_str(value);
-                }
+            // An id containing NUL is ignored.
+            "id" if !value.contains('\0') => {
+                self.id_buffer.clear();
+                self.id_buffer.push_str(value);
             }
-            "retry" => {
-                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-                    // Digits beyond u64 mean "a very long time".
-                    self.retry = Some(value.parse().unwrap_or(u64::MAX));
-                }
+            // Only all-digit values count; digits beyond u64 mean "a very
+            // long time".
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.retry = Some(value.parse().unwrap_or(u64::MAX));
             }
             _ => {}
         }

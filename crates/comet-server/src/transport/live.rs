@@ -22,8 +22,8 @@ use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use comet_hub::{BatchLimit, Gap, Item, Subscription};
-use comet_protocol::{Message, json, sse};
+use comet_hub::{BatchLimit, Gap, Item, Start, Subscription};
+use comet_protocol::{Cursor, Message, json, sse};
 use http::{HeaderMap, header};
 
 use crate::AppState;
@@ -46,10 +46,14 @@ impl Framing {
         }
     }
 
-    /// What the stream starts with: SSE announces the reconnection delay.
-    fn opening(self, state: &AppState) -> Option<Bytes> {
+    /// What the stream starts with: SSE announces the reconnection delay
+    /// and, unless a backlog is on its way, the starting cursor.
+    fn opening(self, state: &AppState, cursor: Option<&Cursor>) -> Option<Bytes> {
         match self {
-            Framing::Sse => Some(sse::encode_retry(state.config.sse_retry.as_millis() as u64)),
+            Framing::Sse => Some(sse::encode_opening(
+                state.config.sse_retry.as_millis() as u64,
+                cursor,
+            )),
             Framing::Ndjson => None,
         }
     }
@@ -102,10 +106,16 @@ pub(crate) async fn respond(
     headers: &HeaderMap,
     framing: Framing,
 ) -> Result<Response, ApiError> {
-    let (_, subscription) = open(&state, channels, query, headers).await?;
+    let (request, subscription) = open(&state, channels, query, headers).await?;
+    // With a backlog pending, the position is past messages not yet sent:
+    // announcing it would let a reconnect skip them.
+    let starting_cursor = match request.start {
+        Start::Backlog(count) if count > 0 => None,
+        _ => Some(subscription.cursor()),
+    };
     let live = Live {
         _counted: state.metrics.subscriber(framing.transport()),
-        opening: framing.opening(&state),
+        opening: framing.opening(&state, starting_cursor.as_ref()),
         state,
         subscription,
         framing,
