@@ -33,9 +33,18 @@ async fn the_stream_has_the_contract_headers_and_opens_with_retry() {
     assert_eq!(headers["cache-control"], "no-cache");
     assert_eq!(headers["x-accel-buffering"], "no");
     let mut stream = SseStream::new(response);
-    let cursor = stream.opening_id().await.expect("the opening names the starting cursor");
-    assert_eq!(stream.raw, format!("retry: 1234\nid: {cursor}\n\n").as_bytes());
-    assert!(cursor.contains('-') && !cursor.contains('/'), "a cursor: {cursor}");
+    let cursor = stream
+        .opening_id()
+        .await
+        .expect("the opening names the starting cursor");
+    assert_eq!(
+        stream.raw,
+        format!("retry: 1234\nid: {cursor}\n\n").as_bytes()
+    );
+    assert!(
+        cursor.contains('-') && !cursor.contains('/'),
+        "a cursor: {cursor}"
+    );
     // It sets the client's last event id without dispatching an event: the
     // next event is the first message.
     comet_testkit::publish(&client(), &server.base(), "news", "first").await;

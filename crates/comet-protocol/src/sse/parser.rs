@@ -366,13 +366,19 @@ mod tests {
     #[test]
     fn spec_example_empty_data_and_discarded_tail() {
         let (events, _) = parse(b"data\n\ndata\ndata\n\ndata:");
-        assert_eq!(events, [event("message", "", ""), event("message", "\n", "")]);
+        assert_eq!(
+            events,
+            [event("message", "", ""), event("message", "\n", "")]
+        );
     }
 
     #[test]
     fn spec_example_space_after_colon_is_optional() {
         let (events, _) = parse(b"data:test\n\ndata: test\n\n");
-        assert_eq!(events, [event("message", "test", ""), event("message", "test", "")]);
+        assert_eq!(
+            events,
+            [event("message", "test", ""), event("message", "test", "")]
+        );
     }
 
     #[test]
@@ -428,7 +434,8 @@ mod tests {
 
     #[test]
     fn field_rules() {
-        let stream = b"no colon\ndata\nunknown: x\n:comment\nid: a\0b\nretry: 12x\nretry:\nretry: 250\n\n";
+        let stream =
+            b"no colon\ndata\nunknown: x\n:comment\nid: a\0b\nretry: 12x\nretry:\nretry: 250\n\n";
         let (events, end) = parse(stream);
         assert_eq!(events, [event("message", "", "")]);
         assert_eq!(end.retry, Some(250));
@@ -440,21 +447,30 @@ mod tests {
         let stream = b"id: 7\nevent: x\ndata: 1\n\nevent: y\n\ndata: 2\n\nid: 8\n\n";
         let (events, end) = parse(stream);
         assert_eq!(events, [event("x", "1", "7"), event("message", "2", "7")]);
-        assert_eq!(end.last_event_id, "8", "a blank line without data still sets the id");
+        assert_eq!(
+            end.last_event_id, "8",
+            "a blank line without data still sets the id"
+        );
     }
 
     #[test]
     fn a_resuming_parser_keeps_its_id_until_the_stream_sets_one() {
         let mut parser = EventStreamParser::resuming(ParserLimits::default(), "41");
         let events = feed(&mut parser, b"data: a\n\nid: 42\ndata: b\n\n");
-        assert_eq!(events, [event("message", "a", "41"), event("message", "b", "42")]);
+        assert_eq!(
+            events,
+            [event("message", "a", "41"), event("message", "b", "42")]
+        );
     }
 
     #[test]
     fn an_unfinished_event_is_dropped_at_the_end() {
         let (events, end) = parse(b"data: done\n\ndata: unfinished\nid: 9\n");
         assert_eq!(events, [event("message", "done", "")]);
-        assert_eq!(end.last_event_id, "", "never dispatched, so the id is not in force");
+        assert_eq!(
+            end.last_event_id, "",
+            "never dispatched, so the id is not in force"
+        );
     }
 
     #[test]
@@ -476,6 +492,10 @@ mod tests {
             parser.feed(stream, &mut events),
             Err(ParseError::EventTooLarge { limit: 32 })
         );
-        assert_eq!(events, [event("message", "1", "")], "what came before the error stays");
+        assert_eq!(
+            events,
+            [event("message", "1", "")],
+            "what came before the error stays"
+        );
     }
 }

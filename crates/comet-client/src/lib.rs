@@ -1,0 +1,186 @@
+//! A Rust client for Comet, and a standard `EventSource` for any SSE server.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), comet_client::Error> {
+//! use comet_client::{Client, Item, SubscribeOptions, Transport};
+//! use futures::StreamExt;
+//!
+//! let client = Client::new("http://127.0.0.1:8080")?;
+//! client.publish("news", "hello").await?;
+//!
+//! let mut subscription = client
+//!     .subscribe(&["news", "sport"], SubscribeOptions::default())
+//!     .await?;
+//! while let Some(item) = subscription.next().await {
+//!     match item? {
+//!         Item::Message(message) => println!("{}: {}", message.channel, message.data),
+//!         Item::Gap(gap) => eprintln!("missed messages of {} ({})", gap.channel, gap.reason),
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`Client::publish`] sends a message and returns its id.
+//! - [`Client::subscribe`] follows channels over SSE, HTTP streaming, long
+//!   or short polling as one `Stream` of [`Item`]s: messages, and gap
+//!   signals as their own variant. It resumes by itself after every
+//!   disconnection, from the last id it delivered, and never starts over
+//!   from "now" once started.
+//! - [`EventSource`] reads any SSE endpoint, not only Comet's, with the
+//!   reconnection rules of the HTML Standard.
+//!
+//! The crate knows Comet only through its HTTP contract; it shares the wire
+//! vocabulary (names, the event-stream parser) with the server through
+//! `comet-protocol`, nothing else.
+
+mod error;
+mod event_source;
+mod reconnect;
+mod subscription;
+
+use bytes::Bytes;
+pub use comet_protocol::sse::{Event as SseEvent, ParserLimits};
+pub use error::Error;
+pub use event_source::{EventSource, EventSourceOptions};
+pub use reconnect::Reconnect;
+use serde::Deserialize;
+pub use subscription::{Gap, Item, Message, SubscribeOptions, Subscription, Transport};
+
+/// A Comet server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: reqwest::Url,
+}
+
+/// The server's answer to a publish.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Published {
+    /// The channel.
+    pub channel: String,
+    /// The message's id, usable as a cursor.
+    pub id: String,
+    /// Subscribers connected to that server for the channel.
+    pub subscribers: u64,
+}
+
+impl Client {
+    /// A client for the server at `base` (for example
+    /// `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        Self::with_http(base, http)
+    }
+
+    /// A client that makes its requests with `http`.
+    pub fn with_http(base: &str, http: reqwest::Client) -> Result<Self, Error> {
+        let mut base = reqwest::Url::parse(base).map_err(|error| Error::Url {
+            url: base.to_string(),
+            reason: error.to_string(),
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(Error::Url {
+                url: base.to_string(),
+                reason: "only http and https are supported".into(),
+            });
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        Ok(Self { http, base })
+    }
+
+    /// The underlying HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `base` joined with `path` (no leading slash).
+    fn url(&self, path: &str) -> Result<reqwest::Url, Error> {
+        self.base.join(path).map_err(|error| Error::Url {
+            url: format!("{}{path}", self.base),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Publishes `data` to `channel` with the default event type.
+    pub async fn publish(&self, channel: &str, data: impl Into<Bytes>) -> Result<Published, Error> {
+        self.publish_event(channel, None, data).await
+    }
+
+    /// Publishes `data` to `channel` with an event type.
+    pub async fn publish_event(
+        &self,
+        channel: &str,
+        event: Option<&str>,
+        data: impl Into<Bytes>,
+    ) -> Result<Published, Error> {
+        let name = comet_protocol::ChannelName::new(channel).map_err(|error| Error::Url {
+            url: channel.to_string(),
+            reason: error.to_string(),
+        })?;
+        let mut url = self.url(&format!("pub/{name}"))?;
+        if let Some(event) = event {
+            url.query_pairs_mut().append_pair("event", event);
+        }
+        let response = self.http.post(url).body(data.into()).send().await?;
+        if response.status() != reqwest::StatusCode::CREATED {
+            return Err(status_error(response).await);
+        }
+        response
+            .json::<Published>()
+            .await
+            .map_err(|error| Error::Protocol(format!("the publish answer: {error}")))
+    }
+
+    /// Follows `channels`. Without `since` or `backlog`, the subscription
+    /// starts "now", which is fixed before this returns (with one short
+    /// poll): every message published after it returns is delivered, even
+    /// if a connection drops before the first one.
+    pub async fn subscribe(
+        &self,
+        channels: &[&str],
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        subscription::start(self, channels, options).await
+    }
+}
+
+/// Turns an unexpected answer into [`Error::Status`], with Comet's error
+/// code and message when the body is a Comet JSON error.
+pub(crate) async fn status_error(response: reqwest::Response) -> Error {
+    #[derive(Deserialize)]
+    struct ApiError {
+        error: String,
+        message: String,
+    }
+    let status = response.status().as_u16();
+    // The start of the answer is enough to explain it; it may never end.
+    let mut response = response;
+    let mut body = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while body.len() < 4096 {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    match serde_json::from_slice::<ApiError>(&body) {
+        Ok(api) => Error::Status {
+            status,
+            code: Some(api.error),
+            message: api.message,
+        },
+        Err(_) => Error::Status {
+            status,
+            code: None,
+            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        },
+    }
+}

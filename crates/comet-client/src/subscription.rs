@@ -1,0 +1,493 @@
+//! Following Comet channels over any transport as one stream of [`Item`]s.
+//!
+//! Every transport keeps a cursor (the id of the last message delivered) and
+//! resumes from it after a disconnection, so a subscription delivers each
+//! message once, in order, whatever happens to its connections. A
+//! subscription that starts at "now" first learns what "now" is with a
+//! short poll, and starts from that cursor: even a reconnection before the
+//! first message loses nothing.
+//!
+//! How each transport reads (see the server's README for the formats):
+//! - `Sse`: an [`EventSource`] on `/sse/{channels}`; `comet-gap` events are
+//!   gaps, every other event a message whose channel is named in its id;
+//! - `Stream`: `/stream/{channels}`, one JSON object per line (bounded);
+//! - `LongPoll` and `Poll`: `/poll/{channels}` in a loop, with `wait` or
+//!   with a pause between polls.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use comet_protocol::ChannelList;
+use comet_protocol::sse::{GAP_EVENT, ParserLimits};
+use futures::stream::{BoxStream, Stream, StreamExt};
+use reqwest::header::CONTENT_TYPE;
+use serde::Deserialize;
+
+use crate::event_source::is_media_type;
+use crate::{Client, Error, EventSource, EventSourceOptions, Reconnect};
+
+/// How to reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Server-Sent Events.
+    Sse,
+    /// HTTP streaming (NDJSON).
+    Stream,
+    /// Long polling: each poll is held up to `wait` until a message comes.
+    LongPoll {
+        /// How long the server may hold a poll.
+        wait: Duration,
+    },
+    /// Short polling, pausing `interval` after a poll that brought nothing.
+    Poll {
+        /// Pause between empty polls.
+        interval: Duration,
+    },
+}
+
+/// How to subscribe.
+#[derive(Clone, Debug)]
+pub struct SubscribeOptions {
+    /// The transport.
+    pub transport: Transport,
+    /// Resume after this id or cursor.
+    pub since: Option<String>,
+    /// Without `since`: start with the newest N messages of each channel.
+    pub backlog: Option<usize>,
+    /// Reconnection and time-outs. A Comet stream sends heartbeats, so the
+    /// default declares it dead after 60 s of silence.
+    pub reconnect: Reconnect,
+    /// Bounds on what one line or event may hold.
+    pub limits: ParserLimits,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self {
+            transport: Transport::Sse,
+            since: None,
+            backlog: None,
+            reconnect: Reconnect {
+                idle_timeout: Some(Duration::from_secs(60)),
+                ..Reconnect::default()
+            },
+            limits: ParserLimits::default(),
+        }
+    }
+}
+
+/// A message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Its id; resuming after it yields what followed.
+    pub id: String,
+    /// Its channel.
+    pub channel: String,
+    /// Its event type (`message` by default).
+    pub event: String,
+    /// Its data.
+    pub data: String,
+}
+
+/// Messages of a channel were missed (history no longer held them, or the
+/// server's history was reset).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Gap {
+    /// The channel.
+    pub channel: String,
+    /// `trimmed` or `reset`.
+    pub reason: String,
+}
+
+/// What a subscription yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// A message.
+    Message(Message),
+    /// A gap signal.
+    Gap(Gap),
+}
+
+/// A running subscription: a `Stream` of items that ends only on a fatal
+/// error (yielded first) or when the server answers 204.
+pub struct Subscription {
+    inner: BoxStream<'static, Result<Item, Error>>,
+}
+
+impl Stream for Subscription {
+    type Item = Result<Item, Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+pub(crate) async fn start(
+    client: &Client,
+    channels: &[&str],
+    mut options: SubscribeOptions,
+) -> Result<Subscription, Error> {
+    let list = ChannelList::parse(&channels.join(","), usize::MAX).map_err(|error| Error::Url {
+        url: channels.join(","),
+        reason: error.to_string(),
+    })?;
+    if options.since.is_none() && options.backlog.is_none() {
+        options.since = Some(now(client, &list).await?);
+    }
+    let only_channel = (list.len() == 1).then(|| list.names()[0].to_string());
+    let inner = match options.transport {
+        Transport::Sse => {
+            let mut url = client.url(&format!("sse/{list}"))?;
+            if options.since.is_none()
+                && let Some(backlog) = options.backlog
+            {
+                url.query_pairs_mut()
+                    .append_pair("backlog", &backlog.to_string());
+            }
+            let source = EventSource::new(
+                client.http.clone(),
+                url,
+                EventSourceOptions {
+                    last_event_id: options.since.clone(),
+                    limits: options.limits,
+                    reconnect: options.reconnect,
+                },
+            );
+            source
+                .map(move |event| sse_item(event?, only_channel.as_deref()))
+                .boxed()
+        }
+        Transport::Stream | Transport::LongPoll { .. } | Transport::Poll { .. } => {
+            let reader = JsonReader {
+                client: client.clone(),
+                channels: list.to_string(),
+                cursor: options.since.clone(),
+                backlog: options.backlog,
+                options,
+                body: None,
+                buffer: BytesMut::new(),
+                pending: VecDeque::new(),
+                failures: 0,
+                wait: None,
+                done: false,
+            };
+            futures::stream::unfold(reader, |mut reader| async move {
+                let item = reader.next().await?;
+                Some((item, reader))
+            })
+            .boxed()
+        }
+    };
+    Ok(Subscription { inner })
+}
+
+/// The cursor of "now" for `list`: a short poll's answer.
+async fn now(client: &Client, list: &ChannelList) -> Result<String, Error> {
+    let url = client.url(&format!("poll/{list}"))?;
+    let response = client.http.get(url).send().await?;
+    if response.status() != reqwest::StatusCode::OK {
+        return Err(crate::status_error(response).await);
+    }
+    let answer: PollAnswer = response
+        .json()
+        .await
+        .map_err(|error| Error::Protocol(format!("a poll answer: {error}")))?;
+    Ok(answer.cursor)
+}
+
+fn sse_item(event: crate::SseEvent, only_channel: Option<&str>) -> Result<Item, Error> {
+    if event.event_type == GAP_EVENT {
+        return serde_json::from_str::<Gap>(&event.data)
+            .map(Item::Gap)
+            .map_err(|error| Error::Protocol(format!("a gap event: {error}")));
+    }
+    // A message id names its channel after the first '/'.
+    let channel = event
+        .last_event_id
+        .split_once('/')
+        .map(|(_, channel)| channel.to_string())
+        .or_else(|| only_channel.map(str::to_string))
+        .unwrap_or_default();
+    Ok(Item::Message(Message {
+        id: event.last_event_id,
+        channel,
+        event: event.event_type,
+        data: event.data,
+    }))
+}
+
+/// A line of the NDJSON stream, or an element of a poll answer.
+#[derive(Deserialize)]
+struct JsonMessage {
+    id: String,
+    channel: String,
+    event: String,
+    data: String,
+}
+
+#[derive(Deserialize)]
+struct PollAnswer {
+    messages: Vec<JsonMessage>,
+    cursor: String,
+    #[serde(default)]
+    gaps: Vec<Gap>,
+}
+
+impl From<JsonMessage> for Message {
+    fn from(json: JsonMessage) -> Self {
+        Message {
+            id: json.id,
+            channel: json.channel,
+            event: json.event,
+            data: json.data,
+        }
+    }
+}
+
+/// The JSON transports: the NDJSON stream and polling.
+struct JsonReader {
+    client: Client,
+    channels: String,
+    options: SubscribeOptions,
+    /// Where to resume; `None` until known.
+    cursor: Option<String>,
+    /// Asked for on the first request only.
+    backlog: Option<usize>,
+    body: Option<BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
+    buffer: BytesMut,
+    pending: VecDeque<Result<Item, Error>>,
+    failures: u32,
+    wait: Option<Duration>,
+    done: bool,
+}
+
+enum Attempt {
+    /// Items or a stream are ready.
+    Done,
+    /// The server could not be reached: try again later.
+    Retry,
+}
+
+impl JsonReader {
+    async fn next(&mut self) -> Option<Result<Item, Error>> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            if self.done {
+                return None;
+            }
+            if self.body.is_some() {
+                self.read_stream().await;
+                continue;
+            }
+            if let Some(wait) = self.wait.take() {
+                tokio::time::sleep(wait).await;
+            }
+            let attempt = match self.options.transport {
+                Transport::Stream => self.open_stream().await,
+                _ => self.poll().await,
+            };
+            match attempt {
+                Ok(Attempt::Done) => self.failures = 0,
+                Ok(Attempt::Retry) => {
+                    self.failures = self.failures.saturating_add(1);
+                    self.wait = Some(
+                        self.options
+                            .reconnect
+                            .delay(self.options.reconnect.initial, self.failures),
+                    );
+                }
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
+
+    fn url(&self, transport: &str) -> Result<reqwest::Url, Error> {
+        let mut url = self.client.url(&format!("{transport}/{}", self.channels))?;
+        {
+            let mut query = url.query_pairs_mut();
+            match (&self.cursor, self.backlog) {
+                (Some(cursor), _) => {
+                    query.append_pair("since", cursor);
+                }
+                (None, Some(backlog)) => {
+                    query.append_pair("backlog", &backlog.to_string());
+                }
+                (None, None) => {}
+            }
+            if let Transport::LongPoll { wait } = self.options.transport {
+                query.append_pair("wait", &format!("{:.3}", wait.as_secs_f64()));
+            }
+        }
+        Ok(url)
+    }
+
+    /// Sends a GET; `Ok(None)` when the server could not be reached.
+    async fn get(
+        &mut self,
+        url: reqwest::Url,
+        hold: Duration,
+    ) -> Result<Option<reqwest::Response>, Error> {
+        let limit = self.options.reconnect.open_timeout + hold;
+        let response = match tokio::time::timeout(limit, self.client.http.get(url).send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot reach the server: retrying");
+                return Ok(None);
+            }
+            Err(_) => {
+                tracing::debug!("no answer within {limit:?}: retrying");
+                return Ok(None);
+            }
+        };
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            self.done = true;
+            return Ok(None);
+        }
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(crate::status_error(response).await);
+        }
+        Ok(Some(response))
+    }
+
+    async fn open_stream(&mut self) -> Result<Attempt, Error> {
+        let url = self.url("stream")?;
+        let Some(response) = self.get(url, Duration::ZERO).await? else {
+            return Ok(if self.done {
+                Attempt::Done
+            } else {
+                Attempt::Retry
+            });
+        };
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if !is_media_type(&content_type, "application/x-ndjson") {
+            return Err(Error::ContentType {
+                expected: "application/x-ndjson",
+                found: content_type,
+            });
+        }
+        self.backlog = None;
+        self.buffer.clear();
+        self.body = Some(response.bytes_stream().boxed());
+        Ok(Attempt::Done)
+    }
+
+    async fn read_stream(&mut self) {
+        let Some(body) = self.body.as_mut() else {
+            return;
+        };
+        let next = match self.options.reconnect.idle_timeout {
+            Some(limit) => tokio::time::timeout(limit, body.next())
+                .await
+                .ok()
+                .flatten(),
+            None => body.next().await,
+        };
+        let chunk = match next {
+            Some(Ok(chunk)) => chunk,
+            _ => {
+                // Ended, failed or silent: resume from the cursor.
+                self.body = None;
+                self.wait = Some(
+                    self.options
+                        .reconnect
+                        .delay(self.options.reconnect.initial, 0),
+                );
+                return;
+            }
+        };
+        self.buffer.extend_from_slice(&chunk);
+        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+            let line = self.buffer.split_to(end + 1);
+            if let Err(error) = self.stream_line(&line[..end]) {
+                self.fail(error);
+                return;
+            }
+        }
+        if self.buffer.len() > self.options.limits.max_line {
+            self.fail(Error::Protocol(format!(
+                "a stream line is longer than the limit of {} bytes",
+                self.options.limits.max_line
+            )));
+        }
+    }
+
+    fn stream_line(&mut self, line: &[u8]) -> Result<(), Error> {
+        #[derive(Deserialize)]
+        struct GapLine {
+            gap: Gap,
+        }
+        let value: serde_json::Value = serde_json::from_slice(line)
+            .map_err(|error| Error::Protocol(format!("a stream line is not JSON: {error}")))?;
+        if value.get("id").is_some() {
+            let message: JsonMessage = serde_json::from_value(value)
+                .map_err(|error| Error::Protocol(format!("a message line: {error}")))?;
+            self.cursor = Some(message.id.clone());
+            self.pending.push_back(Ok(Item::Message(message.into())));
+        } else if value.get("gap").is_some() {
+            let gap: GapLine = serde_json::from_value(value)
+                .map_err(|error| Error::Protocol(format!("a gap line: {error}")))?;
+            self.pending.push_back(Ok(Item::Gap(gap.gap)));
+        }
+        // Heartbeats, and lines of kinds this client does not know, pass.
+        Ok(())
+    }
+
+    fn fail(&mut self, error: Error) {
+        self.pending.push_back(Err(error));
+        self.body = None;
+        self.done = true;
+    }
+
+    async fn poll(&mut self) -> Result<Attempt, Error> {
+        let hold = match self.options.transport {
+            Transport::LongPoll { wait } => wait,
+            _ => Duration::ZERO,
+        };
+        let url = self.url("poll")?;
+        let Some(response) = self.get(url, hold).await? else {
+            return Ok(if self.done {
+                Attempt::Done
+            } else {
+                Attempt::Retry
+            });
+        };
+        let answer: PollAnswer = match response.json().await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::debug!(%error, "a poll answer was cut: retrying");
+                return Ok(Attempt::Retry);
+            }
+        };
+        self.backlog = None;
+        let delivered = !answer.messages.is_empty() || !answer.gaps.is_empty();
+        self.pending
+            .extend(answer.gaps.into_iter().map(|gap| Ok(Item::Gap(gap))));
+        self.pending.extend(
+            answer
+                .messages
+                .into_iter()
+                .map(|message| Ok(Item::Message(message.into()))),
+        );
+        self.cursor = Some(answer.cursor);
+        if let Transport::Poll { interval } = self.options.transport
+            && !delivered
+        {
+            self.wait = Some(interval);
+        }
+        Ok(Attempt::Done)
+    }
+}
