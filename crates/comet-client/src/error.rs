@@ -18,6 +18,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A channel name the contract does not allow.
+    #[error("invalid channel name {name:?}: {reason}")]
+    InvalidChannel {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The request could not be made or its answer not read.
     #[error("HTTP request failed: {0}")]
     Http(#[from] reqwest::Error),

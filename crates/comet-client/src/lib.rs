@@ -55,7 +55,7 @@ pub struct Client {
 }
 
 /// The server's answer to a publish.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct Published {
     /// The channel.
     pub channel: String,
@@ -119,10 +119,11 @@ impl Client {
         event: Option<&str>,
         data: impl Into<Bytes>,
     ) -> Result<Published, Error> {
-        let name = comet_protocol::ChannelName::new(channel).map_err(|error| Error::Url {
-            url: channel.to_string(),
-            reason: error.to_string(),
-        })?;
+        let name =
+            comet_protocol::ChannelName::new(channel).map_err(|error| Error::InvalidChannel {
+                name: channel.to_string(),
+                reason: error.to_string(),
+            })?;
         let mut url = self.url(&format!("pub/{name}"))?;
         if let Some(event) = event {
             url.query_pairs_mut().append_pair("event", event);

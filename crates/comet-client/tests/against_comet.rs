@@ -210,7 +210,7 @@ async fn refusals_are_clear_errors() {
         "{error}"
     );
     let error = client.publish("bad name", "x").await.unwrap_err();
-    assert!(matches!(error, Error::Url { .. }), "{error}");
+    assert!(matches!(error, Error::InvalidChannel { .. }), "{error}");
     let error = client
         .publish_event("news", Some("comet-gap"), "x")
         .await

@@ -22,9 +22,92 @@ pub struct Cli {
 pub enum Command {
     /// Run a Comet server.
     Serve(ServeArgs),
+    /// Publish a message to a channel.
+    Pub(PubArgs),
+    /// Print the messages of channels (or of any SSE URL) as they arrive.
+    Sub(SubArgs),
+    /// Parse a text/event-stream from standard input, as a browser would,
+    /// and print each event as a JSON line.
+    Parse(ParseArgs),
     /// Load a running push server over HTTP and print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// Options of `comet pub`.
+#[derive(Debug, Args)]
+pub struct PubArgs {
+    /// The channel.
+    pub channel: String,
+    /// The message data; `-` or nothing reads it from standard input.
+    pub data: Option<String>,
+    /// The event type (default: message).
+    #[arg(long)]
+    pub event: Option<String>,
+    /// The Comet server.
+    #[arg(long, env = "COMET_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+}
+
+/// How `comet sub` reaches the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SubTransport {
+    /// Server-Sent Events.
+    Sse,
+    /// HTTP streaming (NDJSON).
+    Stream,
+    /// Long polling (each poll held up to 30 s).
+    Poll,
+    /// Short polling (one poll per second while idle).
+    Shortpoll,
+}
+
+/// How `comet sub` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people: `channel: data`.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options of `comet sub`.
+#[derive(Debug, Args)]
+pub struct SubArgs {
+    /// Channels (`news` or `news,sport`), or the URL of any SSE endpoint.
+    pub target: String,
+    /// Resume after this id.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Start with the newest N messages of each channel.
+    #[arg(long, conflicts_with = "since")]
+    pub backlog: Option<usize>,
+    /// The transport (channels only; a URL is read as SSE).
+    #[arg(long, value_enum, default_value_t = SubTransport::Sse)]
+    pub transport: SubTransport,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Exit after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// The Comet server (for channels).
+    #[arg(long, env = "COMET_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+}
+
+/// Options of `comet parse`.
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    /// Parse as a client that reconnected with this Last-Event-ID would.
+    #[arg(long)]
+    pub last_event_id: Option<String>,
+    /// Longest line accepted.
+    #[arg(long, default_value = "1MiB")]
+    pub max_line: ByteSize,
+    /// Largest event accepted.
+    #[arg(long, default_value = "16MiB")]
+    pub max_event: ByteSize,
 }
 
 /// Load scenarios. Each runs for a fixed time, on loopback, and prints

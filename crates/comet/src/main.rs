@@ -3,7 +3,11 @@
 
 mod bench;
 mod cli;
+mod json_line;
+mod parse;
+mod publish;
 mod serve;
+mod subscribe;
 mod units;
 
 use std::process::ExitCode;
@@ -24,6 +28,18 @@ fn main() -> ExitCode {
 fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Pub(args) => publish::run(args),
+        cli::Command::Sub(args) => subscribe::run(args),
+        cli::Command::Parse(args) => parse::run(args),
         cli::Command::Bench(command) => bench::run(command),
     }
+}
+
+/// A runtime on the calling thread, for the client commands.
+fn single_threaded() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

@@ -1,0 +1,247 @@
+//! `comet pub`, `comet sub` and `comet parse` through the real binary.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use comet_testkit::{ServerProcess, within};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_comet"))
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run comet");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().expect("comet finishes")
+}
+
+fn stdout_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn parse_prints_every_event_and_the_end_state() {
+    let stream = b": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\ndata:  third event\n\nretry: 2500\nevent: custom\ndata: a\r\ndata: b\r\rid: 7\n\ndata: never dispatched";
+    let output = run(&["parse"], stream);
+    assert!(output.status.success());
+    assert_eq!(
+        stdout_lines(&output),
+        [
+            r#"{"type":"message","data":"first event","lastEventId":"1"}"#,
+            r#"{"type":"message","data":"second event","lastEventId":""}"#,
+            r#"{"type":"message","data":" third event","lastEventId":""}"#,
+            r#"{"type":"custom","data":"a\nb","lastEventId":""}"#,
+            r#"{"end":true,"retry":2500,"lastEventId":"7"}"#,
+        ]
+    );
+}
+
+#[test]
+fn parse_resumes_from_a_last_event_id_and_reports_no_retry() {
+    let output = run(&["parse", "--last-event-id", "41"], b"data: x\n\n");
+    assert_eq!(
+        stdout_lines(&output),
+        [
+            r#"{"type":"message","data":"x","lastEventId":"41"}"#,
+            r#"{"end":true,"retry":null,"lastEventId":"41"}"#,
+        ]
+    );
+}
+
+#[test]
+fn parse_refuses_a_line_beyond_the_limit_clearly() {
+    let mut stream = b"data: ok\n\ndata: ".to_vec();
+    stream.extend(std::iter::repeat_n(b'x', 5000));
+    let output = run(&["parse", "--max-line", "1000"], &stream);
+    assert!(!output.status.success());
+    assert_eq!(
+        stdout_lines(&output),
+        [r#"{"type":"message","data":"ok","lastEventId":""}"#],
+        "what came before the error is printed"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("longer than the limit of 1000 bytes"),
+        "{stderr}"
+    );
+}
+
+struct Sub {
+    _child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Sub {
+    fn start(args: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new(binary())
+            .arg("sub")
+            .args(args)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run comet sub");
+        let stdout = child.stdout.take().unwrap();
+        Self {
+            _child: child,
+            lines: BufReader::new(stdout).lines(),
+        }
+    }
+
+    async fn line(&mut self) -> String {
+        within("a line from comet sub", self.lines.next_line())
+            .await
+            .expect("read")
+            .expect("comet sub is still running")
+    }
+}
+
+fn publish(server: &str, args: &[&str], stdin: &[u8]) -> serde_json::Value {
+    let mut all = vec!["pub", "--server", server];
+    all.extend_from_slice(args);
+    let output = run(&all, stdin);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the publish answer")
+}
+
+/// Waits until `comet sub` is subscribed (the server counts it).
+async fn subscribed(server: &str, transport: &str) {
+    comet_testkit::wait_for_metric(
+        &comet_testkit::client(),
+        server,
+        &format!("comet_subscribers{{transport=\"{transport}\"}} 1"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn pub_and_sub_round_trip_on_every_transport() {
+    let server = ServerProcess::spawn(binary(), &["--memory"]);
+    let base = server.base();
+    for (transport, metric) in [("sse", "sse"), ("stream", "stream"), ("poll", "longpoll")] {
+        let mut sub = Sub::start(&[
+            "news,sport",
+            "--server",
+            base,
+            "--transport",
+            transport,
+            "--format",
+            "json",
+        ]);
+        subscribed(base, metric).await;
+        let first = publish(base, &["news", "hello"], b"");
+        let second = publish(base, &["sport", "--event", "score"], b"from\nstdin");
+        let third = publish(base, &["news", "-"], b"dash");
+        for (answer, (channel, event, data)) in [&first, &second, &third].into_iter().zip([
+            ("news", "message", "hello"),
+            ("sport", "score", "from\nstdin"),
+            ("news", "message", "dash"),
+        ]) {
+            let line: serde_json::Value = serde_json::from_str(&sub.line().await).unwrap();
+            assert_eq!(
+                line,
+                serde_json::json!({"id": answer["id"], "channel": channel, "event": event, "data": data}),
+                "{transport}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sub_prints_text_and_says_when_a_gap_happened() {
+    let server = ServerProcess::spawn(binary(), &["--memory", "--retention-messages", "2"]);
+    let base = server.base();
+    let first = publish(base, &["news", "zero"], b"");
+    for data in ["one", "two", "three"] {
+        publish(base, &["news", data], b"");
+    }
+    publish(base, &["news", "--event", "alert", "four"], b"");
+    let id = first["id"].as_str().unwrap();
+    let mut sub = Sub::start(&["news", "--server", base, "--since", id, "--count", "2"]);
+    assert_eq!(
+        sub.line().await,
+        "-- gap in news: messages were missed (no longer in the server's history)"
+    );
+    assert_eq!(sub.line().await, "news: three");
+    assert_eq!(sub.line().await, "news [alert]: four");
+}
+
+#[tokio::test]
+async fn sub_reads_any_sse_url() {
+    let server = ServerProcess::spawn(binary(), &["--memory"]);
+    let base = server.base();
+    let url = format!("{base}/sse/plain");
+    let mut sub = Sub::start(&[&url, "--format", "json", "--count", "1"]);
+    subscribed(base, "sse").await;
+    let answer = publish(base, &["plain", "--event", "kind", "payload"], b"");
+    let line: serde_json::Value = serde_json::from_str(&sub.line().await).unwrap();
+    assert_eq!(
+        line,
+        serde_json::json!({"type": "kind", "data": "payload", "lastEventId": answer["id"]})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_resumes_by_itself_across_a_server_crash() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir = dir.to_str().unwrap().to_string();
+    let args = ["--data-dir", dir.as_str()];
+    let mut server = ServerProcess::spawn(binary(), &args);
+    let base = server.base().to_string();
+    let address = server.address().to_string();
+    for transport in ["sse", "stream", "poll"] {
+        let mut sub = Sub::start(&["news", "--server", &base, "--transport", transport]);
+        let metric = if transport == "poll" {
+            "longpoll"
+        } else {
+            transport
+        };
+        subscribed(&base, metric).await;
+        publish(&base, &["news", &format!("{transport} 1")], b"");
+        assert_eq!(sub.line().await, format!("news: {transport} 1"));
+        publish(&base, &["news", &format!("{transport} 2")], b"");
+        server.signal("KILL");
+        drop(server);
+        server = ServerProcess::spawn_at(binary(), &address, &args);
+        publish(&base, &["news", &format!("{transport} 3")], b"");
+        assert_eq!(sub.line().await, format!("news: {transport} 2"));
+        assert_eq!(sub.line().await, format!("news: {transport} 3"));
+    }
+}
+
+#[test]
+fn pub_errors_are_clear() {
+    let output = run(&["pub", "bad name", "x"], b"");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid channel name"));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = closed.local_addr().unwrap();
+    drop(closed);
+    let output = run(
+        &["pub", "news", "x", "--server", &format!("http://{address}")],
+        b"",
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("HTTP request failed"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
