@@ -24,7 +24,7 @@ forbid comet-store-disk 'hyper|axum|http|comet-hub|comet-server' \
   "storage knows nothing of HTTP or the hub"
 forbid comet-hub 'hyper|axum|http|comet-server|comet-store-disk' \
   "the hub knows nothing of HTTP"
-forbid comet-client 'comet-store|comet-store-disk|comet-hub|comet-server|axum|hyper-util' \
+forbid comet-client 'comet-store|comet-store-disk|comet-hub|comet-server|axum' \
   "the client knows the server only through HTTP and the wire vocabulary"
 forbid comet-bench 'comet-protocol|comet-store|comet-hub|comet-server' \
   "the load generator talks to servers over HTTP only, like any client"
