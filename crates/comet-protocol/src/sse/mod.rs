@@ -1,6 +1,6 @@
 //! `text/event-stream`: the encoder the server sends with (this module:
 //! byte-exact framing of messages, gaps, the reconnection delay and
-//! heartbeats) and the parser clients read with ([`parser`]).
+//! heartbeats) and the parser clients read with ([`EventStreamParser`]).
 //!
 //! Framing rules (API.md, "Server-Sent Events"):
 //! - a message is `id:`, then `event:` unless the type is `message`, then one
