@@ -45,41 +45,35 @@ async fn curl_sees_what_curl_publishes() {
     assert!(seen.contains(&format!("id: {id}")), "{seen:?}");
 }
 
-async fn open_streams(
-    base: &str,
-) -> (
-    SseStream,
-    NdjsonStream,
-    tokio::task::JoinHandle<reqwest::Response>,
-) {
+async fn check_clean_stop(signal: &str) {
+    let mut server = ServerProcess::spawn(binary(), &["--memory"]);
+    let base = server.base().to_string();
     let http = client();
     let mut sse = SseStream::new(http.get(format!("{base}/sse/a")).send().await.unwrap());
     sse.until_raw(b"retry:").await;
-    let stream = NdjsonStream::new(http.get(format!("{base}/stream/a")).send().await.unwrap());
-    let long_poll = tokio::spawn({
-        let url = format!("{base}/poll/a?wait=60");
-        async move { client().get(url).send().await.unwrap() }
-    });
-    (sse, stream, long_poll)
-}
-
-async fn check_clean_stop(signal: &str) {
-    let mut server = ServerProcess::spawn(binary(), &["--memory"]);
-    let (mut sse, mut stream, long_poll) = open_streams(server.base()).await;
-    let http = client();
-    publish(&http, server.base(), "a", "before").await;
+    let mut stream = NdjsonStream::new(http.get(format!("{base}/stream/a")).send().await.unwrap());
+    let id = publish(&http, &base, "a", "before").await;
     assert_eq!(sse.next_event().await.unwrap().data, "before");
     assert_eq!(stream.next_item().await.unwrap()["data"], "before");
+    // A long poll after the last message: held until the signal comes.
+    let long_poll = tokio::spawn({
+        let url = format!("{base}/poll/a?wait=60&since={}", comet_testkit::encode(&id));
+        async move { client().get(url).send().await.unwrap() }
+    });
+    comet_testkit::wait_for_metric(&http, &base, "comet_subscribers{transport=\"longpoll\"} 1")
+        .await;
     server.signal(signal);
     // Open streams end cleanly: the body finishes (no error), no hang.
     sse.until_end().await;
     assert_eq!(sse.error, None, "the SSE body ended cleanly");
     assert!(stream.next_item().await.is_none());
     assert_eq!(stream.error, None, "the NDJSON body ended cleanly");
+    // The held long poll is answered: nothing new, the same cursor.
     let answer = within("the held long poll", long_poll).await.unwrap();
     assert_eq!(answer.status(), 200);
     let body: serde_json::Value = answer.json().await.unwrap();
-    assert!(body["messages"].as_array().unwrap().len() <= 1);
+    assert_eq!(body["messages"], serde_json::json!([]));
+    assert_eq!(body["cursor"], id.as_str());
     let status = server.wait_exit(Duration::from_secs(15));
     assert!(
         status.success(),
