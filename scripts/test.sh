@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# Debian packages the tests drive: curl (the README's round trip).
-debian_packages=(curl)
+# Debian packages the tests drive: curl (the README's round trip), Chromium
+# and a font for the browser tests (never a downloaded browser).
+debian_packages=(curl chromium fonts-dejavu-core)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -29,13 +30,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# npm packages: third-party clients the tests run against the server.
-if [ ! -d node_modules/eventsource ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# npm packages: third-party clients, playwright-core (drives the Debian
+# Chromium; it downloads no browser) and TypeScript (checks comet.d.ts).
+if [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "installing npm packages"
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-log "running the test suite"
+log "running the Rust test suite"
 # All targets: unit and black-box tests, and the benchmarks run once each in
 # test mode, so they keep building and working.
 cargo test --workspace --all-targets "$@"
+
+if [ $# -eq 0 ]; then
+  log "checking the TypeScript declarations of comet.js"
+  npx --no-install tsc --noEmit --strict --target es2022 --module es2022 \
+    --moduleResolution bundler --lib es2022,dom clients/js/test/usage.ts
+  log "running the browser tests (headless Chromium)"
+  # The binary built by cargo test above.
+  COMET_BIN="$PWD/target/debug/comet" node --test --test-concurrency=1 clients/js/test/
+fi

@@ -152,6 +152,27 @@ impl Hub {
         }))
     }
 
+    /// Channels in name order after `after`, at most `limit`, with their
+    /// local subscribers.
+    pub async fn channels(
+        &self,
+        after: Option<&ChannelName>,
+        limit: usize,
+    ) -> Result<Vec<(ChannelName, ChannelInfo)>, HubError> {
+        let listed = self.shared.store.channels(after, limit).await?;
+        Ok(listed
+            .into_iter()
+            .map(|(name, summary)| {
+                let info = ChannelInfo {
+                    subscribers: self.shared.feed.subscriber_count(&name),
+                    retained: summary.retained,
+                    last_id: summary.last_id,
+                };
+                (name, info)
+            })
+            .collect())
+    }
+
     /// A cursor at the newest message announced so far: "now".
     pub fn now(&self) -> Cursor {
         Cursor::new(self.shared.epoch.clone(), self.shared.feed.watermark())

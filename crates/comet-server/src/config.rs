@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub use crate::cors::CorsPolicy;
+
 /// Limits and timings of the HTTP server. Every field has a production
 /// default (see [`ServerConfig::default`]).
 #[derive(Clone, Debug)]
@@ -42,6 +44,8 @@ pub struct ServerConfig {
     pub max_backlog: usize,
     /// Time given to open connections to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Which other origins' pages may use the server.
+    pub cors: CorsPolicy,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +65,7 @@ impl Default for ServerConfig {
             max_poll_bytes: 4 * 1024 * 1024,
             max_backlog: 1000,
             shutdown_grace: Duration::from_secs(10),
+            cors: CorsPolicy::SameOrigin,
         }
     }
 }

@@ -1,16 +1,16 @@
-//! Inspection endpoints: `GET /channels/{channel}`, `/healthz`, `/metrics`,
-//! and the landing page at `/`.
+//! Inspection endpoints: `GET /channels` (the list, in pages),
+//! `GET /channels/{channel}`, `/healthz` and `/metrics`.
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::response::{Html, IntoResponse, Response};
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 
 use comet_protocol::MessageId;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::params::channel_name;
+use crate::params::{Query, channel_name};
 
 pub(crate) async fn channel(
     State(state): State<AppState>,
@@ -40,6 +40,48 @@ pub(crate) async fn channel(
     Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
+/// Most channels one list answer holds.
+const MAX_LIST: usize = 1000;
+
+pub(crate) async fn channels(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(query.as_deref())?;
+    let after = query.get("after").map(channel_name).transpose()?;
+    let limit = match query.get("limit") {
+        None => 100,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| *limit > 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be a whole number from 1 to {MAX_LIST}, not {raw:?}"),
+                )
+            })?
+            .min(MAX_LIST),
+    };
+    let listed = state.hub.channels(after.as_ref(), limit).await?;
+    let next = (listed.len() == limit)
+        .then(|| listed.last().map(|(name, _)| name.to_string()))
+        .flatten();
+    let channels: Vec<serde_json::Value> = listed
+        .into_iter()
+        .map(|(name, info)| {
+            serde_json::json!({
+                "channel": name.as_str(),
+                "subscribers": info.subscribers,
+                "messages": info.retained,
+                "last_id": MessageId { position: info.last_id, channel: name }.to_string(),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "channels": channels, "next": next });
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
 pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
     state.hub.check_health().await?;
     Ok(json_response(
@@ -57,17 +99,6 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
-}
-
-pub(crate) async fn index() -> Html<&'static str> {
-    Html(concat!(
-        "<!doctype html><meta charset=utf-8><title>Comet</title>",
-        "<h1>Comet</h1><p>A server-push hub. Publish with ",
-        "<code>POST /pub/{channel}</code>; subscribe with ",
-        "<code>/sse/{channels}</code>, <code>/stream/{channels}</code> or ",
-        "<code>/poll/{channels}</code>. See <a href=\"/metrics\">/metrics</a> ",
-        "and <a href=\"/healthz\">/healthz</a>.</p>"
-    ))
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {

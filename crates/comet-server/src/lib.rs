@@ -11,8 +11,10 @@
 //! Tests and the binary share both entry points: a test binds
 //! `127.0.0.1:0`, passes the listener, and talks HTTP to it.
 
+mod assets;
 pub mod config;
 pub mod connection;
+mod cors;
 pub mod error;
 mod inspect;
 pub mod metrics;
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use comet_hub::Hub;
-pub use config::ServerConfig;
+pub use config::{CorsPolicy, ServerConfig};
 use error::ApiError;
 use http::{Method, StatusCode, Uri};
 use metrics::Metrics;
@@ -90,17 +92,18 @@ impl Server {
 }
 
 fn router(state: AppState) -> Router {
-    Router::new()
+    assets::routes(Router::new())
         .route("/pub/{channel}", post(publish::publish))
         .route("/poll/{channels}", get(transport::poll::poll))
         .route("/stream/{channels}", get(transport::ndjson::stream))
         .route("/sse/{channels}", get(transport::sse::sse))
+        .route("/channels", get(inspect::channels))
         .route("/channels/{channel}", get(inspect::channel))
         .route("/healthz", get(inspect::healthz))
         .route("/metrics", get(inspect::metrics))
-        .route("/", get(inspect::index))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::cors))
         .with_state(state)
 }
 

@@ -18,7 +18,15 @@ use http::HeaderMap;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 
-const KNOWN: &[&str] = &["since", "lastEventId", "backlog", "wait", "event"];
+const KNOWN: &[&str] = &[
+    "since",
+    "lastEventId",
+    "backlog",
+    "wait",
+    "event",
+    "after",
+    "limit",
+];
 
 /// A request's query parameters that Comet knows, each at most once.
 #[derive(Debug, Default)]

@@ -232,6 +232,16 @@ impl Store for DiskStore {
         self.readers.summary(channel.clone()).await
     }
 
+    async fn channels(
+        &self,
+        after: Option<&ChannelName>,
+        limit: usize,
+    ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError> {
+        self.readers
+            .channels(after.map(|name| name.to_string()), limit)
+            .await
+    }
+
     async fn enforce_retention(&self) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Sweep { reply })?;

@@ -129,6 +129,44 @@ impl Readers {
         .await
     }
 
+    pub(crate) async fn channels(
+        self: &Arc<Self>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError> {
+        self.with(move |readers, connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT name, last_seq, retained FROM channels WHERE name > ?1 ORDER BY name LIMIT ?2",
+            )?;
+            let rows = statement.query_map(
+                params![after.as_deref().unwrap_or(""), limit as i64],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                },
+            )?;
+            let mut channels = Vec::new();
+            for row in rows {
+                let (name, last_seq, retained) = row?;
+                // Names were validated when stored; skip one that is not.
+                if let Ok(name) = ChannelName::new(&name) {
+                    channels.push((
+                        name,
+                        ChannelSummary {
+                            last_id: Cursor::new(readers.epoch.clone(), Seq(last_seq as u64)),
+                            retained: retained as u64,
+                        },
+                    ));
+                }
+            }
+            Ok(channels)
+        })
+        .await
+    }
+
     fn read_history(
         &self,
         connection: &Connection,

@@ -32,6 +32,7 @@ macro_rules! store_conformance {
             retention_by_total_bytes_removes_the_oldest_of_the_store,
             listener_hears_every_commit_in_order_before_append_returns,
             summary_reports_retained_count_and_last_id,
+            channels_are_listed_in_name_order_by_pages,
             health_is_ok,
         );
     };
@@ -402,6 +403,26 @@ pub async fn summary_reports_retained_count_and_last_id(factory: impl StoreFacto
         .expect("channel a exists");
     assert_eq!(summary.retained, 2);
     assert_eq!(summary.last_id, last.cursor());
+}
+
+/// `channels` lists every channel with its summary, in name order, in pages.
+pub async fn channels_are_listed_in_name_order_by_pages(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
+    for channel in ["delta", "alpha", "charlie", "bravo", "alpha"] {
+        append(&*store, channel, "x").await;
+    }
+    let first = store.channels(None, 3).await.expect("list");
+    let names: Vec<&str> = first.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["alpha", "bravo", "charlie"]);
+    assert_eq!(first[0].1.retained, 2);
+    let rest = store
+        .channels(Some(&first[2].0), 3)
+        .await
+        .expect("list");
+    let names: Vec<&str> = rest.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["delta"]);
+    let summary = store.summary(&name("delta")).await.expect("summary");
+    assert_eq!(Some(rest[0].1.clone()), summary);
 }
 
 /// A working store reports itself healthy.

@@ -162,6 +162,14 @@ pub trait Store: Send + Sync + 'static {
     /// (or, once its whole history expired by age, no longer remembers it).
     async fn summary(&self, channel: &ChannelName) -> Result<Option<ChannelSummary>, StoreError>;
 
+    /// Channels the store knows (those `summary` would answer for), in name
+    /// order, starting after `after`, at most `limit`.
+    async fn channels(
+        &self,
+        after: Option<&ChannelName>,
+        limit: usize,
+    ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError>;
+
     /// Applies retention by age to every channel now, not just on access.
     async fn enforce_retention(&self) -> Result<(), StoreError>;
 

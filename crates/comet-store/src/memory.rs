@@ -304,6 +304,32 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn channels(
+        &self,
+        after: Option<&ChannelName>,
+        limit: usize,
+    ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError> {
+        let inner = self.lock();
+        let mut names: Vec<&ChannelName> = inner
+            .channels
+            .keys()
+            .filter(|name| after.is_none_or(|after| *name > after))
+            .collect();
+        names.sort();
+        Ok(names
+            .into_iter()
+            .take(limit)
+            .map(|name| {
+                let log = &inner.channels[name];
+                let summary = ChannelSummary {
+                    retained: log.messages.len() as u64,
+                    last_id: Cursor::new(self.epoch.clone(), log.last_seq),
+                };
+                (name.clone(), summary)
+            })
+            .collect())
+    }
+
     async fn enforce_retention(&self) -> Result<(), StoreError> {
         if self.retention.max_age.is_none() {
             return Ok(());

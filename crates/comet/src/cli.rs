@@ -209,6 +209,12 @@ pub struct ServeArgs {
     #[arg(long, env = "COMET_WRITE_TIMEOUT", default_value = "30s")]
     pub write_timeout: Seconds,
 
+    /// Origin of web pages allowed to use this server besides its own
+    /// (e.g. https://app.example.com); repeat for several, `*` for any.
+    /// Pages from other origins are refused (403).
+    #[arg(long = "cors-origin", env = "COMET_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Messages per followed channel kept in memory for live delivery;
     /// subscribers further behind are served from the store.
     #[arg(long, env = "COMET_LIVE_WINDOW", default_value_t = 256)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use comet_hub::{Hub, HubConfig};
-use comet_server::{Server, ServerConfig};
+use comet_server::{CorsPolicy, Server, ServerConfig};
 use comet_store::{MemoryStore, Retention, Store, StoreOptions};
 use comet_store_disk::DiskStore;
 use tracing_subscriber::EnvFilter;
@@ -85,9 +85,28 @@ fn validate(args: &ServeArgs) -> anyhow::Result<(Retention, HubConfig, ServerCon
         header_read_timeout: args.header_timeout.0,
         write_timeout: args.write_timeout.0,
         max_backlog: args.retention_messages,
+        cors: cors_policy(&args.cors_origins)?,
         ..ServerConfig::default()
     };
     Ok((retention, hub, server))
+}
+
+fn cors_policy(origins: &[String]) -> anyhow::Result<CorsPolicy> {
+    if origins.is_empty() {
+        return Ok(CorsPolicy::SameOrigin);
+    }
+    if origins.iter().any(|origin| origin == "*") {
+        return Ok(CorsPolicy::Any);
+    }
+    for origin in origins {
+        let well_formed = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && !origin.trim_end_matches('/').contains(['?', '#'])
+            && origin.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+        if !well_formed {
+            bail!("--cors-origin {origin:?} is not an origin like https://app.example.com or http://localhost:3000");
+        }
+    }
+    Ok(CorsPolicy::Origins(origins.to_vec()))
 }
 
 fn open_store(args: &ServeArgs, retention: &Retention) -> anyhow::Result<Arc<dyn Store>> {

@@ -47,14 +47,16 @@ impl Framing {
     }
 
     /// What the stream starts with: SSE announces the reconnection delay
-    /// and, unless a backlog is on its way, the starting cursor.
+    /// and, unless a backlog is on its way, the starting cursor; NDJSON
+    /// starts with a heartbeat, so a client sees at once that bytes flow
+    /// (and can tell a buffering proxy by their absence).
     fn opening(self, state: &AppState, cursor: Option<&Cursor>) -> Option<Bytes> {
         match self {
             Framing::Sse => Some(sse::encode_opening(
                 state.config.sse_retry.as_millis() as u64,
                 cursor,
             )),
-            Framing::Ndjson => None,
+            Framing::Ndjson => Some(self.heartbeat()),
         }
     }
 

@@ -2,8 +2,8 @@
 //! response (fetch streams, XHR at `readyState` 3).
 //!
 //! One JSON message object per line, flushed as published; `{"gap":{…}}`
-//! lines when messages were missed; `{"heartbeat":true}` lines when idle.
-//! A line without an `id` is never a message.
+//! lines when messages were missed; `{"heartbeat":true}` lines at the start
+//! and when idle. A line without an `id` is never a message.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};

@@ -1,0 +1,97 @@
+//! Cross-origin requests: which web pages may use this server.
+//!
+//! Pages served by Comet itself (same origin: the `Origin` header names the
+//! host the request was sent to) and clients that send no `Origin` (curl,
+//! servers, the Rust client) are always served. A page from another origin
+//! is served only when its origin is allowed (`--cors-origin`, or `*` for
+//! any): its answers then carry `Access-Control-Allow-Origin`, and its
+//! preflight requests (`OPTIONS`) are answered. Any other origin gets
+//! `403 origin_not_allowed`, which also keeps a foreign page from
+//! publishing with a plain form post.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Which other origins may use the server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CorsPolicy {
+    /// Only the same origin (the default).
+    #[default]
+    SameOrigin,
+    /// The same origin and these, exactly as browsers send them
+    /// (`https://app.example.com`, `http://localhost:3000`).
+    Origins(Vec<String>),
+    /// Any origin.
+    Any,
+}
+
+impl CorsPolicy {
+    fn allows(&self, origin: &str) -> bool {
+        match self {
+            CorsPolicy::SameOrigin => false,
+            CorsPolicy::Origins(origins) => origins.iter().any(|allowed| allowed == origin),
+            CorsPolicy::Any => true,
+        }
+    }
+}
+
+/// True when `origin` is the host the request was addressed to.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let authority = origin
+        .split_once("://")
+        .map_or(origin, |(_, authority)| authority);
+    headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .is_some_and(|host| host.eq_ignore_ascii_case(authority))
+}
+
+/// The middleware applying the policy.
+pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(origin) = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|origin| origin.to_str().ok())
+        .map(str::to_string)
+    else {
+        return next.run(request).await;
+    };
+    if same_origin(&origin, request.headers()) {
+        return next.run(request).await;
+    }
+    if !state.config.cors.allows(&origin) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            format!("pages from {origin} may not use this server (see --cors-origin)"),
+        )
+        .into_response();
+    }
+    let allow_origin = HeaderValue::from_str(&origin).unwrap_or(HeaderValue::from_static("null"));
+    if request.method() == Method::OPTIONS {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type, last-event-id, cache-control"),
+        );
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        headers.insert(header::VARY, HeaderValue::from_static("origin"));
+        return response;
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    response
+}
