@@ -45,8 +45,8 @@ cargo test --workspace --all-targets "$@"
 if [ $# -eq 0 ]; then
   log "checking the TypeScript declarations of comet.js"
   npx --no-install tsc --noEmit --strict --target es2022 --module es2022 \
-    --moduleResolution bundler --lib es2022,dom clients/js/test/usage.ts
+    --moduleResolution bundler --lib es2022,dom clients/js/tests/usage.ts
   log "running the browser tests (headless Chromium)"
   # The binary built by cargo test above.
-  COMET_BIN="$PWD/target/debug/comet" node --test --test-concurrency=1 clients/js/test/
+  COMET_BIN="$PWD/target/debug/comet" node --test --test-concurrency=1 clients/js/tests/
 fi
