@@ -85,7 +85,10 @@ pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: 
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("content-type, last-event-id, cache-control"),
         );
-        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
         headers.insert(header::VARY, HeaderValue::from_static("origin"));
         return response;
     }

@@ -27,7 +27,12 @@ async fn clients_without_an_origin_and_the_same_origin_are_served() {
     for origin in [None, Some(same.as_str())] {
         let response = request(&server, reqwest::Method::POST, "/pub/news", origin).await;
         assert_eq!(response.status(), 201, "{origin:?}");
-        assert!(response.headers().get("access-control-allow-origin").is_none());
+        assert!(
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none()
+        );
     }
 }
 
@@ -43,7 +48,12 @@ async fn other_origins_are_refused_by_default() {
     ] {
         let response = request(&server, method.clone(), path, Some("https://evil.example")).await;
         assert_eq!(response.status(), 403, "{method} {path}");
-        assert!(response.headers().get("access-control-allow-origin").is_none());
+        assert!(
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none()
+        );
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"], "origin_not_allowed");
     }
@@ -54,9 +64,18 @@ async fn allowed_origins_get_cors_answers_and_preflights() {
     let server = TestServer::builder()
         .config(|c| c.cors = CorsPolicy::Origins(vec!["https://app.example".into()]))
         .start();
-    let response = request(&server, reqwest::Method::GET, "/poll/news", Some("https://app.example")).await;
+    let response = request(
+        &server,
+        reqwest::Method::GET,
+        "/poll/news",
+        Some("https://app.example"),
+    )
+    .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     assert_eq!(response.headers()["vary"], "origin");
 
     let preflight = client()
@@ -69,11 +88,30 @@ async fn allowed_origins_get_cors_answers_and_preflights() {
         .unwrap();
     assert_eq!(preflight.status(), 204);
     let headers = preflight.headers();
-    assert_eq!(headers["access-control-allow-origin"], "https://app.example");
-    assert!(headers["access-control-allow-methods"].to_str().unwrap().contains("POST"));
-    assert!(headers["access-control-allow-headers"].to_str().unwrap().contains("last-event-id"));
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert!(
+        headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("last-event-id")
+    );
 
-    let other = request(&server, reqwest::Method::GET, "/poll/news", Some("https://other.example")).await;
+    let other = request(
+        &server,
+        reqwest::Method::GET,
+        "/poll/news",
+        Some("https://other.example"),
+    )
+    .await;
     assert_eq!(other.status(), 403);
 }
 
@@ -82,7 +120,16 @@ async fn any_origin_when_asked() {
     let server = TestServer::builder()
         .config(|c| c.cors = CorsPolicy::Any)
         .start();
-    let response = request(&server, reqwest::Method::POST, "/pub/news", Some("http://anything.test:81")).await;
+    let response = request(
+        &server,
+        reqwest::Method::POST,
+        "/pub/news",
+        Some("http://anything.test:81"),
+    )
+    .await;
     assert_eq!(response.status(), 201);
-    assert_eq!(response.headers()["access-control-allow-origin"], "http://anything.test:81");
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://anything.test:81"
+    );
 }

@@ -415,10 +415,7 @@ pub async fn channels_are_listed_in_name_order_by_pages(factory: impl StoreFacto
     let names: Vec<&str> = first.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["alpha", "bravo", "charlie"]);
     assert_eq!(first[0].1.retained, 2);
-    let rest = store
-        .channels(Some(&first[2].0), 3)
-        .await
-        .expect("list");
+    let rest = store.channels(Some(&first[2].0), 3).await.expect("list");
     let names: Vec<&str> = rest.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["delta"]);
     let summary = store.summary(&name("delta")).await.expect("summary");

@@ -210,9 +210,13 @@ pub struct ServeArgs {
     pub write_timeout: Seconds,
 
     /// Origin of web pages allowed to use this server besides its own
-    /// (e.g. https://app.example.com); repeat for several, `*` for any.
+    /// (e.g. `https://app.example.com`); repeat for several, `*` for any.
     /// Pages from other origins are refused (403).
-    #[arg(long = "cors-origin", env = "COMET_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "cors-origin",
+        env = "COMET_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
     pub cors_origins: Vec<String>,
 
     /// Messages per followed channel kept in memory for live delivery;

@@ -101,9 +101,14 @@ fn cors_policy(origins: &[String]) -> anyhow::Result<CorsPolicy> {
     for origin in origins {
         let well_formed = (origin.starts_with("http://") || origin.starts_with("https://"))
             && !origin.trim_end_matches('/').contains(['?', '#'])
-            && origin.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+            && origin
+                .split("://")
+                .nth(1)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
         if !well_formed {
-            bail!("--cors-origin {origin:?} is not an origin like https://app.example.com or http://localhost:3000");
+            bail!(
+                "--cors-origin {origin:?} is not an origin like https://app.example.com or http://localhost:3000"
+            );
         }
     }
     Ok(CorsPolicy::Origins(origins.to_vec()))
