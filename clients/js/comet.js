@@ -138,6 +138,13 @@ export class Subscription extends EventTarget {
         this._release = resolve;
       });
     });
+    // Another tab holds the connection: this one receives through it from
+    // now on, which is what 'open' announces.
+    navigator.locks.query().then(({ held }) => {
+      if (!this.closed && !this._leader && held.some((lock) => lock.name === key)) {
+        this.dispatchEvent(new Event('open'));
+      }
+    });
   }
 
   _use(index) {
@@ -550,10 +557,14 @@ class PollWorker {
     while (!this.stopped) {
       this.abort = new AbortController();
       const limit = setTimeout(() => this.abort.abort(), (this.wait + sub.options.openTimeout / 1000) * 1000);
+      // A long poll is held until there is news: it counts as open once on
+      // its way (the cursor is fixed, so nothing published meanwhile is
+      // missed). A short poll is open once answered.
+      if (first && this.wait > 0) sub._opened(this);
       try {
         const answer = await sub._poll(this.wait, this.abort.signal);
         if (this.stopped) return;
-        if (first) sub._opened(this);
+        if (first && this.wait === 0) sub._opened(this);
         first = false;
         this.failures = 0;
         sub._deliverAnswer(answer, this);

@@ -4,7 +4,17 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { Comet, cometJs, dataDir, launch, pageAt, received, staticServer, subscribeIn } from './harness.mjs';
+import {
+  Comet,
+  bufferingProxy,
+  cometJs,
+  dataDir,
+  launch,
+  pageAt,
+  received,
+  staticServer,
+  subscribeIn,
+} from './harness.mjs';
 
 let browser;
 before(async () => {
@@ -88,6 +98,22 @@ describe("transport 'auto'", () => {
         await context.close();
       }
     } finally {
+      await comet.stop();
+    }
+  });
+
+  test('falls back to long polling behind a proxy that buffers streams', async () => {
+    const comet = await Comet.start(['--memory']);
+    const proxy = await bufferingProxy(comet.base);
+    try {
+      const page = await pageAt(browser, `${proxy.origin}/healthz`);
+      await subscribeIn(page, 'news', { openTimeout: 1000, longPollWait: 1 });
+      const id = await comet.publish('news', 'through the proxy');
+      assert.equal((await received(page, 1))[0].id, id);
+      assert.deepEqual(await page.evaluate(() => window.transports), ['sse', 'stream', 'longpoll']);
+      await page.close();
+    } finally {
+      proxy.close();
       await comet.stop();
     }
   });
@@ -204,7 +230,8 @@ describe('life cycle', () => {
       const first = await cometPage(comet, context);
       const second = await cometPage(comet, context);
       await subscribeIn(first, 'news', { share: true, retry: 100 });
-      await subscribeIn(second, 'news', { share: true, retry: 100 }, { wait: false });
+      // Resolves once the second tab receives through the first.
+      await subscribeIn(second, 'news', { share: true, retry: 100 });
       const ids = [];
       for (const data of ['a', 'b', 'c']) ids.push(await comet.publish('news', data));
       for (const page of [first, second]) {

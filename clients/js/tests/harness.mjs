@@ -146,6 +146,49 @@ export async function staticServer(files) {
   return { origin: `http://127.0.0.1:${port}`, close: () => server.close() };
 }
 
+/**
+ * A proxy in front of `target` that buffers every answer whole (head and
+ * body) before passing it on, as a misconfigured proxy does: streams never
+ * arrive, complete answers do.
+ */
+export async function bufferingProxy(target) {
+  const server = createServer((request, response) => {
+    const upstream = new URL(request.url, target);
+    const chunks = [];
+    request.on('data', (chunk) => chunks.push(chunk));
+    request.on('end', async () => {
+      try {
+        const headers = { ...request.headers };
+        // Hop-by-hop headers stay here; so does Origin: the page and the
+        // server are one site behind this proxy.
+        for (const hop of ['host', 'connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'content-length', 'origin']) {
+          delete headers[hop];
+        }
+        const answer = await fetch(upstream, {
+          method: request.method,
+          headers,
+          body: chunks.length ? Buffer.concat(chunks) : undefined,
+        });
+        const body = Buffer.from(await answer.arrayBuffer());
+        response.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? '' });
+        response.end(body);
+      } catch {
+        response.destroy();
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    close: () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
 export const cometJs = () => readFileSync(join(root, 'clients/js/comet.js'), 'utf8');
 
 /** Resolves `promise`, or fails after 20 s naming `what`. */

@@ -56,6 +56,7 @@ test('the live view subscribes, publishes and shows messages as they arrive', as
     ['news', 'sport'].every((name) => document.querySelector(`#known-channels option[value="${name}"]`)),
   );
   await page.screenshot({ path: join(shots, 'live.png'), fullPage: true });
+  console.log(`screenshot: ${join(shots, 'live.png')}`);
   assert.deepEqual(page.problems, []);
   await context.close();
 });
@@ -92,6 +93,7 @@ test('the comparison view shows all four transports live', async () => {
   const byTransport = Object.fromEntries(cards.map((card) => [card.transport, card.requests]));
   assert.ok(byTransport.poll > byTransport.sse, 'short polling makes more requests than SSE');
   await page.screenshot({ path: join(shots, 'compare.png'), fullPage: true });
+  console.log(`screenshot: ${join(shots, 'compare.png')}`);
   await page.click('#compare-button');
   assert.deepEqual(page.problems, []);
   await context.close();
@@ -107,10 +109,12 @@ test('the page fits a phone-sized window', async () => {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   assert.ok(overflow <= 0, `no sideways scrolling (${overflow} px too wide)`);
   await page.screenshot({ path: join(shots, 'phone.png'), fullPage: true });
+  console.log(`screenshot: ${join(shots, 'phone.png')}`);
   await page.click('.tab[data-view=compare]');
   const overflowCompare = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   assert.ok(overflowCompare <= 0, `the comparison fits too (${overflowCompare} px too wide)`);
   await page.screenshot({ path: join(shots, 'phone-compare.png'), fullPage: true });
+  console.log(`screenshot: ${join(shots, 'phone-compare.png')}`);
   assert.deepEqual(page.problems, []);
   await context.close();
 });
