@@ -27,8 +27,20 @@ pub enum HttpError {
 pub struct Answer {
     /// Status code.
     pub status: u16,
+    /// Headers (names in lower case).
+    pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Bytes,
+}
+
+impl Answer {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
 }
 
 /// One keep-alive connection.
@@ -57,11 +69,22 @@ impl Connection {
         path: &str,
         body: &[u8],
     ) -> Result<Answer, HttpError> {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        );
+        self.request_with(method, path, &[], body).await
+    }
+
+    /// Sends a request with extra headers and reads its answer.
+    pub async fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Answer, HttpError> {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", self.host);
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
         if body.len() <= 16 * 1024 {
             let mut request = Vec::with_capacity(head.len() + body.len());
             request.extend_from_slice(head.as_bytes());
@@ -82,13 +105,14 @@ impl Connection {
     }
 
     async fn read_answer(&mut self) -> Result<Answer, HttpError> {
-        let (status, head_len, length, chunked) = loop {
+        let (status, head_len, length, chunked, headers) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut response = httparse::Response::new(&mut headers);
             match response.parse(&self.buffer) {
                 Ok(httparse::Status::Complete(head_len)) => {
                     let mut length = None;
                     let mut chunked = false;
+                    let mut kept = Vec::new();
                     for header in response.headers.iter() {
                         if header.name.eq_ignore_ascii_case("content-length") {
                             length = std::str::from_utf8(header.value)
@@ -97,8 +121,12 @@ impl Connection {
                         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
                             chunked = header.value.eq_ignore_ascii_case(b"chunked");
                         }
+                        kept.push((
+                            header.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(header.value).into_owned(),
+                        ));
                     }
-                    break (response.code.unwrap_or(0), head_len, length, chunked);
+                    break (response.code.unwrap_or(0), head_len, length, chunked, kept);
                 }
                 Ok(httparse::Status::Partial) => self.fill().await?,
                 Err(error) => return Err(HttpError::Malformed(error.to_string())),
@@ -114,7 +142,11 @@ impl Connection {
             }
             self.buffer.split_to(length).freeze()
         };
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 
     async fn read_chunked(&mut self) -> Result<Bytes, HttpError> {

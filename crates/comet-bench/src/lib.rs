@@ -6,8 +6,16 @@
 //! a `TcpStream`) so that, on a small machine, the figures describe the
 //! server rather than the load generator.
 
+pub mod delivery;
 pub mod http;
+pub mod idle;
+pub mod longpoll;
+mod payload;
 pub mod publish;
 mod report;
+mod sse;
+pub mod target;
+mod tracker;
 
 pub use report::Latencies;
+pub use tracker::Completeness;

@@ -43,6 +43,12 @@ impl Latencies {
     }
 }
 
+impl fmt::Debug for Latencies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Latencies({} samples: {self})", self.count())
+    }
+}
+
 impl fmt::Display for Latencies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

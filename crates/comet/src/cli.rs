@@ -110,20 +110,107 @@ pub struct ParseArgs {
     pub max_event: ByteSize,
 }
 
-/// Load scenarios. Each runs for a fixed time, on loopback, and prints
-/// figures; none judges them.
+/// Load scenarios. Each is bounded in time, runs on loopback, and prints one
+/// line of figures (`key=value`); none judges them.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// N SSE connections held open: time to open, server memory per connection.
+    Idle(BenchIdleArgs),
+    /// N subscribers on one channel: deliveries/s, latency, completeness.
+    Fanout(BenchDeliveryArgs),
+    /// N subscribers each on their own channel.
+    Channels(BenchDeliveryArgs),
+    /// N long-polling clients while messages are published at a rate.
+    Longpoll(BenchLongPollArgs),
     /// Concurrent publishers publishing as fast as acknowledgements allow.
     Publish(BenchPublishArgs),
+}
+
+/// The server a scenario loads.
+#[derive(Debug, Args)]
+pub struct BenchTarget {
+    /// The server, e.g. http://127.0.0.1:8080 (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// What kind of server it is.
+    #[arg(long, value_enum, default_value_t = TargetKind::Comet)]
+    pub target: TargetKind,
+}
+
+/// Server kinds `comet bench` can load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetKind {
+    /// Comet.
+    Comet,
+    /// Nchan (nginx), configured as bench/compare.sh does.
+    Nchan,
+}
+
+/// Options of `comet bench idle`.
+#[derive(Debug, Args)]
+pub struct BenchIdleArgs {
+    #[command(flatten)]
+    pub target: BenchTarget,
+    /// Connections.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Channels they spread over.
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// The server's process id (for nginx: the worker's), to read its memory.
+    #[arg(long)]
+    pub server_pid: u32,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+}
+
+/// Options of `comet bench fanout` and `comet bench channels`.
+#[derive(Debug, Args)]
+pub struct BenchDeliveryArgs {
+    #[command(flatten)]
+    pub target: BenchTarget,
+    /// Subscribers.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Messages per channel.
+    #[arg(long, default_value_t = 1000)]
+    pub messages: u64,
+    /// Messages per second per channel (default: as fast as acknowledged).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+}
+
+/// Options of `comet bench longpoll`.
+#[derive(Debug, Args)]
+pub struct BenchLongPollArgs {
+    #[command(flatten)]
+    pub target: BenchTarget,
+    /// Long-polling clients.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Messages per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// How long to publish.
+    #[arg(long, default_value = "10s")]
+    pub duration: Seconds,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
 }
 
 /// Options of `comet bench publish`.
 #[derive(Debug, Args)]
 pub struct BenchPublishArgs {
-    /// The server, e.g. http://127.0.0.1:8080 (loopback only).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub server: String,
+    #[command(flatten)]
+    pub target: BenchTarget,
     /// Concurrent publishers, each on its own connection.
     #[arg(long, default_value_t = 16)]
     pub publishers: usize,
@@ -136,9 +223,6 @@ pub struct BenchPublishArgs {
     /// Channels the publishers spread over.
     #[arg(long, default_value_t = 1)]
     pub channels: usize,
-    /// Publish path prefix (`/pub/` for Comet).
-    #[arg(long, default_value = "/pub/")]
-    pub path_prefix: String,
 }
 
 /// Options of `comet serve`. Every option can also be set through the

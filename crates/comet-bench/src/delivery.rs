@@ -1,0 +1,220 @@
+//! The delivery scenarios: `fanout` (N subscribers on one channel) and
+//! `channels` (N subscribers, each on its own channel). Subscribers read SSE
+//! on one thread; a publisher publishes `messages` messages to every
+//! channel, as fast as acknowledgements allow or at a fixed rate. Figures:
+//! deliveries per second (from the first publish to the last delivery),
+//! publish→receive latency, and completeness (missing, duplicated, out of
+//! order), per subscriber.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::Latencies;
+use crate::http::{Connection, HttpError};
+use crate::payload;
+use crate::sse::SseReader;
+use crate::target::Target;
+use crate::tracker::{Completeness, Tracker};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct DeliveryPlan {
+    /// The server.
+    pub target: Target,
+    /// Subscribers.
+    pub subscribers: usize,
+    /// One channel for all (`fanout`), or one each (`channels`).
+    pub channel_each: bool,
+    /// Messages per channel.
+    pub messages: u64,
+    /// Messages per second per channel; `None`: as fast as acknowledged.
+    pub rate: Option<f64>,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Connections opened at once while subscribing.
+    pub connect_concurrency: usize,
+    /// Give up waiting for deliveries after this long without any.
+    pub quiet_limit: Duration,
+}
+
+/// What happened.
+#[derive(Debug)]
+pub struct DeliveryReport {
+    /// Deliveries made.
+    pub deliveries: u64,
+    /// Deliveries expected.
+    pub expected: u64,
+    /// First publish to last delivery.
+    pub elapsed: Duration,
+    /// Time to open every subscription.
+    pub subscribe_time: Duration,
+    /// Publish→receive latency.
+    pub latencies: Latencies,
+    /// Completeness.
+    pub completeness: Completeness,
+}
+
+impl DeliveryReport {
+    /// Deliveries per second.
+    pub fn rate(&self) -> f64 {
+        self.deliveries as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+struct Shared {
+    latencies: Latencies,
+    deliveries: u64,
+    last_delivery: Instant,
+    complete_subscribers: usize,
+}
+
+/// Runs the scenario. Call it inside a `tokio::task::LocalSet`.
+pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
+    let channel_name = |index: usize| {
+        if plan.channel_each {
+            format!("bench-{index}")
+        } else {
+            "bench".to_string()
+        }
+    };
+    // Subscribe everyone first, a batch at a time.
+    let started = Instant::now();
+    let mut readers = Vec::with_capacity(plan.subscribers);
+    let mut index = 0;
+    while index < plan.subscribers {
+        let batch = plan.connect_concurrency.min(plan.subscribers - index);
+        let opens = (index..index + batch).map(|i| {
+            let path = plan.target.sse_path(&channel_name(i));
+            let address = plan.target.address;
+            async move { SseReader::open(address, &path).await }
+        });
+        for reader in futures::future::join_all(opens).await {
+            readers.push(reader?);
+        }
+        index += batch;
+    }
+    let subscribe_time = started.elapsed();
+
+    let shared = Rc::new(RefCell::new(Shared {
+        latencies: Latencies::default(),
+        deliveries: 0,
+        last_delivery: Instant::now(),
+        complete_subscribers: 0,
+    }));
+    let all_done = Rc::new(Notify::new());
+    let trackers: Rc<RefCell<Vec<Tracker>>> = Rc::new(RefCell::new(
+        (0..plan.subscribers).map(|_| Tracker::default()).collect(),
+    ));
+    let messages = plan.messages;
+    let total = plan.subscribers;
+    for (i, mut reader) in readers.into_iter().enumerate() {
+        let shared = shared.clone();
+        let trackers = trackers.clone();
+        let all_done = all_done.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                let mut finished = false;
+                let alive = reader
+                    .read(|data| {
+                        let Some((n, latency)) = payload::decode(data) else {
+                            return;
+                        };
+                        let mut trackers = trackers.borrow_mut();
+                        let tracker = &mut trackers[i];
+                        let was_complete = tracker.complete(messages);
+                        tracker.record(n);
+                        let mut shared = shared.borrow_mut();
+                        shared.latencies.record(latency);
+                        shared.deliveries += 1;
+                        shared.last_delivery = Instant::now();
+                        if !was_complete && tracker.complete(messages) {
+                            shared.complete_subscribers += 1;
+                            finished = shared.complete_subscribers == total;
+                        }
+                    })
+                    .await;
+                if finished {
+                    all_done.notify_one();
+                }
+                if !matches!(alive, Ok(true)) {
+                    return;
+                }
+            }
+        });
+    }
+
+    // Publish.
+    let publish_started = Instant::now();
+    let channels: Vec<String> = if plan.channel_each {
+        (0..plan.subscribers).map(channel_name).collect()
+    } else {
+        vec![channel_name(0)]
+    };
+    let publisher = {
+        let plan = plan.clone();
+        tokio::task::spawn_local(async move {
+            let mut connection = Connection::open(plan.target.address).await?;
+            let interval = plan.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+            let mut next = Instant::now();
+            for n in 0..plan.messages {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += interval;
+                }
+                for channel in &channels {
+                    let body = payload::encode(n, plan.size);
+                    let answer = connection
+                        .request("POST", &plan.target.publish_path(channel), &body)
+                        .await?;
+                    if !(200..300).contains(&answer.status) {
+                        return Err(HttpError::Malformed(format!(
+                            "publish answered {}",
+                            answer.status
+                        )));
+                    }
+                }
+            }
+            Ok::<(), HttpError>(())
+        })
+    };
+
+    // Wait for every subscriber to have everything, or for silence.
+    let done = all_done.notified();
+    tokio::pin!(done);
+    loop {
+        let quiet = tokio::time::sleep(plan.quiet_limit);
+        tokio::select! {
+            () = &mut done => break,
+            () = quiet => {
+                let last = shared.borrow().last_delivery;
+                if last.elapsed() >= plan.quiet_limit {
+                    break;
+                }
+            }
+        }
+    }
+    publisher
+        .await
+        .map_err(|error| HttpError::Malformed(format!("the publisher failed: {error}")))??;
+
+    let shared = shared.borrow();
+    let mut completeness = Completeness::default();
+    for tracker in trackers.borrow().iter() {
+        completeness.add(tracker, messages);
+    }
+    let mut latencies = Latencies::default();
+    latencies.merge(&shared.latencies);
+    Ok(DeliveryReport {
+        deliveries: shared.deliveries,
+        expected: messages * plan.subscribers as u64,
+        elapsed: shared
+            .last_delivery
+            .saturating_duration_since(publish_started),
+        subscribe_time,
+        latencies,
+        completeness,
+    })
+}
