@@ -91,6 +91,28 @@ impl Server {
     }
 }
 
+/// How many connections the kernel may complete before the server accepts
+/// them (capped by `net.core.somaxconn`). The usual default of 128 drops
+/// connection attempts when a few hundred clients connect at once (their
+/// retry comes a second later), which is exactly what happens when a page
+/// with many readers reloads or a server restarts under its subscribers.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds a listening socket on `address` with [`LISTEN_BACKLOG`]; hand it
+/// to [`Server::serve`] (through `tokio::net::TcpListener::from_std`).
+pub fn bind(address: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 fn router(state: AppState) -> Router {
     assets::routes(Router::new())
         .route("/pub/{channel}", post(publish::publish))

@@ -51,7 +51,7 @@ impl TestServerBuilder {
 
     /// Starts the server; it accepts connections when this returns.
     pub fn start(self) -> TestServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener = comet_server::bind(([127, 0, 0, 1], 0).into()).expect("bind 127.0.0.1:0");
         let address = listener.local_addr().expect("bound address");
         let store = Arc::new(MemoryStore::new(StoreOptions {
             retention: self.retention.clone(),
@@ -127,8 +127,7 @@ impl TestServer {
     /// history: what clients see of a restart with a durable store.
     pub fn restart(&mut self) {
         self.stop();
-        let listener =
-            std::net::TcpListener::bind(self.address).expect("bind the same address again");
+        let listener = comet_server::bind(self.address).expect("bind the same address again");
         self.running = Some(run(listener, self.hub.clone(), self.config.clone()));
     }
 

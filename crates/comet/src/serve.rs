@@ -25,8 +25,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(&args, &retention)?;
     runtime.block_on(async move {
         let hub = Hub::new(store, hub_config.within(&retention));
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
+        let listener = comet_server::bind(args.listen)
+            .and_then(tokio::net::TcpListener::from_std)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
         let shutdown = shutdown_signal()?;
