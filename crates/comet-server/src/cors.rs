@@ -51,28 +51,48 @@ fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
         .is_some_and(|host| host.eq_ignore_ascii_case(authority))
 }
 
-/// The middleware applying the policy.
-pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(origin) = request
-        .headers()
+/// What the policy says of one request.
+pub(crate) enum Verdict {
+    /// No `Origin`, or the same origin: served as is.
+    Plain,
+    /// An allowed foreign origin: served, with this
+    /// `Access-Control-Allow-Origin`.
+    Allowed(HeaderValue),
+    /// A foreign origin the policy does not allow.
+    Refused(String),
+}
+
+/// Applies `policy` to a request with `headers`.
+pub(crate) fn judge(policy: &CorsPolicy, headers: &HeaderMap) -> Verdict {
+    let Some(origin) = headers
         .get(header::ORIGIN)
         .and_then(|origin| origin.to_str().ok())
-        .map(str::to_string)
     else {
-        return next.run(request).await;
+        return Verdict::Plain;
     };
-    if same_origin(&origin, request.headers()) {
-        return next.run(request).await;
+    if same_origin(origin, headers) {
+        return Verdict::Plain;
     }
-    if !state.config.cors.allows(&origin) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            format!("pages from {origin} may not use this server (see --cors-origin)"),
-        )
-        .into_response();
+    if !policy.allows(origin) {
+        return Verdict::Refused(origin.to_string());
     }
-    let allow_origin = HeaderValue::from_str(&origin).unwrap_or(HeaderValue::from_static("null"));
+    Verdict::Allowed(HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("null")))
+}
+
+/// The middleware applying the policy.
+pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let allow_origin = match judge(&state.config.cors, request.headers()) {
+        Verdict::Plain => return next.run(request).await,
+        Verdict::Refused(origin) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                format!("pages from {origin} may not use this server (see --cors-origin)"),
+            )
+            .into_response();
+        }
+        Verdict::Allowed(allow_origin) => allow_origin,
+    };
     if request.method() == Method::OPTIONS {
         let mut response = StatusCode::NO_CONTENT.into_response();
         let headers = response.headers_mut();

@@ -185,6 +185,12 @@ pub async fn closes_within(stream: &mut TcpStream, limit: Duration) -> bool {
     .is_ok()
 }
 
+/// Reads a response head (status line and headers) and nothing more that
+/// matters: bytes after it are dropped.
+pub async fn read_head_only(stream: &mut TcpStream) -> String {
+    read_head(stream).await.0
+}
+
 /// Reads a response head; returns it as text and the bytes read after it.
 async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
     let mut buffer = Vec::new();

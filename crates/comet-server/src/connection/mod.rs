@@ -8,6 +8,8 @@
 //!   (408, 431, 400) instead of a silent close (see `head`); later
 //!   requests on a keep-alive connection are timed by hyper, which closes
 //!   an idle connection after the same timeout;
+//! - a first request that opens an SSE or NDJSON stream served straight on
+//!   the socket, without hyper (`crate::transport::socket`);
 //! - a write timeout: a client that accepts no bytes for that long while
 //!   the server has bytes for it is disconnected (see `io`).
 //!
@@ -18,11 +20,14 @@
 mod head;
 mod io;
 
+pub(crate) use head::MAX_HEADERS;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use bytes::Bytes;
 use http::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -34,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::ConnectionRefusal;
+use crate::transport::socket;
 use head::HeadError;
 
 pub(crate) async fn serve(
@@ -78,7 +84,7 @@ pub(crate) async fn serve(
         };
         let router = router.clone();
         let state = state.clone();
-        connections.spawn(async move {
+        let task = async move {
             let _place = place;
             let _counted = state.metrics.connection();
             let mut stream = stream;
@@ -98,33 +104,19 @@ pub(crate) async fn serve(
                 Err(error) => {
                     let (refusal, api_error) = error.answer(config);
                     state.metrics.refused(refusal);
-                    refuse(stream, api_error).await;
+                    Box::pin(refuse(stream, api_error)).await;
                     return;
                 }
             };
-            let io = io::ConnectionIo::new(stream, first_head, config.write_timeout, state.clone());
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(config.header_read_timeout)
-                .max_buf_size(config.max_head_bytes.max(8192))
-                .keep_alive(true);
-            let connection = http
-                .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
-                .with_upgrades();
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                () = state.shutdown.cancelled() => {
-                    // Finish the response in flight (streams end on the
-                    // same signal), then close instead of keeping alive.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let (stream, first_head) = match socket::serve(stream, first_head, &state).await {
+                socket::Outcome::Served => return,
+                socket::Outcome::Declined(stream, first_head) => (stream, first_head),
             };
-            if let Err(error) = ended {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
+            // Boxed: a connection on the path above never pays for the
+            // size of hyper's connection state in its task.
+            Box::pin(serve_http(stream, first_head, router, &state)).await;
+        };
+        connections.spawn(task);
     }
     drop(listener);
     state.shutdown.cancel();
@@ -136,6 +128,34 @@ pub(crate) async fn serve(
         tracing::warn!("connections still open after the shutdown grace period");
     }
     Ok(())
+}
+
+/// Runs HTTP/1.1 through the router on a connection whose first request
+/// head `first_head` was already read.
+async fn serve_http(stream: TcpStream, first_head: Bytes, router: Router, state: &AppState) {
+    let config = &state.config;
+    let io = io::ConnectionIo::new(stream, first_head, config.write_timeout, state.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_head_bytes.max(8192))
+        .keep_alive(true);
+    let connection = http
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+        .with_upgrades();
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = state.shutdown.cancelled() => {
+            // Finish the response in flight (streams end on the same
+            // signal), then close instead of keeping alive.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
+        tracing::debug!(%error, "connection ended with an error");
+    }
 }
 
 impl HeadError {

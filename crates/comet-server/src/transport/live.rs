@@ -1,18 +1,19 @@
-//! What SSE and HTTP streaming share: opening the response, and the loop
-//! behind its body, which never ends on its own. The two differ only in
-//! [`Framing`].
+//! What SSE and HTTP streaming share: opening the subscription, and the
+//! loop that yields what to send, which never ends on its own. The two
+//! differ only in [`Framing`]. Two writers sit on top: `socket` (the usual
+//! path, straight to the connection) and [`respond`] (a response body
+//! through the router, for requests `socket` leaves to it).
 //!
-//! Each turn hands out the next item of the batch in hand, as its shared,
-//! pre-encoded frame (never a copy), or, with nothing in hand, waits for the
-//! first of: server shutdown (the body ends cleanly), a batch from the
-//! subscription, or the heartbeat interval passing without a write (a
-//! heartbeat is written). A store failure ends the body; the client resumes
-//! by id.
+//! Each turn yields the next batch as shared, pre-encoded frames (never a
+//! copy), waiting for the first of: server shutdown (the stream ends
+//! cleanly), a batch from the subscription, or the heartbeat interval
+//! passing (a heartbeat is sent). A store failure ends the stream; the
+//! client resumes by id.
 //!
-//! Backpressure is the socket's: hyper gathers the frames handed to it into
-//! vectored writes and stops asking for more while its bounded write buffer
-//! is full, and the subscription reads nothing meanwhile. A stuck client
-//! therefore holds at most one batch of shared messages and hyper's buffer.
+//! Backpressure is the socket's: the writer asks for the next batch only
+//! once the last one is written, and the subscription reads nothing
+//! meanwhile. A stuck client therefore holds at most one batch of shared
+//! messages (and, through the router, hyper's bounded write buffer).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -29,7 +30,7 @@ use http::{HeaderMap, header};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::{GaugeGuard, Transport};
-use crate::transport::open;
+use crate::transport::{channel_list, open};
 
 /// How a streaming transport frames what it sends.
 #[derive(Clone, Copy, Debug)]
@@ -39,7 +40,7 @@ pub(crate) enum Framing {
 }
 
 impl Framing {
-    fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Framing::Sse => sse::CONTENT_TYPE,
             Framing::Ndjson => json::NDJSON_CONTENT_TYPE,
@@ -89,12 +90,12 @@ impl Framing {
     }
 }
 
-struct Live {
+/// One open stream: its subscription, and what it sends first.
+pub(crate) struct Live {
     state: AppState,
     subscription: Subscription,
     framing: Framing,
     opening: Option<Bytes>,
-    in_hand: VecDeque<Item>,
     _counted: GaugeGuard,
 }
 
@@ -108,25 +109,18 @@ pub(crate) async fn respond(
     headers: &HeaderMap,
     framing: Framing,
 ) -> Result<Response, ApiError> {
-    let (request, subscription) = open(&state, channels, query, headers).await?;
-    // With a backlog pending, the position is past messages not yet sent:
-    // announcing it would let a reconnect skip them.
-    let starting_cursor = match request.start {
-        Start::Backlog(count) if count > 0 => None,
-        _ => Some(subscription.cursor()),
-    };
-    let live = Live {
-        _counted: state.metrics.subscriber(framing.transport()),
-        opening: framing.opening(&state, starting_cursor.as_ref()),
-        state,
-        subscription,
-        framing,
-        in_hand: VecDeque::new(),
-    };
-    let body = Body::from_stream(futures::stream::unfold(live, |mut live| async move {
-        let chunk = live.next_chunk().await?;
-        Some((Ok::<Bytes, Infallible>(chunk), live))
-    }));
+    let live = Live::open(state, &channel_list(channels)?, query, headers, framing).await?;
+    // Hyper gathers the frames handed to it into vectored writes.
+    let body = Body::from_stream(futures::stream::unfold(
+        (live, VecDeque::new()),
+        |(mut live, mut in_hand)| async move {
+            if in_hand.is_empty() {
+                in_hand = live.next_frames().await?.into();
+            }
+            let frame = in_hand.pop_front()?;
+            Some((Ok::<Bytes, Infallible>(frame), (live, in_hand)))
+        },
+    ));
     Ok((
         [
             (header::CONTENT_TYPE, framing.content_type()),
@@ -139,12 +133,35 @@ pub(crate) async fn respond(
 }
 
 impl Live {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// Validates a subscription request and opens its subscription.
+    pub(crate) async fn open(
+        state: AppState,
+        channels: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        framing: Framing,
+    ) -> Result<Self, ApiError> {
+        let (request, subscription) = open(&state, channels, query, headers).await?;
+        // With a backlog pending, the position is past messages not yet
+        // sent: announcing it would let a reconnect skip them.
+        let starting_cursor = match request.start {
+            Start::Backlog(count) if count > 0 => None,
+            _ => Some(subscription.cursor()),
+        };
+        Ok(Live {
+            _counted: state.metrics.subscriber(framing.transport()),
+            opening: framing.opening(&state, starting_cursor.as_ref()),
+            state,
+            subscription,
+            framing,
+        })
+    }
+
+    /// The frames to send next, at least one; `None` when the stream ends
+    /// (server shutdown, or a store failure).
+    pub(crate) async fn next_frames(&mut self) -> Option<Vec<Bytes>> {
         if let Some(opening) = self.opening.take() {
-            return Some(opening);
-        }
-        if let Some(item) = self.in_hand.pop_front() {
-            return Some(self.frame(&item));
+            return Some(vec![opening]);
         }
         let limit = BatchLimit {
             messages: self.state.config.batch_messages,
@@ -156,21 +173,20 @@ impl Live {
             _ = self.state.shutdown.cancelled() => None,
             batch = self.subscription.next_batch(limit) => match batch {
                 Ok(items) => {
+                    let frames: Vec<Bytes> = items.iter().map(|item| self.frame(item)).collect();
                     let messages = items
                         .iter()
                         .filter(|item| matches!(item, Item::Message(_)))
                         .count();
                     self.state.metrics.delivered(self.framing.transport(), messages);
-                    self.in_hand = items.into();
-                    let first = self.in_hand.pop_front()?;
-                    Some(self.frame(&first))
+                    Some(frames)
                 }
                 Err(error) => {
                     tracing::warn!(%error, "ending a stream: the store failed");
                     None
                 }
             },
-            _ = tokio::time::sleep(heartbeat) => Some(self.framing.heartbeat()),
+            _ = tokio::time::sleep(heartbeat) => Some(vec![self.framing.heartbeat()]),
         }
     }
 

@@ -5,12 +5,17 @@
 //! - [`ndjson`]: HTTP streaming, one JSON object per line;
 //! - [`sse`]: Server-Sent Events.
 //!
+//! The two streams are usually served without the router at all: `socket`
+//! takes a connection whose first request opens one and writes the stream
+//! straight to it, with no HTTP machinery held per subscriber.
+//!
 //! All of them accept the same channel lists and resume rules
 //! (`crate::params`), and all deliver the same shared, pre-encoded frames.
 
 pub(crate) mod live;
 pub mod ndjson;
 pub mod poll;
+pub(crate) mod socket;
 pub mod sse;
 
 use axum::extract::Path;
@@ -22,18 +27,25 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::params::{Query, Subscribe};
 
-/// Validates a subscription request and opens the subscription.
-pub(crate) async fn open(
-    state: &AppState,
+/// The channel list of a route's `{channels}` segment.
+pub(crate) fn channel_list(
     channels: Result<Path<String>, PathRejection>,
-    query: Option<&str>,
-    headers: &HeaderMap,
-) -> Result<(Subscribe, Subscription), ApiError> {
+) -> Result<String, ApiError> {
     let Path(channels) = channels.map_err(|_| {
         ApiError::bad_request("invalid_channel", "the channel list is not valid UTF-8")
     })?;
+    Ok(channels)
+}
+
+/// Validates a subscription request and opens the subscription.
+pub(crate) async fn open(
+    state: &AppState,
+    channels: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(Subscribe, Subscription), ApiError> {
     let query = Query::parse(query)?;
-    let request = Subscribe::parse(&channels, &query, headers, &state.config)?;
+    let request = Subscribe::parse(channels, &query, headers, &state.config)?;
     let subscription = state
         .hub
         .subscribe(&request.channels, request.start.clone())

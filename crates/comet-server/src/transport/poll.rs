@@ -17,7 +17,7 @@ use http::{HeaderMap, header};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::Transport;
-use crate::transport::open;
+use crate::transport::{channel_list, open};
 
 /// Answers a short or long poll.
 pub(crate) async fn poll(
@@ -26,7 +26,8 @@ pub(crate) async fn poll(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (request, mut subscription) = open(&state, channels, query.as_deref(), &headers).await?;
+    let (request, mut subscription) =
+        open(&state, &channel_list(channels)?, query.as_deref(), &headers).await?;
     let long = !request.wait.is_zero();
     let transport = if long {
         Transport::LongPoll
