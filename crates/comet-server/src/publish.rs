@@ -27,10 +27,27 @@ pub(crate) async fn publish(
     let Path(channel) = channel.map_err(|_| {
         ApiError::bad_request("invalid_channel", "the channel name is not valid UTF-8")
     })?;
-    let channel = channel_name(&channel)?;
-    let query = Query::parse(query.as_deref())?;
-    let event = event_type(&query)?;
     let body = read_body(body, &headers, state.config.max_body_bytes).await?;
+    let answer = answer(&state, &channel, query.as_deref(), body).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer,
+    )
+        .into_response())
+}
+
+/// Publishes `body` to `channel` (a path segment, decoded) with the
+/// request's `query`; the JSON answer of a `201 Created`.
+pub(crate) async fn answer(
+    state: &AppState,
+    channel: &str,
+    query: Option<&str>,
+    body: Bytes,
+) -> Result<Bytes, ApiError> {
+    let channel = channel_name(channel)?;
+    let query = Query::parse(query)?;
+    let event = event_type(&query)?;
     let data = Data::from_utf8(body).map_err(|error| {
         ApiError::bad_request(
             "invalid_data",
@@ -43,22 +60,20 @@ pub(crate) async fn publish(
         "id": published.message.id().to_string(),
         "subscribers": published.subscribers,
     });
-    Ok((
-        StatusCode::CREATED,
-        [(header::CONTENT_TYPE, "application/json")],
-        answer.to_string(),
+    Ok(Bytes::from(answer.to_string()))
+}
+
+/// The payload-too-large answer for a body over `limit` bytes.
+pub(crate) fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the message body exceeds the limit of {limit} bytes"),
     )
-        .into_response())
 }
 
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the message body exceeds the limit of {limit} bytes"),
-        )
-    };
+    let too_large = || too_large(limit);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -1,11 +1,11 @@
-//! Reading a connection's first request head ourselves, so that the errors
-//! hyper would answer with a bare status or a silent close get a JSON
-//! answer instead: a head that is too slow (408), too large (431) or not
-//! HTTP (400). What was read is handed to hyper unchanged.
+//! Reading request heads ourselves, so that the errors hyper would answer
+//! with a bare status or a silent close get a JSON answer instead: a head
+//! that is too slow (408), too large (431) or not HTTP (400). Requests the
+//! direct path does not serve are handed to hyper unchanged.
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -18,35 +18,39 @@ pub(crate) enum HeadError {
     Malformed(String),
 }
 
-/// Reads until the first request head is complete. `Ok(None)`: the client
-/// closed, or sent nothing before the timeout (an idle pre-connection), and
-/// the connection should just be closed.
+/// Reads until `buffer` starts with a complete request head (it may
+/// already hold one, or part of one: bytes left over from the previous
+/// request). Returns the head's length. `Ok(None)`: the client closed, or
+/// sent nothing before the timeout (an idle connection), and the
+/// connection should just be closed.
 pub(crate) async fn read(
     stream: &mut TcpStream,
+    buffer: &mut BytesMut,
     timeout: Duration,
     max_bytes: usize,
-) -> Result<Option<Bytes>, HeadError> {
-    let mut buffer = BytesMut::with_capacity(1024);
+) -> Result<Option<usize>, HeadError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
+        if !buffer.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut request = httparse::Request::new(&mut headers);
+            match request.parse(buffer) {
+                Ok(httparse::Status::Complete(length)) => return Ok(Some(length)),
+                Ok(httparse::Status::Partial) => {}
+                Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+                Err(error) => return Err(HeadError::Malformed(error.to_string())),
+            }
+        }
         if buffer.len() >= max_bytes {
             return Err(HeadError::TooLarge);
         }
         buffer.reserve(1024.min(max_bytes - buffer.len()).max(1));
-        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buffer)).await;
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(buffer)).await;
         match read {
             Err(_) if buffer.is_empty() => return Ok(None),
             Err(_) => return Err(HeadError::Timeout),
             Ok(Err(_)) | Ok(Ok(0)) => return Ok(None),
             Ok(Ok(_)) => {}
-        }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buffer) {
-            Ok(httparse::Status::Complete(_)) => return Ok(Some(buffer.freeze())),
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-            Err(error) => return Err(HeadError::Malformed(error.to_string())),
         }
     }
 }

@@ -1,15 +1,16 @@
 //! Accepting connections and running HTTP/1.1 on them.
 //!
-//! Around the router, each connection gets:
+//! Each connection gets:
 //! - a place under the connection cap, or a `503 too_many_connections`
 //!   answer and a close;
-//! - its first request head read here, under the header timeout and size
-//!   limit, so a slow, oversized or non-HTTP first request gets a JSON error
-//!   (408, 431, 400) instead of a silent close (see `head`); later
-//!   requests on a keep-alive connection are timed by hyper, which closes
-//!   an idle connection after the same timeout;
-//! - a first request that opens an SSE or NDJSON stream served straight on
-//!   the socket, without hyper (`crate::transport::socket`);
+//! - the direct path (`direct`): request heads read here, under the header
+//!   timeout and size limit, so a slow, oversized or non-HTTP head gets a
+//!   JSON error (408, 431, 400) instead of a silent close (`head`); the hot
+//!   routes (publish, poll, streams) answered without hyper on a keep-alive
+//!   loop;
+//! - from the first request that needs anything else, hyper and the router
+//!   for the rest of the connection; hyper then times later request heads
+//!   and closes an idle connection after the same timeout;
 //! - a write timeout: a client that accepts no bytes for that long while
 //!   the server has bytes for it is disconnected (see `io`).
 //!
@@ -17,10 +18,9 @@
 //! token ends open streams and held polls, then connections get the grace
 //! period to finish.
 
+mod direct;
 mod head;
 mod io;
-
-pub(crate) use head::MAX_HEADERS;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,7 +39,6 @@ use tokio_util::task::TaskTracker;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::ConnectionRefusal;
-use crate::transport::socket;
 use head::HeadError;
 
 pub(crate) async fn serve(
@@ -87,34 +86,13 @@ pub(crate) async fn serve(
         let task = async move {
             let _place = place;
             let _counted = state.metrics.connection();
-            let mut stream = stream;
-            let config = &state.config;
-            let reading = head::read(
-                &mut stream,
-                config.header_read_timeout,
-                config.max_head_bytes,
-            );
-            let first_head = tokio::select! {
-                read = reading => read,
-                () = state.shutdown.cancelled() => return,
-            };
-            let first_head = match first_head {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => return,
-                Err(error) => {
-                    let (refusal, api_error) = error.answer(config);
-                    state.metrics.refused(refusal);
-                    Box::pin(refuse(stream, api_error)).await;
-                    return;
-                }
-            };
-            let (stream, first_head) = match socket::serve(stream, first_head, &state).await {
-                socket::Outcome::Served => return,
-                socket::Outcome::Declined(stream, first_head) => (stream, first_head),
+            let (stream, unanswered) = match direct::serve(stream, &state).await {
+                direct::Outcome::Done => return,
+                direct::Outcome::Router(stream, unanswered) => (stream, unanswered),
             };
             // Boxed: a connection on the path above never pays for the
             // size of hyper's connection state in its task.
-            Box::pin(serve_http(stream, first_head, router, &state)).await;
+            Box::pin(serve_http(stream, unanswered.freeze(), router, &state)).await;
         };
         connections.spawn(task);
     }
@@ -130,11 +108,11 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-/// Runs HTTP/1.1 through the router on a connection whose first request
-/// head `first_head` was already read.
-async fn serve_http(stream: TcpStream, first_head: Bytes, router: Router, state: &AppState) {
+/// Runs HTTP/1.1 through the router on a connection; `unanswered` was read
+/// from it already and starts with a request head.
+async fn serve_http(stream: TcpStream, unanswered: Bytes, router: Router, state: &AppState) {
     let config = &state.config;
-    let io = io::ConnectionIo::new(stream, first_head, config.write_timeout, state.clone());
+    let io = io::ConnectionIo::new(stream, unanswered, config.write_timeout, state.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)

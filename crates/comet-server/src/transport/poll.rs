@@ -10,6 +10,7 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use comet_hub::{BatchLimit, Item};
 use comet_protocol::json::PollBody;
 use http::{HeaderMap, header};
@@ -26,8 +27,25 @@ pub(crate) async fn poll(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (request, mut subscription) =
-        open(&state, &channel_list(channels)?, query.as_deref(), &headers).await?;
+    let body = answer(&state, &channel_list(channels)?, query.as_deref(), &headers).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The JSON answer to a poll of `channels` (a path segment, decoded).
+pub(crate) async fn answer(
+    state: &AppState,
+    channels: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Bytes, ApiError> {
+    let (request, mut subscription) = open(state, channels, query, headers).await?;
     let long = !request.wait.is_zero();
     let transport = if long {
         Transport::LongPoll
@@ -72,12 +90,5 @@ pub(crate) async fn poll(
         (None, true, _) | (None, false, None) => subscription.cursor().to_string(),
         (None, false, Some((_, given))) => given,
     };
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        body.finish(&cursor),
-    )
-        .into_response())
+    Ok(body.finish(&cursor))
 }

@@ -1,20 +1,17 @@
-//! SSE and NDJSON streams written straight to the connection.
+//! SSE and NDJSON streams written straight to the connection, and the
+//! writing both direct paths share.
 //!
 //! A stream is the one response its connection will ever carry, and it may
 //! stay open for days. Served through hyper, each one keeps hyper's read and
 //! write buffers and the router's request machinery for its whole life
-//! (about 18 KB per idle subscriber). So when a connection's first request
-//! is a plain `GET /sse/…` or `GET /stream/…`, it is taken here instead: the
-//! subscription opens, the response head is written by hand, and the loop
-//! writes each batch as one chunk with a single vectored write of the shared
-//! frames. Between batches a connection holds its subscription and a few
+//! (about 18 KB per idle subscriber). So a plain `GET /sse/…` or
+//! `GET /stream/…` is served here instead: the response head is written by
+//! hand, and the loop writes each batch as one chunk with a single vectored
+//! write of the shared frames. Between batches a connection holds its subscription and a few
 //! hundred bytes of task state, no buffer.
 //!
-//! Everything unusual is left to the router, which answers it exactly as
-//! before (the head is handed back unread): other methods and routes,
-//! HTTP/1.0, a body, percent-encoded channel lists, a foreign origin the
-//! policy refuses, and any request the subscription refuses (the router
-//! then answers the same error).
+//! Which requests take this path is decided in `crate::connection::direct`;
+//! everything unusual is left to the router, which frames streams the same.
 //!
 //! The response is chunked HTTP/1.1, like the router's, and ends with the
 //! last chunk at shutdown. The write timeout applies as everywhere: a
@@ -25,109 +22,14 @@ use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http::HeaderValue;
 use tokio::net::TcpStream;
 
 use crate::AppState;
-use crate::connection::MAX_HEADERS;
-use crate::cors::{self, Verdict};
 use crate::transport::live::{Framing, Live};
 
-/// What became of a connection offered to [`serve`].
-pub(crate) enum Outcome {
-    /// The stream was served to its end; the connection is closed.
-    Served,
-    /// Not a request for this path: the connection and its unread head,
-    /// for the router.
-    Declined(TcpStream, Bytes),
-}
-
-/// Serves the connection's first request, with head `head`, if it opens
-/// a stream.
-pub(crate) async fn serve(stream: TcpStream, head: Bytes, state: &AppState) -> Outcome {
-    let Some(request) = StreamRequest::parse(&head, state) else {
-        return Outcome::Declined(stream, head);
-    };
-    let opened = Box::pin(Live::open(
-        state.clone(),
-        &request.channels,
-        request.query.as_deref(),
-        &request.headers,
-        request.framing,
-    ))
-    .await;
-    let Ok(live) = opened else {
-        return Outcome::Declined(stream, head);
-    };
-    let response_head = response_head(request.framing, request.allow_origin.as_ref());
-    drop(request);
-    drop(head);
-    stream_to(stream, live, response_head, state).await;
-    Outcome::Served
-}
-
-/// A first request this path takes.
-struct StreamRequest {
-    framing: Framing,
-    channels: String,
-    query: Option<String>,
-    headers: HeaderMap,
-    allow_origin: Option<HeaderValue>,
-}
-
-impl StreamRequest {
-    fn parse(head: &[u8], state: &AppState) -> Option<Self> {
-        let mut parsed_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut parsed_headers);
-        let httparse::Status::Complete(_) = request.parse(head).ok()? else {
-            return None;
-        };
-        if request.method != Some("GET") || request.version != Some(1) {
-            return None;
-        }
-        let target = request.path?;
-        let (framing, rest) = if let Some(rest) = target.strip_prefix("/sse/") {
-            (Framing::Sse, rest)
-        } else if let Some(rest) = target.strip_prefix("/stream/") {
-            (Framing::Ndjson, rest)
-        } else {
-            return None;
-        };
-        let (channels, query) = match rest.split_once('?') {
-            Some((channels, query)) => (channels, Some(query.to_string())),
-            None => (rest, None),
-        };
-        if channels.is_empty() || channels.contains(['/', '%', '#']) {
-            return None;
-        }
-        let mut headers = HeaderMap::with_capacity(request.headers.len());
-        for parsed in request.headers.iter() {
-            let name = HeaderName::from_bytes(parsed.name.as_bytes()).ok()?;
-            let value = HeaderValue::from_bytes(parsed.value).ok()?;
-            let carries_body = (name == header::CONTENT_LENGTH && value != "0")
-                || name == header::TRANSFER_ENCODING;
-            if carries_body || name == header::UPGRADE || name == header::EXPECT {
-                return None;
-            }
-            headers.append(name, value);
-        }
-        let allow_origin = match cors::judge(&state.config.cors, &headers) {
-            Verdict::Plain => None,
-            Verdict::Allowed(origin) => Some(origin),
-            Verdict::Refused(_) => return None,
-        };
-        Some(Self {
-            framing,
-            channels: channels.to_string(),
-            query,
-            headers,
-            allow_origin,
-        })
-    }
-}
-
 /// The response head: the router's headers for a stream, chunked.
-fn response_head(framing: Framing, allow_origin: Option<&HeaderValue>) -> Vec<u8> {
+pub(crate) fn response_head(framing: Framing, allow_origin: Option<&HeaderValue>) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: ");
     head.extend_from_slice(framing.content_type().as_bytes());
@@ -138,14 +40,19 @@ fn response_head(framing: Framing, allow_origin: Option<&HeaderValue>) -> Vec<u8
         head.extend_from_slice(b"\r\nvary: origin\r\n");
     }
     head.extend_from_slice(b"transfer-encoding: chunked\r\ndate: ");
-    head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    http_date(|date| head.extend_from_slice(date.as_bytes()));
     head.extend_from_slice(b"\r\n\r\n");
     head
 }
 
 /// Writes the stream until it ends, the client leaves, or the client
 /// accepts nothing for the write timeout.
-async fn stream_to(stream: TcpStream, mut live: Live, response_head: Vec<u8>, state: &AppState) {
+pub(crate) async fn stream_to(
+    stream: TcpStream,
+    mut live: Live,
+    response_head: Vec<u8>,
+    state: &AppState,
+) {
     let timeout = state.config.write_timeout;
     let mut unsent_head = response_head;
     loop {
@@ -157,17 +64,39 @@ async fn stream_to(stream: TcpStream, mut live: Live, response_head: Vec<u8>, st
         let Some(frames) = frames else {
             // The stream ended: the last chunk, so clients see a complete
             // response rather than a cut one.
-            let _ = send(&stream, &[&unsent_head, b"0\r\n\r\n"], &[], timeout, state).await;
+            let last: &[&[u8]] = &[&unsent_head, b"0\r\n\r\n"];
+            let _ = send(&stream, last, &[], b"", timeout, state).await;
             return;
         };
         let size: usize = frames.iter().map(Bytes::len).sum();
         let size_line = format!("{size:x}\r\n");
         let lead: [&[u8]; 2] = [&unsent_head, size_line.as_bytes()];
-        if send(&stream, &lead, &frames, timeout, state).await.is_err() {
+        if send(&stream, &lead, &frames, b"\r\n", timeout, state)
+            .await
+            .is_err()
+        {
             return;
         }
         unsent_head = Vec::new();
     }
+}
+
+/// Calls `write` with the current HTTP date (formatted once a second).
+pub(crate) fn http_date(write: impl FnOnce(&str)) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    DATE.with_borrow_mut(|(cached_second, text)| {
+        if *cached_second != second || text.is_empty() {
+            *cached_second = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        write(text);
+    });
 }
 
 /// Resolves when the client has closed its side (or the socket failed).
@@ -188,17 +117,16 @@ async fn client_gone(stream: &TcpStream) {
     }
 }
 
-/// Writes `lead`, then `frames` as the body of one chunk (its size line is
-/// the last of `lead`, its closing CRLF is added here), as few vectored
-/// writes as the socket allows.
-async fn send(
+/// Writes `lead`, `frames` and `tail`, in as few vectored writes as the
+/// socket allows; a client that accepts nothing for `timeout` is given up.
+pub(crate) async fn send(
     stream: &TcpStream,
     lead: &[&[u8]],
     frames: &[Bytes],
+    tail: &[u8],
     timeout: Duration,
     state: &AppState,
 ) -> io::Result<()> {
-    let tail: &[u8] = if frames.is_empty() { b"" } else { b"\r\n" };
     let segments = || {
         lead.iter()
             .copied()

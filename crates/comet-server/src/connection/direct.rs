@@ -1,0 +1,315 @@
+//! The direct path: HTTP/1.1 for the hot routes, without hyper or the
+//! router.
+//!
+//! Publishing, polling and opening streams are nearly all a push server
+//! does, and through hyper and the router each request pays for generic
+//! machinery (buffers, a boxed service call, header maps built twice). So
+//! each connection starts here: request heads are read by `head`, and a
+//! plain `POST /pub/{channel}`, `GET /poll/{channels}`, `GET /sse/{channels}`
+//! or `GET /stream/{channels}` is answered directly, calling the same
+//! functions the router's handlers call, on a keep-alive loop. Streams
+//! continue in `crate::transport::socket`.
+//!
+//! The first request that is anything else (another route or method,
+//! HTTP/1.0, a chunked or oversized body, `Expect`, an upgrade, a
+//! percent-encoded path, a foreign origin the policy refuses) hands the
+//! connection, with everything read and not yet answered, to hyper for the
+//! rest of its life; the router answers it exactly as it always did. A
+//! stream whose subscription is refused is handed over the same way, so the
+//! router answers the error. Errors of polls and publishes are answered
+//! here, as JSON, and the connection stays open.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::head::{self, MAX_HEADERS};
+use super::refuse;
+use crate::AppState;
+use crate::cors::{self, Verdict};
+use crate::publish;
+use crate::transport::live::{Framing, Live};
+use crate::transport::{poll, socket};
+
+/// What became of a connection.
+pub(crate) enum Outcome {
+    /// Served to its end; nothing is left to do.
+    Done,
+    /// A request for the router: the connection and what was read of it,
+    /// starting with that request's head.
+    Router(TcpStream, BytesMut),
+}
+
+/// The routes served here.
+enum Route {
+    Stream(Framing),
+    Poll,
+    Publish { length: usize },
+}
+
+/// A request served here.
+struct Request {
+    route: Route,
+    /// The route's one path segment: the channel or channel list.
+    target: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    allow_origin: Option<HeaderValue>,
+    keep_alive: bool,
+}
+
+/// Serves `stream` until it closes or needs the router.
+pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
+    let config = &state.config;
+    let mut buffer = BytesMut::new();
+    loop {
+        let reading = head::read(
+            &mut stream,
+            &mut buffer,
+            config.header_read_timeout,
+            config.max_head_bytes,
+        );
+        let head_length = tokio::select! {
+            read = reading => read,
+            () = state.shutdown.cancelled() => return Outcome::Done,
+        };
+        let head_length = match head_length {
+            Ok(Some(length)) => length,
+            Ok(None) => return Outcome::Done,
+            Err(error) => {
+                let (refusal, api_error) = error.answer(config);
+                state.metrics.refused(refusal);
+                Box::pin(refuse(stream, api_error)).await;
+                return Outcome::Done;
+            }
+        };
+        let Some(request) = Request::parse(&buffer[..head_length], state) else {
+            return Outcome::Router(stream, buffer);
+        };
+        let (status, body, cache_control) = match request.route {
+            Route::Stream(framing) => {
+                let opened = Box::pin(Live::open(
+                    state.clone(),
+                    &request.target,
+                    request.query.as_deref(),
+                    &request.headers,
+                    framing,
+                ))
+                .await;
+                let Ok(live) = opened else {
+                    return Outcome::Router(stream, buffer);
+                };
+                let response_head = socket::response_head(framing, request.allow_origin.as_ref());
+                drop(request);
+                drop(buffer);
+                socket::stream_to(stream, live, response_head, state).await;
+                return Outcome::Done;
+            }
+            Route::Poll => {
+                buffer.advance(head_length);
+                let answering = Box::pin(poll::answer(
+                    state,
+                    &request.target,
+                    request.query.as_deref(),
+                    &request.headers,
+                ));
+                let answer = tokio::select! {
+                    biased;
+                    answer = answering => answer,
+                    () = hung_up(&stream) => return Outcome::Done,
+                };
+                (StatusCode::OK, answer, "cache-control: no-store\r\n")
+            }
+            Route::Publish { length } => {
+                if length > config.max_body_bytes {
+                    // The router answers 413 before reading the body.
+                    return Outcome::Router(stream, buffer);
+                }
+                let whole = head_length + length;
+                if !read_to(&mut stream, &mut buffer, whole, config.header_read_timeout).await {
+                    return Outcome::Done;
+                }
+                buffer.advance(head_length);
+                let body = buffer.split_to(length).freeze();
+                let answer = Box::pin(publish::answer(
+                    state,
+                    &request.target,
+                    request.query.as_deref(),
+                    body,
+                ))
+                .await;
+                (StatusCode::CREATED, answer, "")
+            }
+        };
+        let keep_alive = request.keep_alive && !state.shutdown.is_cancelled();
+        let (status, body) = match body {
+            Ok(body) => (status, body),
+            Err(error) => (error.status, error.body()),
+        };
+        let head = answer_head(
+            status,
+            body.len(),
+            cache_control,
+            request.allow_origin.as_ref(),
+            keep_alive,
+        );
+        let sent = socket::send(
+            &stream,
+            &[head.as_bytes()],
+            &[body],
+            b"",
+            config.write_timeout,
+            state,
+        )
+        .await;
+        if sent.is_err() || !keep_alive {
+            return Outcome::Done;
+        }
+        if buffer.is_empty() {
+            // Nothing of the next request yet: hold no buffer while idle.
+            buffer = BytesMut::new();
+        }
+    }
+}
+
+impl Request {
+    fn parse(head: &[u8], state: &AppState) -> Option<Self> {
+        let mut parsed_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut parsed_headers);
+        let httparse::Status::Complete(_) = parsed.parse(head).ok()? else {
+            return None;
+        };
+        if parsed.version != Some(1) {
+            return None;
+        }
+        let path = parsed.path?;
+        let (route_prefix, rest) = match parsed.method? {
+            "GET" => [("/sse/", 0), ("/stream/", 1), ("/poll/", 2)]
+                .into_iter()
+                .find_map(|(prefix, index)| Some((index, path.strip_prefix(prefix)?)))?,
+            "POST" => (3, path.strip_prefix("/pub/")?),
+            _ => return None,
+        };
+        let (target, query) = match rest.split_once('?') {
+            Some((target, query)) => (target, Some(query.to_string())),
+            None => (rest, None),
+        };
+        if target.is_empty() || target.contains(['/', '%', '#']) {
+            return None;
+        }
+        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        let mut length = 0;
+        let mut keep_alive = true;
+        for field in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+            let value = HeaderValue::from_bytes(field.value).ok()?;
+            if name == header::CONTENT_LENGTH {
+                // Exactly one plain decimal length, or the router decides.
+                if headers.contains_key(header::CONTENT_LENGTH)
+                    || value.is_empty()
+                    || !value.as_bytes().iter().all(u8::is_ascii_digit)
+                {
+                    return None;
+                }
+                length = value.to_str().ok()?.parse::<usize>().ok()?;
+            } else if name == header::TRANSFER_ENCODING
+                || name == header::UPGRADE
+                || name == header::EXPECT
+            {
+                return None;
+            } else if name == header::CONNECTION
+                && value
+                    .to_str()
+                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+            {
+                keep_alive = false;
+            }
+            headers.append(name, value);
+        }
+        let route = match route_prefix {
+            0 => Route::Stream(Framing::Sse),
+            1 => Route::Stream(Framing::Ndjson),
+            2 => Route::Poll,
+            _ => Route::Publish { length },
+        };
+        if length > 0 && !matches!(route, Route::Publish { .. }) {
+            return None;
+        }
+        let allow_origin = match cors::judge(&state.config.cors, &headers) {
+            Verdict::Plain => None,
+            Verdict::Allowed(origin) => Some(origin),
+            Verdict::Refused(_) => return None,
+        };
+        Some(Self {
+            route,
+            target: target.to_string(),
+            query,
+            headers,
+            allow_origin,
+            keep_alive,
+        })
+    }
+}
+
+/// The head of a JSON answer.
+fn answer_head(
+    status: StatusCode,
+    length: usize,
+    cache_control: &str,
+    allow_origin: Option<&HeaderValue>,
+    keep_alive: bool,
+) -> String {
+    use std::fmt::Write;
+    let mut head = String::with_capacity(256);
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n{cache_control}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Unknown")
+    );
+    if let Some(origin) = allow_origin.and_then(|origin| origin.to_str().ok()) {
+        let _ = write!(
+            head,
+            "access-control-allow-origin: {origin}\r\nvary: origin\r\n"
+        );
+    }
+    if !keep_alive {
+        head.push_str("connection: close\r\n");
+    }
+    let _ = write!(head, "content-length: {length}\r\ndate: ");
+    socket::http_date(|date| head.push_str(date));
+    head.push_str("\r\n\r\n");
+    head
+}
+
+/// Reads until `buffer` holds `length` bytes; false if the client closed
+/// or sent nothing for `idle`.
+async fn read_to(
+    stream: &mut TcpStream,
+    buffer: &mut BytesMut,
+    length: usize,
+    idle: Duration,
+) -> bool {
+    while buffer.len() < length {
+        buffer.reserve(length - buffer.len());
+        match tokio::time::timeout(idle, stream.read_buf(buffer)).await {
+            Ok(Ok(read)) if read > 0 => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Resolves when the client closes while its request is being answered.
+/// If it sends more meanwhile (a pipelined request), that waits for its
+/// turn and this never resolves.
+async fn hung_up(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match stream.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
