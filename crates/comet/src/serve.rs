@@ -18,7 +18,17 @@ use crate::cli::ServeArgs;
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     install_logging();
     let (retention, hub_config, server_config) = validate(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match args.worker_threads.map(std::num::NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = threads {
+                builder.worker_threads(threads);
+            }
+            builder
+        }
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;

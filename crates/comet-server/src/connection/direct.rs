@@ -116,11 +116,7 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
                     request.query.as_deref(),
                     &request.headers,
                 ));
-                let answer = tokio::select! {
-                    biased;
-                    answer = answering => answer,
-                    () = hung_up(&stream) => return Outcome::Done,
-                };
+                let answer = answering.await;
                 (StatusCode::OK, answer, "cache-control: no-store\r\n")
             }
             Route::Publish { length } => {
@@ -301,15 +297,4 @@ async fn read_to(
         }
     }
     true
-}
-
-/// Resolves when the client closes while its request is being answered.
-/// If it sends more meanwhile (a pipelined request), that waits for its
-/// turn and this never resolves.
-async fn hung_up(stream: &TcpStream) {
-    let mut probe = [0u8; 1];
-    match stream.peek(&mut probe).await {
-        Ok(0) | Err(_) => {}
-        Ok(_) => std::future::pending().await,
-    }
 }

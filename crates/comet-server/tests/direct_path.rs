@@ -1,11 +1,12 @@
-//! Streams are served straight on the socket when a connection's first
-//! request opens one, and through the router otherwise. Both must look the
-//! same to a client; the socket path must notice a client leaving and
-//! ignore whatever a client sends after its request.
+//! Publishes, polls and streams are served on a direct path, everything
+//! else (and anything unusual about those) through the router. Both must
+//! look the same to a client, one keep-alive connection may move from the
+//! first to the second, a stream must notice its client leaving, and bytes
+//! a client sends after a stream request are ignored.
 
 use std::time::Duration;
 
-use comet_testkit::raw::{chunked_body, connect};
+use comet_testkit::raw::{chunked_body, connect, read_response};
 use comet_testkit::{TestServer, client, publish, wait_for_metric, within};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -167,5 +168,103 @@ async fn bytes_sent_after_the_request_are_ignored() {
     assert!(
         !text.contains("\"status\""),
         "the pipelined request was answered"
+    );
+}
+
+/// One request on an open connection; its response.
+async fn ask(stream: &mut TcpStream, request: &str) -> comet_testkit::raw::RawResponse {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_response(stream).await
+}
+
+fn post(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: comet\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn one_connection_moves_from_the_direct_path_to_the_router() {
+    let server = TestServer::start();
+    let mut stream = connect(server.address()).await;
+    let published = ask(&mut stream, &post("/pub/k", "first")).await;
+    assert_eq!(published.status, 201, "{published:?}");
+    assert_eq!(
+        published.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    let id = published.json()["id"].as_str().unwrap().to_string();
+
+    // An error on the direct path is JSON, and the connection stays.
+    let refused = ask(&mut stream, &post("/pub/bad%20name", "x")).await;
+    assert_eq!(refused.status, 400);
+    let refused = ask(&mut stream, &post("/pub/k?event=comet-x", "x")).await;
+    assert_eq!(refused.error_code(), "reserved_event", "{refused:?}");
+
+    let polled = ask(
+        &mut stream,
+        "GET /poll/k?backlog=5 HTTP/1.1\r\nhost: comet\r\n\r\n",
+    )
+    .await;
+    assert_eq!(polled.status, 200, "{polled:?}");
+    assert_eq!(polled.header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(polled.json()["messages"][0]["id"], id.as_str());
+
+    // A route of the router: the rest of the connection goes there.
+    let inspected = ask(
+        &mut stream,
+        "GET /channels/k HTTP/1.1\r\nhost: comet\r\n\r\n",
+    )
+    .await;
+    assert_eq!(inspected.status, 200, "{inspected:?}");
+    let again = ask(&mut stream, &post("/pub/k", "second")).await;
+    assert_eq!(again.status, 201, "{again:?}");
+    let polled = ask(
+        &mut stream,
+        &format!(
+            "GET /poll/k?since={} HTTP/1.1\r\nhost: comet\r\n\r\n",
+            comet_testkit::encode(&id)
+        ),
+    )
+    .await;
+    assert_eq!(polled.json()["messages"][0]["data"], "second");
+}
+
+#[tokio::test]
+async fn a_body_arriving_in_pieces_is_published_whole() {
+    let server = TestServer::start();
+    let http = client();
+    let mut stream = connect(server.address()).await;
+    let data = "x".repeat(100_000);
+    let request = post("/pub/pieces", &data);
+    let (head, body) = request.split_at(request.len() - data.len());
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    for piece in body.as_bytes().chunks(7_001) {
+        stream.write_all(piece).await.unwrap();
+        stream.flush().await.unwrap();
+    }
+    let published = read_response(&mut stream).await;
+    assert_eq!(published.status, 201, "{published:?}");
+    let polled = comet_testkit::get_json(&http, &server.url("/poll/pieces?backlog=1")).await;
+    assert_eq!(
+        polled["messages"][0]["data"].as_str().unwrap().len(),
+        data.len()
+    );
+}
+
+#[tokio::test]
+async fn connection_close_is_honoured() {
+    let server = TestServer::start();
+    let mut stream = connect(server.address()).await;
+    let request =
+        "POST /pub/c HTTP/1.1\r\nhost: comet\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx";
+    let published = ask(&mut stream, request).await;
+    assert_eq!(published.status, 201);
+    assert_eq!(published.header("connection").as_deref(), Some("close"));
+    assert!(
+        comet_testkit::raw::closes_within(&mut stream, comet_testkit::TIMEOUT).await,
+        "the server kept the connection open"
     );
 }
