@@ -60,20 +60,7 @@ impl ServerProcess {
 
     /// Resident memory of the process, in bytes (from `/proc`).
     pub fn resident_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc/PID/status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|kib| kib * 1024)
-            .expect("VmRSS in /proc/PID/status")
+        comet_bench::idle::resident_bytes(self.pid()).expect("VmRSS in /proc/PID/status")
     }
 
     /// Sends a signal (by number) with `kill`.

@@ -26,10 +26,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::head::{self, MAX_HEADERS};
-use super::refuse;
+use super::head;
 use crate::AppState;
 use crate::cors::{self, Verdict};
+use crate::error::ApiError;
 use crate::publish;
 use crate::transport::live::{Framing, Live};
 use crate::transport::{poll, socket};
@@ -38,6 +38,12 @@ use crate::transport::{poll, socket};
 pub(crate) enum Outcome {
     /// Served to its end; nothing is left to do.
     Done,
+    /// A stream, opened and ready to be written to the end with
+    /// `transport::socket::stream_to` (the connection answers nothing else).
+    Stream(TcpStream, Live, Vec<u8>),
+    /// A request head that is too slow, too large or not HTTP: answer this
+    /// error and close.
+    Refused(TcpStream, ApiError),
     /// A request for the router: the connection and what was read of it,
     /// starting with that request's head.
     Router(TcpStream, BytesMut),
@@ -71,22 +77,22 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
             &mut buffer,
             config.header_read_timeout,
             config.max_head_bytes,
+            |parsed, length| (length, Request::from_parsed(parsed, state)),
         );
-        let head_length = tokio::select! {
+        let read = tokio::select! {
             read = reading => read,
             () = state.shutdown.cancelled() => return Outcome::Done,
         };
-        let head_length = match head_length {
-            Ok(Some(length)) => length,
+        let (head_length, request) = match read {
+            Ok(Some(head)) => head,
             Ok(None) => return Outcome::Done,
             Err(error) => {
                 let (refusal, api_error) = error.answer(config);
                 state.metrics.refused(refusal);
-                Box::pin(refuse(stream, api_error)).await;
-                return Outcome::Done;
+                return Outcome::Refused(stream, api_error);
             }
         };
-        let Some(request) = Request::parse(&buffer[..head_length], state) else {
+        let Some(request) = request else {
             return Outcome::Router(stream, buffer);
         };
         let (status, body, cache_control) = match request.route {
@@ -103,10 +109,7 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
                     return Outcome::Router(stream, buffer);
                 };
                 let response_head = socket::response_head(framing, request.allow_origin.as_ref());
-                drop(request);
-                drop(buffer);
-                socket::stream_to(stream, live, response_head, state).await;
-                return Outcome::Done;
+                return Outcome::Stream(stream, live, response_head);
             }
             Route::Poll => {
                 buffer.advance(head_length);
@@ -172,21 +175,24 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
 }
 
 impl Request {
-    fn parse(head: &[u8], state: &AppState) -> Option<Self> {
-        let mut parsed_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut parsed_headers);
-        let httparse::Status::Complete(_) = parsed.parse(head).ok()? else {
-            return None;
-        };
+    /// The request if it is one for this path; `None` leaves it to the
+    /// router.
+    fn from_parsed(parsed: &httparse::Request<'_, '_>, state: &AppState) -> Option<Self> {
         if parsed.version != Some(1) {
             return None;
         }
         let path = parsed.path?;
-        let (route_prefix, rest) = match parsed.method? {
-            "GET" => [("/sse/", 0), ("/stream/", 1), ("/poll/", 2)]
-                .into_iter()
-                .find_map(|(prefix, index)| Some((index, path.strip_prefix(prefix)?)))?,
-            "POST" => (3, path.strip_prefix("/pub/")?),
+        let (mut route, rest) = match parsed.method? {
+            "GET" => {
+                if let Some(rest) = path.strip_prefix("/sse/") {
+                    (Route::Stream(Framing::Sse), rest)
+                } else if let Some(rest) = path.strip_prefix("/stream/") {
+                    (Route::Stream(Framing::Ndjson), rest)
+                } else {
+                    (Route::Poll, path.strip_prefix("/poll/")?)
+                }
+            }
+            "POST" => (Route::Publish { length: 0 }, path.strip_prefix("/pub/")?),
             _ => return None,
         };
         let (target, query) = match rest.split_once('?') {
@@ -197,7 +203,7 @@ impl Request {
             return None;
         }
         let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-        let mut length = 0;
+        let mut body_length = 0;
         let mut keep_alive = true;
         for field in parsed.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
@@ -210,7 +216,7 @@ impl Request {
                 {
                     return None;
                 }
-                length = value.to_str().ok()?.parse::<usize>().ok()?;
+                body_length = value.to_str().ok()?.parse::<usize>().ok()?;
             } else if name == header::TRANSFER_ENCODING
                 || name == header::UPGRADE
                 || name == header::EXPECT
@@ -225,14 +231,10 @@ impl Request {
             }
             headers.append(name, value);
         }
-        let route = match route_prefix {
-            0 => Route::Stream(Framing::Sse),
-            1 => Route::Stream(Framing::Ndjson),
-            2 => Route::Poll,
-            _ => Route::Publish { length },
-        };
-        if length > 0 && !matches!(route, Route::Publish { .. }) {
-            return None;
+        match &mut route {
+            Route::Publish { length } => *length = body_length,
+            _ if body_length > 0 => return None,
+            _ => {}
         }
         let allow_origin = match cors::judge(&state.config.cors, &headers) {
             Verdict::Plain => None,

@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// Most header lines accepted in a request head.
-pub(crate) const MAX_HEADERS: usize = 100;
+const MAX_HEADERS: usize = 100;
 
 pub(crate) enum HeadError {
     Timeout,
@@ -20,22 +20,27 @@ pub(crate) enum HeadError {
 
 /// Reads until `buffer` starts with a complete request head (it may
 /// already hold one, or part of one: bytes left over from the previous
-/// request). Returns the head's length. `Ok(None)`: the client closed, or
-/// sent nothing before the timeout (an idle connection), and the
-/// connection should just be closed.
-pub(crate) async fn read(
+/// request) and returns what `parse` made of it. `parse` sees the request
+/// parsed by httparse (once per attempt; a head is never parsed twice) and
+/// the head's length. `Ok(None)`: the client closed, or sent nothing before
+/// the timeout (an idle connection), and the connection should just be
+/// closed.
+pub(crate) async fn read<T>(
     stream: &mut TcpStream,
     buffer: &mut BytesMut,
     timeout: Duration,
     max_bytes: usize,
-) -> Result<Option<usize>, HeadError> {
+    mut parse: impl FnMut(&httparse::Request<'_, '_>, usize) -> T,
+) -> Result<Option<T>, HeadError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if !buffer.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut request = httparse::Request::new(&mut headers);
             match request.parse(buffer) {
-                Ok(httparse::Status::Complete(length)) => return Ok(Some(length)),
+                Ok(httparse::Status::Complete(length)) => {
+                    return Ok(Some(parse(&request, length)));
+                }
                 Ok(httparse::Status::Partial) => {}
                 Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
                 Err(error) => return Err(HeadError::Malformed(error.to_string())),

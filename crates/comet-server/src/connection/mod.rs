@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::ConnectionRefusal;
+use crate::transport::socket::stream_to;
 use head::HeadError;
 
 pub(crate) async fn serve(
@@ -83,13 +84,30 @@ pub(crate) async fn serve(
         };
         let router = router.clone();
         let state = state.clone();
+        let tracker = connections.clone();
         let task = async move {
-            let _place = place;
-            let _counted = state.metrics.connection();
+            let counted = state.metrics.connection();
             let (stream, unanswered) = match direct::serve(stream, &state).await {
                 direct::Outcome::Done => return,
+                direct::Outcome::Stream(stream, live, response_head) => {
+                    // A task of its own, sized for writing a stream only:
+                    // this one is sized for every kind of request and would
+                    // stay allocated, at its largest, for the stream's life.
+                    tracker.spawn(async move {
+                        let _place = place;
+                        let _counted = counted;
+                        stream_to(stream, live, response_head, &state).await;
+                    });
+                    return;
+                }
+                direct::Outcome::Refused(stream, error) => {
+                    Box::pin(refuse(stream, error)).await;
+                    return;
+                }
                 direct::Outcome::Router(stream, unanswered) => (stream, unanswered),
             };
+            let _place = place;
+            let _counted = counted;
             // Boxed: a connection on the path above never pays for the
             // size of hyper's connection state in its task.
             Box::pin(serve_http(stream, unanswered.freeze(), router, &state)).await;

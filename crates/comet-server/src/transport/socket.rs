@@ -69,8 +69,8 @@ pub(crate) async fn stream_to(
             return;
         };
         let size: usize = frames.iter().map(Bytes::len).sum();
-        let size_line = format!("{size:x}\r\n");
-        let lead: [&[u8]; 2] = [&unsent_head, size_line.as_bytes()];
+        let mut size_line = [0u8; 18];
+        let lead: [&[u8]; 2] = [&unsent_head, chunk_size_line(size, &mut size_line)];
         if send(&stream, &lead, &frames, b"\r\n", timeout, state)
             .await
             .is_err()
@@ -97,6 +97,17 @@ pub(crate) fn http_date(write: impl FnOnce(&str)) {
         }
         write(text);
     });
+}
+
+/// Writes `size` in hex and CRLF into `line`; returns the bytes written.
+fn chunk_size_line(size: usize, line: &mut [u8; 18]) -> &[u8] {
+    let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (index, byte) in line[..digits].iter_mut().enumerate() {
+        let nibble = (size >> (4 * (digits - 1 - index))) & 0xf;
+        *byte = b"0123456789abcdef"[nibble];
+    }
+    line[digits..digits + 2].copy_from_slice(b"\r\n");
+    &line[..digits + 2]
 }
 
 /// Resolves when the client has closed its side (or the socket failed).
@@ -181,4 +192,21 @@ fn write_from<'a>(
         }
     }
     stream.try_write_vectored(&slices[..count])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_size_line;
+
+    #[test]
+    fn chunk_size_lines_are_lowercase_hex() {
+        for size in [0, 1, 9, 10, 15, 16, 255, 256, 65_535, 1 << 20, usize::MAX] {
+            let mut line = [0u8; 18];
+            assert_eq!(
+                chunk_size_line(size, &mut line),
+                format!("{size:x}\r\n").as_bytes(),
+                "{size}"
+            );
+        }
+    }
 }
