@@ -3,6 +3,7 @@
 //! at a fixed rate. Figures: publish→receive latency, deliveries, polls, and
 //! completeness per client.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -49,47 +50,49 @@ struct Shared {
     polls: u64,
 }
 
-/// The messages of one poll answer, as payloads.
-fn payloads(kind: Kind, body: &[u8]) -> Vec<Vec<u8>> {
-    match kind {
-        Kind::Nchan => vec![body.to_vec()],
-        Kind::Comet => {
-            let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
-                return Vec::new();
-            };
-            answer["messages"]
-                .as_array()
-                .map(|messages| {
-                    messages
-                        .iter()
-                        .filter_map(|m| m["data"].as_str().map(|d| d.as_bytes().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default()
-        }
-    }
+/// A Comet poll answer, as far as the load generator reads it.
+#[derive(serde::Deserialize)]
+struct CometAnswer<'a> {
+    #[serde(borrow)]
+    messages: Vec<CometMessage<'a>>,
+    #[serde(borrow)]
+    cursor: Cow<'a, str>,
 }
 
+#[derive(serde::Deserialize)]
+struct CometMessage<'a> {
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+}
+
+/// Polls once; hands every payload of the answer, with the time the answer
+/// arrived (microseconds since the Unix epoch), to `on_payload`, and returns
+/// where to poll from next. The answer is parsed once, without building a
+/// document tree, so that the client's own cost stays small and the same
+/// for every server.
 async fn poll_once(
     connection: &mut Connection,
     target: &Target,
     cursor: &PollCursor,
-) -> Result<(Vec<Vec<u8>>, PollCursor), HttpError> {
+    mut on_payload: impl FnMut(&[u8], u64),
+) -> Result<PollCursor, HttpError> {
     match target.kind {
         Kind::Comet => {
-            let path = match cursor {
-                PollCursor::Comet(cursor) => {
-                    format!("/poll/bench?wait=30&since={}", encode(cursor))
-                }
-                _ => "/poll/bench?wait=30".to_string(),
-            };
+            let mut path = String::with_capacity(96);
+            path.push_str("/poll/bench?wait=30");
+            if let PollCursor::Comet(cursor) = cursor {
+                path.push_str("&since=");
+                percent_encode(cursor, &mut path);
+            }
             let answer = connection.request("GET", &path, b"").await?;
-            let next = serde_json::from_slice::<serde_json::Value>(&answer.body)
-                .ok()
-                .and_then(|v| v["cursor"].as_str().map(str::to_string))
-                .map(PollCursor::Comet)
-                .unwrap_or_else(|| cursor.clone());
-            Ok((payloads(Kind::Comet, &answer.body), next))
+            let received = payload::now_micros();
+            let Ok(parsed) = serde_json::from_slice::<CometAnswer<'_>>(&answer.body) else {
+                return Ok(cursor.clone());
+            };
+            for message in &parsed.messages {
+                on_payload(message.data.as_bytes(), received);
+            }
+            Ok(PollCursor::Comet(parsed.cursor.into_owned()))
         }
         Kind::Nchan => {
             let headers: Vec<(&str, &str)> = match cursor {
@@ -104,28 +107,33 @@ async fn poll_once(
             let answer = connection
                 .request_with("GET", "/sub/bench", &headers, b"")
                 .await?;
+            let received = payload::now_micros();
             if answer.status != 200 {
                 // 304 or 408: nothing new; poll again from the same point.
-                return Ok((Vec::new(), cursor.clone()));
+                return Ok(cursor.clone());
             }
-            let next = PollCursor::Nchan {
+            on_payload(&answer.body, received);
+            Ok(PollCursor::Nchan {
                 modified: answer.header("last-modified").unwrap_or("").to_string(),
                 etag: answer.header("etag").unwrap_or("").to_string(),
-            };
-            Ok((payloads(Kind::Nchan, &answer.body), next))
+            })
         }
     }
 }
 
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
+/// Appends `text` percent-encoded (everything but unreserved characters).
+fn percent_encode(text: &str, out: &mut String) {
+    use std::fmt::Write;
+    for byte in text.bytes() {
+        match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
+                out.push(byte as char);
             }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+            _ => {
+                let _ = write!(out, "%{byte:02X}");
+            }
+        }
+    }
 }
 
 /// Runs the scenario. Call it inside a `tokio::task::LocalSet`.
@@ -154,24 +162,24 @@ pub async fn run(plan: &LongPollPlan) -> Result<LongPollReport, HttpError> {
         clients.push(tokio::task::spawn_local(async move {
             let mut cursor = PollCursor::Start;
             while Instant::now() < stop {
-                let polled = tokio::time::timeout_at(
-                    stop.into(),
-                    poll_once(&mut connection, &target, &cursor),
-                )
-                .await;
-                let Ok(Ok((messages, next))) = polled else {
-                    return;
-                };
-                cursor = next;
-                let mut shared = shared.borrow_mut();
-                shared.polls += 1;
-                for message in messages {
-                    if let Some((n, latency)) = payload::decode(&message) {
+                let record = |message: &[u8], received: u64| {
+                    if let Some((n, latency)) = payload::decode_received(message, received) {
+                        let mut shared = shared.borrow_mut();
                         shared.latencies.record(latency);
                         shared.deliveries += 1;
                         trackers.borrow_mut()[i].record(n);
                     }
-                }
+                };
+                let polled = tokio::time::timeout_at(
+                    stop.into(),
+                    poll_once(&mut connection, &target, &cursor, record),
+                )
+                .await;
+                let Ok(Ok(next)) = polled else {
+                    return;
+                };
+                cursor = next;
+                shared.borrow_mut().polls += 1;
             }
         }));
     }

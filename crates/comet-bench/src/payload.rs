@@ -24,11 +24,17 @@ pub fn encode(n: u64, size: usize) -> Vec<u8> {
 
 /// The number and the latency (now minus sent) of a payload.
 pub fn decode(payload: &[u8]) -> Option<(u64, Duration)> {
+    decode_received(payload, now_micros())
+}
+
+/// The number and the latency of a payload that arrived at `received`
+/// (microseconds since the Unix epoch).
+pub fn decode_received(payload: &[u8], received: u64) -> Option<(u64, Duration)> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut parts = text.split(' ');
     let n = parts.next()?.parse().ok()?;
     let sent: u64 = parts.next()?.trim_end_matches('.').parse().ok()?;
-    Some((n, Duration::from_micros(now_micros().saturating_sub(sent))))
+    Some((n, Duration::from_micros(received.saturating_sub(sent))))
 }
 
 #[cfg(test)]

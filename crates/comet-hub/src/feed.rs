@@ -27,11 +27,16 @@ use comet_protocol::{ChannelName, Message, Seq};
 use comet_store::CommitListener;
 use tokio::sync::Notify;
 
+use crate::park::Slot;
+
 /// Followed channels and the watermark. The store's commit listener.
 pub(crate) struct Feed {
     channels: RwLock<HashMap<ChannelName, Arc<ChannelEntry>>>,
     watermark: AtomicU64,
     live_window: usize,
+    /// Parked polls caught by a commit and not yet handed their message
+    /// (see `crate::park`).
+    caught: Mutex<Vec<Arc<Slot>>>,
 }
 
 /// One followed channel.
@@ -41,6 +46,8 @@ pub(crate) struct ChannelEntry {
     window: Mutex<LiveWindow>,
     /// Woken after each message appended to the window.
     pub(crate) notify: Notify,
+    /// Parked polls waiting for this channel's next message.
+    parked: Mutex<Vec<Arc<Slot>>>,
 }
 
 /// The newest messages of one channel, contiguous in the channel's order.
@@ -74,6 +81,10 @@ impl ChannelEntry {
     pub(crate) fn window(&self) -> MutexGuard<'_, LiveWindow> {
         self.window.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    pub(crate) fn parked(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Feed {
@@ -82,6 +93,7 @@ impl Feed {
             channels: RwLock::new(HashMap::new()),
             watermark: AtomicU64::new(head.0),
             live_window,
+            caught: Mutex::new(Vec::new()),
         }
     }
 
@@ -106,6 +118,7 @@ impl Feed {
                             messages: VecDeque::new(),
                         }),
                         notify: Notify::new(),
+                        parked: Mutex::new(Vec::new()),
                     })
                 });
                 entry.subscribers.fetch_add(1, Ordering::Relaxed);
@@ -133,6 +146,16 @@ impl Feed {
             .map_or(0, |entry| entry.subscribers.load(Ordering::Relaxed))
     }
 
+    /// Hands every caught poll its message (see `crate::park`).
+    pub(crate) fn deliver_caught(&self) {
+        let caught = std::mem::take(&mut *self.caught.lock().unwrap_or_else(|e| e.into_inner()));
+        for slot in caught {
+            if let Some(message) = slot.caught() {
+                slot.catch.deliver(&message);
+            }
+        }
+    }
+
     pub(crate) fn followed_channels(&self) -> usize {
         self.channels
             .read()
@@ -157,6 +180,24 @@ impl CommitListener for Feed {
         self.watermark.store(message.seq().0, Ordering::Release);
         if let Some(entry) = entry {
             entry.notify.notify_waiters();
+            // A poll that parked after the watermark was raised saw it
+            // (parking takes this lock before it looks), so no poll is
+            // left waiting for a message it missed.
+            let mut parked = entry.parked();
+            if !parked.is_empty() {
+                let seq = message.seq();
+                let mut caught = self.caught.lock().unwrap_or_else(|e| e.into_inner());
+                parked.retain(|slot| {
+                    if slot.after >= seq {
+                        return true;
+                    }
+                    if slot.catch_by(message) {
+                        slot.catch.wake();
+                        caught.push(slot.clone());
+                    }
+                    false
+                });
+            }
         }
     }
 }

@@ -18,6 +18,7 @@
 //! which [`Message`] computes once per transport.
 
 mod feed;
+mod park;
 mod stats;
 mod subscription;
 
@@ -28,6 +29,7 @@ use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, M
 pub use comet_protocol::{Gap, GapReason};
 pub use comet_store::Store;
 use comet_store::{Retention, StoreError};
+pub use park::{Catch, Parked};
 pub use stats::{HubStats, StatsSnapshot};
 pub use subscription::{BatchLimit, Item, Start, Subscription};
 
@@ -121,7 +123,11 @@ impl Hub {
         event: EventType,
         data: Data,
     ) -> Result<Published, HubError> {
-        let message = self.shared.store.append(channel, event, data).await?;
+        let appended = self.shared.store.append(channel, event, data).await;
+        // Answer the long polls this publish (or one before it) caught,
+        // before anything else gets to run.
+        self.shared.feed.deliver_caught();
+        let message = appended?;
         self.shared.stats.record_published();
         Ok(Published {
             subscribers: self.shared.feed.subscriber_count(channel),

@@ -20,6 +20,7 @@ use std::task::Poll;
 use comet_protocol::{ChannelList, ChannelName, Cursor, Gap, GapReason, Message, Seq};
 
 use crate::feed::ChannelEntry;
+use crate::park::{Catch, Parked, Slot};
 use crate::{HubError, Shared};
 
 /// Where a subscription begins.
@@ -206,6 +207,31 @@ impl Subscription {
             })
             .await;
         }
+    }
+
+    /// Parks the subscription for its next message (see [`Catch`]): when
+    /// the first message of its channels after its position is stored,
+    /// `catch` is woken and handed that message. Call it when
+    /// [`Self::ready_batch`] found nothing. `None` (nothing parked) when
+    /// something may have arrived since: read again before parking.
+    pub fn park(&self, catch: Arc<dyn Catch>) -> Option<Parked> {
+        if !self.pending.is_empty() {
+            return None;
+        }
+        let slot = Arc::new(Slot::new(self.position, catch));
+        for entry in self.entries.iter() {
+            entry.parked().push(slot.clone());
+        }
+        let parked = Parked {
+            entries: self.entries.clone(),
+            slot,
+        };
+        // A commit that raised the watermark before the slot was in place
+        // may not have seen it (see `Feed::committed`).
+        if self.shared.feed.watermark() > self.position {
+            return None;
+        }
+        Some(parked)
     }
 
     fn take_pending(&mut self, limit: BatchLimit) -> Option<Vec<Item>> {

@@ -27,12 +27,13 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::head;
+use super::parked::{self, PollRequest, Polled};
 use crate::AppState;
 use crate::cors::{self, Verdict};
 use crate::error::ApiError;
 use crate::publish;
 use crate::transport::live::{Framing, Live};
-use crate::transport::{poll, socket};
+use crate::transport::socket;
 
 /// What became of a connection.
 pub(crate) enum Outcome {
@@ -72,6 +73,10 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
     let config = &state.config;
     let mut buffer = BytesMut::new();
     loop {
+        if buffer.is_empty() && buffer.capacity() > 0 {
+            // Nothing of the next request yet: hold no buffer while idle.
+            buffer = BytesMut::new();
+        }
         let reading = head::read(
             &mut stream,
             &mut buffer,
@@ -113,14 +118,32 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
             }
             Route::Poll => {
                 buffer.advance(head_length);
-                let answering = Box::pin(poll::answer(
+                let polling = Box::pin(parked::poll(
                     state,
-                    &request.target,
-                    request.query.as_deref(),
-                    &request.headers,
+                    PollRequest {
+                        target: &request.target,
+                        query: request.query.as_deref(),
+                        headers: &request.headers,
+                        allow_origin: request.allow_origin.as_ref(),
+                        keep_alive: request.keep_alive,
+                    },
+                    stream,
                 ));
-                let answer = answering.await;
-                (StatusCode::OK, answer, "cache-control: no-store\r\n")
+                let (returned, polled) = polling.await;
+                stream = returned;
+                match polled {
+                    Polled::Answer(answer) => (StatusCode::OK, answer, socket::NO_STORE),
+                    Polled::Failed => return Outcome::Done,
+                    Polled::Sent { unsent } => {
+                        let sent =
+                            socket::send(&stream, &[], &[unsent], b"", config.write_timeout, state)
+                                .await;
+                        if sent.is_err() || !request.keep_alive || state.shutdown.is_cancelled() {
+                            return Outcome::Done;
+                        }
+                        continue;
+                    }
+                }
             }
             Route::Publish { length } => {
                 if length > config.max_body_bytes {
@@ -148,7 +171,7 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
             Ok(body) => (status, body),
             Err(error) => (error.status, error.body()),
         };
-        let head = answer_head(
+        let head = socket::answer_head(
             status,
             body.len(),
             cache_control,
@@ -166,10 +189,6 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
         .await;
         if sent.is_err() || !keep_alive {
             return Outcome::Done;
-        }
-        if buffer.is_empty() {
-            // Nothing of the next request yet: hold no buffer while idle.
-            buffer = BytesMut::new();
         }
     }
 }
@@ -250,37 +269,6 @@ impl Request {
             keep_alive,
         })
     }
-}
-
-/// The head of a JSON answer.
-fn answer_head(
-    status: StatusCode,
-    length: usize,
-    cache_control: &str,
-    allow_origin: Option<&HeaderValue>,
-    keep_alive: bool,
-) -> String {
-    use std::fmt::Write;
-    let mut head = String::with_capacity(256);
-    let _ = write!(
-        head,
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n{cache_control}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Unknown")
-    );
-    if let Some(origin) = allow_origin.and_then(|origin| origin.to_str().ok()) {
-        let _ = write!(
-            head,
-            "access-control-allow-origin: {origin}\r\nvary: origin\r\n"
-        );
-    }
-    if !keep_alive {
-        head.push_str("connection: close\r\n");
-    }
-    let _ = write!(head, "content-length: {length}\r\ndate: ");
-    socket::http_date(|date| head.push_str(date));
-    head.push_str("\r\n\r\n");
-    head
 }
 
 /// Reads until `buffer` holds `length` bytes; false if the client closed

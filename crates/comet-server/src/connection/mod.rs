@@ -21,6 +21,7 @@
 mod direct;
 mod head;
 mod io;
+mod parked;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -11,13 +11,15 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use comet_hub::{BatchLimit, Item};
+use comet_hub::{BatchLimit, Item, Subscription};
+use comet_protocol::Message;
 use comet_protocol::json::PollBody;
 use http::{HeaderMap, header};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::metrics::Transport;
+use crate::metrics::{GaugeGuard, Transport};
+use crate::params::Subscribe;
 use crate::transport::{channel_list, open};
 
 /// Answers a short or long poll.
@@ -45,50 +47,95 @@ pub(crate) async fn answer(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Bytes, ApiError> {
-    let (request, mut subscription) = open(state, channels, query, headers).await?;
-    let long = !request.wait.is_zero();
-    let transport = if long {
-        Transport::LongPoll
-    } else {
-        Transport::Poll
-    };
-    let _counted = state.metrics.subscriber(transport);
-    let limit = BatchLimit {
-        messages: state.config.batch_messages,
-        bytes: state.config.max_poll_bytes,
-    };
-
-    let mut items = subscription.ready_batch(limit).await?;
-    if long && items.is_empty() {
+    let mut poll = Poll::start(state, channels, query, headers).await?;
+    let mut items = poll.ready().await?;
+    if poll.is_long() && items.is_empty() {
         tokio::select! {
-            batch = subscription.next_batch(limit) => items = batch?,
-            _ = tokio::time::sleep(request.wait) => {}
+            batch = poll.subscription.next_batch(poll.limit) => items = batch?,
+            _ = tokio::time::sleep(poll.request.wait) => {}
             _ = state.shutdown.cancelled() => {}
         }
     }
+    Ok(poll.render(state, &items))
+}
 
-    let mut body = PollBody::new();
-    let mut last_id = None;
-    let mut saw_gap = false;
-    let mut delivered = 0;
-    for item in &items {
-        match item {
-            Item::Gap(gap) => {
-                body.push_gap(gap);
-                saw_gap = true;
-            }
-            Item::Message(message) => {
-                body.push_message(message);
-                last_id = Some(message.id());
-                delivered += 1;
+/// A poll being answered: its request and subscription.
+pub(crate) struct Poll {
+    pub(crate) request: Subscribe,
+    pub(crate) subscription: Subscription,
+    limit: BatchLimit,
+    transport: Transport,
+    _counted: GaugeGuard,
+}
+
+impl Poll {
+    /// Validates the request and opens its subscription.
+    pub(crate) async fn start(
+        state: &AppState,
+        channels: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Self, ApiError> {
+        let (request, subscription) = open(state, channels, query, headers).await?;
+        let transport = if request.wait.is_zero() {
+            Transport::Poll
+        } else {
+            Transport::LongPoll
+        };
+        Ok(Self {
+            request,
+            subscription,
+            limit: BatchLimit {
+                messages: state.config.batch_messages,
+                bytes: state.config.max_poll_bytes,
+            },
+            transport,
+            _counted: state.metrics.subscriber(transport),
+        })
+    }
+
+    /// A long poll: one that waits when there is nothing to deliver.
+    pub(crate) fn is_long(&self) -> bool {
+        self.transport == Transport::LongPoll
+    }
+
+    /// What can be delivered now, without waiting.
+    pub(crate) async fn ready(&mut self) -> Result<Vec<Item>, ApiError> {
+        Ok(self.subscription.ready_batch(self.limit).await?)
+    }
+
+    /// The answer delivering `items` (possibly none).
+    pub(crate) fn render(&self, state: &AppState, items: &[Item]) -> Bytes {
+        let mut body = PollBody::new();
+        let mut last_id = None;
+        let mut saw_gap = false;
+        let mut delivered = 0;
+        for item in items {
+            match item {
+                Item::Gap(gap) => {
+                    body.push_gap(gap);
+                    saw_gap = true;
+                }
+                Item::Message(message) => {
+                    body.push_message(message);
+                    last_id = Some(message.id());
+                    delivered += 1;
+                }
             }
         }
+        state.metrics.delivered(self.transport, delivered);
+        match (last_id, saw_gap, &self.request.resume) {
+            (Some(id), _, _) => body.finish(&id),
+            (None, true, _) | (None, false, None) => body.finish(&self.subscription.cursor()),
+            (None, false, Some((_, given))) => body.finish(given),
+        }
     }
-    state.metrics.delivered(transport, delivered);
-    let cursor = match (last_id, saw_gap, request.resume) {
-        (Some(id), _, _) => id.to_string(),
-        (None, true, _) | (None, false, None) => subscription.cursor().to_string(),
-        (None, false, Some((_, given))) => given,
-    };
-    Ok(body.finish(&cursor))
+}
+
+/// The answer to a long poll caught by `message` (see
+/// `comet_hub::Subscription::park`): that message alone.
+pub(crate) fn caught_answer(message: &Message) -> Bytes {
+    let mut body = PollBody::new();
+    body.push_message(message);
+    body.finish(&message.id())
 }

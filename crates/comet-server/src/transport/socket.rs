@@ -22,7 +22,7 @@ use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use tokio::net::TcpStream;
 
 use crate::AppState;
@@ -169,9 +169,43 @@ pub(crate) async fn send(
     Ok(())
 }
 
+/// The cache line of answers that must not be cached.
+pub(crate) const NO_STORE: &str = "cache-control: no-store\r\n";
+
+/// The head of a JSON answer.
+pub(crate) fn answer_head(
+    status: StatusCode,
+    length: usize,
+    cache_control: &str,
+    allow_origin: Option<&HeaderValue>,
+    keep_alive: bool,
+) -> String {
+    use std::fmt::Write;
+    let mut head = String::with_capacity(256);
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n{cache_control}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Unknown")
+    );
+    if let Some(origin) = allow_origin.and_then(|origin| origin.to_str().ok()) {
+        let _ = write!(
+            head,
+            "access-control-allow-origin: {origin}\r\nvary: origin\r\n"
+        );
+    }
+    if !keep_alive {
+        head.push_str("connection: close\r\n");
+    }
+    let _ = write!(head, "content-length: {length}\r\ndate: ");
+    http_date(|date| head.push_str(date));
+    head.push_str("\r\n\r\n");
+    head
+}
+
 /// One non-blocking vectored write of `segments`, skipping the first
 /// `skip` bytes (already written).
-fn write_from<'a>(
+pub(crate) fn write_from<'a>(
     stream: &TcpStream,
     segments: impl Iterator<Item = &'a [u8]>,
     mut skip: usize,

@@ -1,0 +1,100 @@
+//! Parking: how a waiting long poll is answered the moment a message is
+//! stored.
+//!
+//! A long poll that finds nothing waits for one message. Woken the usual
+//! way, every waiting poll of a channel becomes a runnable task, and its
+//! answer goes out only when the scheduler reaches it, behind whatever else
+//! became ready meanwhile (the re-polls of the clients already answered among
+//! them). A parked poll instead leaves a [`Catch`] with the hub. When the
+//! next message of its channels is stored, the feed marks the poll *caught*
+//! and wakes it (cheap: this happens inside the store's commit), and the
+//! publisher, as soon as its append returns, hands the message to every
+//! caught poll in one loop, so all those answers are written before anything
+//! else runs.
+//!
+//! Correctness never depends on that loop: a caught poll is always woken as
+//! well, and if it runs first it finds its message with [`Parked::caught`]
+//! and answers itself. Whoever comes second does nothing; a `Catch` must
+//! make sure of that.
+
+use std::sync::{Arc, Mutex};
+
+use comet_protocol::{Message, Seq};
+
+use crate::feed::ChannelEntry;
+
+/// The answering side of a parked poll (implemented by a transport).
+pub trait Catch: Send + Sync {
+    /// The poll was caught: wake whatever waits for it. Called inside the
+    /// store's commit: it must be quick and must not block.
+    fn wake(&self);
+
+    /// Answers the poll with `message`, the first one of its channels after
+    /// its position, if it has not been answered yet. Called at most once,
+    /// right after the publish that stored `message`, in the publisher's
+    /// context; it must not block (a write that would block is left to the
+    /// woken poll).
+    fn deliver(&self, message: &Arc<Message>);
+}
+
+/// One parked poll, as the feed keeps it.
+pub(crate) struct Slot {
+    /// Only messages after this are for the poll.
+    pub(crate) after: Seq,
+    pub(crate) catch: Arc<dyn Catch>,
+    caught: Mutex<Option<Arc<Message>>>,
+}
+
+impl Slot {
+    pub(crate) fn new(after: Seq, catch: Arc<dyn Catch>) -> Self {
+        Self {
+            after,
+            catch,
+            caught: Mutex::new(None),
+        }
+    }
+
+    /// Records `message` as what caught the poll; false if something
+    /// already did (a poll of several channels is caught once).
+    pub(crate) fn catch_by(&self, message: &Arc<Message>) -> bool {
+        let mut caught = self.caught.lock().unwrap_or_else(|e| e.into_inner());
+        if caught.is_some() {
+            return false;
+        }
+        *caught = Some(message.clone());
+        true
+    }
+
+    pub(crate) fn caught(&self) -> Option<Arc<Message>> {
+        self.caught
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A parked poll. Dropping it withdraws the poll from its channels.
+pub struct Parked {
+    pub(crate) entries: Arc<[Arc<ChannelEntry>]>,
+    pub(crate) slot: Arc<Slot>,
+}
+
+impl Parked {
+    /// The message that caught the poll, if one did: the first message of
+    /// its channels after its position.
+    pub fn caught(&self) -> Option<Arc<Message>> {
+        self.slot.caught()
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        // A caught slot was already taken off the channel that caught it.
+        if self.entries.len() == 1 && self.slot.caught().is_some() {
+            return;
+        }
+        for entry in self.entries.iter() {
+            entry.parked().retain(|slot| !Arc::ptr_eq(slot, &self.slot));
+        }
+    }
+}

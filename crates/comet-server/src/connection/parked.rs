@@ -1,0 +1,194 @@
+//! Long polls on the direct path, parked on their socket.
+//!
+//! A long poll that finds nothing is parked with the hub
+//! (`comet_hub::Subscription::park`) together with its connection: the
+//! socket moves into a [`SocketCatch`] while the poll waits. When the next
+//! message of its channels is stored, the publisher hands it over and the
+//! answer is written there and then, without waiting for this poll's task
+//! to be scheduled; with a thousand polls on a channel, all the answers go
+//! out in one loop before any client's next request is read. The task,
+//! woken too, takes its socket back and carries on with the connection
+//! (finishing the write if the socket could not take it all at once).
+//! If the task runs first, it answers itself, as an ordinary poll.
+//!
+//! Polls through the router wait the ordinary way (`transport::poll`).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use comet_hub::Catch;
+use comet_protocol::Message;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::metrics::Transport;
+use crate::transport::poll::{self, Poll};
+use crate::transport::socket;
+
+/// What became of a poll.
+pub(super) enum Polled {
+    /// The answer was written while parked, except these bytes (the socket
+    /// could not take them at once).
+    Sent { unsent: Bytes },
+    /// The socket failed while the answer was written.
+    Failed,
+    /// The body to answer with (or the error).
+    Answer(Result<Bytes, ApiError>),
+}
+
+/// The request, as the direct path read it.
+pub(super) struct PollRequest<'a> {
+    pub(super) target: &'a str,
+    pub(super) query: Option<&'a str>,
+    pub(super) headers: &'a HeaderMap,
+    pub(super) allow_origin: Option<&'a HeaderValue>,
+    pub(super) keep_alive: bool,
+}
+
+/// Answers a poll on `stream`, parking it if it is a long poll with nothing
+/// to deliver yet. The connection comes back with the outcome.
+pub(super) async fn poll(
+    state: &AppState,
+    request: PollRequest<'_>,
+    mut stream: TcpStream,
+) -> (TcpStream, Polled) {
+    let mut poll = match Poll::start(state, request.target, request.query, request.headers).await {
+        Ok(poll) => poll,
+        Err(error) => return (stream, Polled::Answer(Err(error))),
+    };
+    let wait = tokio::time::sleep(poll.request.wait);
+    tokio::pin!(wait);
+    loop {
+        let items = match poll.ready().await {
+            Ok(items) => items,
+            Err(error) => return (stream, Polled::Answer(Err(error))),
+        };
+        if !items.is_empty() || !poll.is_long() || wait.is_elapsed() {
+            return (stream, Polled::Answer(Ok(poll.render(state, &items))));
+        }
+        let catch = Arc::new(SocketCatch {
+            socket: Mutex::new(Socket::Waiting(stream)),
+            woken: Notify::new(),
+            allow_origin: request.allow_origin.cloned(),
+            keep_alive: request.keep_alive,
+        });
+        let Some(parked) = poll.subscription.park(catch.clone()) else {
+            // Something arrived meanwhile: look again.
+            stream = catch.take_back().0;
+            continue;
+        };
+        tokio::select! {
+            () = catch.woken.notified() => {}
+            () = &mut wait => {}
+            () = state.shutdown.cancelled() => {}
+        }
+        let (taken, socket) = catch.take_back();
+        stream = taken;
+        return match socket {
+            Outcome::Written(unsent) => {
+                state.metrics.delivered(Transport::LongPoll, 1);
+                (stream, Polled::Sent { unsent })
+            }
+            Outcome::Failed => (stream, Polled::Failed),
+            Outcome::Untouched => {
+                // Caught, but the publisher has not got to it yet: answer
+                // here. Not caught: the wait ended; answer with nothing.
+                let answer = match parked.caught() {
+                    Some(message) => {
+                        state.metrics.delivered(Transport::LongPoll, 1);
+                        poll::caught_answer(&message)
+                    }
+                    None => poll.render(state, &[]),
+                };
+                (stream, Polled::Answer(Ok(answer)))
+            }
+        };
+    }
+}
+
+/// A parked poll's connection, answered by whoever gets to it first.
+struct SocketCatch {
+    socket: Mutex<Socket>,
+    woken: Notify,
+    allow_origin: Option<HeaderValue>,
+    keep_alive: bool,
+}
+
+enum Socket {
+    /// Not answered yet.
+    Waiting(TcpStream),
+    /// Answered by the publisher.
+    Answered(TcpStream, Outcome),
+    /// Taken back by the poll's task.
+    Gone,
+}
+
+/// What the publisher's write did.
+enum Outcome {
+    Untouched,
+    Written(Bytes),
+    Failed,
+}
+
+impl SocketCatch {
+    fn socket(&self) -> MutexGuard<'_, Socket> {
+        self.socket.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection, and what was written to it while parked. Nothing is
+    /// written after this.
+    fn take_back(&self) -> (TcpStream, Outcome) {
+        match std::mem::replace(&mut *self.socket(), Socket::Gone) {
+            Socket::Waiting(stream) => (stream, Outcome::Untouched),
+            Socket::Answered(stream, outcome) => (stream, outcome),
+            Socket::Gone => unreachable!("a parked poll's socket is taken back once"),
+        }
+    }
+}
+
+impl Catch for SocketCatch {
+    fn wake(&self) {
+        self.woken.notify_one();
+    }
+
+    fn deliver(&self, message: &Arc<Message>) {
+        let mut socket = self.socket();
+        let Socket::Waiting(_) = &*socket else {
+            return;
+        };
+        let Socket::Waiting(stream) = std::mem::replace(&mut *socket, Socket::Gone) else {
+            return;
+        };
+        let body = poll::caught_answer(message);
+        let head = socket::answer_head(
+            StatusCode::OK,
+            body.len(),
+            socket::NO_STORE,
+            self.allow_origin.as_ref(),
+            self.keep_alive,
+        );
+        let segments = [head.as_bytes(), &body[..]];
+        let outcome = match socket::write_from(&stream, segments.into_iter(), 0) {
+            Ok(written) => Outcome::Written(unsent(head.as_bytes(), &body, written)),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                Outcome::Written(unsent(head.as_bytes(), &body, 0))
+            }
+            Err(_) => Outcome::Failed,
+        };
+        *socket = Socket::Answered(stream, outcome);
+    }
+}
+
+/// What is left of `head` then `body` after the first `written` bytes.
+fn unsent(head: &[u8], body: &Bytes, written: usize) -> Bytes {
+    if written >= head.len() {
+        return body.slice((written - head.len()).min(body.len())..);
+    }
+    let mut rest = BytesMut::with_capacity(head.len() - written + body.len());
+    rest.extend_from_slice(&head[written..]);
+    rest.extend_from_slice(body);
+    rest.freeze()
+}
