@@ -268,3 +268,79 @@ async fn connection_close_is_honoured() {
         "the server kept the connection open"
     );
 }
+
+/// The sorted lines of a response head, without the date.
+fn head_lines(head: &str) -> Vec<String> {
+    let mut lines: Vec<String> = head
+        .to_ascii_lowercase()
+        .lines()
+        .filter(|line| !line.starts_with("date:") && !line.is_empty())
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn a_parked_long_poll_answers_like_the_router_and_keeps_its_connection() {
+    let server = TestServer::builder()
+        .config(|config| config.cors = comet_server::CorsPolicy::Any)
+        .start();
+    let http = client();
+    let poll = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nhost: comet\r\norigin: https://app.example\r\n\r\n")
+    };
+    // The plain path parks on the direct path; the percent-encoded one
+    // (the same channel) waits in the router.
+    let mut direct = connect(server.address()).await;
+    let mut routed = connect(server.address()).await;
+    direct
+        .write_all(poll("/poll/held?wait=30").as_bytes())
+        .await
+        .unwrap();
+    routed
+        .write_all(poll("/poll/%68eld?wait=30").as_bytes())
+        .await
+        .unwrap();
+    wait_for_metric(
+        &http,
+        &server.base(),
+        "comet_subscribers{transport=\"longpoll\"} 2",
+    )
+    .await;
+    let id = publish(&http, &server.base(), "held", "released").await;
+    let direct_answer = within("the parked answer", read_response(&mut direct)).await;
+    let routed_answer = within("the routed answer", read_response(&mut routed)).await;
+    assert_eq!(direct_answer.status, 200);
+    assert_eq!(direct_answer.body, routed_answer.body);
+    assert_eq!(direct_answer.json()["cursor"], id.as_str());
+    assert_eq!(direct_answer.json()["messages"][0]["data"], "released");
+    let direct_head = head_lines(&direct_answer.head);
+    assert!(
+        direct_head.contains(&"access-control-allow-origin: https://app.example".to_string()),
+        "{direct_head:?}"
+    );
+    assert_eq!(direct_head, head_lines(&routed_answer.head));
+
+    // The same connection serves the next poll, which parks again.
+    direct
+        .write_all(
+            poll(&format!(
+                "/poll/held?wait=30&since={}",
+                comet_testkit::encode(&id)
+            ))
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    wait_for_metric(
+        &http,
+        &server.base(),
+        "comet_subscribers{transport=\"longpoll\"} 1",
+    )
+    .await;
+    let next = publish(&http, &server.base(), "held", "again").await;
+    let again = within("the second parked answer", read_response(&mut direct)).await;
+    assert_eq!(again.json()["messages"][0]["data"], "again");
+    assert_eq!(again.json()["cursor"], next.as_str());
+}

@@ -263,3 +263,49 @@ async fn a_cursor_from_another_history_reports_reset_and_delivers_what_is_retain
     );
     assert_eq!(datas(&answer), ["a", "b"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_long_polls_racing_a_fast_publisher_each_receive_everything_in_order() {
+    const CLIENTS: usize = 40;
+    const MESSAGES: usize = 30;
+    let server = TestServer::start();
+    let http = client();
+    let start = poll(&server, "/poll/race").await["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let base = server.base();
+        let start = start.clone();
+        clients.push(tokio::spawn(async move {
+            // A connection of its own, kept alive from poll to poll.
+            let http = client();
+            let mut cursor = start;
+            let mut received = Vec::new();
+            while received.len() < MESSAGES {
+                let url = format!("{base}/poll/race?wait=30&since={}", encode(&cursor));
+                let answer = comet_testkit::get_json(&http, &url).await;
+                received.extend(datas(&answer));
+                cursor = answer["cursor"].as_str().unwrap().to_string();
+            }
+            received
+        }));
+    }
+    comet_testkit::wait_for_metric(
+        &http,
+        &server.base(),
+        &format!("comet_subscribers{{transport=\"longpoll\"}} {CLIENTS}"),
+    )
+    .await;
+    // Published back to back: most clients are between polls for most of
+    // them, some are parked, some are caught while re-polling.
+    for i in 0..MESSAGES {
+        publish(&http, &server.base(), "race", &i.to_string()).await;
+    }
+    let expected: Vec<String> = (0..MESSAGES).map(|i| i.to_string()).collect();
+    for client in clients {
+        let received = within("a client's messages", client).await.unwrap();
+        assert_eq!(received, expected);
+    }
+}
