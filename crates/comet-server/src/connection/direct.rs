@@ -8,7 +8,8 @@
 //! plain `POST /pub/{channel}`, `GET /poll/{channels}`, `GET /sse/{channels}`
 //! or `GET /stream/{channels}` is answered directly, calling the same
 //! functions the router's handlers call, on a keep-alive loop. Streams
-//! continue in `crate::transport::socket`.
+//! continue in `crate::transport::socket`; a long poll that has to wait
+//! parks with its socket (`super::parked`).
 //!
 //! The first request that is anything else (another route or method,
 //! HTTP/1.0, a chunked or oversized body, `Expect`, an upgrade, a

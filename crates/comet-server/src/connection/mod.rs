@@ -7,7 +7,8 @@
 //!   timeout and size limit, so a slow, oversized or non-HTTP head gets a
 //!   JSON error (408, 431, 400) instead of a silent close (`head`); the hot
 //!   routes (publish, poll, streams) answered without hyper on a keep-alive
-//!   loop;
+//!   loop, a waiting long poll parked with its socket so that the publisher
+//!   writes its answer (`parked`);
 //! - from the first request that needs anything else, hyper and the router
 //!   for the rest of the connection; hyper then times later request heads
 //!   and closes an idle connection after the same timeout;

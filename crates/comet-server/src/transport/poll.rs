@@ -5,7 +5,9 @@
 //! answer; with no message it is the cursor the client sent (or "now" if it
 //! sent none), except after a gap, when it moves past what was lost.
 //! A long poll with nothing to deliver is held until a message arrives,
-//! `wait` passes, or the server shuts down.
+//! `wait` passes, or the server shuts down. `Poll` is the poll itself;
+//! the router's handler waits here, the direct path parks it
+//! (`crate::connection::parked`), and both answer alike.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
