@@ -27,7 +27,7 @@ use comet_protocol::{ChannelName, Message, Seq};
 use comet_store::CommitListener;
 use tokio::sync::Notify;
 
-use crate::park::Slot;
+use crate::park::{ParkedList, Slot};
 
 /// Followed channels and the watermark. The store's commit listener.
 pub(crate) struct Feed {
@@ -47,7 +47,7 @@ pub(crate) struct ChannelEntry {
     /// Woken after each message appended to the window.
     pub(crate) notify: Notify,
     /// Parked polls waiting for this channel's next message.
-    parked: Mutex<Vec<Arc<Slot>>>,
+    parked: Mutex<ParkedList>,
 }
 
 /// The newest messages of one channel, contiguous in the channel's order.
@@ -82,7 +82,7 @@ impl ChannelEntry {
         self.window.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn parked(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
+    pub(crate) fn parked(&self) -> MutexGuard<'_, ParkedList> {
         self.parked.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -118,7 +118,7 @@ impl Feed {
                             messages: VecDeque::new(),
                         }),
                         notify: Notify::new(),
-                        parked: Mutex::new(Vec::new()),
+                        parked: Mutex::new(ParkedList::default()),
                     })
                 });
                 entry.subscribers.fetch_add(1, Ordering::Relaxed);
@@ -185,18 +185,8 @@ impl CommitListener for Feed {
             // left waiting for a message it missed.
             let mut parked = entry.parked();
             if !parked.is_empty() {
-                let seq = message.seq();
                 let mut caught = self.caught.lock().unwrap_or_else(|e| e.into_inner());
-                parked.retain(|slot| {
-                    if slot.after >= seq {
-                        return true;
-                    }
-                    if slot.catch_by(message) {
-                        slot.catch.wake();
-                        caught.push(slot.clone());
-                    }
-                    false
-                });
+                parked.release(message, &mut caught);
             }
         }
     }

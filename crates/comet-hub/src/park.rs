@@ -17,11 +17,10 @@
 //! and answers itself. Whoever comes second does nothing; a `Catch` must
 //! make sure of that.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use comet_protocol::{Message, Seq};
-
-use crate::feed::ChannelEntry;
 
 /// The answering side of a parked poll (implemented by a transport).
 pub trait Catch: Send + Sync {
@@ -43,6 +42,8 @@ pub(crate) struct Slot {
     pub(crate) after: Seq,
     pub(crate) catch: Arc<dyn Catch>,
     caught: Mutex<Option<Arc<Message>>>,
+    /// Its `Parked` was dropped: nothing may be handed to it any more.
+    withdrawn: AtomicBool,
 }
 
 impl Slot {
@@ -51,7 +52,12 @@ impl Slot {
             after,
             catch,
             caught: Mutex::new(None),
+            withdrawn: AtomicBool::new(false),
         }
+    }
+
+    fn is_withdrawn(&self) -> bool {
+        self.withdrawn.load(Ordering::Acquire)
     }
 
     /// Records `message` as what caught the poll; false if something
@@ -73,9 +79,54 @@ impl Slot {
     }
 }
 
+/// The parked polls of one channel.
+///
+/// Withdrawing a poll only marks its slot; withdrawn slots leave the list
+/// at the next message of the channel, or when the list has doubled since
+/// it was last swept. So withdrawing costs the same with ten thousand polls
+/// parked as with one (a quiet channel's polls all time out together), and
+/// the list never holds much more than twice the polls still parked.
+#[derive(Default)]
+pub(crate) struct ParkedList {
+    slots: Vec<Arc<Slot>>,
+    sweep_at: usize,
+}
+
+impl ParkedList {
+    pub(crate) fn push(&mut self, slot: Arc<Slot>) {
+        if self.slots.len() >= self.sweep_at {
+            self.slots.retain(|slot| !slot.is_withdrawn());
+            self.sweep_at = (self.slots.len() * 2).max(64);
+        }
+        self.slots.push(slot);
+    }
+
+    /// Takes out the slots `message` catches, marks them caught and wakes
+    /// them, adding them to `caught`; drops withdrawn slots on the way.
+    pub(crate) fn release(&mut self, message: &Arc<Message>, caught: &mut Vec<Arc<Slot>>) {
+        let seq = message.seq();
+        self.slots.retain(|slot| {
+            if slot.is_withdrawn() {
+                return false;
+            }
+            if slot.after >= seq {
+                return true;
+            }
+            if slot.catch_by(message) {
+                slot.catch.wake();
+                caught.push(slot.clone());
+            }
+            false
+        });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
 /// A parked poll. Dropping it withdraws the poll from its channels.
 pub struct Parked {
-    pub(crate) entries: Arc<[Arc<ChannelEntry>]>,
     pub(crate) slot: Arc<Slot>,
 }
 
@@ -89,12 +140,6 @@ impl Parked {
 
 impl Drop for Parked {
     fn drop(&mut self) {
-        // A caught slot was already taken off the channel that caught it.
-        if self.entries.len() == 1 && self.slot.caught().is_some() {
-            return;
-        }
-        for entry in self.entries.iter() {
-            entry.parked().retain(|slot| !Arc::ptr_eq(slot, &self.slot));
-        }
+        self.slot.withdrawn.store(true, Ordering::Release);
     }
 }

@@ -222,10 +222,7 @@ impl Subscription {
         for entry in self.entries.iter() {
             entry.parked().push(slot.clone());
         }
-        let parked = Parked {
-            entries: self.entries.clone(),
-            slot,
-        };
+        let parked = Parked { slot };
         // A commit that raised the watermark before the slot was in place
         // may not have seen it (see `Feed::committed`).
         if self.shared.feed.watermark() > self.position {

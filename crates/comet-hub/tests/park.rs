@@ -258,3 +258,26 @@ async fn parked_readers_racing_concurrent_publishers_miss_nothing() {
         assert_eq!(seqs, stored, "a client saw a different sequence");
     }
 }
+
+#[tokio::test]
+async fn withdrawn_polls_of_a_quiet_channel_do_not_pile_up() {
+    // Every slot holds the catch: its reference count tells how many the
+    // hub still keeps.
+    let hub = hub();
+    let mut sub = subscribe(&hub, "quiet", Start::Now).await;
+    assert!(sub.ready_batch(everything()).await.unwrap().is_empty());
+    let recorder = Arc::new(Recorder::default());
+    for _ in 0..10_000 {
+        drop(sub.park(recorder.clone()).expect("parked"));
+    }
+    let kept = Arc::strong_count(&recorder) - 1;
+    assert!(kept <= 128, "{kept} withdrawn slots kept");
+
+    let live = Arc::new(Recorder::default());
+    let _parked = sub.park(live.clone()).expect("parked");
+    publish(&hub, "quiet", "news").await;
+    assert_eq!(live.delivered(), ["news"]);
+    assert_eq!(recorder.wakes(), 0);
+    assert!(recorder.delivered().is_empty());
+    assert_eq!(Arc::strong_count(&recorder), 1, "the message swept the rest");
+}
