@@ -37,6 +37,24 @@ pub(crate) struct Feed {
     /// Parked polls caught by a commit and not yet handed their message
     /// (see `crate::park`).
     caught: Mutex<Vec<Arc<Slot>>>,
+    /// Publishes of this hub between the start of their append and the
+    /// moment they hand caught polls their messages.
+    publishing: AtomicUsize,
+}
+
+/// A publish in progress (see [`Feed::publishing`]). Dropped when the
+/// append returned, or when the publish was abandoned: either way it hands
+/// over whatever is caught.
+pub(crate) struct Publishing<'a>(&'a Feed);
+
+impl Drop for Publishing<'_> {
+    fn drop(&mut self) {
+        // Leave first, then look: a commit that found this publish still
+        // counted put its polls in the list before this look (see
+        // `Feed::committed`).
+        self.0.publishing.fetch_sub(1, Ordering::SeqCst);
+        self.0.deliver_caught();
+    }
 }
 
 /// One followed channel.
@@ -94,6 +112,7 @@ impl Feed {
             watermark: AtomicU64::new(head.0),
             live_window,
             caught: Mutex::new(Vec::new()),
+            publishing: AtomicUsize::new(0),
         }
     }
 
@@ -146,13 +165,22 @@ impl Feed {
             .map_or(0, |entry| entry.subscribers.load(Ordering::Relaxed))
     }
 
-    /// Hands every caught poll its message (see `crate::park`).
-    pub(crate) fn deliver_caught(&self) {
+    /// Counts a publish until the guard is dropped; a commit while any is
+    /// counted leaves the waking of caught polls to the publisher.
+    pub(crate) fn publishing(&self) -> Publishing<'_> {
+        self.publishing.fetch_add(1, Ordering::SeqCst);
+        Publishing(self)
+    }
+
+    /// Hands every caught poll its message and wakes it (see
+    /// `crate::park`).
+    fn deliver_caught(&self) {
         let caught = std::mem::take(&mut *self.caught.lock().unwrap_or_else(|e| e.into_inner()));
         for slot in caught {
             if let Some(message) = slot.caught() {
                 slot.catch.deliver(&message);
             }
+            slot.catch.wake();
         }
     }
 
@@ -186,7 +214,15 @@ impl CommitListener for Feed {
             let mut parked = entry.parked();
             if !parked.is_empty() {
                 let mut caught = self.caught.lock().unwrap_or_else(|e| e.into_inner());
+                let before = caught.len();
                 parked.release(message, &mut caught);
+                // Looked at after the polls are in the list, under its
+                // lock: a publish that leaves later takes them out.
+                if self.publishing.load(Ordering::SeqCst) == 0 {
+                    for slot in &caught[before..] {
+                        slot.catch.wake();
+                    }
+                }
             }
         }
     }

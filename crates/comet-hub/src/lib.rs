@@ -123,10 +123,11 @@ impl Hub {
         event: EventType,
         data: Data,
     ) -> Result<Published, HubError> {
+        let publishing = self.shared.feed.publishing();
         let appended = self.shared.store.append(channel, event, data).await;
         // Answer the long polls this publish (or one before it) caught,
         // before anything else gets to run.
-        self.shared.feed.deliver_caught();
+        drop(publishing);
         let message = appended?;
         self.shared.stats.record_published();
         Ok(Published {

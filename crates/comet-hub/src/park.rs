@@ -24,8 +24,9 @@ use comet_protocol::{Message, Seq};
 
 /// The answering side of a parked poll (implemented by a transport).
 pub trait Catch: Send + Sync {
-    /// The poll was caught: wake whatever waits for it. Called inside the
-    /// store's commit: it must be quick and must not block.
+    /// The poll was caught: wake whatever waits for it. It may be called
+    /// inside the store's commit, more than once, and before or after
+    /// `deliver`: it must be quick and must not block.
     fn wake(&self);
 
     /// Answers the poll with `message`, the first one of its channels after
@@ -101,8 +102,8 @@ impl ParkedList {
         self.slots.push(slot);
     }
 
-    /// Takes out the slots `message` catches, marks them caught and wakes
-    /// them, adding them to `caught`; drops withdrawn slots on the way.
+    /// Takes out the slots `message` catches, marks them caught and adds
+    /// them to `caught`; drops withdrawn slots on the way.
     pub(crate) fn release(&mut self, message: &Arc<Message>, caught: &mut Vec<Arc<Slot>>) {
         let seq = message.seq();
         self.slots.retain(|slot| {
@@ -113,7 +114,6 @@ impl ParkedList {
                 return true;
             }
             if slot.catch_by(message) {
-                slot.catch.wake();
                 caught.push(slot.clone());
             }
             false

@@ -279,5 +279,34 @@ async fn withdrawn_polls_of_a_quiet_channel_do_not_pile_up() {
     assert_eq!(live.delivered(), ["news"]);
     assert_eq!(recorder.wakes(), 0);
     assert!(recorder.delivered().is_empty());
-    assert_eq!(Arc::strong_count(&recorder), 1, "the message swept the rest");
+    assert_eq!(
+        Arc::strong_count(&recorder),
+        1,
+        "the message swept the rest"
+    );
+}
+
+#[tokio::test]
+async fn a_commit_no_publisher_waits_for_wakes_its_polls_at_once() {
+    // A message stored behind the hub's back (as when its publisher gave up
+    // before the commit, or it came from elsewhere): nobody will hand it
+    // over, so the poll is woken at once and finds it itself.
+    use comet_store::Store;
+    let store = Arc::new(MemoryStore::new(StoreOptions::default()));
+    let hub = Hub::new(store.clone(), HubConfig::default());
+    let mut sub = subscribe(&hub, "a", Start::Now).await;
+    assert!(sub.ready_batch(everything()).await.unwrap().is_empty());
+    let recorder = Arc::new(Recorder::default());
+    let parked = sub.park(recorder.clone()).unwrap();
+    store
+        .append(
+            &ChannelName::new("a").unwrap(),
+            EventType::message(),
+            Data::from("direct".to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorder.wakes(), 1);
+    assert!(recorder.delivered().is_empty());
+    assert_eq!(parked.caught().unwrap().data().as_str(), "direct");
 }
