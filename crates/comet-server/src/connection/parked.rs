@@ -7,9 +7,10 @@
 //! answer is written there and then, without waiting for this poll's task
 //! to be scheduled; with a thousand polls on a channel, all the answers go
 //! out in one loop before any client's next request is read. The task,
-//! woken too, takes its socket back and carries on with the connection
-//! (finishing the write if the socket could not take it all at once).
-//! If the task runs first, it answers itself, as an ordinary poll.
+//! woken after its answer is out, takes its socket back and carries on with
+//! the connection (finishing the write if the socket could not take it all
+//! at once). If the task is woken first (see `comet_hub`'s `park`), it
+//! answers itself, as an ordinary poll.
 //!
 //! Polls through the router wait the ordinary way (`transport::poll`).
 
