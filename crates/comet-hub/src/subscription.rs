@@ -185,6 +185,18 @@ impl Subscription {
             }
             // Register for wake-ups before looking, so that a message
             // announced between the look and the wait still wakes us.
+            if let [entry] = &*self.entries {
+                // One channel (the usual case): no list of wake-ups to build.
+                let entry = entry.clone();
+                let mut wakeup = std::pin::pin!(entry.notify.notified());
+                wakeup.as_mut().enable();
+                let items = self.collect(&mut Budget::new(limit)).await?;
+                if !items.is_empty() {
+                    return Ok(items);
+                }
+                wakeup.await;
+                continue;
+            }
             let entries = self.entries.clone();
             let mut wakeups: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> = entries
                 .iter()
