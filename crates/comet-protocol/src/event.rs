@@ -6,7 +6,7 @@
 //! [`EventType::is_reserved`], applied where publishes arrive.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The longest event type the contract allows, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 64;
@@ -47,9 +47,11 @@ impl EventType {
         Ok(Self(Arc::from(value)))
     }
 
-    /// The default type, `message`: the one SSE leaves unnamed.
+    /// The default type, `message`: the one SSE leaves unnamed. Shared:
+    /// no allocation per message.
     pub fn message() -> Self {
-        Self(Arc::from("message"))
+        static MESSAGE: OnceLock<Arc<str>> = OnceLock::new();
+        Self(MESSAGE.get_or_init(|| Arc::from("message")).clone())
     }
 
     /// True for `message`, which SSE sends without an `event:` line.

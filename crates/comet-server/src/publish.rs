@@ -63,9 +63,27 @@ pub(crate) async fn answer(
     answer.push_str("{\"channel\":");
     push_json_string(&mut answer, channel.as_str());
     answer.push_str(",\"id\":");
-    push_json_string(&mut answer, &published.message.id().to_string());
+    push_json_display(&mut answer, &published.message.id());
     let _ = write!(answer, ",\"subscribers\":{}}}", published.subscribers);
     Ok(Bytes::from(answer))
+}
+
+/// Appends `value` as a JSON string, formatted in place (no string of its
+/// own) unless it needs escaping.
+fn push_json_display(out: &mut String, value: &dyn std::fmt::Display) {
+    out.push('"');
+    let start = out.len();
+    let _ = write!(out, "{value}");
+    if out[start..]
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+    } else {
+        let text = out.split_off(start);
+        out.pop();
+        push_json_string(out, &text);
+    }
 }
 
 fn push_json_string(out: &mut String, text: &str) {

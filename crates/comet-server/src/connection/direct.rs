@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -222,35 +222,54 @@ impl Request {
         if target.is_empty() || target.contains(['/', '%', '#']) {
             return None;
         }
-        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-        let mut body_length = 0;
+        // A publish needs its header fields only to judge an origin: without
+        // one, no header map is built (allocations are most of a publish's
+        // own cost).
+        let keep_headers = !matches!(route, Route::Publish { .. })
+            || parsed
+                .headers
+                .iter()
+                .any(|field| field.name.eq_ignore_ascii_case("origin"));
+        let mut headers = if keep_headers {
+            HeaderMap::with_capacity(parsed.headers.len())
+        } else {
+            HeaderMap::new()
+        };
+        let mut body_length: Option<usize> = None;
         let mut keep_alive = true;
         for field in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-            let value = HeaderValue::from_bytes(field.value).ok()?;
-            if name == header::CONTENT_LENGTH {
+            let (name, value) = (field.name, field.value);
+            if !is_field_value(value) {
+                return None;
+            }
+            if name.eq_ignore_ascii_case("content-length") {
                 // Exactly one plain decimal length, or the router decides.
-                if headers.contains_key(header::CONTENT_LENGTH)
+                if body_length.is_some()
                     || value.is_empty()
-                    || !value.as_bytes().iter().all(u8::is_ascii_digit)
+                    || !value.iter().all(u8::is_ascii_digit)
                 {
                     return None;
                 }
-                body_length = value.to_str().ok()?.parse::<usize>().ok()?;
-            } else if name == header::TRANSFER_ENCODING
-                || name == header::UPGRADE
-                || name == header::EXPECT
+                body_length = Some(std::str::from_utf8(value).ok()?.parse::<usize>().ok()?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("upgrade")
+                || name.eq_ignore_ascii_case("expect")
             {
                 return None;
-            } else if name == header::CONNECTION
-                && value
-                    .to_str()
+            } else if name.eq_ignore_ascii_case("connection")
+                && std::str::from_utf8(value)
                     .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
             {
                 keep_alive = false;
             }
-            headers.append(name, value);
+            if keep_headers {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    HeaderValue::from_bytes(value).ok()?,
+                );
+            }
         }
+        let body_length = body_length.unwrap_or(0);
         match &mut route {
             Route::Publish { length } => *length = body_length,
             _ if body_length > 0 => return None,
@@ -270,6 +289,11 @@ impl Request {
             keep_alive,
         })
     }
+}
+
+/// What `HeaderValue` accepts: visible ASCII, obs-text, space and tab.
+fn is_field_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t')
 }
 
 /// Reads until `buffer` holds `length` bytes; false if the client closed
