@@ -30,6 +30,9 @@ pub(crate) async fn publish(
         ApiError::bad_request("invalid_channel", "the channel name is not valid UTF-8")
     })?;
     let body = read_body(body, &headers, state.config.max_body_bytes).await?;
+    // Hyper hands the body out as a slice of its read buffer; a retained
+    // message must not keep that whole buffer alive.
+    let body = Bytes::copy_from_slice(&body);
     let answer = answer(&state, &channel, query.as_deref(), body).await?;
     Ok((
         StatusCode::CREATED,

@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -156,7 +156,11 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
                     return Outcome::Done;
                 }
                 buffer.advance(head_length);
-                let body = buffer.split_to(length).freeze();
+                // A copy of its own: a slice of the read buffer would keep
+                // the whole buffer alive for as long as the message is
+                // retained.
+                let body = Bytes::copy_from_slice(&buffer[..length]);
+                buffer.advance(length);
                 let answer = Box::pin(publish::answer(
                     state,
                     &request.target,
