@@ -39,11 +39,19 @@ async fn stalled_subscribers_do_not_grow_memory() {
     reader.until_raw(b"retry:").await;
     let before = server.resident_bytes();
     const COUNT: usize = 2_400;
+    // The publisher stays at most 50 messages ahead of the reader, well
+    // inside the retention of 100, however slow the machine: the reader
+    // must see every message, the stalled clients none.
+    let (progress, mut read_so_far) = tokio::sync::watch::channel(0usize);
     let publisher = tokio::spawn({
         let base = server.base().to_string();
         async move {
             let http = client();
             for i in 0..COUNT {
+                read_so_far
+                    .wait_for(|&read| i < read + 50)
+                    .await
+                    .expect("the reader is alive");
                 publish(&http, &base, "big", &format!("{i}{big}")).await;
             }
         }
@@ -52,6 +60,7 @@ async fn stalled_subscribers_do_not_grow_memory() {
     for i in 0..COUNT {
         let event = reader.next_event().await.expect("the reader keeps up");
         assert!(event.data.starts_with(&i.to_string()));
+        progress.send_replace(i + 1);
         if i % 100 == 0 {
             peak = peak.max(server.resident_bytes());
         }
