@@ -82,20 +82,13 @@ pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
     };
     // Subscribe everyone first, a batch at a time.
     let started = Instant::now();
-    let mut readers = Vec::with_capacity(plan.subscribers);
-    let mut index = 0;
-    while index < plan.subscribers {
-        let batch = plan.connect_concurrency.min(plan.subscribers - index);
-        let opens = (index..index + batch).map(|i| {
-            let path = plan.target.sse_path(&channel_name(i));
-            let address = plan.target.address;
-            async move { SseReader::open(address, &path).await }
-        });
-        for reader in futures::future::join_all(opens).await {
-            readers.push(reader?);
-        }
-        index += batch;
-    }
+    let readers = SseReader::open_many(
+        plan.target.address,
+        plan.subscribers,
+        plan.connect_concurrency,
+        |i| plan.target.sse_path(&channel_name(i)),
+    )
+    .await?;
     let subscribe_time = started.elapsed();
 
     let shared = Rc::new(RefCell::new(Shared {
@@ -201,10 +194,7 @@ pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
         .map_err(|error| HttpError::Malformed(format!("the publisher failed: {error}")))??;
 
     let shared = shared.borrow();
-    let mut completeness = Completeness::default();
-    for tracker in trackers.borrow().iter() {
-        completeness.add(tracker, messages);
-    }
+    let completeness = Completeness::of(&trackers.borrow(), messages);
     let mut latencies = Latencies::default();
     latencies.merge(&shared.latencies);
     Ok(DeliveryReport {

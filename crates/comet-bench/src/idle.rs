@@ -66,22 +66,16 @@ pub fn resident_bytes(pid: u32) -> std::io::Result<u64> {
 pub async fn run(plan: &IdlePlan) -> Result<IdleReport, HttpError> {
     let before = resident_bytes(plan.server_pid)?;
     let started = Instant::now();
-    let mut readers = Vec::with_capacity(plan.connections);
-    let mut index = 0;
-    while index < plan.connections {
-        let batch = plan.connect_concurrency.min(plan.connections - index);
-        let opens = (index..index + batch).map(|i| {
-            let path = plan
-                .target
-                .sse_path(&format!("idle-{}", i % plan.channels.max(1)));
-            let address = plan.target.address;
-            async move { SseReader::open(address, &path).await }
-        });
-        for reader in futures::future::join_all(opens).await {
-            readers.push(reader?);
-        }
-        index += batch;
-    }
+    let readers = SseReader::open_many(
+        plan.target.address,
+        plan.connections,
+        plan.connect_concurrency,
+        |i| {
+            plan.target
+                .sse_path(&format!("idle-{}", i % plan.channels.max(1)))
+        },
+    )
+    .await?;
     let open_time = started.elapsed();
     tokio::time::sleep(plan.settle).await;
     let after = resident_bytes(plan.server_pid)?;

@@ -212,10 +212,7 @@ pub async fn run(plan: &LongPollPlan) -> Result<LongPollReport, HttpError> {
         let _ = client.await;
     }
     let shared = shared.borrow();
-    let mut completeness = Completeness::default();
-    for tracker in trackers.borrow().iter() {
-        completeness.add(tracker, published);
-    }
+    let completeness = Completeness::of(&trackers.borrow(), published);
     let mut latencies = Latencies::default();
     latencies.merge(&shared.latencies);
     Ok(LongPollReport {

@@ -58,6 +58,15 @@ pub struct Completeness {
 }
 
 impl Completeness {
+    /// Over `trackers`, each of which expected `0..count`.
+    pub fn of(trackers: &[Tracker], count: u64) -> Self {
+        let mut completeness = Self::default();
+        for tracker in trackers {
+            completeness.add(tracker, count);
+        }
+        completeness
+    }
+
     /// Adds a receiver that expected `0..count`.
     pub fn add(&mut self, tracker: &Tracker, count: u64) {
         self.missing += tracker.missing(count);

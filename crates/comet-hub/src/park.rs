@@ -18,7 +18,7 @@
 //! make sure of that.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use comet_protocol::{Message, Seq};
 
@@ -42,7 +42,7 @@ pub(crate) struct Slot {
     /// Only messages after this are for the poll.
     pub(crate) after: Seq,
     pub(crate) catch: Arc<dyn Catch>,
-    caught: Mutex<Option<Arc<Message>>>,
+    caught: OnceLock<Arc<Message>>,
     /// Its `Parked` was dropped: nothing may be handed to it any more.
     withdrawn: AtomicBool,
 }
@@ -52,7 +52,7 @@ impl Slot {
         Self {
             after,
             catch,
-            caught: Mutex::new(None),
+            caught: OnceLock::new(),
             withdrawn: AtomicBool::new(false),
         }
     }
@@ -64,19 +64,11 @@ impl Slot {
     /// Records `message` as what caught the poll; false if something
     /// already did (a poll of several channels is caught once).
     pub(crate) fn catch_by(&self, message: &Arc<Message>) -> bool {
-        let mut caught = self.caught.lock().unwrap_or_else(|e| e.into_inner());
-        if caught.is_some() {
-            return false;
-        }
-        *caught = Some(message.clone());
-        true
+        self.caught.set(message.clone()).is_ok()
     }
 
     pub(crate) fn caught(&self) -> Option<Arc<Message>> {
-        self.caught
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.caught.get().cloned()
     }
 }
 

@@ -279,17 +279,7 @@ async fn held_long_polls_racing_a_fast_publisher_each_receive_everything_in_orde
         let base = server.base();
         let start = start.clone();
         clients.push(tokio::spawn(async move {
-            // A connection of its own, kept alive from poll to poll.
-            let http = client();
-            let mut cursor = start;
-            let mut received = Vec::new();
-            while received.len() < MESSAGES {
-                let url = format!("{base}/poll/race?wait=30&since={}", encode(&cursor));
-                let answer = comet_testkit::get_json(&http, &url).await;
-                received.extend(datas(&answer));
-                cursor = answer["cursor"].as_str().unwrap().to_string();
-            }
-            received
+            comet_testkit::long_poll_until(&base, "race", &start, MESSAGES).await
         }));
     }
     comet_testkit::wait_for_metric(

@@ -87,6 +87,24 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
     .await
 }
 
+/// A long-poll client: polls `channel` on the server at `base` from
+/// `cursor`, on a connection of its own kept alive from poll to poll, until
+/// it has `count` messages; returns their data in the order received.
+pub async fn long_poll_until(base: &str, channel: &str, cursor: &str, count: usize) -> Vec<String> {
+    let http = client();
+    let mut cursor = cursor.to_string();
+    let mut received = Vec::new();
+    while received.len() < count {
+        let url = format!("{base}/poll/{channel}?wait=30&since={}", encode(&cursor));
+        let answer = get_json(&http, &url).await;
+        for message in answer["messages"].as_array().expect("a messages array") {
+            received.push(message["data"].as_str().expect("text data").to_string());
+        }
+        cursor = answer["cursor"].as_str().expect("a cursor").to_string();
+    }
+    received
+}
+
 /// The server's metrics text.
 pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
     within("the metrics", async {

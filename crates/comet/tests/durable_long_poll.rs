@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use comet_testkit::{ServerProcess, client, encode, get_json, publish, wait_for_metric, within};
+use comet_testkit::{
+    ServerProcess, client, get_json, long_poll_until, publish, wait_for_metric, within,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_long_polls_over_the_durable_store_receive_everything_in_order() {
@@ -29,18 +31,7 @@ async fn parked_long_polls_over_the_durable_store_receive_everything_in_order() 
         let base = base.clone();
         let start = start.clone();
         clients.push(tokio::spawn(async move {
-            let http = client();
-            let mut cursor = start;
-            let mut received = Vec::new();
-            while received.len() < MESSAGES {
-                let url = format!("{base}/poll/durable?wait=30&since={}", encode(&cursor));
-                let answer = get_json(&http, &url).await;
-                for message in answer["messages"].as_array().unwrap() {
-                    received.push(message["data"].as_str().unwrap().to_string());
-                }
-                cursor = answer["cursor"].as_str().unwrap().to_string();
-            }
-            received
+            long_poll_until(&base, "durable", &start, MESSAGES).await
         }));
     }
     wait_for_metric(

@@ -243,7 +243,8 @@ impl Request {
         let mut keep_alive = true;
         for field in parsed.headers.iter() {
             let (name, value) = (field.name, field.value);
-            if !is_field_value(value) {
+            // Kept fields are validated as they are converted below.
+            if !keep_headers && !is_field_value(value) {
                 return None;
             }
             if name.eq_ignore_ascii_case("content-length") {

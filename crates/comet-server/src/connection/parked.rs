@@ -157,11 +157,13 @@ impl Catch for SocketCatch {
 
     fn deliver(&self, message: &Arc<Message>) {
         let mut socket = self.socket();
-        let Socket::Waiting(_) = &*socket else {
-            return;
-        };
-        let Socket::Waiting(stream) = std::mem::replace(&mut *socket, Socket::Gone) else {
-            return;
+        let stream = match std::mem::replace(&mut *socket, Socket::Gone) {
+            Socket::Waiting(stream) => stream,
+            // Taken back by the poll's task, which answered itself.
+            other => {
+                *socket = other;
+                return;
+            }
         };
         let body = poll::caught_answer(message);
         let head = socket::answer_head(
