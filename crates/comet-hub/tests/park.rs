@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use comet_hub::{BatchLimit, Catch, Hub, HubConfig, Item, Start, Subscription};
+use comet_hub::{BatchLimit, Catch, Hub, HubConfig, Item, Parked, Start, Subscription};
 use comet_protocol::{ChannelList, ChannelName, Cursor, Data, EventType, Message, Seq};
 use comet_store::{MemoryStore, StoreOptions};
 use tokio::sync::Notify;
@@ -70,13 +70,22 @@ impl Recorder {
     }
 }
 
+/// Reads `sub` (finding nothing) and parks it with a new recorder, as a
+/// long poll does.
+async fn park_after_empty_read(sub: &mut Subscription) -> (Arc<Recorder>, Parked) {
+    assert!(sub.ready_batch(everything()).await.unwrap().is_empty());
+    let recorder = Arc::new(Recorder::default());
+    let parked = sub
+        .park(recorder.clone())
+        .expect("nothing arrived since the read: parked");
+    (recorder, parked)
+}
+
 #[tokio::test]
 async fn a_parked_subscription_is_woken_and_handed_the_next_message_once() {
     let hub = hub();
     let mut sub = subscribe(&hub, "a", Start::Now).await;
-    assert!(sub.ready_batch(everything()).await.unwrap().is_empty());
-    let recorder = Arc::new(Recorder::default());
-    let parked = sub.park(recorder.clone()).expect("nothing arrived: parked");
+    let (recorder, parked) = park_after_empty_read(&mut sub).await;
     assert_eq!(recorder.wakes(), 0);
     assert!(parked.caught().is_none());
 
@@ -92,9 +101,7 @@ async fn a_message_of_another_channel_does_not_release_it() {
     let hub = hub();
     let mut sub = subscribe(&hub, "a", Start::Now).await;
     let _b = subscribe(&hub, "b", Start::Now).await;
-    assert!(sub.ready_batch(everything()).await.unwrap().is_empty());
-    let recorder = Arc::new(Recorder::default());
-    let parked = sub.park(recorder.clone()).unwrap();
+    let (recorder, parked) = park_after_empty_read(&mut sub).await;
     publish(&hub, "b", "elsewhere").await;
     assert_eq!(recorder.wakes(), 0);
     assert!(recorder.delivered().is_empty());
@@ -128,9 +135,7 @@ async fn parking_is_refused_when_anything_was_stored_since_the_last_read() {
 async fn a_subscription_of_several_channels_is_caught_once_by_the_first_message() {
     let hub = hub();
     let mut sub = subscribe(&hub, "a,b", Start::Now).await;
-    assert!(sub.ready_batch(everything()).await.unwrap().is_empty());
-    let recorder = Arc::new(Recorder::default());
-    let parked = sub.park(recorder.clone()).unwrap();
+    let (recorder, parked) = park_after_empty_read(&mut sub).await;
     publish(&hub, "b", "first").await;
     publish(&hub, "a", "second").await;
     assert_eq!(recorder.wakes(), 1);
@@ -146,9 +151,8 @@ async fn a_subscription_of_several_channels_is_caught_once_by_the_first_message(
 async fn a_withdrawn_subscription_is_never_woken_or_handed_anything() {
     let hub = hub();
     let mut sub = subscribe(&hub, "a,b", Start::Now).await;
-    assert!(sub.ready_batch(everything()).await.unwrap().is_empty());
-    let recorder = Arc::new(Recorder::default());
-    drop(sub.park(recorder.clone()).unwrap());
+    let (recorder, parked) = park_after_empty_read(&mut sub).await;
+    drop(parked);
     publish(&hub, "a", "late").await;
     publish(&hub, "b", "later").await;
     assert_eq!(recorder.wakes(), 0);
@@ -162,9 +166,7 @@ async fn a_position_beyond_the_watermark_waits_for_a_message_after_it() {
     let first = publish(&hub, "a", "0").await;
     let ahead = Cursor::new(hub.epoch().clone(), Seq(first.seq().0 + 2));
     let mut sub = subscribe(&hub, "a", Start::Since(ahead)).await;
-    assert!(sub.ready_batch(everything()).await.unwrap().is_empty());
-    let recorder = Arc::new(Recorder::default());
-    let parked = sub.park(recorder.clone()).unwrap();
+    let (recorder, parked) = park_after_empty_read(&mut sub).await;
     publish(&hub, "a", "1").await;
     publish(&hub, "a", "2").await;
     assert!(
@@ -295,9 +297,7 @@ async fn a_commit_no_publisher_waits_for_wakes_its_polls_at_once() {
     let store = Arc::new(MemoryStore::new(StoreOptions::default()));
     let hub = Hub::new(store.clone(), HubConfig::default());
     let mut sub = subscribe(&hub, "a", Start::Now).await;
-    assert!(sub.ready_batch(everything()).await.unwrap().is_empty());
-    let recorder = Arc::new(Recorder::default());
-    let parked = sub.park(recorder.clone()).unwrap();
+    let (recorder, parked) = park_after_empty_read(&mut sub).await;
     store
         .append(
             &ChannelName::new("a").unwrap(),

@@ -77,10 +77,7 @@ fn push_json_display(out: &mut String, value: &dyn std::fmt::Display) {
     out.push('"');
     let start = out.len();
     let _ = write!(out, "{value}");
-    if out[start..]
-        .bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
-    {
+    if needs_no_escaping(&out[start..]) {
         out.push('"');
     } else {
         let text = out.split_off(start);
@@ -90,13 +87,18 @@ fn push_json_display(out: &mut String, value: &dyn std::fmt::Display) {
 }
 
 fn push_json_string(out: &mut String, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if needs_no_escaping(text) {
         out.push('"');
         out.push_str(text);
         out.push('"');
     } else {
         out.push_str(&serde_json::Value::from(text).to_string());
     }
+}
+
+/// True if `text` can stand between JSON quotes as it is.
+fn needs_no_escaping(text: &str) -> bool {
+    text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 /// The payload-too-large answer for a body over `limit` bytes.

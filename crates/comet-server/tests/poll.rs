@@ -266,36 +266,6 @@ async fn a_cursor_from_another_history_reports_reset_and_delivers_what_is_retain
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_long_polls_racing_a_fast_publisher_each_receive_everything_in_order() {
-    const CLIENTS: usize = 40;
-    const MESSAGES: usize = 30;
     let server = TestServer::start();
-    let http = client();
-    let start = poll(&server, "/poll/race").await["cursor"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        let base = server.base();
-        let start = start.clone();
-        clients.push(tokio::spawn(async move {
-            comet_testkit::long_poll_until(&base, "race", &start, MESSAGES).await
-        }));
-    }
-    comet_testkit::wait_for_metric(
-        &http,
-        &server.base(),
-        &format!("comet_subscribers{{transport=\"longpoll\"}} {CLIENTS}"),
-    )
-    .await;
-    // Published back to back: most clients are between polls for most of
-    // them, some are parked, some are caught while re-polling.
-    for i in 0..MESSAGES {
-        publish(&http, &server.base(), "race", &i.to_string()).await;
-    }
-    let expected: Vec<String> = (0..MESSAGES).map(|i| i.to_string()).collect();
-    for client in clients {
-        let received = within("a client's messages", client).await.unwrap();
-        assert_eq!(received, expected);
-    }
+    comet_testkit::race_long_polls_against_a_publisher(&server.base(), "race", 40, 30).await;
 }

@@ -105,6 +105,46 @@ pub async fn long_poll_until(base: &str, channel: &str, cursor: &str, count: usi
     received
 }
 
+/// Races long polls against a publisher on the server at `base`:
+/// `clients` long-poll clients (see [`long_poll_until`]) start from "now"
+/// on `channel`; once all of them wait, `messages` messages ("0", "1", …)
+/// are published back to back, so most clients are between polls for most
+/// of them, some parked, some caught while re-polling. Asserts that every
+/// client received every message once, in order.
+pub async fn race_long_polls_against_a_publisher(
+    base: &str,
+    channel: &str,
+    clients: usize,
+    messages: usize,
+) {
+    let http = client();
+    let start = get_json(&http, &format!("{base}/poll/{channel}")).await["cursor"]
+        .as_str()
+        .expect("a cursor")
+        .to_string();
+    let mut polling = Vec::new();
+    for _ in 0..clients {
+        let (base, channel, start) = (base.to_string(), channel.to_string(), start.clone());
+        polling.push(tokio::spawn(async move {
+            long_poll_until(&base, &channel, &start, messages).await
+        }));
+    }
+    wait_for_metric(
+        &http,
+        base,
+        &format!("comet_subscribers{{transport=\"longpoll\"}} {clients}"),
+    )
+    .await;
+    for i in 0..messages {
+        publish(&http, base, channel, &i.to_string()).await;
+    }
+    let expected: Vec<String> = (0..messages).map(|i| i.to_string()).collect();
+    for client in polling {
+        let received = within("a client's messages", client).await.unwrap();
+        assert_eq!(received, expected);
+    }
+}
+
 /// The server's metrics text.
 pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
     within("the metrics", async {
