@@ -194,6 +194,20 @@ impl Feed {
 
 impl CommitListener for Feed {
     fn committed(&self, message: &Arc<Message>) {
+        let seq = message.seq();
+        // Store order is delivery order: a message at or below the
+        // watermark was announced already (a store replaying after a
+        // reconnection) or breaks the order. Either way it is not
+        // delivered again, and the watermark never goes back.
+        let announced = self.watermark();
+        if seq <= announced {
+            tracing::error!(
+                seq = seq.0,
+                watermark = announced.0,
+                "the store announced a message out of order; it is not delivered again"
+            );
+            return;
+        }
         let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
         let entry = map.get(message.channel());
         if let Some(entry) = entry {
@@ -205,7 +219,7 @@ impl CommitListener for Feed {
                 }
             }
         }
-        self.watermark.store(message.seq().0, Ordering::Release);
+        self.watermark.fetch_max(seq.0, Ordering::Release);
         if let Some(entry) = entry {
             entry.notify.notify_waiters();
             // A poll that parked after the watermark was raised saw it

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, Message};
 pub use comet_protocol::{Gap, GapReason};
-pub use comet_store::Store;
-use comet_store::{Retention, StoreError};
+use comet_store::Retention;
+pub use comet_store::{Store, StoreError};
 pub use park::{Catch, Parked};
 pub use stats::{HubStats, StatsSnapshot};
 pub use subscription::{BatchLimit, Item, Start, Subscription};

@@ -17,7 +17,6 @@
 //! and answers itself. Whoever comes second does nothing; a `Catch` must
 //! make sure of that.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use comet_protocol::{Message, Seq};
@@ -42,9 +41,12 @@ pub(crate) struct Slot {
     /// Only messages after this are for the poll.
     pub(crate) after: Seq,
     pub(crate) catch: Arc<dyn Catch>,
-    caught: OnceLock<Arc<Message>>,
-    /// Its `Parked` was dropped: nothing may be handed to it any more.
-    withdrawn: AtomicBool,
+    /// Decided once, by whichever comes first: `Some(message)` when a
+    /// commit caught the poll, `None` when its `Parked` was dropped (the
+    /// poll withdrew). A caught poll can no longer be withdrawn, and a
+    /// withdrawn one can no longer be caught, so nothing is ever handed to
+    /// a poll that gave up.
+    outcome: OnceLock<Option<Arc<Message>>>,
 }
 
 impl Slot {
@@ -52,23 +54,28 @@ impl Slot {
         Self {
             after,
             catch,
-            caught: OnceLock::new(),
-            withdrawn: AtomicBool::new(false),
+            outcome: OnceLock::new(),
         }
     }
 
     fn is_withdrawn(&self) -> bool {
-        self.withdrawn.load(Ordering::Acquire)
+        matches!(self.outcome.get(), Some(None))
     }
 
     /// Records `message` as what caught the poll; false if something
-    /// already did (a poll of several channels is caught once).
+    /// already did (a poll of several channels is caught once) or the poll
+    /// withdrew.
     pub(crate) fn catch_by(&self, message: &Arc<Message>) -> bool {
-        self.caught.set(message.clone()).is_ok()
+        self.outcome.set(Some(message.clone())).is_ok()
+    }
+
+    /// Withdraws the poll; false if a commit caught it first.
+    fn withdraw(&self) -> bool {
+        self.outcome.set(None).is_ok()
     }
 
     pub(crate) fn caught(&self) -> Option<Arc<Message>> {
-        self.caught.get().cloned()
+        self.outcome.get().cloned().flatten()
     }
 }
 
@@ -115,6 +122,12 @@ impl ParkedList {
     pub(crate) fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
+
+    /// Takes back the slot pushed last (parking refused before the list's
+    /// lock was let go, so no commit saw it).
+    pub(crate) fn pop(&mut self) {
+        self.slots.pop();
+    }
 }
 
 /// A parked poll. Dropping it withdraws the poll from its channels.
@@ -132,6 +145,6 @@ impl Parked {
 
 impl Drop for Parked {
     fn drop(&mut self) {
-        self.slot.withdrawn.store(true, Ordering::Release);
+        self.slot.withdraw();
     }
 }

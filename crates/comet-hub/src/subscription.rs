@@ -106,12 +106,19 @@ impl Subscription {
         };
         match start {
             Start::Now | Start::Backlog(0) => {}
-            Start::Since(cursor) if cursor.epoch == subscription.shared.epoch => {
-                // A position beyond the watermark is legitimate when another
-                // node announced it first; reading simply waits for it.
+            Start::Since(cursor)
+                if cursor.epoch == subscription.shared.epoch
+                    && cursor.seq <= subscription.shared.store.head() =>
+            {
+                // A position beyond the watermark (but not beyond the
+                // store's head) is legitimate when another node announced
+                // it first; reading simply waits for it.
                 subscription.position = cursor.seq;
             }
             Start::Since(_) => {
+                // Another history, or a position this history never
+                // reached (its data was restored from an older backup):
+                // the ids the client holds may name other messages here.
                 for (name, following) in subscription
                     .names
                     .iter()
@@ -224,23 +231,39 @@ impl Subscription {
     /// Parks the subscription for its next message (see [`Catch`]): when
     /// the first message of its channels after its position is stored,
     /// `catch` is woken and handed that message. Call it when
-    /// [`Self::ready_batch`] found nothing. `None` (nothing parked) when
-    /// something may have arrived since: read again before parking.
+    /// [`Self::ready_batch`] found nothing. `None` (nothing parked, and
+    /// `catch` is never called) when something may have arrived since:
+    /// read again before parking.
     pub fn park(&self, catch: Arc<dyn Catch>) -> Option<Parked> {
+        self.park_with(catch, || {})
+    }
+
+    /// [`Self::park`], running `between` after the slot is in place and
+    /// before the watermark is looked at (tests force a commit there).
+    fn park_with(&self, catch: Arc<dyn Catch>, between: impl FnOnce()) -> Option<Parked> {
         if !self.pending.is_empty() {
             return None;
         }
         let slot = Arc::new(Slot::new(self.position, catch));
-        for entry in self.entries.iter() {
-            entry.parked().push(slot.clone());
+        // Every list stays locked from the push to the look at the
+        // watermark. A commit raises the watermark before it takes the
+        // list's lock (see `Feed::committed`): one that raised it before
+        // the look is seen here, and then finds no slot; one that raises it
+        // after the look catches the slot with the first message after the
+        // position. So a refused slot is never caught, and a caught one is
+        // never caught by a message later than one it missed.
+        let mut lists: Vec<_> = self.entries.iter().map(|entry| entry.parked()).collect();
+        for list in &mut lists {
+            list.push(slot.clone());
         }
-        let parked = Parked { slot };
-        // A commit that raised the watermark before the slot was in place
-        // may not have seen it (see `Feed::committed`).
+        between();
         if self.shared.feed.watermark() > self.position {
+            for list in &mut lists {
+                list.pop();
+            }
             return None;
         }
-        Some(parked)
+        Some(Parked { slot })
     }
 
     fn take_pending(&mut self, limit: BatchLimit) -> Option<Vec<Item>> {
@@ -333,11 +356,12 @@ impl Subscription {
             .iter()
             .take_while(|m| budget.admit_message(m))
             .count();
-        if fits < merged.len() {
+        if let Some(first_left) = merged.get(fits) {
+            // Everything before the first message left out is delivered
+            // (or lies in none of these channels); the position stops
+            // there, whether or not anything fitted.
+            upto = Seq(first_left.seq().0.saturating_sub(1));
             merged.truncate(fits);
-            if let Some(last) = merged.last() {
-                upto = last.seq();
-            }
         }
         items.extend(merged.into_iter().map(Item::Message));
         for _ in 0..fell_behind {
@@ -398,5 +422,105 @@ impl Budget {
         self.messages += 1;
         self.bytes = self.bytes.saturating_add(size);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use comet_protocol::{ChannelList, ChannelName, Data, EventType, Message, Seq};
+    use comet_store::{CommitListener, MemoryStore, StoreOptions};
+
+    use super::*;
+    use crate::{Hub, HubConfig};
+
+    /// Counts what the hub does with a parked poll.
+    #[derive(Default)]
+    struct Recorder {
+        wakes: Mutex<usize>,
+        delivered: Mutex<Vec<Seq>>,
+    }
+
+    impl Catch for Recorder {
+        fn wake(&self) {
+            *self.wakes.lock().unwrap() += 1;
+        }
+
+        fn deliver(&self, message: &Arc<Message>) {
+            self.delivered.lock().unwrap().push(message.seq());
+        }
+    }
+
+    /// A commit that lands between the slot's push and the look at the
+    /// watermark (the parking task preempted there) must leave a refused
+    /// park untouched: if the commit caught the slot, a publisher would
+    /// write an answer on a socket whose task answers again.
+    #[tokio::test]
+    async fn a_commit_between_the_push_and_the_look_never_answers_a_refused_park() {
+        let hub = Hub::new(
+            Arc::new(MemoryStore::new(StoreOptions::default())),
+            HubConfig::default(),
+        );
+        let channel = ChannelName::new("a").unwrap();
+        let list = ChannelList::parse("a", 4).unwrap();
+        let mut sub = hub.subscribe(&list, Start::Now).await.unwrap();
+        assert!(
+            sub.ready_batch(BatchLimit::messages(8))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let recorder = Arc::new(Recorder::default());
+        let feed = hub.shared.feed.clone();
+        let position = feed.watermark();
+        let message = Arc::new(Message::new(
+            hub.epoch().clone(),
+            Seq(position.0 + 1),
+            channel.clone(),
+            EventType::message(),
+            Data::from("raced".to_string()),
+            0,
+        ));
+        let mut committer = None;
+        let parked = sub.park_with(recorder.clone(), || {
+            // The commit runs on another thread, as a store's would. The
+            // park goes on once the commit has raised the watermark and has
+            // either finished (it could take the slot: the race) or has been
+            // kept from the slot for a while (as it must be).
+            let (commit_feed, message) = (feed.clone(), message.clone());
+            let thread = std::thread::spawn(move || commit_feed.committed(&message));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while feed.watermark() == position {
+                assert!(
+                    Instant::now() < deadline,
+                    "the commit never raised the watermark"
+                );
+                std::thread::yield_now();
+            }
+            let kept_out = Instant::now() + Duration::from_millis(200);
+            while !thread.is_finished() && Instant::now() < kept_out {
+                std::thread::yield_now();
+            }
+            committer = Some(thread);
+        });
+        committer.unwrap().join().unwrap();
+        assert!(parked.is_none(), "the watermark moved: parking is refused");
+
+        // The next publish hands caught polls their messages: none is ours.
+        hub.publish(
+            &channel,
+            EventType::message(),
+            Data::from("next".to_string()),
+        )
+        .await
+        .unwrap();
+        assert!(
+            recorder.delivered.lock().unwrap().is_empty(),
+            "a refused park was answered"
+        );
+        assert_eq!(*recorder.wakes.lock().unwrap(), 0);
     }
 }

@@ -11,6 +11,9 @@ use comet_protocol::{ChannelList, ChannelName, Cursor, Data, EventType, Message,
 use comet_store::{MemoryStore, StoreOptions};
 use tokio::sync::Notify;
 
+mod common;
+use common::WrappedStore;
+
 fn hub() -> Hub {
     Hub::new(
         Arc::new(MemoryStore::new(StoreOptions::default())),
@@ -161,9 +164,12 @@ async fn a_withdrawn_subscription_is_never_woken_or_handed_anything() {
 
 #[tokio::test]
 async fn a_position_beyond_the_watermark_waits_for_a_message_after_it() {
-    // Another node may hand a client a cursor this hub has not reached.
-    let hub = hub();
+    // Another node may hand a client a cursor this hub has not reached:
+    // the shared store's head is beyond what this hub was told of.
+    let store = Arc::new(WrappedStore::new());
+    let hub = Hub::new(store.clone(), HubConfig::default());
     let first = publish(&hub, "a", "0").await;
+    store.head_ahead_by(2);
     let ahead = Cursor::new(hub.epoch().clone(), Seq(first.seq().0 + 2));
     let mut sub = subscribe(&hub, "a", Start::Since(ahead)).await;
     let (recorder, parked) = park_after_empty_read(&mut sub).await;

@@ -407,3 +407,59 @@ fn a_second_server_on_the_same_directory_refuses_to_start() {
         "{stderr}"
     );
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).expect("create the copy");
+    for entry in std::fs::read_dir(from).expect("read the directory") {
+        let entry = entry.expect("an entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy a file");
+    }
+}
+
+fn stop(mut server: ServerProcess) {
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(20)).success());
+}
+
+/// An operator restores the data directory from a backup older than ids
+/// its clients hold. The history keeps its epoch but its head goes back,
+/// so those ids would name other messages from now on: a client resuming
+/// with one is told of a reset and gets what is retained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ahead_of_a_restored_backup_gets_a_reset_gap() {
+    let dir = fresh_dir("restored");
+    let backup = fresh_dir("restored-backup");
+    let dir_arg = dir.to_str().unwrap().to_string();
+    let args = ["--data-dir", dir_arg.as_str()];
+
+    let server = ServerProcess::spawn(binary(), &args);
+    publish_retrying(server.base(), "news", "one").await;
+    stop(server);
+    copy_dir(&dir, &backup);
+
+    let server = ServerProcess::spawn(binary(), &args);
+    publish_retrying(server.base(), "news", "two").await;
+    let ahead = publish_retrying(server.base(), "news", "three").await;
+    stop(server);
+    copy_dir(&backup, &dir);
+
+    let server = ServerProcess::spawn(binary(), &args);
+    let answer = get_json(
+        &client(),
+        &format!("{}/poll/news?since={}", server.base(), encode(&ahead)),
+    )
+    .await;
+    assert_eq!(
+        answer["gaps"],
+        serde_json::json!([{"channel": "news", "reason": "reset"}]),
+        "{answer}"
+    );
+    let data: Vec<&str> = answer["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|message| message["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(data, ["one"]);
+}

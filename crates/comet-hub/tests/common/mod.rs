@@ -1,0 +1,102 @@
+//! A store for the hub's tests: the memory store, seen through a wrapper
+//! that can do what a shared backend fed by other nodes does.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
+use comet_store::{
+    ChannelSummary, CommitListener, History, MemoryStore, Store, StoreError, StoreOptions,
+};
+
+/// The memory store, with two of a cluster's behaviours on demand: a
+/// head beyond what this hub was told of (messages stored by other nodes,
+/// not yet announced here), and the listener at hand, so a test can
+/// announce a message again (a feed replayed after a reconnection).
+pub struct WrappedStore {
+    inner: MemoryStore,
+    listener: Mutex<Option<Arc<dyn CommitListener>>>,
+    head_ahead_by: AtomicU64,
+}
+
+impl WrappedStore {
+    pub fn new() -> Self {
+        Self {
+            inner: MemoryStore::new(StoreOptions::default()),
+            listener: Mutex::new(None),
+            head_ahead_by: AtomicU64::new(0),
+        }
+    }
+
+    /// From now on, `head()` is `by` beyond what was stored here.
+    #[allow(dead_code)]
+    pub fn head_ahead_by(&self, by: u64) {
+        self.head_ahead_by.store(by, Ordering::SeqCst);
+    }
+
+    /// The listener the hub installed.
+    #[allow(dead_code)]
+    pub fn listener(&self) -> Arc<dyn CommitListener> {
+        self.listener
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the hub installed its listener")
+    }
+}
+
+#[async_trait]
+impl Store for WrappedStore {
+    fn epoch(&self) -> Epoch {
+        self.inner.epoch()
+    }
+    fn head(&self) -> Seq {
+        Seq(self.inner.head().0 + self.head_ahead_by.load(Ordering::SeqCst))
+    }
+    fn set_commit_listener(&self, listener: Arc<dyn CommitListener>) {
+        *self.listener.lock().unwrap() = Some(listener.clone());
+        self.inner.set_commit_listener(listener);
+    }
+    async fn append(
+        &self,
+        channel: &ChannelName,
+        event: EventType,
+        data: Data,
+    ) -> Result<Arc<Message>, StoreError> {
+        self.inner.append(channel, event, data).await
+    }
+    async fn read(
+        &self,
+        channel: &ChannelName,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> Result<History, StoreError> {
+        self.inner.read(channel, after, upto, limit).await
+    }
+    async fn latest(
+        &self,
+        channel: &ChannelName,
+        count: usize,
+        upto: Seq,
+    ) -> Result<History, StoreError> {
+        self.inner.latest(channel, count, upto).await
+    }
+    async fn summary(&self, channel: &ChannelName) -> Result<Option<ChannelSummary>, StoreError> {
+        self.inner.summary(channel).await
+    }
+    async fn channels(
+        &self,
+        after: Option<&ChannelName>,
+        limit: usize,
+    ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError> {
+        self.inner.channels(after, limit).await
+    }
+    async fn enforce_retention(&self) -> Result<(), StoreError> {
+        self.inner.enforce_retention().await
+    }
+    async fn check_health(&self) -> Result<(), StoreError> {
+        self.inner.check_health().await
+    }
+}
