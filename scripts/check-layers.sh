@@ -7,9 +7,15 @@ cd "$(dirname "$0")/.."
 status=0
 forbid() {
   local crate=$1 pattern=$2 why=$3
-  local found
-  found=$(cargo tree -p "$crate" -e normal --prefix none --format '{p}' 2>/dev/null \
-    | awk '{print $1}' | grep -E "^(${pattern})$" | sort -u || true)
+  local tree found
+  # A failing `cargo tree` (a renamed crate, a broken manifest) is a failed
+  # check, never an empty graph.
+  if ! tree=$(cargo tree -p "$crate" -e normal --prefix none --format '{p}'); then
+    echo "layer check: cannot read the dependencies of $crate" >&2
+    status=1
+    return
+  fi
+  found=$(awk '{print $1}' <<<"$tree" | grep -E "^(${pattern})$" | sort -u || true)
   if [ -n "$found" ]; then
     echo "layer violation: $crate depends on $(echo "$found" | tr '\n' ' ')($why)" >&2
     status=1

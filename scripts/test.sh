@@ -40,7 +40,14 @@ fi
 log "running the Rust test suite"
 # All targets: unit and black-box tests, and the benchmarks run once each in
 # test mode, so they keep building and working.
+# The black-box server suites run on the durable store, what `comet serve`
+# uses by default (see comet-testkit's TestStore).
 cargo test --workspace --all-targets "$@"
+
+if [ $# -eq 0 ]; then
+  log "running the server suites again on the memory store (--memory)"
+  COMET_TEST_STORE=memory cargo test -p comet-server -p comet-client --tests
+fi
 
 if [ $# -eq 0 ]; then
   log "checking the TypeScript declarations of comet.js"

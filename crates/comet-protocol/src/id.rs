@@ -37,9 +37,10 @@ impl Seq {
     /// Before every message of an epoch.
     pub const ZERO: Seq = Seq(0);
 
-    /// The following position.
-    pub fn next(self) -> Seq {
-        Seq(self.0 + 1)
+    /// The following position; `None` when the sequence is exhausted
+    /// (a store refuses to append rather than reuse a number).
+    pub fn checked_next(self) -> Option<Seq> {
+        self.0.checked_add(1).map(Seq)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use comet_hub::HubError;
+use comet_hub::{HubError, StoreError};
 use http::{HeaderValue, StatusCode, header};
 
 /// An error answer: status, stable machine-readable code, human message.
@@ -43,12 +43,20 @@ impl ApiError {
 }
 
 impl From<HubError> for ApiError {
+    /// The store's own words (file paths, SQLite's messages) go to the
+    /// server's log, never to the client.
     fn from(error: HubError) -> Self {
         tracing::warn!(%error, "store failure");
+        let message = match error {
+            HubError::Store(StoreError::SequenceExhausted) => {
+                "the history's sequence numbers are exhausted; nothing more can be stored"
+            }
+            _ => "the message store cannot serve this request now; the server's log says why",
+        };
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            format!("the message store cannot serve this request now: {error}"),
+            message,
         )
     }
 }
@@ -61,5 +69,24 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/json"),
         );
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the store says (paths, SQLite's words) stays in the log.
+    #[test]
+    fn a_store_failure_tells_the_client_nothing_of_the_store() {
+        let error = ApiError::from(HubError::Store(StoreError::Unavailable(
+            "committing published messages failed: disk I/O error at /var/lib/comet/history.db"
+                .into(),
+        )));
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.code, "store_unavailable");
+        let body = String::from_utf8(error.body().to_vec()).unwrap();
+        assert!(!body.contains("history.db"), "{body}");
+        assert!(!body.contains("disk I/O"), "{body}");
     }
 }

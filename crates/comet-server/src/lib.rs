@@ -20,6 +20,7 @@ mod inspect;
 pub mod metrics;
 mod params;
 mod publish;
+mod throttle;
 pub mod transport;
 
 use std::future::Future;
@@ -28,11 +29,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use comet_hub::Hub;
-pub use config::{CorsPolicy, ServerConfig};
+pub use config::{ConnectionLimits, CorsPolicy, InvalidConfig, ServerConfig};
 use error::ApiError;
 use http::{Method, StatusCode, Uri};
 use metrics::Metrics;
+use throttle::Throttled;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Everything a request handler may need. Cheap to clone.
@@ -46,6 +49,34 @@ pub(crate) struct AppInner {
     /// Cancelled when the server shuts down: open streams and held long
     /// polls end cleanly.
     pub(crate) shutdown: CancellationToken,
+    /// Places under the subscriber cap; each open subscription holds one.
+    subscriber_places: Arc<Semaphore>,
+    subscribers_refused: Throttled,
+}
+
+impl AppInner {
+    /// A place under the subscriber cap for a subscription about to open,
+    /// or the `503 too_many_subscribers` answer when none is left.
+    pub(crate) fn subscriber_place(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        if let Ok(place) = self.subscriber_places.clone().try_acquire_owned() {
+            return Ok(place);
+        }
+        self.metrics.subscription_refused();
+        let limit = self.config.max_subscribers;
+        self.subscribers_refused.warn(|left_out| {
+            tracing::warn!(
+                limit,
+                refused_since_last_warning = left_out,
+                "refusing a subscription: the limit of {limit} open subscriptions is reached \
+                 (--max-subscribers); publishes and health checks are still served"
+            );
+        });
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            format!("the server's limit of {limit} open subscriptions is reached; retry later"),
+        ))
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -61,16 +92,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server for `hub` with `config`.
-    pub fn new(hub: Hub, config: ServerConfig) -> Self {
-        Self {
+    /// A server for `hub` with `config`, once the configuration is checked
+    /// ([`ServerConfig::validate`]).
+    pub fn new(hub: Hub, config: ServerConfig) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        Ok(Self {
             state: AppState(Arc::new(AppInner {
-                metrics: Metrics::new(hub.clone()),
+                metrics: Metrics::new(hub.clone(), &config),
+                subscriber_places: Arc::new(Semaphore::new(config.max_subscribers)),
+                subscribers_refused: Throttled::new(REFUSAL_WARNING_INTERVAL),
                 hub,
                 config,
                 shutdown: CancellationToken::new(),
             })),
-        }
+        })
     }
 
     /// The routes of API.md.
@@ -90,6 +125,9 @@ impl Server {
         connection::serve(listener, router, self.state, shutdown).await
     }
 }
+
+/// Refusals of one kind are logged at most this often.
+pub(crate) const REFUSAL_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many connections the kernel may complete before the server accepts
 /// them (capped by `net.core.somaxconn`). The usual default of 128 drops

@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 
 use comet_hub::Hub;
+
+use crate::ServerConfig;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -89,12 +91,13 @@ pub struct Metrics {
     subscribers: [Gauge; 4],
     connections: Gauge,
     refused: Family<ReasonLabel, Counter>,
+    subscriptions_refused: Counter,
     stalled_disconnects: Counter,
 }
 
 impl Metrics {
-    /// Metrics for a server over `hub`.
-    pub fn new(hub: Hub) -> Self {
+    /// Metrics for a server over `hub` with `config`.
+    pub fn new(hub: Hub, config: &ServerConfig) -> Self {
         let mut registry = Registry::with_prefix("comet");
         let deliveries = Family::<TransportLabel, Counter>::default();
         registry.register(
@@ -120,6 +123,27 @@ impl Metrics {
             "Connections answered with an error and closed before reaching a route",
             refused.clone(),
         );
+        let subscriptions_refused = Counter::default();
+        registry.register(
+            "subscriptions_refused",
+            "Subscriptions answered 503 because the subscriber limit was reached",
+            subscriptions_refused.clone(),
+        );
+        let limit = |value: usize| {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge
+        };
+        registry.register(
+            "connection_limit",
+            "Most open connections (--max-connections, derived from the open-files limit by default)",
+            limit(config.max_connections),
+        );
+        registry.register(
+            "subscriber_limit",
+            "Most open subscriptions (--max-subscribers)",
+            limit(config.max_subscribers),
+        );
         let stalled_disconnects = Counter::default();
         let label = |transport: Transport| TransportLabel {
             transport: transport.as_str(),
@@ -136,8 +160,14 @@ impl Metrics {
             subscribers,
             connections,
             refused,
+            subscriptions_refused,
             stalled_disconnects,
         }
+    }
+
+    /// Counts a subscription refused at the subscriber limit.
+    pub fn subscription_refused(&self) {
+        self.subscriptions_refused.inc();
     }
 
     /// Counts `count` messages delivered over `transport`.

@@ -29,7 +29,10 @@ pub(crate) async fn publish(
     let Path(channel) = channel.map_err(|_| {
         ApiError::bad_request("invalid_channel", "the channel name is not valid UTF-8")
     })?;
-    let body = read_body(body, &headers, state.config.max_body_bytes).await?;
+    let reading = read_body(body, &headers, state.config.max_body_bytes);
+    let body = tokio::time::timeout(state.config.body_read_timeout, reading)
+        .await
+        .map_err(|_| crate::connection::body_timeout(&state.config))??;
     // Hyper hands the body out as a slice of its read buffer; a retained
     // message must not keep that whole buffer alive.
     let body = Bytes::copy_from_slice(&body);

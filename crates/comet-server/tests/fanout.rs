@@ -12,9 +12,7 @@ const MESSAGES: usize = 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sse_subscribers_each_receive_a_thousand_messages_in_order() {
-    let server = TestServer::builder()
-        .config(|c| c.max_connections = SUBSCRIBERS + 100)
-        .start();
+    let server = TestServer::builder().connections(SUBSCRIBERS + 100).start();
     let ready = Arc::new(Barrier::new(SUBSCRIBERS + 1));
     let mut subscribers = Vec::with_capacity(SUBSCRIBERS);
     for _ in 0..SUBSCRIBERS {

@@ -5,13 +5,14 @@
 use std::time::Duration;
 
 use comet_testkit::{SseStream, TestServer, client, raw, within};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_get_503_in_json_until_a_place_frees() {
     let server = TestServer::builder()
         .config(|c| {
             c.max_connections = 3;
+            c.max_subscribers = 3;
             c.heartbeat = Duration::from_millis(50);
         })
         .start();
@@ -146,4 +147,81 @@ async fn metrics_count_what_happens() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
+}
+
+/// Trickles `body`'s bytes one at a time after `head` until the server
+/// answers; returns the answer.
+async fn trickle(server: &TestServer, head: &[u8], body: &[u8]) -> raw::RawResponse {
+    let mut stream = raw::connect(server.address()).await;
+    stream.write_all(head).await.unwrap();
+    let reading = async {
+        for byte in body {
+            if stream.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Everything sent: wait for the answer.
+        raw::read_response(&mut stream).await
+    };
+    within("an answer to a trickled body", reading).await
+}
+
+/// A client that sends its body a byte at a time, each within any idle
+/// timeout, cannot hold a connection longer than the body deadline: 408,
+/// on the direct path and through the router alike.
+#[tokio::test]
+async fn a_body_that_trickles_in_gets_408_at_the_body_deadline() {
+    let server = TestServer::builder()
+        .config(|c| c.body_read_timeout = Duration::from_millis(300))
+        .start();
+    let body = vec![b'x'; 200];
+    // Plain: the direct path.
+    let head = b"POST /pub/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 200\r\n\r\n";
+    let answer = trickle(&server, head, &body).await;
+    assert_eq!(answer.status, 408);
+    assert_eq!(answer.error_code(), "request_timeout");
+    // Chunked: the router.
+    let head = b"POST /pub/slow HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nc8\r\n";
+    let answer = trickle(&server, head, &body).await;
+    assert_eq!(answer.status, 408);
+    assert_eq!(answer.error_code(), "request_timeout");
+    // Nothing was stored.
+    let channel = raw::exchange(
+        server.address(),
+        b"GET /channels/slow HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(channel.status, 404);
+}
+
+/// Refusals hold a socket while their answer goes out; beyond a bound,
+/// further connections are closed at once instead of piling up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_in_flight_are_bounded() {
+    let server = TestServer::builder()
+        .config(|c| {
+            c.max_connections = 1;
+            c.max_subscribers = 1;
+        })
+        .start();
+    let http = client();
+    let mut held = SseStream::new(http.get(server.url("/sse/a")).send().await.unwrap());
+    held.until_raw(b"retry:").await;
+    // Refused clients that never close keep their refusal busy for its
+    // whole drain (a second); eight refusals fit at once with this cap.
+    let mut refused = Vec::new();
+    for _ in 0..8 {
+        let mut stream = raw::connect(server.address()).await;
+        let answer = raw::read_response(&mut stream).await;
+        assert_eq!(answer.error_code(), "too_many_connections");
+        refused.push(stream);
+    }
+    let mut beyond = raw::connect(server.address()).await;
+    let mut first = [0u8; 1];
+    let read = within("the connection beyond the bound", beyond.read(&mut first)).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without an answer, not {read:?}"
+    );
 }

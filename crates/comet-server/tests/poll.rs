@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use comet_store::Retention;
-use comet_testkit::{TestServer, client, encode, publish, within};
+use comet_testkit::{TestServer, client, encode, publish, wait_for_metric, within};
+use tokio::io::AsyncWriteExt;
 use serde_json::Value;
 
 async fn poll(server: &TestServer, path: &str) -> Value {
@@ -268,4 +269,37 @@ async fn a_cursor_from_another_history_reports_reset_and_delivers_what_is_retain
 async fn held_long_polls_racing_a_fast_publisher_each_receive_everything_in_order() {
     let server = TestServer::start();
     comet_testkit::race_long_polls_against_a_publisher(&server.base(), "race", 40, 30).await;
+}
+
+/// A held long poll whose client goes away gives its place up at once,
+/// not when its `wait` ends (the direct path watches the socket while the
+/// poll is parked).
+#[tokio::test]
+async fn a_held_long_poll_whose_client_leaves_is_let_go_at_once() {
+    let server = TestServer::start();
+    let http = client();
+    let mut stream = comet_testkit::raw::connect(server.address()).await;
+    stream
+        .write_all(b"GET /poll/gone?wait=60 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for_metric(
+        &http,
+        &server.base(),
+        "comet_subscribers{transport=\"longpoll\"} 1",
+    )
+    .await;
+    drop(stream);
+    // Within the test kit's bound (20 s), far less than the 60 s wait.
+    wait_for_metric(
+        &http,
+        &server.base(),
+        "comet_subscribers{transport=\"longpoll\"} 0",
+    )
+    .await;
+    assert!(
+        comet_testkit::metrics(&http, &server.base())
+            .await
+            .contains("comet_followed_channels 0")
+    );
 }

@@ -50,6 +50,10 @@ pub(crate) struct Catalog {
     pub(crate) next_id: i64,
 }
 
+/// The highest sequence number SQLite's signed 64-bit integers hold: the
+/// store refuses to append beyond it.
+pub(crate) const MAX_SEQ: Seq = Seq(i64::MAX as u64);
+
 /// A sequence number as SQLite stores it (a signed 64-bit integer):
 /// positions beyond `i64::MAX` mean "everything".
 pub(crate) fn sql(seq: Seq) -> i64 {
@@ -167,6 +171,7 @@ pub(crate) fn load(connection: &Connection, path: &Path) -> Result<Loaded, OpenE
     let epoch = Epoch::new(&epoch).map_err(|_| corrupt(format!("invalid epoch {epoch:?}")))?;
     let head: u64 = meta(connection, "head")?
         .and_then(|head| head.parse().ok())
+        .filter(|head| Seq(*head) <= MAX_SEQ)
         .ok_or_else(|| corrupt("no valid head recorded".into()))?;
     let unclean = meta(connection, "clean")?.as_deref() != Some("1");
 

@@ -26,7 +26,7 @@ use comet_store::{Clock, CommitListener, Retention, StoreError, stored_size};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use crate::database::{Catalog, ChannelRow, mark_clean};
+use crate::database::{Catalog, ChannelRow, MAX_SEQ, mark_clean};
 
 /// The most appends committed together.
 pub(crate) const MAX_GROUP: usize = 1024;
@@ -108,7 +108,11 @@ impl Writer {
         let mut draft = Draft::new(&self.catalog);
         let mut pending = Vec::with_capacity(appends.len());
         for request in appends {
-            draft.head = draft.head.next();
+            let Some(seq) = draft.head.checked_next().filter(|seq| *seq <= MAX_SEQ) else {
+                let _ = request.reply.send(Err(StoreError::SequenceExhausted));
+                continue;
+            };
+            draft.head = seq;
             let message = Arc::new(Message::new(
                 self.epoch.clone(),
                 draft.head,
@@ -121,6 +125,9 @@ impl Writer {
                 message,
                 reply: request.reply,
             });
+        }
+        if pending.is_empty() {
+            return;
         }
         let outcome = commit_group(&self.connection, &self.retention, &mut draft, &pending);
         let changes = draft.finish();
@@ -197,7 +204,10 @@ impl Writer {
 }
 
 fn clone_error(error: &StoreError) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+    match error {
+        StoreError::SequenceExhausted => StoreError::SequenceExhausted,
+        other => StoreError::Unavailable(other.to_string()),
+    }
 }
 
 /// Stores one group of appends with retention, in one transaction.

@@ -111,7 +111,7 @@ async fn a_reopened_store_continues_the_same_history() {
     assert_eq!(a.len(), 25);
     assert_eq!(a[0], "0");
     let next = append(&store, "a", "after").await;
-    assert_eq!(next, last.next(), "the sequence continues");
+    assert_eq!(next, last.checked_next().unwrap(), "the sequence continues");
     let summary = store.summary(&channel("b")).await.unwrap().unwrap();
     assert_eq!(summary.retained, 25);
 }

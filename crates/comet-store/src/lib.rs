@@ -106,6 +106,10 @@ pub enum StoreError {
     /// An I/O error.
     #[error("store I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// Every sequence number of this history is used: nothing more can be
+    /// stored until the history is started anew.
+    #[error("the history's sequence numbers are exhausted")]
+    SequenceExhausted,
 }
 
 /// Receives every stored message, once, in sequence order.

@@ -226,7 +226,10 @@ impl Store for MemoryStore {
         let now = self.clock.now_ms();
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let seq = inner.head.next();
+        let seq = inner
+            .head
+            .checked_next()
+            .ok_or(StoreError::SequenceExhausted)?;
         let message = Arc::new(Message::new(
             self.epoch.clone(),
             seq,

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 pub use process::ServerProcess;
 pub use readers::{NdjsonStream, SseEvent, SseStream};
-pub use server::{TestServer, TestServerBuilder};
+pub use server::{TestServer, TestServerBuilder, TestStore};
 
 /// The longest any single wait in a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(20);

@@ -21,13 +21,21 @@ impl ServerProcess {
     /// Runs `binary serve --listen ADDRESS ARGS…` (to come back on the port
     /// of a server that stopped) and waits for its `listening on` line.
     pub fn spawn_at(binary: &Path, address: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("serve")
             .args(["--listen", address])
             .args(args)
             .env("COMET_LOG", "error")
+            .stderr(Stdio::inherit());
+        Self::spawn_command(command)
+    }
+
+    /// Runs `command`, which must start `comet serve` (possibly through a
+    /// wrapper such as `prlimit`), and waits for its `listening on` line.
+    pub fn spawn_command(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("start the comet binary");
         let stdout = child.stdout.take().expect("piped stdout");

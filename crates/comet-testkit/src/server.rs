@@ -1,13 +1,42 @@
-//! The real server, in-process, on an ephemeral loopback port.
+//! The real server, in-process, on an ephemeral loopback port, over the
+//! store users get by default (the durable one) unless a test or the
+//! environment asks for another.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use comet_hub::{Hub, HubConfig};
-use comet_server::{Server, ServerConfig};
-use comet_store::{MemoryStore, Retention, StoreOptions};
+use comet_server::{ConnectionLimits, Server, ServerConfig};
+use comet_store::{MemoryStore, Retention, Store, StoreOptions};
+use comet_store_disk::DiskStore;
 use tokio::sync::oneshot;
+
+/// The store behind a [`TestServer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestStore {
+    /// The in-memory store (`comet serve --memory`).
+    Memory,
+    /// The durable store (`comet serve`'s default), in a fresh directory
+    /// removed when the server is dropped.
+    Durable,
+}
+
+impl TestStore {
+    /// The store the black-box suites run on: `COMET_TEST_STORE=memory` or
+    /// `durable`; durable, what users run, when unset. The test script runs
+    /// the server suites once with each.
+    pub fn from_env() -> Self {
+        match std::env::var("COMET_TEST_STORE").as_deref() {
+            Ok("memory") => TestStore::Memory,
+            Ok("durable") | Err(_) => TestStore::Durable,
+            Ok(other) => panic!("COMET_TEST_STORE={other:?}: use memory or durable"),
+        }
+    }
+}
 
 /// A running server. Dropping it shuts the server down and waits for it.
 pub struct TestServer {
@@ -15,6 +44,8 @@ pub struct TestServer {
     hub: Hub,
     config: ServerConfig,
     running: Option<Running>,
+    store: TestStore,
+    data_dir: Option<PathBuf>,
 }
 
 struct Running {
@@ -23,11 +54,22 @@ struct Running {
 }
 
 /// Configures a [`TestServer`] before it starts.
-#[derive(Default)]
 pub struct TestServerBuilder {
     config: ServerConfig,
     retention: Retention,
     hub: HubConfig,
+    store: TestStore,
+}
+
+impl Default for TestServerBuilder {
+    fn default() -> Self {
+        Self {
+            config: ServerConfig::default(),
+            retention: Retention::default(),
+            hub: HubConfig::default(),
+            store: TestStore::from_env(),
+        }
+    }
 }
 
 impl TestServerBuilder {
@@ -35,6 +77,16 @@ impl TestServerBuilder {
     pub fn config(mut self, change: impl FnOnce(&mut ServerConfig)) -> Self {
         change(&mut self.config);
         self
+    }
+
+    /// Caps connections at `max` (subscriptions get the share `comet
+    /// serve` would give them).
+    pub fn connections(self, max: usize) -> Self {
+        let limits = ConnectionLimits::for_connections(max);
+        self.config(|config| {
+            config.max_connections = limits.max_connections;
+            config.max_subscribers = limits.max_subscribers;
+        })
     }
 
     /// Sets retention.
@@ -49,14 +101,32 @@ impl TestServerBuilder {
         self
     }
 
-    /// Starts the server; it accepts connections when this returns.
+    /// Runs on `store` whatever the environment says.
+    pub fn store(mut self, store: TestStore) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Starts the server; it accepts connections when this returns. The
+    /// configuration goes through the same validation as `comet serve`'s.
     pub fn start(self) -> TestServer {
+        if let Err(error) = self.config.validate() {
+            panic!("invalid test server configuration: {error}");
+        }
         let listener = comet_server::bind(([127, 0, 0, 1], 0).into()).expect("bind 127.0.0.1:0");
         let address = listener.local_addr().expect("bound address");
-        let store = Arc::new(MemoryStore::new(StoreOptions {
+        let options = StoreOptions {
             retention: self.retention.clone(),
             ..StoreOptions::default()
-        }));
+        };
+        let (store, data_dir): (Arc<dyn Store>, _) = match self.store {
+            TestStore::Memory => (Arc::new(MemoryStore::new(options)), None),
+            TestStore::Durable => {
+                let dir = fresh_data_dir();
+                let store = DiskStore::open(&dir, options).expect("open the durable store");
+                (Arc::new(store), Some(dir))
+            }
+        };
         let hub = Hub::new(store, self.hub.within(&self.retention));
         let running = run(listener, hub.clone(), self.config.clone());
         TestServer {
@@ -64,8 +134,22 @@ impl TestServerBuilder {
             hub,
             config: self.config,
             running: Some(running),
+            store: self.store,
+            data_dir,
         }
     }
+}
+
+/// A directory no other test server uses.
+fn fresh_data_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "comet-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 fn run(listener: std::net::TcpListener, hub: Hub, config: ServerConfig) -> Running {
@@ -86,10 +170,19 @@ fn run(listener: std::net::TcpListener, hub: Hub, config: ServerConfig) -> Runni
                 let shutdown = async {
                     let _ = stopped.await;
                 };
+                // As `comet serve` does: retention by age applied every second.
+                let sweeper = hub.clone();
+                let sweeping = tokio::spawn(async move {
+                    sweeper
+                        .enforce_retention_every(Duration::from_secs(1))
+                        .await;
+                });
                 Server::new(hub, config)
+                    .expect("a validated configuration")
                     .serve(listener, shutdown)
                     .await
                     .expect("server runs");
+                sweeping.abort();
             });
         })
         .expect("server thread");
@@ -122,6 +215,11 @@ impl TestServer {
         self.address
     }
 
+    /// The store it runs on.
+    pub fn store(&self) -> TestStore {
+        self.store
+    }
+
     /// Shuts the server down (every open stream ends, every connection
     /// closes) and starts it again on the same address with the same
     /// history: what clients see of a restart with a durable store.
@@ -142,5 +240,10 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = self.data_dir.take() {
+            // The hub (and with it the store) may outlive the server in a
+            // test's hands; the directory goes once nothing uses it.
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -280,9 +280,17 @@ pub struct ServeArgs {
     #[arg(long, env = "COMET_HEARTBEAT", default_value = "15s")]
     pub heartbeat: Seconds,
 
-    /// Most open connections; more are answered 503.
-    #[arg(long, env = "COMET_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
+    /// Most open connections; more are answered 503. Default: what the
+    /// open-files limit allows (the server raises its soft limit to the hard
+    /// one at start), less what the process needs besides connections.
+    #[arg(long, env = "COMET_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most open subscriptions (streams and polls); more are answered 503
+    /// `too_many_subscribers`. Default: 95% of the connection limit, so a
+    /// server full of subscribers still takes publishes and health checks.
+    #[arg(long, env = "COMET_MAX_SUBSCRIBERS")]
+    pub max_subscribers: Option<usize>,
 
     /// Threads serving connections (default: one per CPU this process may
     /// use, on a work-stealing scheduler). `1` runs a single-threaded
@@ -297,6 +305,11 @@ pub struct ServeArgs {
     /// keep-alive timeout.
     #[arg(long, env = "COMET_HEADER_TIMEOUT", default_value = "10s")]
     pub header_timeout: Seconds,
+
+    /// Time allowed to send a whole request body once its head arrived
+    /// (408 beyond).
+    #[arg(long, env = "COMET_BODY_TIMEOUT", default_value = "30s")]
+    pub body_timeout: Seconds,
 
     /// A client that accepts no bytes for this long is disconnected.
     #[arg(long, env = "COMET_WRITE_TIMEOUT", default_value = "30s")]

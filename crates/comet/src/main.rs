@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod json_line;
+mod limits;
 mod parse;
 mod publish;
 mod serve;

@@ -14,10 +14,19 @@ use comet_store_disk::DiskStore;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::ServeArgs;
+use crate::limits;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     install_logging();
-    let (retention, hub_config, server_config) = validate(&args)?;
+    let open_files = limits::raise_open_files_limit();
+    let (retention, hub_config, server_config) = validate(&args, open_files)?;
+    tracing::info!(
+        open_files_limit = open_files.soft,
+        raised_from = open_files.raised_from,
+        max_connections = server_config.max_connections,
+        max_subscribers = server_config.max_subscribers,
+        "connection limits"
+    );
     let mut builder = match args.worker_threads.map(std::num::NonZeroUsize::get) {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         threads => {
@@ -48,7 +57,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .enforce_retention_every(Duration::from_secs(1))
                 .await;
         });
-        Server::new(hub, server_config)
+        Server::new(hub, server_config)?
             .serve(listener, shutdown)
             .await
             .context("serving")?;
@@ -57,22 +66,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn validate(args: &ServeArgs) -> anyhow::Result<(Retention, HubConfig, ServerConfig)> {
+fn validate(
+    args: &ServeArgs,
+    open_files: limits::OpenFiles,
+) -> anyhow::Result<(Retention, HubConfig, ServerConfig)> {
     if args.retention_messages == 0 {
         bail!("--retention-messages must be at least 1");
     }
-    if args.max_channels == 0 {
-        bail!("--max-channels must be at least 1");
-    }
-    if args.max_connections == 0 {
+    if args.max_connections == Some(0) {
         bail!("--max-connections must be at least 1");
     }
-    if args.heartbeat.0 < Duration::from_millis(10) {
-        bail!("--heartbeat must be at least 10ms");
-    }
-    if args.header_timeout.0.is_zero() || args.write_timeout.0.is_zero() {
-        bail!("--header-timeout and --write-timeout must be more than 0");
-    }
+    let connections =
+        limits::connection_limits(open_files, args.max_connections, args.max_subscribers);
     let max_body = usize::try_from(args.max_body.0)
         .ok()
         .filter(|size| *size > 0)
@@ -91,13 +96,16 @@ fn validate(args: &ServeArgs) -> anyhow::Result<(Retention, HubConfig, ServerCon
         max_wait: args.max_wait.0,
         sse_retry: args.sse_retry.0,
         heartbeat: args.heartbeat.0,
-        max_connections: args.max_connections,
+        max_connections: connections.max_connections,
+        max_subscribers: connections.max_subscribers,
         header_read_timeout: args.header_timeout.0,
+        body_read_timeout: args.body_timeout.0,
         write_timeout: args.write_timeout.0,
         max_backlog: args.retention_messages,
         cors: cors_policy(&args.cors_origins)?,
         ..ServerConfig::default()
     };
+    server.validate()?;
     Ok((retention, hub, server))
 }
 
@@ -140,8 +148,11 @@ fn open_store(args: &ServeArgs, retention: &Retention) -> anyhow::Result<Arc<dyn
 
 fn install_logging() {
     let filter = EnvFilter::try_from_env("COMET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: a log file or a journal
+    // gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -26,9 +26,16 @@ impl FromStr for Seconds {
             "d" => value * 86_400.0,
             other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
         };
+        if seconds > MAX_SECONDS {
+            return Err(format!("{text:?} is too long (at most 100 years)"));
+        }
         Ok(Seconds(Duration::from_secs_f64(seconds)))
     }
 }
+
+/// The longest duration accepted: longer ones are typing mistakes, and
+/// adding them to a clock reading could overflow.
+const MAX_SECONDS: f64 = 100.0 * 365.0 * 86_400.0;
 
 /// A size in bytes given on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +89,14 @@ mod tests {
         assert!("-1s".parse::<Seconds>().is_err());
         assert!("1y".parse::<Seconds>().is_err());
         assert!("s".parse::<Seconds>().is_err());
+        // Absurd values are refused, not a panic.
+        assert!("1e308s".parse::<Seconds>().is_err());
+        assert!(
+            "99999999999999999999999999999999999999999999999d"
+                .parse::<Seconds>()
+                .is_err()
+        );
+        assert!("101y".parse::<Seconds>().is_err());
     }
 
     #[test]

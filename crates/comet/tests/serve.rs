@@ -102,6 +102,14 @@ fn bad_options_are_refused_clearly() {
             "--retention-messages must be at least 1",
         ),
         (
+            vec!["--max-wait", "99999999999999999999999999999999999999999s"],
+            "is too long",
+        ),
+        (
+            vec!["--memory", "--max-connections", "10", "--max-subscribers", "20"],
+            "must not exceed",
+        ),
+        (
             vec!["--memory", "--data-dir", "/tmp/x"],
             "cannot be used with",
         ),

@@ -152,8 +152,12 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
                     return Outcome::Router(stream, buffer);
                 }
                 let whole = head_length + length;
-                if !read_to(&mut stream, &mut buffer, whole, config.header_read_timeout).await {
-                    return Outcome::Done;
+                match read_to(&mut stream, &mut buffer, whole, config.body_read_timeout).await {
+                    BodyRead::Complete => {}
+                    BodyRead::Closed => return Outcome::Done,
+                    BodyRead::TimedOut => {
+                        return Outcome::Refused(stream, body_timeout(config));
+                    }
                 }
                 buffer.advance(head_length);
                 // A copy of its own: a slice of the read buffer would keep
@@ -301,20 +305,44 @@ fn is_field_value(value: &[u8]) -> bool {
     value.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t')
 }
 
-/// Reads until `buffer` holds `length` bytes; false if the client closed
-/// or sent nothing for `idle`.
+/// How reading a request body ended.
+enum BodyRead {
+    Complete,
+    Closed,
+    TimedOut,
+}
+
+/// Reads until `buffer` holds `length` bytes, within `limit` in all: a
+/// client that trickles its body cannot hold the connection longer.
 async fn read_to(
     stream: &mut TcpStream,
     buffer: &mut BytesMut,
     length: usize,
-    idle: Duration,
-) -> bool {
-    while buffer.len() < length {
-        buffer.reserve(length - buffer.len());
-        match tokio::time::timeout(idle, stream.read_buf(buffer)).await {
-            Ok(Ok(read)) if read > 0 => {}
-            _ => return false,
+    limit: Duration,
+) -> BodyRead {
+    let reading = async {
+        while buffer.len() < length {
+            buffer.reserve(length - buffer.len());
+            match stream.read_buf(buffer).await {
+                Ok(read) if read > 0 => {}
+                _ => return BodyRead::Closed,
+            }
         }
-    }
-    true
+        BodyRead::Complete
+    };
+    tokio::time::timeout(limit, reading)
+        .await
+        .unwrap_or(BodyRead::TimedOut)
+}
+
+/// The answer to a body that did not arrive in time.
+pub(crate) fn body_timeout(config: &crate::ServerConfig) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "the request body did not arrive within {} ms",
+            config.body_read_timeout.as_millis()
+        ),
+    )
 }

@@ -20,6 +20,7 @@
 //! period to finish.
 
 mod direct;
+pub(crate) use direct::body_timeout;
 mod head;
 mod io;
 mod parked;
@@ -38,10 +39,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::AppState;
+use crate::config::refusals_in_flight;
 use crate::error::ApiError;
 use crate::metrics::ConnectionRefusal;
+use crate::throttle::Throttled;
 use crate::transport::socket::stream_to;
+use crate::{AppState, REFUSAL_WARNING_INTERVAL};
 use head::HeadError;
 
 pub(crate) async fn serve(
@@ -50,7 +53,12 @@ pub(crate) async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let places = Arc::new(Semaphore::new(state.config.max_connections));
+    let limit = state.config.max_connections;
+    let places = Arc::new(Semaphore::new(limit));
+    // Refusals hold a socket while they answer: bounded too.
+    let refusing = Arc::new(Semaphore::new(refusals_in_flight(limit)));
+    let refused_log = Throttled::new(REFUSAL_WARNING_INTERVAL);
+    let accept_failed_log = Throttled::new(REFUSAL_WARNING_INTERVAL);
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
@@ -63,7 +71,9 @@ pub(crate) async fn serve(
             Err(error) => {
                 // Out of file descriptors, or a connection reset before it
                 // was accepted: wait a little instead of spinning.
-                tracing::warn!(%error, "accept failed");
+                accept_failed_log.warn(|left_out| {
+                    tracing::warn!(%error, failed_since_last_warning = left_out, "accept failed");
+                });
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -71,17 +81,31 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let Ok(place) = places.clone().try_acquire_owned() else {
             state.metrics.refused(ConnectionRefusal::Limit);
-            let limit = state.config.max_connections;
-            tokio::spawn(refuse(
-                stream,
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too_many_connections",
-                    format!(
-                        "the server's limit of {limit} open connections is reached; retry later"
-                    ),
-                ),
-            ));
+            refused_log.warn(|left_out| {
+                tracing::warn!(
+                    limit,
+                    refused_since_last_warning = left_out,
+                    "refusing a connection: the limit of {limit} open connections is reached \
+                     (--max-connections)"
+                );
+            });
+            // Beyond the refusals already being answered, close at once.
+            if let Ok(slot) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    refuse(
+                        stream,
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "too_many_connections",
+                            format!(
+                                "the server's limit of {limit} open connections is reached; retry later"
+                            ),
+                        ),
+                    )
+                    .await;
+                });
+            }
             continue;
         };
         let router = router.clone();

@@ -70,24 +70,35 @@ pub(super) async fn poll(
         if !items.is_empty() || !poll.is_long() || wait.is_elapsed() {
             return (stream, Polled::Answer(Ok(poll.render(state, &items))));
         }
+        let shared = Arc::new(stream);
         let catch = Arc::new(SocketCatch {
-            socket: Mutex::new(Socket::Waiting(stream)),
+            socket: Mutex::new(Socket::Waiting(shared.clone())),
             woken: Notify::new(),
             allow_origin: request.allow_origin.cloned(),
             keep_alive: request.keep_alive,
         });
         let Some(parked) = poll.subscription.park(catch.clone()) else {
-            // Something arrived meanwhile: look again.
-            stream = catch.take_back().0;
+            // Something arrived meanwhile: look again. A refused park is
+            // never handed a message, so the socket is untouched.
+            drop(shared);
+            let (taken, outcome) = catch.take_back();
+            debug_assert!(matches!(outcome, Outcome::Untouched));
+            stream = taken;
             continue;
         };
-        tokio::select! {
-            () = catch.woken.notified() => {}
-            () = &mut wait => {}
-            () = state.shutdown.cancelled() => {}
-        }
+        let left = tokio::select! {
+            () = catch.woken.notified() => false,
+            () = &mut wait => false,
+            () = state.shutdown.cancelled() => false,
+            () = client_left(&shared) => true,
+        };
+        drop(shared);
         let (taken, socket) = catch.take_back();
         stream = taken;
+        if left && matches!(socket, Outcome::Untouched) {
+            // Nobody to answer: give its place up now, not when `wait` ends.
+            return (stream, Polled::Failed);
+        }
         return match socket {
             Outcome::Written(unsent) => {
                 state.metrics.delivered(Transport::LongPoll, 1);
@@ -119,10 +130,11 @@ struct SocketCatch {
 }
 
 enum Socket {
-    /// Not answered yet.
-    Waiting(TcpStream),
+    /// Not answered yet. The poll's task watches the same socket for its
+    /// client leaving (a second reference, dropped before taking back).
+    Waiting(Arc<TcpStream>),
     /// Answered by the publisher.
-    Answered(TcpStream, Outcome),
+    Answered(Arc<TcpStream>, Outcome),
     /// Taken back by the poll's task.
     Gone,
 }
@@ -140,13 +152,17 @@ impl SocketCatch {
     }
 
     /// The connection, and what was written to it while parked. Nothing is
-    /// written after this.
+    /// written after this. The poll's task must have dropped its own
+    /// reference to the socket first.
     fn take_back(&self) -> (TcpStream, Outcome) {
-        match std::mem::replace(&mut *self.socket(), Socket::Gone) {
+        let (stream, outcome) = match std::mem::replace(&mut *self.socket(), Socket::Gone) {
             Socket::Waiting(stream) => (stream, Outcome::Untouched),
             Socket::Answered(stream, outcome) => (stream, outcome),
             Socket::Gone => unreachable!("a parked poll's socket is taken back once"),
-        }
+        };
+        let stream = Arc::into_inner(stream)
+            .expect("the poll's task dropped its reference before taking the socket back");
+        (stream, outcome)
     }
 }
 
@@ -194,4 +210,14 @@ fn unsent(head: &[u8], body: &Bytes, written: usize) -> Bytes {
     rest.extend_from_slice(&head[written..]);
     rest.extend_from_slice(body);
     rest.freeze()
+}
+
+/// Resolves when the client of a parked poll has closed its connection (or
+/// the socket failed). Bytes waiting to be read are the client's next
+/// request, pipelined: it is still there, and they are left for later.
+async fn client_left(stream: &TcpStream) {
+    let mut byte = [0u8; 1];
+    if let Ok(1..) = stream.peek(&mut byte).await {
+        std::future::pending::<()>().await;
+    }
 }

@@ -30,7 +30,8 @@ use http::{HeaderMap, header};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::{GaugeGuard, Transport};
-use crate::transport::{channel_list, open};
+use crate::transport::{Opened, channel_list, open};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// How a streaming transport frames what it sends.
 #[derive(Clone, Copy, Debug)]
@@ -97,6 +98,7 @@ pub(crate) struct Live {
     framing: Framing,
     opening: Option<Bytes>,
     _counted: GaugeGuard,
+    _place: OwnedSemaphorePermit,
 }
 
 /// Validates a subscription request and answers with a never-ending
@@ -141,7 +143,11 @@ impl Live {
         headers: &HeaderMap,
         framing: Framing,
     ) -> Result<Self, ApiError> {
-        let (request, subscription) = open(&state, channels, query, headers).await?;
+        let Opened {
+            request,
+            subscription,
+            place,
+        } = open(&state, channels, query, headers).await?;
         // With a backlog pending, the position is past messages not yet
         // sent: announcing it would let a reconnect skip them.
         let starting_cursor = match request.start {
@@ -150,6 +156,7 @@ impl Live {
         };
         Ok(Live {
             _counted: state.metrics.subscriber(framing.transport()),
+            _place: place,
             opening: framing.opening(&state, starting_cursor.as_ref()),
             state,
             subscription,

@@ -22,6 +22,7 @@ use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use comet_hub::Subscription;
 use http::HeaderMap;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -37,18 +38,33 @@ pub(crate) fn channel_list(
     Ok(channels)
 }
 
-/// Validates a subscription request and opens the subscription.
+/// A validated request's open subscription, holding its place under the
+/// subscriber cap for as long as it lives.
+pub(crate) struct Opened {
+    pub(crate) request: Subscribe,
+    pub(crate) subscription: Subscription,
+    pub(crate) place: OwnedSemaphorePermit,
+}
+
+/// Validates a subscription request, takes a place under the subscriber
+/// cap (a bad request is told what is wrong with it even when the server
+/// is full) and opens the subscription.
 pub(crate) async fn open(
     state: &AppState,
     channels: &str,
     query: Option<&str>,
     headers: &HeaderMap,
-) -> Result<(Subscribe, Subscription), ApiError> {
+) -> Result<Opened, ApiError> {
     let query = Query::parse(query)?;
     let request = Subscribe::parse(channels, &query, headers, &state.config)?;
+    let place = state.subscriber_place()?;
     let subscription = state
         .hub
         .subscribe(&request.channels, request.start.clone())
         .await?;
-    Ok((request, subscription))
+    Ok(Opened {
+        request,
+        subscription,
+        place,
+    })
 }

@@ -22,7 +22,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::{GaugeGuard, Transport};
 use crate::params::Subscribe;
-use crate::transport::{channel_list, open};
+use crate::transport::{Opened, channel_list, open};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Answers a short or long poll.
 pub(crate) async fn poll(
@@ -68,6 +69,7 @@ pub(crate) struct Poll {
     limit: BatchLimit,
     transport: Transport,
     _counted: GaugeGuard,
+    _place: OwnedSemaphorePermit,
 }
 
 impl Poll {
@@ -78,7 +80,11 @@ impl Poll {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<Self, ApiError> {
-        let (request, subscription) = open(state, channels, query, headers).await?;
+        let Opened {
+            request,
+            subscription,
+            place,
+        } = open(state, channels, query, headers).await?;
         let transport = if request.wait.is_zero() {
             Transport::Poll
         } else {
@@ -93,6 +99,7 @@ impl Poll {
             },
             transport,
             _counted: state.metrics.subscriber(transport),
+            _place: place,
         })
     }
 
