@@ -2,8 +2,10 @@
 //!
 //! The contract allows 1 to 64 bytes without CR, LF or NUL. Comet reserves
 //! the prefix [`RESERVED_EVENT_PREFIX`] for its own signals (the gap event),
-//! so a publisher can never forge one; that check is
-//! [`EventType::is_reserved`], applied where publishes arrive.
+//! so a publisher can never forge one, and the types the browser's
+//! `EventSource` treats as its own ([`BROWSER_EVENT_TYPES`]: a message of
+//! type `error` reaches `onerror`, as if the connection had failed). That
+//! check is [`EventType::is_reserved`], applied where publishes arrive.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -13,6 +15,11 @@ pub const MAX_EVENT_TYPE_LEN: usize = 64;
 
 /// Event types starting with this are Comet's own and cannot be published.
 pub const RESERVED_EVENT_PREFIX: &str = "comet-";
+
+/// Event types the browser's `EventSource` dispatches to its own `onerror`
+/// and `onopen` handlers: a message of one of these types would pass for a
+/// connection event, so they cannot be published.
+pub const BROWSER_EVENT_TYPES: [&str; 2] = ["error", "open"];
 
 /// A validated event type. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -59,9 +66,10 @@ impl EventType {
         &*self.0 == "message"
     }
 
-    /// True when the type is in Comet's reserved namespace.
+    /// True when the type is in Comet's reserved namespace or is one the
+    /// browser treats as its own ([`BROWSER_EVENT_TYPES`]).
     pub fn is_reserved(&self) -> bool {
-        self.0.starts_with(RESERVED_EVENT_PREFIX)
+        self.0.starts_with(RESERVED_EVENT_PREFIX) || BROWSER_EVENT_TYPES.contains(&&*self.0)
     }
 
     /// The type as text.
@@ -113,5 +121,9 @@ mod tests {
         assert!(!EventType::new("messages").unwrap().is_default());
         assert!(EventType::new("comet-gap").unwrap().is_reserved());
         assert!(!EventType::new("comet").unwrap().is_reserved());
+        assert!(EventType::new("error").unwrap().is_reserved());
+        assert!(EventType::new("open").unwrap().is_reserved());
+        assert!(!EventType::new("errors").unwrap().is_reserved());
+        assert!(!EventType::new("Error").unwrap().is_reserved());
     }
 }

@@ -21,6 +21,8 @@ pub mod sse;
 pub use channel::{
     ChannelList, ChannelName, InvalidChannel, InvalidChannelList, MAX_CHANNEL_NAME_LEN,
 };
-pub use event::{EventType, InvalidEventType, MAX_EVENT_TYPE_LEN, RESERVED_EVENT_PREFIX};
+pub use event::{
+    BROWSER_EVENT_TYPES, EventType, InvalidEventType, MAX_EVENT_TYPE_LEN, RESERVED_EVENT_PREFIX,
+};
 pub use id::{Cursor, Epoch, InvalidCursor, InvalidEpoch, MAX_EPOCH_LEN, MessageId, Seq};
 pub use message::{Data, Gap, GapReason, InvalidData, Message};

@@ -26,6 +26,7 @@ const KNOWN: &[&str] = &[
     "event",
     "after",
     "limit",
+    "heartbeat",
 ];
 
 /// A request's query parameters that Comet knows, each at most once.
@@ -79,8 +80,11 @@ pub(crate) fn event_type(query: &Query) -> Result<EventType, ApiError> {
         return Err(ApiError::bad_request(
             "reserved_event",
             format!(
-                "event types starting with {:?} are reserved for Comet's own signals",
-                comet_protocol::RESERVED_EVENT_PREFIX
+                "event types starting with {:?} are reserved for Comet's own signals, \
+                 and {} for the browser's (EventSource would take such a message for \
+                 its own connection event)",
+                comet_protocol::RESERVED_EVENT_PREFIX,
+                comet_protocol::BROWSER_EVENT_TYPES.join(" and "),
             ),
         ));
     }
@@ -97,6 +101,9 @@ pub(crate) struct Subscribe {
     pub(crate) resume: Option<(Cursor, String)>,
     /// For polls: how long to hold the request (zero: answer at once).
     pub(crate) wait: Duration,
+    /// For SSE: heartbeats as events (`heartbeat=event`), which page code
+    /// can see, instead of comments.
+    pub(crate) heartbeat_events: bool,
 }
 
 impl Subscribe {
@@ -130,6 +137,16 @@ impl Subscribe {
             None => Duration::ZERO,
             Some(raw) => parse_wait(raw)?.min(config.max_wait),
         };
+        let heartbeat_events = match query.get("heartbeat") {
+            None | Some("comment") => false,
+            Some("event") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_heartbeat",
+                    format!("heartbeat must be \"comment\" or \"event\", not {other:?}"),
+                ));
+            }
+        };
         let start = match (&resume, backlog) {
             (Some((cursor, _)), _) => Start::Since(cursor.clone()),
             (None, Some(count)) => Start::Backlog(count.min(config.max_backlog)),
@@ -140,6 +157,7 @@ impl Subscribe {
             start,
             resume,
             wait,
+            heartbeat_events,
         })
     }
 }

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use comet_store::Retention;
 use comet_testkit::{TestServer, client, encode, publish, wait_for_metric, within};
-use tokio::io::AsyncWriteExt;
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 
 async fn poll(server: &TestServer, path: &str) -> Value {
     let response = within("a poll", client().get(server.url(path)).send())

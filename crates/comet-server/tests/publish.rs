@@ -142,6 +142,9 @@ async fn bad_publishes_get_a_clear_json_error_and_the_server_keeps_serving() {
             400,
             "reserved_event",
         ),
+        // The browser's EventSource would take these for its own events.
+        ("/pub/a?event=error", b"x".to_vec(), 400, "reserved_event"),
+        ("/pub/a?event=open", b"x".to_vec(), 400, "reserved_event"),
         (
             "/pub/a?event=x&event=y",
             b"x".to_vec(),

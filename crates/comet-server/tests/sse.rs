@@ -107,6 +107,30 @@ async fn a_standard_parser_reads_back_the_data_with_lf_line_ends() {
     assert!(events.iter().all(|e| e.event == "message"));
 }
 
+/// Page code cannot see comments, so a client that must notice a silent
+/// stream asks for heartbeats as events of the reserved type.
+#[tokio::test]
+async fn heartbeats_come_as_events_when_asked() {
+    let server = TestServer::builder()
+        .config(|c| c.heartbeat = std::time::Duration::from_millis(30))
+        .start();
+    let mut stream = open(&server, "/sse/news?heartbeat=event").await;
+    let event = stream.next_event().await.unwrap();
+    assert_eq!(
+        (event.event.as_str(), event.data.as_str()),
+        ("comet-heartbeat", "heartbeat")
+    );
+    assert!(!stream.raw.windows(12).any(|w| w == b": heartbeat"));
+    let refused = client()
+        .get(server.url("/sse/news?heartbeat=loud"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_heartbeat");
+}
+
 #[tokio::test]
 async fn heartbeats_are_lone_comment_lines_that_dispatch_nothing() {
     let server = TestServer::builder()

@@ -106,7 +106,13 @@ fn bad_options_are_refused_clearly() {
             "is too long",
         ),
         (
-            vec!["--memory", "--max-connections", "10", "--max-subscribers", "20"],
+            vec![
+                "--memory",
+                "--max-connections",
+                "10",
+                "--max-subscribers",
+                "20",
+            ],
             "must not exceed",
         ),
         (

@@ -26,6 +26,15 @@ pub const GAP_EVENT: &str = "comet-gap";
 /// The heartbeat: one comment line.
 pub const HEARTBEAT: &[u8] = b": heartbeat\n";
 
+/// The reserved event type of heartbeats sent as events.
+pub const HEARTBEAT_EVENT_TYPE: &str = "comet-heartbeat";
+
+/// A heartbeat as an event, for clients that ask for it
+/// (`?heartbeat=event`): the browser's `EventSource` hides comments from
+/// page code, so a page can only tell that a silent stream is still alive
+/// (not cut by a NAT or a sleeping laptop) from events it sees.
+pub const HEARTBEAT_EVENT: &[u8] = b"event: comet-heartbeat\ndata: heartbeat\n\n";
+
 /// The media type of an SSE response.
 pub const CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
 
@@ -185,6 +194,22 @@ mod tests {
             b"retry: 3000\nid: ep-4\n\n"
         );
         assert_eq!(HEARTBEAT, b": heartbeat\n");
+        assert_eq!(
+            HEARTBEAT_EVENT,
+            b"event: comet-heartbeat\ndata: heartbeat\n\n"
+        );
+    }
+
+    /// A heartbeat event is one a browser dispatches (an event with empty
+    /// data would not be), of the reserved type.
+    #[test]
+    fn a_heartbeat_event_is_dispatched_by_a_conforming_parser() {
+        let mut parser = EventStreamParser::new(ParserLimits::default());
+        let mut events = Vec::new();
+        parser.feed(HEARTBEAT_EVENT, &mut events).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, HEARTBEAT_EVENT_TYPE);
+        assert_eq!(events[0].data, "heartbeat");
     }
 
     #[test]

@@ -84,7 +84,14 @@ impl Framing {
     }
 
     fn heartbeat(self) -> Bytes {
+        self.heartbeat_for(false)
+    }
+
+    /// The heartbeat, as an event when the client asked for one (SSE only:
+    /// NDJSON heartbeats are lines page code sees anyway).
+    fn heartbeat_for(self, as_event: bool) -> Bytes {
         match self {
+            Framing::Sse if as_event => Bytes::from_static(sse::HEARTBEAT_EVENT),
             Framing::Sse => Bytes::from_static(sse::HEARTBEAT),
             Framing::Ndjson => Bytes::from_static(json::HEARTBEAT_LINE),
         }
@@ -97,6 +104,7 @@ pub(crate) struct Live {
     subscription: Subscription,
     framing: Framing,
     opening: Option<Bytes>,
+    heartbeat: Bytes,
     _counted: GaugeGuard,
     _place: OwnedSemaphorePermit,
 }
@@ -158,6 +166,7 @@ impl Live {
             _counted: state.metrics.subscriber(framing.transport()),
             _place: place,
             opening: framing.opening(&state, starting_cursor.as_ref()),
+            heartbeat: framing.heartbeat_for(request.heartbeat_events),
             state,
             subscription,
             framing,
@@ -193,7 +202,7 @@ impl Live {
                     None
                 }
             },
-            _ = tokio::time::sleep(heartbeat) => Some(vec![self.framing.heartbeat()]),
+            _ = tokio::time::sleep(heartbeat) => Some(vec![self.heartbeat.clone()]),
         }
     }
 
