@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use comet_protocol::sse::ParseError;
 
-/// What can go wrong. Errors ending a subscription are the ones the
-/// standard treats as fatal (a status other than 200, a wrong content type,
-/// a stream beyond the size limits); a server that is down or a dropped
-/// connection is retried, not reported.
+/// What can go wrong. Errors ending a subscription are the ones retrying
+/// cannot fix (a status that is neither 200 nor [transient](is_transient),
+/// a wrong content type, a stream beyond the size limits); a server that
+/// is down, overloaded or behind a proxy that failed, or a dropped
+/// connection, is retried, not reported.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The URL is not usable.
@@ -56,4 +57,15 @@ pub enum Error {
     /// The server did not answer in time.
     #[error("the server did not answer within {0:?}")]
     Timeout(Duration),
+}
+
+/// True for answers that say "not now" rather than "never": a request
+/// timeout (408), too many requests (429), and the server errors a proxy
+/// or an overloaded server gives while it restarts or sheds load (500,
+/// 502, 503, 504). Subscriptions retry these, with backoff, instead of
+/// ending: a deploy behind a proxy, or a server full of subscribers (`503
+/// too_many_subscribers`), must not end a long-running reader. Browsers'
+/// `EventSource` gives up on them; this client does not.
+pub(crate) fn is_transient(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
 }

@@ -4,8 +4,11 @@
 //! - The request carries `Accept: text/event-stream`, `Cache-Control:
 //!   no-cache`, and `Last-Event-ID` when the last event id is not empty.
 //! - A 200 answer of type `text/event-stream` is read; a 204 ends the
-//!   stream quietly (the standard's way for a server to say "stop"); any
-//!   other status, or another content type, ends it with an error.
+//!   stream quietly (the standard's way for a server to say "stop"); a
+//!   transient status (408, 429, 500, 502, 503, 504: a proxy's error during
+//!   a deploy, a full server) is retried with backoff, where a browser
+//!   would give up; any other status, or another content type, ends it with
+//!   an error.
 //! - When a working connection ends, the source waits the reconnection time
 //!   (set by `retry:`) and reconnects with the last event id. When the
 //!   server cannot be reached, waits double per failure up to a ceiling,
@@ -217,6 +220,12 @@ impl Connection {
         let status = response.status();
         if status == reqwest::StatusCode::NO_CONTENT {
             self.done = true;
+            return Ok(());
+        }
+        if crate::error::is_transient(status) {
+            let error = crate::status_error(response).await;
+            tracing::info!(url = %self.url, %error, "retrying");
+            self.attempt_failed();
             return Ok(());
         }
         if status != reqwest::StatusCode::OK {

@@ -52,7 +52,12 @@ pub use subscription::{Gap, Item, Message, SubscribeOptions, Subscription, Trans
 pub struct Client {
     http: reqwest::Client,
     base: reqwest::Url,
+    publish_timeout: std::time::Duration,
 }
+
+/// How long a publish may take, answer included, unless set otherwise
+/// ([`Client::with_publish_timeout`]).
+pub const DEFAULT_PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The server's answer to a publish.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -91,7 +96,20 @@ impl Client {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        Ok(Self { http, base })
+        Ok(Self {
+            http,
+            base,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+        })
+    }
+
+    /// The same client, giving a publish at most `timeout` (from sending
+    /// the request to reading the answer) before failing with
+    /// [`Error::Timeout`]. A publish that timed out may or may not have
+    /// been stored.
+    pub fn with_publish_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
     }
 
     /// The underlying HTTP client.
@@ -128,14 +146,20 @@ impl Client {
         if let Some(event) = event {
             url.query_pairs_mut().append_pair("event", event);
         }
-        let response = self.http.post(url).body(data.into()).send().await?;
-        if response.status() != reqwest::StatusCode::CREATED {
-            return Err(status_error(response).await);
-        }
-        response
-            .json::<Published>()
+        let request = self.http.post(url).body(data.into());
+        let exchange = async {
+            let response = request.send().await?;
+            if response.status() != reqwest::StatusCode::CREATED {
+                return Err(status_error(response).await);
+            }
+            response
+                .json::<Published>()
+                .await
+                .map_err(|error| Error::Protocol(format!("the publish answer: {error}")))
+        };
+        tokio::time::timeout(self.publish_timeout, exchange)
             .await
-            .map_err(|error| Error::Protocol(format!("the publish answer: {error}")))
+            .map_err(|_| Error::Timeout(self.publish_timeout))?
     }
 
     /// Follows `channels`. Without `since` or `backlog`, the subscription

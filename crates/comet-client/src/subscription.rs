@@ -136,7 +136,7 @@ pub(crate) async fn start(
         reason: error.to_string(),
     })?;
     if options.since.is_none() && options.backlog.is_none() {
-        options.since = Some(now(client, &list).await?);
+        options.since = Some(now(client, &list, &options.reconnect).await?);
     }
     let only_channel = (list.len() == 1).then(|| list.names()[0].to_string());
     let inner = match options.transport {
@@ -185,18 +185,35 @@ pub(crate) async fn start(
     Ok(Subscription { inner })
 }
 
-/// The cursor of "now" for `list`: a short poll's answer.
-async fn now(client: &Client, list: &ChannelList) -> Result<String, Error> {
+/// The cursor of "now" for `list`: a short poll's answer, within the open
+/// time-out. Transient answers (a full server, a proxy's 502) are retried
+/// with backoff, as every later request of the subscription is; failing to
+/// reach the server at all is an error, since nothing was started yet.
+async fn now(client: &Client, list: &ChannelList, reconnect: &Reconnect) -> Result<String, Error> {
     let url = client.url(&format!("poll/{list}"))?;
-    let response = client.http.get(url).send().await?;
-    if response.status() != reqwest::StatusCode::OK {
-        return Err(crate::status_error(response).await);
+    let mut failures = 0;
+    loop {
+        let request = client.http.get(url.clone()).send();
+        let response = tokio::time::timeout(reconnect.open_timeout, request)
+            .await
+            .map_err(|_| Error::Timeout(reconnect.open_timeout))??;
+        if crate::error::is_transient(response.status()) {
+            let error = crate::status_error(response).await;
+            failures += 1;
+            let wait = reconnect.delay(reconnect.initial, failures);
+            tracing::info!(%error, "retrying in {wait:?}");
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(crate::status_error(response).await);
+        }
+        let answer: PollAnswer = response
+            .json()
+            .await
+            .map_err(|error| Error::Protocol(format!("a poll answer: {error}")))?;
+        return Ok(answer.cursor);
     }
-    let answer: PollAnswer = response
-        .json()
-        .await
-        .map_err(|error| Error::Protocol(format!("a poll answer: {error}")))?;
-    Ok(answer.cursor)
 }
 
 fn sse_item(event: crate::SseEvent, only_channel: Option<&str>) -> Result<Item, Error> {
@@ -352,6 +369,11 @@ impl JsonReader {
             self.done = true;
             return Ok(None);
         }
+        if crate::error::is_transient(response.status()) {
+            let error = crate::status_error(response).await;
+            tracing::info!(%error, "retrying");
+            return Ok(None);
+        }
         if response.status() != reqwest::StatusCode::OK {
             return Err(crate::status_error(response).await);
         }
@@ -379,7 +401,9 @@ impl JsonReader {
                 found: content_type,
             });
         }
-        self.backlog = None;
+        // The backlog is asked for again until a message gives a cursor:
+        // a stream that drops before its first line has delivered nothing,
+        // and resuming from "now" would skip the backlog.
         self.buffer.clear();
         self.body = Some(response.bytes_stream().boxed());
         Ok(Attempt::Done)
@@ -436,6 +460,7 @@ impl JsonReader {
             let message: JsonMessage = serde_json::from_value(value)
                 .map_err(|error| Error::Protocol(format!("a message line: {error}")))?;
             self.cursor = Some(message.id.clone());
+            self.backlog = None;
             self.pending.push_back(Ok(Item::Message(message.into())));
         } else if value.get("gap").is_some() {
             let gap: GapLine = serde_json::from_value(value)

@@ -240,3 +240,49 @@ async fn refusals_are_clear_errors() {
     assert!(Client::new("ftp://example.com").is_err());
     assert!(Client::new("not a url").is_err());
 }
+
+/// A server full of subscribers answers `503 too_many_subscribers`: every
+/// transport waits (with backoff) for a place instead of ending, and then
+/// delivers from where it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_is_waited_for_on_every_transport() {
+    for transport in transports() {
+        let server = TestServer::builder()
+            .config(|c| {
+                c.max_connections = 10;
+                c.max_subscribers = 1;
+            })
+            .start();
+        let client = Client::new(&server.base()).unwrap();
+        let first = client.publish("a", "before").await.unwrap();
+        let http = comet_testkit::client();
+        let holder = http.get(server.url("/sse/held")).send().await.unwrap();
+        assert_eq!(holder.status(), 200);
+        let options = SubscribeOptions {
+            since: Some(first.id.clone()),
+            ..quick(transport)
+        };
+        let waiting = tokio::spawn({
+            let client = client.clone();
+            async move {
+                let mut subscription = client.subscribe(&["a"], options).await.unwrap();
+                next_message(&mut subscription).await
+            }
+        });
+        let refused = |text: String| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("comet_subscriptions_refused_total "))
+                .is_some_and(|count| count.trim() != "0")
+        };
+        within("a refusal", async {
+            while !refused(comet_testkit::metrics(&http, &server.base()).await) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        drop(holder);
+        client.publish("a", "after").await.unwrap();
+        let message = within("the waiting subscription", waiting).await.unwrap();
+        assert_eq!(message.data, "after", "{transport:?}");
+    }
+}

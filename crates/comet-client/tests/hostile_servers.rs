@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use comet_client::{Error, EventSource, EventSourceOptions, ParserLimits, Reconnect, SseEvent};
 use comet_protocol::sse::ParseError;
@@ -22,6 +22,8 @@ const SSE_HEAD: &str =
 struct Seen {
     connections: AtomicUsize,
     last_event_ids: Mutex<Vec<Option<String>>>,
+    /// Each request's first line, and when it arrived.
+    requests: Mutex<Vec<(String, Instant)>>,
     arrived: Notify,
 }
 
@@ -65,6 +67,12 @@ where
                     .then(|| value.trim().to_string())
             });
             recorded.last_event_ids.lock().unwrap().push(last_event_id);
+            let request_line = head.lines().next().unwrap_or_default().to_string();
+            recorded
+                .requests
+                .lock()
+                .unwrap()
+                .push((request_line, Instant::now()));
             recorded.arrived.notify_waiters();
             let script = script.clone();
             tokio::spawn(async move { script(n, stream).await });
@@ -185,13 +193,13 @@ async fn a_wrong_content_type_is_a_clear_error() {
 }
 
 #[tokio::test]
-async fn a_server_error_is_a_clear_error() {
+async fn a_refusal_is_a_clear_error() {
     let (url, _) = hostile(|_, mut stream| async move {
-        let body = r#"{"error":"store_unavailable","message":"disk on fire"}"#;
+        let body = r#"{"error":"forbidden","message":"not for you"}"#;
         let _ = stream
             .write_all(
                 format!(
-                    "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                     body.len()
                 )
                 .as_bytes(),
@@ -206,16 +214,16 @@ async fn a_server_error_is_a_clear_error() {
         .unwrap_err();
     match &error {
         Error::Status {
-            status: 500,
+            status: 403,
             code: Some(code),
             message,
         } => {
-            assert_eq!(code, "store_unavailable");
-            assert_eq!(message, "disk on fire");
+            assert_eq!(code, "forbidden");
+            assert_eq!(message, "not for you");
         }
         other => panic!("unexpected {other}"),
     }
-    assert!(error.to_string().contains("disk on fire"));
+    assert!(error.to_string().contains("not for you"));
 }
 
 #[tokio::test]
@@ -265,14 +273,115 @@ async fn a_server_that_never_answers_is_retried_with_backoff() {
         drop(stream);
     })
     .await;
+    let backing_off = Reconnect {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+        open_timeout: Duration::from_millis(100),
+        idle_timeout: None,
+    };
+    let mut events = source(&url, backing_off, ParserLimits::default());
+    tokio::select! {
+        // Nothing is ever yielded while the server says nothing: no
+        // event, no error.
+        item = events.next() => panic!("unexpected item {item:?}"),
+        () = seen.wait_for(4) => {}
+    }
+    // Each wait doubles (jitter adds at most half): the gaps between
+    // attempts grow, where a client without backoff would hammer.
+    let arrivals: Vec<Instant> = seen.requests.lock().unwrap().iter().map(|r| r.1).collect();
+    let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] >= Duration::from_millis(300), "{gaps:?}");
+    assert!(gaps[1] > gaps[0] && gaps[2] > gaps[1], "{gaps:?}");
+}
+
+/// A proxy's 502 while the server restarts, then the server's own 503
+/// while it is full: both are retried, and the stream that finally opens
+/// is read.
+#[tokio::test]
+async fn transient_server_errors_are_retried_until_the_stream_opens() {
+    let (url, seen) = hostile(|n, mut stream| async move {
+        let answer = match n {
+            0 => "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/html\r\ncontent-length: 9\r\nconnection: close\r\n\r\nno server".to_string(),
+            1 => {
+                let body = r#"{"error":"too_many_subscribers","message":"full"}"#;
+                format!(
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            }
+            _ => format!("{SSE_HEAD}id: 1\ndata: hello\n\n"),
+        };
+        let _ = stream.write_all(answer.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
     let mut events = source(&url, quick(), ParserLimits::default());
-    let attempts = tokio::spawn(async move {
-        // Nothing is ever yielded: no event, no error.
-        let item = events.next().await;
-        panic!("unexpected item {item:?}");
-    });
-    seen.wait_for(3).await;
-    attempts.abort();
+    let event = within("the event", events.next())
+        .await
+        .unwrap()
+        .expect("the error statuses were retried");
+    assert_eq!(event.data, "hello");
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 3);
+}
+
+/// An NDJSON subscription that asked for a backlog and dropped before its
+/// first line has delivered nothing: it asks for the backlog again rather
+/// than resuming from "now" (which would skip it).
+#[tokio::test]
+async fn a_stream_dropped_before_its_first_line_asks_for_the_backlog_again() {
+    let (url, seen) = hostile(|n, mut stream| async move {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nconnection: close\r\n\r\n";
+        let body = if n == 0 {
+            "{\"heartbeat\":true}\n"
+        } else {
+            "{\"heartbeat\":true}\n{\"id\":\"e-3/news\",\"channel\":\"news\",\"event\":\"message\",\"data\":\"old\"}\n"
+        };
+        let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+        if n > 0 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    })
+    .await;
+    let base = url.trim_end_matches("/events");
+    let client = comet_client::Client::new(base).unwrap();
+    let options = comet_client::SubscribeOptions {
+        transport: comet_client::Transport::Stream,
+        backlog: Some(5),
+        reconnect: quick(),
+        ..comet_client::SubscribeOptions::default()
+    };
+    let mut subscription = client.subscribe(&["news"], options).await.unwrap();
+    let item = within("the backlog's message", subscription.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&item, comet_client::Item::Message(m) if m.data == "old"),
+        "{item:?}"
+    );
+    let requests = seen.requests.lock().unwrap();
+    assert!(requests.len() >= 2, "{:?}", requests.len());
+    for (line, _) in requests.iter() {
+        assert!(line.contains("backlog=5"), "{line}");
+    }
+}
+
+/// A publish to a server that never answers fails in bounded time.
+#[tokio::test]
+async fn a_publish_that_gets_no_answer_times_out() {
+    let (url, _) = hostile(|_, stream| async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(stream);
+    })
+    .await;
+    let client = comet_client::Client::new(url.trim_end_matches("/events"))
+        .unwrap()
+        .with_publish_timeout(Duration::from_millis(300));
+    let published = within("the publish", client.publish("news", "hello")).await;
+    assert!(
+        matches!(published, Err(Error::Timeout(limit)) if limit == Duration::from_millis(300)),
+        "{published:?}"
+    );
 }
 
 #[tokio::test]
