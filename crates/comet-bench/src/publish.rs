@@ -3,6 +3,7 @@
 //! for a fixed time. Figures: acknowledged publishes per second and
 //! acknowledgement latency.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,10 @@ pub struct PublishPlan {
     /// Channels to spread publishes over (publisher `i` uses channel
     /// `i % channels`).
     pub channels: usize,
+    /// Every publish to a channel name never used before instead
+    /// (`fresh-{publisher}-{n}`), as an application with a channel per
+    /// user or per session does: what that costs the server over time.
+    pub fresh_channels: bool,
 }
 
 /// What happened.
@@ -53,17 +58,25 @@ pub async fn run(plan: &PublishPlan) -> Result<PublishReport, HttpError> {
     let mut tasks = Vec::with_capacity(plan.publishers);
     for publisher in 0..plan.publishers {
         let mut connection = Connection::open(plan.address).await?;
-        let path = format!(
+        let mut path = format!(
             "{}bench-{}",
             plan.path_prefix,
             publisher % plan.channels.max(1)
         );
+        let prefix = plan.path_prefix.clone();
+        let fresh = plan.fresh_channels;
         let body = vec![b'x'; plan.size];
         tasks.push(tokio::spawn(async move {
+            let mut sent_count = 0u64;
             let mut latencies = Latencies::default();
             let mut acknowledged = 0u64;
             let mut failed = 0u64;
             while Instant::now() < deadline {
+                if fresh {
+                    path.clear();
+                    let _ = write!(path, "{prefix}fresh-{publisher}-{sent_count}");
+                }
+                sent_count += 1;
                 let sent = Instant::now();
                 match connection.request("POST", &path, &body).await {
                     Ok(answer) if (200..300).contains(&answer.status) => {

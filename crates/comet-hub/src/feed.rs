@@ -18,10 +18,15 @@
 //! subscription to several channels never delivers a message while an
 //! earlier one of another of its channels is still on its way: delivery is
 //! in store order, and a single position is a complete cursor.
+//!
+//! Live windows are bounded twice: by a message count per channel, and by
+//! bytes of message data across all windows ([`LiveBytes`]): beyond those
+//! bytes the oldest message of any window goes first. A window that loses a
+//! message only moves its base; whoever is behind it reads the store.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use comet_protocol::{ChannelName, Message, Seq};
 use comet_store::CommitListener;
@@ -34,12 +39,72 @@ pub(crate) struct Feed {
     channels: RwLock<HashMap<ChannelName, Arc<ChannelEntry>>>,
     watermark: AtomicU64,
     live_window: usize,
+    live_bytes: Mutex<LiveBytes>,
     /// Parked polls caught by a commit and not yet handed their message
     /// (see `crate::park`).
     caught: Mutex<Vec<Arc<Slot>>>,
     /// Publishes of this hub between the start of their append and the
     /// moment they hand caught polls their messages.
     publishing: AtomicUsize,
+}
+
+/// The bytes all live windows hold, and the order their messages came in,
+/// for trimming the oldest first when they hold too much. Changed only in
+/// [`Feed::committed`] (never concurrent with itself) and when a channel is
+/// no longer followed (under the feed's write lock, so never concurrent with
+/// a commit either). Entries whose message already left its window (its
+/// count limit, or an unfollow) are skipped when met; the queue is
+/// compacted when they outnumber the live ones.
+struct LiveBytes {
+    limit: usize,
+    bytes: usize,
+    messages: usize,
+    order: VecDeque<(Seq, Weak<ChannelEntry>)>,
+}
+
+impl LiveBytes {
+    /// Accounts for `message`, just added to `entry`'s window, then trims
+    /// the oldest messages of all windows while over the limit.
+    fn added(&mut self, message: &Message, entry: &Arc<ChannelEntry>) {
+        self.bytes += message.data().len();
+        self.messages += 1;
+        self.order.push_back((message.seq(), Arc::downgrade(entry)));
+        while self.bytes > self.limit {
+            let Some((seq, entry)) = self.order.pop_front() else {
+                break;
+            };
+            let Some(entry) = entry.upgrade() else {
+                continue;
+            };
+            let mut window = entry.window();
+            if window
+                .messages
+                .front()
+                .is_some_and(|front| front.seq() == seq)
+            {
+                let removed = window.pop_oldest();
+                self.removed(removed.as_deref());
+            }
+        }
+        if self.order.len() > 2 * self.messages + 1024 {
+            self.order.retain(|(seq, entry)| {
+                entry.upgrade().is_some_and(|entry| {
+                    entry
+                        .window()
+                        .messages
+                        .front()
+                        .is_some_and(|front| front.seq() <= *seq)
+                })
+            });
+        }
+    }
+
+    fn removed(&mut self, message: Option<&Message>) {
+        if let Some(message) = message {
+            self.bytes -= message.data().len();
+            self.messages -= 1;
+        }
+    }
 }
 
 /// A publish in progress (see [`Feed::publishing`]). Dropped when the
@@ -77,6 +142,14 @@ pub(crate) struct LiveWindow {
 }
 
 impl LiveWindow {
+    /// Removes the oldest message: whoever reads from before it reads the
+    /// store.
+    fn pop_oldest(&mut self) -> Option<Arc<Message>> {
+        let oldest = self.messages.pop_front()?;
+        self.base = oldest.seq();
+        Some(oldest)
+    }
+
     /// Up to `limit` messages with `after < seq <= upto`, or `None` when the
     /// window no longer reaches back to `after`.
     pub(crate) fn read(&self, after: Seq, upto: Seq, limit: usize) -> Option<Vec<Arc<Message>>> {
@@ -106,11 +179,17 @@ impl ChannelEntry {
 }
 
 impl Feed {
-    pub(crate) fn new(head: Seq, live_window: usize) -> Self {
+    pub(crate) fn new(head: Seq, live_window: usize, live_window_bytes: usize) -> Self {
         Self {
             channels: RwLock::new(HashMap::new()),
             watermark: AtomicU64::new(head.0),
             live_window,
+            live_bytes: Mutex::new(LiveBytes {
+                limit: live_window_bytes,
+                bytes: 0,
+                messages: 0,
+                order: VecDeque::new(),
+            }),
             caught: Mutex::new(Vec::new()),
             publishing: AtomicUsize::new(0),
         }
@@ -147,16 +226,31 @@ impl Feed {
     }
 
     /// Stops following `channels` for one subscriber each; a channel nobody
-    /// follows any more loses its live window.
+    /// follows any more loses its live window (emptied here, so the bytes
+    /// it held are counted off once, whoever still holds the entry).
     pub(crate) fn unfollow(&self, channels: &[ChannelName]) {
         let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
         for name in channels {
             if let Some(entry) = map.get(name)
                 && entry.subscribers.fetch_sub(1, Ordering::Relaxed) == 1
             {
+                let removed = std::mem::take(&mut entry.window().messages);
+                let mut live = self.live_bytes();
+                for message in &removed {
+                    live.removed(Some(message));
+                }
                 map.remove(name);
             }
         }
+    }
+
+    fn live_bytes(&self) -> MutexGuard<'_, LiveBytes> {
+        self.live_bytes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes of message data the live windows hold now.
+    pub(crate) fn live_window_bytes(&self) -> usize {
+        self.live_bytes().bytes
     }
 
     pub(crate) fn subscriber_count(&self, channel: &ChannelName) -> usize {
@@ -211,13 +305,19 @@ impl CommitListener for Feed {
         let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
         let entry = map.get(message.channel());
         if let Some(entry) = entry {
-            let mut window = entry.window();
-            window.messages.push_back(message.clone());
-            while window.messages.len() > self.live_window {
-                if let Some(oldest) = window.messages.pop_front() {
-                    window.base = oldest.seq();
+            let mut evicted = Vec::new();
+            {
+                let mut window = entry.window();
+                window.messages.push_back(message.clone());
+                while window.messages.len() > self.live_window {
+                    evicted.extend(window.pop_oldest());
                 }
             }
+            let mut live = self.live_bytes();
+            for message in &evicted {
+                live.removed(Some(message));
+            }
+            live.added(message, entry);
         }
         self.watermark.fetch_max(seq.0, Ordering::Release);
         if let Some(entry) = entry {

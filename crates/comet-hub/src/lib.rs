@@ -28,7 +28,7 @@ use std::time::Duration;
 use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, Message};
 pub use comet_protocol::{Gap, GapReason};
 use comet_store::Retention;
-pub use comet_store::{Store, StoreError};
+pub use comet_store::{Footprint, Store, StoreError};
 pub use park::{Catch, Parked};
 pub use stats::{HubStats, StatsSnapshot};
 pub use subscription::{BatchLimit, Item, Start, Subscription};
@@ -41,11 +41,18 @@ pub struct HubConfig {
     /// Messages each followed channel keeps in memory for live delivery.
     /// Subscribers further behind read from the store.
     pub live_window: usize,
+    /// Bytes of message data all live windows together keep; beyond it the
+    /// oldest messages of any window go first (they stay readable from the
+    /// store).
+    pub live_window_bytes: usize,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { live_window: 256 }
+        Self {
+            live_window: 256,
+            live_window_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -55,6 +62,7 @@ impl HubConfig {
     pub fn within(self, retention: &Retention) -> Self {
         Self {
             live_window: self.live_window.clamp(1, retention.max_messages.max(1)),
+            ..self
         }
     }
 }
@@ -104,7 +112,11 @@ impl Hub {
     /// A hub over `store`. It becomes the store's commit listener.
     pub fn new(store: Arc<dyn Store>, config: HubConfig) -> Self {
         let stats = Arc::new(HubStats::default());
-        let feed = Arc::new(Feed::new(store.head(), config.live_window.max(1)));
+        let feed = Arc::new(Feed::new(
+            store.head(),
+            config.live_window.max(1),
+            config.live_window_bytes,
+        ));
         store.set_commit_listener(feed.clone());
         Self {
             shared: Arc::new(Shared {
@@ -198,6 +210,17 @@ impl Hub {
     /// Channels with at least one subscriber on this hub.
     pub fn followed_channels(&self) -> usize {
         self.shared.feed.followed_channels()
+    }
+
+    /// Bytes of message data the live windows hold (bounded by
+    /// [`HubConfig::live_window_bytes`]).
+    pub fn live_window_bytes(&self) -> usize {
+        self.shared.feed.live_window_bytes()
+    }
+
+    /// What the store holds.
+    pub fn store_footprint(&self) -> Footprint {
+        self.shared.store.footprint()
     }
 
     /// Succeeds when the store can accept and serve messages.

@@ -6,7 +6,11 @@
 //! windows while they reach back far enough, in the store once they do not
 //! (the subscriber fell behind, or resumed from an old cursor). If the store
 //! no longer holds what lay after the position, a [`Gap`] is reported first.
-//! Nothing is queued per subscriber beyond the one batch being returned.
+//! Nothing is queued per subscriber beyond the one batch being returned
+//! (and gap signals): a backlog is not loaded when the subscription opens,
+//! it is a starting point per channel (a *floor*) read like any history,
+//! batch by batch. Store reads are bounded by the batch's byte budget, so a
+//! batch of large messages reads only what it delivers.
 //!
 //! Both reading methods are cancel-safe: state changes only after the last
 //! `.await`, so a transport may race them against a heartbeat timer.
@@ -18,6 +22,8 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use comet_protocol::{ChannelList, ChannelName, Cursor, Gap, GapReason, Message, Seq};
+
+use comet_store::ReadLimit;
 
 use crate::feed::ChannelEntry;
 use crate::park::{Catch, Parked, Slot};
@@ -68,6 +74,9 @@ pub enum Item {
 /// Per-channel reading state.
 #[derive(Clone, Copy, Debug, Default)]
 struct Following {
+    /// Read this channel only after here (a backlog's start); below the
+    /// position it no longer matters.
+    floor: Seq,
     /// The last read came from the live window.
     live: bool,
     /// A reset gap was announced; the first store read must not announce a
@@ -84,6 +93,8 @@ pub struct Subscription {
     entries: Arc<[Arc<ChannelEntry>]>,
     following: Vec<Following>,
     position: Seq,
+    /// Signals due before anything else (reset gaps): at most one per
+    /// channel.
     pending: VecDeque<Item>,
 }
 
@@ -134,19 +145,27 @@ impl Subscription {
                 subscription.position = Seq::ZERO;
             }
             Start::Backlog(count) => {
-                let mut backlog = Vec::new();
-                for name in &subscription.names {
-                    let history = subscription
+                // Each channel starts just before its newest `count`; the
+                // subscription reads from the earliest of those starts.
+                for (name, following) in subscription
+                    .names
+                    .iter()
+                    .zip(subscription.following.iter_mut())
+                {
+                    let floor = subscription
                         .shared
                         .store
-                        .latest(name, count, position)
+                        .backlog_start(name, count, position)
                         .await?;
-                    backlog.extend(history.messages);
+                    following.floor = floor;
+                    following.reported_loss_upto = floor;
                 }
-                backlog.sort_by_key(|m| m.seq());
-                subscription
-                    .pending
-                    .extend(backlog.into_iter().map(Item::Message));
+                subscription.position = subscription
+                    .following
+                    .iter()
+                    .map(|following| following.floor)
+                    .min()
+                    .unwrap_or(position);
             }
         }
         Ok(subscription)
@@ -291,11 +310,15 @@ impl Subscription {
         let mut fell_behind = 0;
         let mut per_channel = Vec::with_capacity(self.entries.len());
         let mut upto = watermark;
+        let byte_limit = ReadLimit {
+            messages: per_channel_limit,
+            bytes: budget.bytes_left() as u64,
+        };
         for (index, entry) in self.entries.iter().enumerate() {
             let state = &mut following[index];
-            let from_window = entry
-                .window()
-                .read(self.position, watermark, per_channel_limit);
+            let after = self.position.max(state.floor);
+            let from_window = entry.window().read(after, watermark, per_channel_limit);
+            let mut truncated = false;
             let messages = match from_window {
                 Some(messages) => {
                     state.live = true;
@@ -311,9 +334,10 @@ impl Subscription {
                     let history = self
                         .shared
                         .store
-                        .read(name, self.position, watermark, per_channel_limit)
+                        .read(name, after, watermark, byte_limit)
                         .await?;
-                    let reported = state.reported_loss_upto.max(self.position);
+                    truncated = history.truncated;
+                    let reported = state.reported_loss_upto.max(after);
                     if history.trimmed_upto > reported && !state.reset_announced {
                         gaps.push(Gap {
                             channel: name.clone(),
@@ -325,7 +349,7 @@ impl Subscription {
                     history.messages
                 }
             };
-            if messages.len() >= per_channel_limit
+            if (truncated || messages.len() >= per_channel_limit)
                 && let Some(last) = messages.last()
             {
                 // This channel may have more; deliver nothing beyond it yet,
@@ -401,6 +425,10 @@ impl Budget {
 
     fn messages_left(&self) -> usize {
         self.limit.messages.saturating_sub(self.messages)
+    }
+
+    fn bytes_left(&self) -> usize {
+        self.limit.bytes.saturating_sub(self.bytes)
     }
 
     fn admit(&mut self, item: &Item) -> bool {

@@ -15,7 +15,13 @@ fn hub_with(retention: Retention, live_window: usize) -> Hub {
         retention,
         ..StoreOptions::default()
     }));
-    Hub::new(store, HubConfig { live_window })
+    Hub::new(
+        store,
+        HubConfig {
+            live_window,
+            ..HubConfig::default()
+        },
+    )
 }
 
 fn hub() -> Hub {
@@ -566,4 +572,45 @@ async fn a_message_announced_again_is_not_delivered_again() {
         ready_messages(&mut sub).await.is_empty(),
         "a message came twice"
     );
+}
+
+/// Live windows together hold no more than their byte budget; readers
+/// behind what the windows hold read the store and lose nothing; a channel
+/// nobody follows any more gives its bytes back.
+#[tokio::test]
+async fn live_windows_keep_within_their_byte_budget_and_readers_lose_nothing() {
+    let store = Arc::new(MemoryStore::new(StoreOptions::default()));
+    let hub = Hub::new(
+        store,
+        HubConfig {
+            live_window: 256,
+            live_window_bytes: 1_000,
+        },
+    );
+    let mut a = hub.subscribe(&channels("a"), Start::Now).await.unwrap();
+    let mut b = hub.subscribe(&channels("b"), Start::Now).await.unwrap();
+    let hundred = "x".repeat(100);
+    for i in 0..40 {
+        let channel = if i % 2 == 0 { "a" } else { "b" };
+        publish(&hub, channel, &format!("{i:02}{hundred}")).await;
+        assert!(
+            hub.live_window_bytes() <= 1_000,
+            "{}",
+            hub.live_window_bytes()
+        );
+    }
+    assert!(hub.live_window_bytes() > 500, "the windows are in use");
+    let (from_a, _) = take_messages(&mut a, 20).await;
+    let (from_b, _) = take_messages(&mut b, 20).await;
+    let numbers = |messages: Vec<String>| -> Vec<u32> {
+        messages
+            .iter()
+            .map(|m| m.split_once(':').unwrap().1[..2].parse().unwrap())
+            .collect()
+    };
+    assert_eq!(numbers(from_a), (0..40).step_by(2).collect::<Vec<_>>());
+    assert_eq!(numbers(from_b), (1..40).step_by(2).collect::<Vec<_>>());
+    drop(a);
+    drop(b);
+    assert_eq!(hub.live_window_bytes(), 0);
 }

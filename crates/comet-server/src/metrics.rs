@@ -278,13 +278,45 @@ impl Collector for HubCollector {
             actions.metric_type(),
         )?)?;
 
-        let followed = ConstGauge::new(self.hub.followed_channels() as i64);
-        followed.encode(encoder.encode_descriptor(
-            "followed_channels",
-            "Channels with at least one subscriber on this server.",
-            None,
-            followed.metric_type(),
-        )?)?;
+        let gauges = [
+            (
+                "followed_channels",
+                "Channels with at least one subscriber on this server.",
+                self.hub.followed_channels() as u64,
+            ),
+            (
+                "live_window_bytes",
+                "Bytes of message data the live windows hold (--live-window-bytes bounds it).",
+                self.hub.live_window_bytes() as u64,
+            ),
+        ];
+        let footprint = self.hub.store_footprint();
+        let store_gauges = [
+            (
+                "store_channels",
+                "Channels the store holds messages of.",
+                footprint.channels,
+            ),
+            (
+                "store_forgotten_channels",
+                "Channels with nothing retained that the store remembers exactly for gap detection (--forgotten-channels bounds it).",
+                footprint.forgotten_channels,
+            ),
+            (
+                "store_messages",
+                "Messages the store retains.",
+                footprint.messages,
+            ),
+            (
+                "store_bytes",
+                "What the retained messages count against --max-store-bytes.",
+                footprint.bytes,
+            ),
+        ];
+        for (name, help, value) in gauges.into_iter().chain(store_gauges) {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
         Ok(())
     }
 }

@@ -24,6 +24,7 @@ async fn main() {
             max_messages: count,
             max_bytes: None,
             max_age: None,
+            ..Retention::default()
         },
         ..StoreOptions::default()
     };

@@ -1,12 +1,18 @@
 //! The SQLite side: the schema, connection settings, and loading what the
 //! writer keeps in memory.
 //!
-//! Schema (format 1):
+//! Schema (format 2):
 //! - `meta(key, value)`: `epoch`, `head` (newest sequence number), `clean`
 //!   (`1` after an orderly close, `0` while open);
 //! - `channels(id, name, last_seq, trimmed_upto, retained, bytes)`: one row
-//!   per channel that ever had a message, updated in the same transaction as
-//!   the messages it describes;
+//!   per channel held, updated in the same transaction as the messages it
+//!   describes. A row with nothing retained is a *tombstone*: what gap
+//!   detection needs of a forgotten channel. Tombstones are bounded: the
+//!   oldest (by `last_seq`, found through the partial index
+//!   `channels_forgotten`) are deleted and folded into
+//!   `forgotten_marks(mark, upto)`, the fixed table of
+//!   `comet_store::forgotten`. Only channels with retained messages are
+//!   loaded at start;
 //! - `messages(channel_id, seq, event, data, published_at, size)`, clustered
 //!   by `(channel_id, seq)` so reading a channel after a position is one
 //!   range scan, with an index on `seq` for the store-wide order (trimming
@@ -40,14 +46,18 @@ pub(crate) struct ChannelRow {
     pub(crate) bytes: u64,
 }
 
-/// The writer's in-memory copy of the `channels` table and `meta`.
+/// The writer's in-memory copy of `meta` and of the `channels` rows with
+/// retained messages (tombstones stay on disk only, counted).
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
     pub(crate) channels: HashMap<ChannelName, ChannelRow>,
     pub(crate) names: HashMap<i64, ChannelName>,
     pub(crate) head: Seq,
     pub(crate) bytes: u64,
+    pub(crate) messages: u64,
     pub(crate) next_id: i64,
+    /// Tombstone rows on disk.
+    pub(crate) forgotten: u64,
 }
 
 /// The highest sequence number SQLite's signed 64-bit integers hold: the
@@ -128,6 +138,7 @@ pub(crate) fn initialize(connection: &mut Connection, epoch: &Epoch) -> Result<(
                  size INTEGER NOT NULL,
                  PRIMARY KEY (channel_id, seq)) WITHOUT ROWID;
              CREATE INDEX messages_in_order ON messages (seq);
+             {FORMAT_2}
              PRAGMA application_id = {APPLICATION_ID};
              PRAGMA user_version = {FORMAT_VERSION};"
         ))
@@ -141,6 +152,40 @@ pub(crate) fn initialize(connection: &mut Connection, epoch: &Epoch) -> Result<(
     transaction
         .commit()
         .map_err(sqlite("creating the history database"))
+}
+
+/// What format 2 added to format 1: tombstones found by age, and the
+/// folded marks.
+const FORMAT_2: &str =
+    "CREATE TABLE forgotten_marks (mark INTEGER PRIMARY KEY, upto INTEGER NOT NULL);
+     CREATE INDEX channels_forgotten ON channels (last_seq) WHERE retained = 0;";
+
+/// Brings a database of an older format (checked to be Comet's) to this
+/// one, in one transaction.
+pub(crate) fn upgrade(connection: &mut Connection) -> Result<(), OpenError> {
+    let version: i32 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(sqlite("reading the history format"))?;
+    if version >= FORMAT_VERSION {
+        return Ok(());
+    }
+    let transaction = connection
+        .transaction()
+        .map_err(sqlite("upgrading the history format"))?;
+    transaction
+        .execute_batch(&format!(
+            "{FORMAT_2} PRAGMA user_version = {FORMAT_VERSION};"
+        ))
+        .map_err(sqlite("upgrading the history format"))?;
+    transaction
+        .commit()
+        .map_err(sqlite("upgrading the history format"))?;
+    tracing::info!(
+        from = version,
+        to = FORMAT_VERSION,
+        "history format upgraded"
+    );
+    Ok(())
 }
 
 /// Reads a `meta` value.
@@ -181,7 +226,9 @@ pub(crate) fn load(connection: &Connection, path: &Path) -> Result<Loaded, OpenE
         ..Catalog::default()
     };
     let mut statement = connection
-        .prepare("SELECT id, name, last_seq, trimmed_upto, retained, bytes FROM channels")
+        .prepare(
+            "SELECT id, name, last_seq, trimmed_upto, retained, bytes FROM channels WHERE retained > 0",
+        )
         .map_err(sqlite("reading the channels"))?;
     let rows = statement
         .query_map([], |row| {
@@ -203,11 +250,22 @@ pub(crate) fn load(connection: &Connection, path: &Path) -> Result<Loaded, OpenE
         let name = ChannelName::new(&name)
             .map_err(|error| corrupt(format!("invalid channel name {name:?}: {error}")))?;
         catalog.bytes += channel.bytes;
+        catalog.messages += channel.retained;
         catalog.next_id = catalog.next_id.max(id + 1);
         catalog.names.insert(id, name.clone());
         catalog.channels.insert(name, channel);
     }
     drop(statement);
+    let (forgotten, highest_id): (i64, Option<i64>) = connection
+        .query_row(
+            "SELECT (SELECT count(*) FROM channels WHERE retained = 0), (SELECT max(id) FROM channels)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(sqlite("counting the forgotten channels"))?;
+    catalog.forgotten = forgotten as u64;
+    // Ids of tombstones are not reused by new channels.
+    catalog.next_id = catalog.next_id.max(highest_id.unwrap_or(0) + 1);
     Ok(Loaded {
         epoch,
         catalog,

@@ -36,13 +36,14 @@ use std::time::Instant;
 use async_trait::async_trait;
 use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
 use comet_store::{
-    ChannelSummary, CommitListener, History, Store, StoreError, StoreOptions, new_epoch,
+    ChannelSummary, CommitListener, Footprint, History, ReadLimit, Store, StoreError, StoreOptions,
+    new_epoch,
 };
 pub use directory::OpenError;
 use directory::{DataDirectory, Found};
-use reader::{Readers, Selection};
+use reader::Readers;
 use tokio::sync::oneshot;
-use writer::{AppendRequest, Command, Writer};
+use writer::{AppendRequest, Command, Counters, Writer};
 
 /// The durable store. Dropping it finishes pending writes and closes the
 /// database in order.
@@ -54,6 +55,7 @@ pub struct DiskStore {
     readers: Arc<Readers>,
     listener: Arc<Mutex<Option<Arc<dyn CommitListener>>>>,
     healthy: Arc<AtomicBool>,
+    counters: Arc<Counters>,
     _directory: DataDirectory,
 }
 
@@ -99,10 +101,11 @@ impl DiskStore {
             }
             loaded
         };
-        let connection = match created {
+        let mut connection = match created {
             Some(connection) => connection,
             None => database::connect(&path)?,
         };
+        database::upgrade(&mut connection)?;
         database::mark_clean(&connection, false).map_err(|source| OpenError::Sqlite {
             what: "marking the history open".into(),
             source,
@@ -114,6 +117,7 @@ impl DiskStore {
             epoch = %epoch,
             head = loaded.catalog.head.0,
             channels = loaded.catalog.channels.len(),
+            forgotten_channels = loaded.catalog.forgotten,
             bytes = loaded.catalog.bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "history opened"
@@ -125,6 +129,8 @@ impl DiskStore {
                 inner: None,
             }))));
         let healthy = Arc::new(AtomicBool::new(true));
+        let counters = Arc::new(Counters::default());
+        counters.update(&loaded.catalog);
         let writer = Writer {
             connection,
             path: path.clone(),
@@ -134,6 +140,7 @@ impl DiskStore {
             clock: options.clock.clone(),
             listener: listener.clone(),
             healthy: healthy.clone(),
+            counters: counters.clone(),
         };
         let (commands, received) = std::sync::mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -156,6 +163,7 @@ impl DiskStore {
             writer: Some(writer),
             listener,
             healthy,
+            counters,
             _directory: directory,
         })
     }
@@ -210,21 +218,19 @@ impl Store for DiskStore {
         channel: &ChannelName,
         after: Seq,
         upto: Seq,
-        limit: usize,
+        limit: ReadLimit,
     ) -> Result<History, StoreError> {
-        self.readers
-            .history(channel.clone(), Selection::After { after, upto, limit })
-            .await
+        self.readers.read(channel.clone(), after, upto, limit).await
     }
 
-    async fn latest(
+    async fn backlog_start(
         &self,
         channel: &ChannelName,
         count: usize,
         upto: Seq,
-    ) -> Result<History, StoreError> {
+    ) -> Result<Seq, StoreError> {
         self.readers
-            .history(channel.clone(), Selection::Latest { count, upto })
+            .backlog_start(channel.clone(), count, upto)
             .await
     }
 
@@ -243,9 +249,25 @@ impl Store for DiskStore {
     }
 
     async fn enforce_retention(&self) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Sweep { reply })?;
-        answer.await.map_err(stopped)?
+        // One step per command: appends sent meanwhile are served between
+        // the steps.
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.send(Command::Sweep { reply })?;
+            if !answer.await.map_err(stopped)?? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn footprint(&self) -> Footprint {
+        let counters = &self.counters;
+        Footprint {
+            channels: counters.channels.load(Ordering::Relaxed),
+            forgotten_channels: counters.forgotten.load(Ordering::Relaxed),
+            messages: counters.messages.load(Ordering::Relaxed),
+            bytes: counters.bytes.load(Ordering::Relaxed),
+        }
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {

@@ -6,14 +6,23 @@
 //! concurrent trim can never hide messages without the mark showing it.
 //! Messages older than the age limit that the sweeper has not removed yet
 //! are treated as removed (left out, and counted in the mark).
+//!
+//! A read first looks at the positions and sizes of what it may return,
+//! stops at its byte limit, and only then loads data, and only of messages
+//! no reader holds already: decoded messages are shared through a table of
+//! weak references by sequence number, so subscribers catching up on the
+//! same history hold one copy of each message (and its encoded frames),
+//! not one each.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, Message, Seq};
-use comet_store::{ChannelSummary, Clock, History, Retention, StoreError};
-use rusqlite::{Connection, OptionalExtension, params};
+use comet_store::forgotten::folded_mark_index;
+use comet_store::{ChannelSummary, Clock, History, ReadLimit, Retention, StoreError};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::Semaphore;
 
 use crate::database::{connect, sql};
@@ -30,14 +39,30 @@ pub(crate) struct Readers {
     clock: Arc<dyn Clock>,
     pool: Mutex<Vec<Connection>>,
     turns: Arc<Semaphore>,
+    shared: Mutex<SharedMessages>,
 }
 
-/// Which messages of a channel to read.
-pub(crate) enum Selection {
-    /// Up to `limit` with `after < seq <= upto`, oldest first.
-    After { after: Seq, upto: Seq, limit: usize },
-    /// The newest `count` with `seq <= upto`, oldest first.
-    Latest { count: usize, upto: Seq },
+/// Messages some reader decoded and somebody still holds, by sequence
+/// number. Dead entries are swept when the table has doubled since the
+/// last sweep, so it stays within about twice the messages alive.
+#[derive(Default)]
+struct SharedMessages {
+    by_seq: HashMap<u64, Weak<Message>>,
+    sweep_at: usize,
+}
+
+impl SharedMessages {
+    fn get(&self, seq: Seq) -> Option<Arc<Message>> {
+        self.by_seq.get(&seq.0).and_then(Weak::upgrade)
+    }
+
+    fn insert(&mut self, message: &Arc<Message>) {
+        if self.by_seq.len() >= self.sweep_at {
+            self.by_seq.retain(|_, message| message.strong_count() > 0);
+            self.sweep_at = (self.by_seq.len() * 2).max(1024);
+        }
+        self.by_seq.insert(message.seq().0, Arc::downgrade(message));
+    }
 }
 
 impl Readers {
@@ -54,6 +79,7 @@ impl Readers {
             clock,
             pool: Mutex::new(Vec::new()),
             turns: Arc::new(Semaphore::new(CONCURRENT_READS)),
+            shared: Mutex::new(SharedMessages::default()),
         }
     }
 
@@ -96,13 +122,29 @@ impl Readers {
         .map_err(|error| StoreError::Unavailable(format!("a history read failed: {error}")))?
     }
 
-    pub(crate) async fn history(
+    pub(crate) async fn read(
         self: &Arc<Self>,
         channel: ChannelName,
-        selection: Selection,
+        after: Seq,
+        upto: Seq,
+        limit: ReadLimit,
     ) -> Result<History, StoreError> {
-        self.with(move |readers, connection| readers.read_history(connection, &channel, &selection))
-            .await
+        self.with(move |readers, connection| {
+            readers.read_history(connection, &channel, after, upto, limit)
+        })
+        .await
+    }
+
+    pub(crate) async fn backlog_start(
+        self: &Arc<Self>,
+        channel: ChannelName,
+        count: usize,
+        upto: Seq,
+    ) -> Result<Seq, StoreError> {
+        self.with(move |readers, connection| {
+            readers.find_backlog_start(connection, &channel, count, upto)
+        })
+        .await
     }
 
     pub(crate) async fn summary(
@@ -112,7 +154,7 @@ impl Readers {
         self.with(move |readers, connection| {
             connection
                 .query_row(
-                    "SELECT last_seq, retained FROM channels WHERE name = ?1",
+                    "SELECT last_seq, retained FROM channels WHERE name = ?1 AND retained > 0",
                     [channel.as_str()],
                     |row| {
                         Ok(ChannelSummary {
@@ -136,7 +178,8 @@ impl Readers {
     ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError> {
         self.with(move |readers, connection| {
             let mut statement = connection.prepare_cached(
-                "SELECT name, last_seq, retained FROM channels WHERE name > ?1 ORDER BY name LIMIT ?2",
+                "SELECT name, last_seq, retained FROM channels
+                 WHERE name > ?1 AND retained > 0 ORDER BY name LIMIT ?2",
             )?;
             let rows = statement.query_map(
                 params![after.as_deref().unwrap_or(""), limit as i64],
@@ -167,68 +210,145 @@ impl Readers {
         .await
     }
 
-    fn read_history(
+    /// The oldest publish time still kept, with retention by age.
+    fn oldest_kept(&self) -> Option<u64> {
+        self.retention
+            .max_age
+            .map(|age| self.clock.now_ms().saturating_sub(age.as_millis() as u64))
+    }
+
+    /// The channel's id and trimmed-up-to mark; for a channel not held,
+    /// no id and what the folded marks remember of it.
+    fn locate(
         &self,
-        connection: &Connection,
+        snapshot: &Transaction<'_>,
         channel: &ChannelName,
-        selection: &Selection,
-    ) -> rusqlite::Result<History> {
-        let snapshot = connection.unchecked_transaction()?;
+    ) -> rusqlite::Result<(Option<i64>, Seq)> {
         let found: Option<(i64, i64)> = snapshot
             .prepare_cached("SELECT id, trimmed_upto FROM channels WHERE name = ?1")?
             .query_row([channel.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
-        let Some((id, trimmed_upto)) = found else {
-            return Ok(History::default());
+        if let Some((id, trimmed_upto)) = found {
+            return Ok((Some(id), Seq(trimmed_upto as u64)));
+        }
+        let mark: Option<i64> = snapshot
+            .prepare_cached("SELECT upto FROM forgotten_marks WHERE mark = ?1")?
+            .query_row([folded_mark_index(channel) as i64], |row| row.get(0))
+            .optional()?;
+        Ok((None, Seq(mark.unwrap_or(0) as u64)))
+    }
+
+    fn read_history(
+        &self,
+        connection: &Connection,
+        channel: &ChannelName,
+        after: Seq,
+        upto: Seq,
+        limit: ReadLimit,
+    ) -> rusqlite::Result<History> {
+        let snapshot = connection.unchecked_transaction()?;
+        let (id, trimmed_upto) = self.locate(&snapshot, channel)?;
+        let mut history = History {
+            messages: Vec::new(),
+            trimmed_upto,
+            truncated: false,
         };
-        let mut rows = Vec::new();
-        match selection {
-            Selection::After { after, upto, limit } => {
-                let mut statement = snapshot.prepare_cached(
-                    "SELECT seq, event, data, published_at FROM messages
-                     WHERE channel_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
-                )?;
-                let found = statement.query_map(
-                    params![id, sql(*after), sql(*upto), *limit as i64],
-                    row_values,
-                )?;
-                for row in found {
-                    rows.push(row?);
-                }
-            }
-            Selection::Latest { count, upto } => {
-                let mut statement = snapshot.prepare_cached(
-                    "SELECT seq, event, data, published_at FROM messages
-                     WHERE channel_id = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT ?3",
-                )?;
-                let found =
-                    statement.query_map(params![id, sql(*upto), *count as i64], row_values)?;
-                for row in found {
-                    rows.push(row?);
-                }
-                rows.reverse();
+        let Some(id) = id else {
+            return Ok(history);
+        };
+        // Positions and sizes first: the byte limit is applied before any
+        // data is loaded.
+        let mut candidates: Vec<(Seq, u64, u64)> = Vec::new();
+        {
+            let mut statement = snapshot.prepare_cached(
+                "SELECT seq, size, published_at FROM messages
+                 WHERE channel_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
+            )?;
+            let rows = statement.query_map(
+                params![id, sql(after), sql(upto), limit.messages as i64],
+                |row| {
+                    Ok((
+                        Seq(row.get::<_, i64>(0)? as u64),
+                        row.get::<_, i64>(1)? as u64,
+                        row.get::<_, i64>(2)? as u64,
+                    ))
+                },
+            )?;
+            for row in rows {
+                candidates.push(row?);
             }
         }
-        drop(snapshot);
-
-        let oldest_kept = self
-            .retention
-            .max_age
-            .map(|age| self.clock.now_ms().saturating_sub(age.as_millis() as u64));
-        let mut history = History {
-            messages: Vec::with_capacity(rows.len()),
-            trimmed_upto: Seq(trimmed_upto as u64),
-        };
-        for (seq, event, data, published_at) in rows {
-            if oldest_kept.is_some_and(|oldest| published_at < oldest) {
-                history.trimmed_upto = history.trimmed_upto.max(seq);
-                continue;
+        let fetched = candidates.len();
+        if let Some(oldest) = self.oldest_kept() {
+            for (seq, _, published_at) in &candidates {
+                if *published_at < oldest {
+                    history.trimmed_upto = history.trimmed_upto.max(*seq);
+                }
             }
-            history
-                .messages
-                .push(self.message(channel, seq, &event, data, published_at)?);
+            candidates.retain(|(_, _, published_at)| *published_at >= oldest);
+        }
+        let count = limit.fits(candidates.iter().map(|(_, size, _)| *size));
+        history.truncated = count < candidates.len() || fetched >= limit.messages;
+        let mut load = snapshot.prepare_cached(
+            "SELECT event, data FROM messages WHERE channel_id = ?1 AND seq = ?2",
+        )?;
+        for (seq, _, published_at) in candidates.into_iter().take(count) {
+            let shared = self.shared().get(seq);
+            let message = match shared {
+                Some(message) => message,
+                None => {
+                    let (event, data): (String, Vec<u8>) = load
+                        .query_row(params![id, sql(seq)], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                    let message = self.message(channel, seq, &event, data, published_at)?;
+                    self.shared().insert(&message);
+                    message
+                }
+            };
+            history.messages.push(message);
         }
         Ok(history)
+    }
+
+    fn find_backlog_start(
+        &self,
+        connection: &Connection,
+        channel: &ChannelName,
+        count: usize,
+        upto: Seq,
+    ) -> rusqlite::Result<Seq> {
+        let snapshot = connection.unchecked_transaction()?;
+        let (id, trimmed_upto) = self.locate(&snapshot, channel)?;
+        let Some(id) = id else {
+            return Ok(trimmed_upto);
+        };
+        let before_newest: Option<i64> = snapshot
+            .prepare_cached(
+                "SELECT seq FROM messages WHERE channel_id = ?1 AND seq <= ?2
+                 ORDER BY seq DESC LIMIT 1 OFFSET ?3",
+            )?
+            .query_row(params![id, sql(upto), count as i64], |row| row.get(0))
+            .optional()?;
+        let mut start = before_newest.map_or(trimmed_upto, |seq| Seq(seq as u64));
+        if let Some(oldest) = self.oldest_kept() {
+            // Expired but not swept yet: not part of the backlog (and no
+            // gap for them either).
+            let expired: Option<i64> = snapshot
+                .prepare_cached(
+                    "SELECT max(seq) FROM messages
+                     WHERE channel_id = ?1 AND seq > ?2 AND seq <= ?3 AND published_at < ?4",
+                )?
+                .query_row(params![id, sql(start), sql(upto), oldest as i64], |row| {
+                    row.get(0)
+                })?;
+            if let Some(expired) = expired {
+                start = start.max(Seq(expired as u64));
+            }
+        }
+        Ok(start)
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, SharedMessages> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn message(
@@ -254,17 +374,6 @@ impl Readers {
             published_at,
         )))
     }
-}
-
-type Row = (Seq, String, Vec<u8>, u64);
-
-fn row_values(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok((
-        Seq(row.get::<_, i64>(0)? as u64),
-        row.get(1)?,
-        row.get(2)?,
-        row.get::<_, i64>(3)? as u64,
-    ))
 }
 
 fn unavailable(error: rusqlite::Error) -> StoreError {

@@ -14,22 +14,59 @@
 //! in-memory catalog only after the commit succeeded: a failed commit
 //! leaves the catalog as the database is, and the group's sequence numbers
 //! unused.
+//!
+//! A channel left with nothing retained leaves the catalog (its row stays
+//! as a tombstone, see `database`); one published to again is looked up on
+//! disk and revived. Each commit lets go of at most [`EVICT_STEP`] of the
+//! oldest tombstones beyond the bound, and each age sweep removes at most
+//! [`SWEEP_STEP`] messages: a long sweep runs as many short transactions,
+//! with appends served in between.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
+use comet_store::forgotten::folded_mark_index;
 use comet_store::{Clock, CommitListener, Retention, StoreError, stored_size};
-use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use crate::database::{Catalog, ChannelRow, MAX_SEQ, mark_clean};
 
 /// The most appends committed together.
 pub(crate) const MAX_GROUP: usize = 1024;
+
+/// Most expired messages one sweep transaction removes.
+pub(crate) const SWEEP_STEP: usize = 4096;
+
+/// Tombstones are let go in batches (a sixteenth of the bound, at most
+/// this many) once a batch is beyond the bound: one larger delete now and
+/// then costs much less than a small one in every commit (measured: with a
+/// new channel forgotten at every publish, 9.6k against 14.3k durable
+/// publishes/s).
+pub(crate) const EVICT_STEP: usize = 1024;
+
+/// What the store holds, as of the last commit (read by `footprint`).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) channels: AtomicU64,
+    pub(crate) forgotten: AtomicU64,
+    pub(crate) messages: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn update(&self, catalog: &Catalog) {
+        self.channels
+            .store(catalog.channels.len() as u64, Ordering::Relaxed);
+        self.forgotten.store(catalog.forgotten, Ordering::Relaxed);
+        self.messages.store(catalog.messages, Ordering::Relaxed);
+        self.bytes.store(catalog.bytes, Ordering::Relaxed);
+    }
+}
 
 /// A message to store, and where to send the outcome.
 pub(crate) struct AppendRequest {
@@ -43,9 +80,10 @@ pub(crate) struct AppendRequest {
 pub(crate) enum Command {
     /// Store a message.
     Append(AppendRequest),
-    /// Apply retention by age now, and give freed space back.
+    /// Apply retention by age now, one step; the reply says whether more
+    /// remains. Freed space is given back after the last step.
     Sweep {
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
 }
 
@@ -60,6 +98,7 @@ pub(crate) struct Writer {
     pub(crate) listener: Arc<Mutex<Option<Arc<dyn CommitListener>>>>,
     /// False while the last commit failed.
     pub(crate) healthy: Arc<AtomicBool>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 struct PendingAppend {
@@ -98,7 +137,7 @@ impl Writer {
         if !sweeps.is_empty() {
             let result = self.sweep().map_err(|error| self.failed("sweeping", error));
             for reply in sweeps {
-                let _ = reply.send(result.as_ref().map(|_| ()).map_err(clone_error));
+                let _ = reply.send(result.as_ref().map(|more| *more).map_err(clone_error));
             }
         }
     }
@@ -134,6 +173,7 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 changes.apply(&mut self.catalog);
+                self.counters.update(&self.catalog);
                 self.healthy.store(true, Ordering::Release);
                 let listener = self
                     .listener
@@ -158,9 +198,10 @@ impl Writer {
         }
     }
 
-    /// Removes messages older than the age limit, store-wide, and returns
+    /// Removes up to [`SWEEP_STEP`] messages older than the age limit,
+    /// store-wide; true if more may remain. After the last step, returns
     /// freed pages to the file system.
-    fn sweep(&mut self) -> rusqlite::Result<()> {
+    fn sweep(&mut self) -> rusqlite::Result<bool> {
         if let Some(max_age) = self.retention.max_age {
             let cutoff = self
                 .clock
@@ -169,10 +210,15 @@ impl Writer {
             let mut draft = Draft::new(&self.catalog);
             let transaction =
                 Transaction::new_unchecked(&self.connection, TransactionBehavior::Immediate)?;
-            trim_by_age(&transaction, &mut draft, cutoff)?;
+            let more = trim_by_age(&transaction, &mut draft, cutoff, SWEEP_STEP)?;
             draft.save(&transaction)?;
+            evict_tombstones(&transaction, &mut draft, self.retention.forgotten_channels)?;
             transaction.commit()?;
             draft.finish().apply(&mut self.catalog);
+            self.counters.update(&self.catalog);
+            if more {
+                return Ok(true);
+            }
         }
         let free_pages: i64 = self
             .connection
@@ -183,7 +229,7 @@ impl Writer {
             let mut rows = vacuum.query([])?;
             while rows.next()?.is_some() {}
         }
-        Ok(())
+        Ok(false)
     }
 
     fn failed(&self, what: &str, error: rusqlite::Error) -> StoreError {
@@ -226,12 +272,13 @@ fn commit_group(
         for append in pending {
             let message = &append.message;
             let size = stored_size(message);
-            let channel = draft.channel(message.channel());
+            let channel = draft.channel(&transaction, message.channel())?;
             channel.last_seq = message.seq();
             channel.retained += 1;
             channel.bytes += size;
             let id = channel.id;
             draft.bytes += size;
+            draft.messages += 1;
             insert.execute(params![
                 id,
                 message.seq().0 as i64,
@@ -252,7 +299,48 @@ fn commit_group(
         trim_by_bytes(&transaction, draft, max_bytes, newest)?;
     }
     draft.save(&transaction)?;
+    evict_tombstones(&transaction, draft, retention.forgotten_channels)?;
     transaction.commit()
+}
+
+/// Lets go of a batch of the oldest tombstones once a batch is beyond
+/// `keep` (so at most `keep` plus a sixteenth are kept), folding each into
+/// its mark. Runs after the draft's rows are saved, so it sees this
+/// transaction's tombstones too.
+fn evict_tombstones(
+    transaction: &Transaction<'_>,
+    draft: &mut Draft<'_>,
+    keep: usize,
+) -> rusqlite::Result<()> {
+    let batch = (keep / 16).clamp(1, EVICT_STEP) as u64;
+    let excess = draft.forgotten().saturating_sub(keep as u64);
+    if excess < batch {
+        return Ok(());
+    }
+    let excess = excess.min(EVICT_STEP as u64);
+    let evicted = transaction
+        .prepare_cached(
+            "DELETE FROM channels WHERE id IN (
+                 SELECT id FROM channels WHERE retained = 0 ORDER BY last_seq LIMIT ?1)
+             RETURNING name, last_seq",
+        )?
+        .query_map([excess as i64], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut fold = transaction.prepare_cached(
+        "INSERT INTO forgotten_marks (mark, upto) VALUES (?1, ?2)
+         ON CONFLICT (mark) DO UPDATE SET upto = max(upto, excluded.upto)",
+    )?;
+    for (name, last_seq) in &evicted {
+        // Names were validated when stored; one that is not cannot be
+        // looked up by a reader either.
+        if let Ok(name) = ChannelName::new(name) {
+            fold.execute(params![folded_mark_index(&name) as i64, last_seq])?;
+        }
+    }
+    draft.evicted += evicted.len() as u64;
+    Ok(())
 }
 
 /// Keeps at most `max_messages` in each touched channel.
@@ -269,7 +357,7 @@ fn trim_by_count(
             continue;
         }
         seen.push(name);
-        let channel = draft.channel(name);
+        let channel = draft.channel(transaction, name)?;
         if channel.retained <= max_messages {
             continue;
         }
@@ -286,7 +374,7 @@ fn trim_by_count(
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (seq, size) in removed {
-            draft.removed(id, Seq(seq as u64), size as u64);
+            draft.removed(transaction, id, Seq(seq as u64), size as u64)?;
         }
     }
     Ok(())
@@ -323,25 +411,28 @@ fn trim_by_bytes(
                 break;
             }
             delete.execute(params![id, seq])?;
-            draft.removed(id, Seq(seq as u64), size as u64);
+            draft.removed(transaction, id, Seq(seq as u64), size as u64)?;
         }
     }
     Ok(())
 }
 
-/// Removes messages published before `cutoff_ms`, oldest first. Times follow
-/// sequence order (the writer stamps them as it numbers them), so the scan
-/// stops at the first message young enough to keep.
+/// Removes up to `at_most` messages published before `cutoff_ms`, oldest
+/// first; true if more may remain. Times follow sequence order (the writer
+/// stamps them as it numbers them), so the scan stops at the first message
+/// young enough to keep.
 fn trim_by_age(
     transaction: &Transaction<'_>,
     draft: &mut Draft<'_>,
     cutoff_ms: u64,
-) -> rusqlite::Result<()> {
+    at_most: usize,
+) -> rusqlite::Result<bool> {
     let mut oldest = transaction.prepare_cached(
         "SELECT channel_id, seq, published_at FROM messages ORDER BY seq LIMIT 256",
     )?;
     let mut delete = transaction
         .prepare_cached("DELETE FROM messages WHERE channel_id = ?1 AND seq = ?2 RETURNING size")?;
+    let mut removed = 0;
     loop {
         let page = oldest
             .query_map([], |row| {
@@ -355,13 +446,18 @@ fn trim_by_age(
         let expired: Vec<_> = page
             .iter()
             .take_while(|(_, _, published_at)| (*published_at as u64) < cutoff_ms)
+            .take(at_most - removed)
             .collect();
         for (id, seq, _) in &expired {
             let size: i64 = delete.query_row(params![id, seq], |row| row.get(0))?;
-            draft.removed(*id, Seq(*seq as u64), size as u64);
+            draft.removed(transaction, *id, Seq(*seq as u64), size as u64)?;
         }
+        removed += expired.len();
         if expired.len() < page.len() || page.is_empty() {
-            return Ok(());
+            return Ok(false);
+        }
+        if removed >= at_most {
+            return Ok(true);
         }
     }
 }
@@ -371,9 +467,14 @@ struct Draft<'a> {
     catalog: &'a Catalog,
     changed: HashMap<i64, (ChannelName, ChannelRow)>,
     by_name: HashMap<ChannelName, i64>,
+    /// Channels that were tombstones when this transaction began.
+    revived: HashSet<i64>,
     head: Seq,
     bytes: u64,
+    messages: u64,
     next_id: i64,
+    /// Tombstones deleted (folded into the marks).
+    evicted: u64,
 }
 
 impl<'a> Draft<'a> {
@@ -382,57 +483,118 @@ impl<'a> Draft<'a> {
             catalog,
             changed: HashMap::new(),
             by_name: HashMap::new(),
+            revived: HashSet::new(),
             head: catalog.head,
             bytes: catalog.bytes,
+            messages: catalog.messages,
             next_id: catalog.next_id,
+            evicted: 0,
         }
     }
 
-    /// The channel's row as this transaction sees it, created if new.
-    fn channel(&mut self, name: &ChannelName) -> &mut ChannelRow {
+    /// The channel's row as this transaction sees it: from the catalog,
+    /// from its tombstone on disk, or new (starting from its folded mark).
+    fn channel(
+        &mut self,
+        transaction: &Transaction<'_>,
+        name: &ChannelName,
+    ) -> rusqlite::Result<&mut ChannelRow> {
         let id = match self.by_name.get(name) {
             Some(id) => *id,
             None => {
                 let row = match self.catalog.channels.get(name) {
                     Some(row) => row.clone(),
-                    None => {
-                        let id = self.next_id;
-                        self.next_id += 1;
-                        ChannelRow {
-                            id,
-                            last_seq: Seq::ZERO,
-                            trimmed_upto: Seq::ZERO,
-                            retained: 0,
-                            bytes: 0,
-                        }
-                    }
+                    None => self.not_held(transaction, name)?,
                 };
                 self.by_name.insert(name.clone(), row.id);
                 self.changed.insert(row.id, (name.clone(), row));
                 self.by_name[name]
             }
         };
-        &mut self
+        Ok(&mut self
             .changed
             .get_mut(&id)
             .expect("a drafted channel is in the draft")
-            .1
+            .1)
     }
 
-    /// Accounts for a removed message of channel `id`.
-    fn removed(&mut self, id: i64, seq: Seq, size: u64) {
+    /// The row of a channel the catalog does not hold: its tombstone, or a
+    /// new one.
+    fn not_held(
+        &mut self,
+        transaction: &Transaction<'_>,
+        name: &ChannelName,
+    ) -> rusqlite::Result<ChannelRow> {
+        let tombstone = transaction
+            .prepare_cached("SELECT id, last_seq, trimmed_upto FROM channels WHERE name = ?1")?
+            .query_row([name.as_str()], |row| {
+                Ok(ChannelRow {
+                    id: row.get(0)?,
+                    last_seq: Seq(row.get::<_, i64>(1)? as u64),
+                    trimmed_upto: Seq(row.get::<_, i64>(2)? as u64),
+                    retained: 0,
+                    bytes: 0,
+                })
+            })
+            .optional()?;
+        if let Some(row) = tombstone {
+            self.revived.insert(row.id);
+            return Ok(row);
+        }
+        let mark: Option<i64> = transaction
+            .prepare_cached("SELECT upto FROM forgotten_marks WHERE mark = ?1")?
+            .query_row([folded_mark_index(name) as i64], |row| row.get(0))
+            .optional()?;
+        let mark = Seq(mark.unwrap_or(0) as u64);
+        let id = self.next_id;
+        self.next_id += 1;
+        Ok(ChannelRow {
+            id,
+            last_seq: mark,
+            trimmed_upto: mark,
+            retained: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Accounts for a removed message of channel `id` (one the catalog or
+    /// this draft holds).
+    fn removed(
+        &mut self,
+        transaction: &Transaction<'_>,
+        id: i64,
+        seq: Seq,
+        size: u64,
+    ) -> rusqlite::Result<()> {
         let name = match self.changed.get(&id) {
             Some((name, _)) => name.clone(),
             None => match self.catalog.names.get(&id) {
                 Some(name) => name.clone(),
-                None => return,
+                None => return Ok(()),
             },
         };
-        let channel = self.channel(&name);
+        let channel = self.channel(transaction, &name)?;
         channel.retained = channel.retained.saturating_sub(1);
         channel.bytes = channel.bytes.saturating_sub(size);
         channel.trimmed_upto = channel.trimmed_upto.max(seq);
         self.bytes = self.bytes.saturating_sub(size);
+        self.messages = self.messages.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Tombstones on disk once this transaction commits.
+    fn forgotten(&self) -> u64 {
+        let mut forgotten = self.catalog.forgotten;
+        for (id, (_, row)) in &self.changed {
+            let was_tombstone = self.revived.contains(id);
+            let is_tombstone = row.retained == 0;
+            match (was_tombstone, is_tombstone) {
+                (false, true) => forgotten += 1,
+                (true, false) => forgotten = forgotten.saturating_sub(1),
+                _ => {}
+            }
+        }
+        forgotten.saturating_sub(self.evicted)
     }
 
     /// Writes the changed channel rows and the head.
@@ -462,9 +624,11 @@ impl<'a> Draft<'a> {
     /// The changes, to apply once the transaction committed.
     fn finish(self) -> Changes {
         Changes {
+            forgotten: self.forgotten(),
             changed: self.changed,
             head: self.head,
             bytes: self.bytes,
+            messages: self.messages,
             next_id: self.next_id,
         }
     }
@@ -475,17 +639,27 @@ struct Changes {
     changed: HashMap<i64, (ChannelName, ChannelRow)>,
     head: Seq,
     bytes: u64,
+    messages: u64,
     next_id: i64,
+    forgotten: u64,
 }
 
 impl Changes {
     fn apply(self, catalog: &mut Catalog) {
         for (id, (name, row)) in self.changed {
-            catalog.names.insert(id, name.clone());
-            catalog.channels.insert(name, row);
+            if row.retained > 0 {
+                catalog.names.insert(id, name.clone());
+                catalog.channels.insert(name, row);
+            } else {
+                // Forgotten: its row stays on disk as a tombstone.
+                catalog.names.remove(&id);
+                catalog.channels.remove(&name);
+            }
         }
         catalog.head = self.head;
         catalog.bytes = self.bytes;
+        catalog.messages = self.messages;
         catalog.next_id = self.next_id;
+        catalog.forgotten = self.forgotten;
     }
 }

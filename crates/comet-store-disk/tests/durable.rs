@@ -40,7 +40,12 @@ async fn append(store: &DiskStore, name: &str, data: &str) -> Seq {
 
 async fn all(store: &DiskStore, name: &str) -> Vec<String> {
     store
-        .read(&channel(name), Seq::ZERO, Seq(u64::MAX), 1_000_000)
+        .read(
+            &channel(name),
+            Seq::ZERO,
+            Seq(u64::MAX),
+            comet_store::ReadLimit::messages(1_000_000),
+        )
         .await
         .expect("read")
         .messages
@@ -349,4 +354,96 @@ async fn concurrent_appends_share_commits_and_all_survive_a_reopen() {
 
 fn rusqlite_connection(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
+}
+
+/// A data directory of format 1 (before forgotten channels had their
+/// table and index) is upgraded in place when opened, history intact.
+#[tokio::test]
+async fn a_format_1_directory_is_upgraded_with_its_history() {
+    let dir = fresh_dir("format-1");
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    append(&store, "a", "kept").await;
+    drop(store);
+    {
+        let old = rusqlite_connection(&dir.join("history.db"));
+        old.execute_batch(
+            "DROP INDEX channels_forgotten; DROP TABLE forgotten_marks; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    assert_eq!(all(&store, "a").await, ["kept"]);
+    append(&store, "a", "more").await;
+    drop(store);
+    let upgraded = rusqlite_connection(&dir.join("history.db"));
+    let version: i32 = upgraded
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let marks: i64 = upgraded
+        .query_row("SELECT count(*) FROM forgotten_marks", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(marks, 0);
+}
+
+/// Subscribers catching up on the same history from disk share one
+/// decoded copy of each message (and so its encoded frames), instead of a
+/// private copy each.
+#[tokio::test]
+async fn readers_of_the_same_history_share_decoded_messages() {
+    let dir = fresh_dir("shared");
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    for i in 0..10 {
+        append(&store, "a", &i.to_string()).await;
+    }
+    let a = channel("a");
+    let read = || {
+        store.read(
+            &a,
+            Seq::ZERO,
+            store.head(),
+            comet_store::ReadLimit::messages(100),
+        )
+    };
+    let first = read().await.unwrap();
+    let second = read().await.unwrap();
+    assert_eq!(first.messages.len(), 10);
+    for (one, other) in first.messages.iter().zip(&second.messages) {
+        assert!(
+            Arc::ptr_eq(one, other),
+            "message {} decoded twice",
+            one.seq()
+        );
+    }
+    drop(first);
+    drop(second);
+    // Nobody holds them any more: read again, decoded anew, still right.
+    let third = read().await.unwrap();
+    assert_eq!(third.messages.len(), 10);
+}
+
+/// A byte limit on a read loads only what fits (a reader behind a history
+/// of large messages reads one at a time, not the whole count).
+#[tokio::test]
+async fn a_read_loads_no_more_than_its_byte_limit() {
+    let dir = fresh_dir("bytes");
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    let big = "b".repeat(100_000);
+    for _ in 0..20 {
+        append(&store, "a", &big).await;
+    }
+    let history = store
+        .read(
+            &channel("a"),
+            Seq::ZERO,
+            store.head(),
+            comet_store::ReadLimit {
+                messages: 256,
+                bytes: 250_000,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(history.messages.len(), 2);
+    assert!(history.truncated);
 }

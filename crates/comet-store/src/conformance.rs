@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use comet_protocol::{ChannelName, Data, EventType, Message, Seq};
 
-use crate::{CommitListener, ManualClock, Retention, Store, StoreOptions};
+use crate::{CommitListener, ManualClock, ReadLimit, Retention, Store, StoreOptions};
 
 /// Expands to one test per conformance check for the store built by
 /// `$factory`, an `async fn(StoreOptions) -> Arc<dyn Store>` (or a closure
@@ -24,12 +24,17 @@ macro_rules! store_conformance {
             messages_keep_their_content,
             read_returns_exactly_the_later_messages,
             read_respects_limit_and_upto,
+            read_respects_a_byte_limit_but_returns_one_message_at_least,
             unknown_channels_read_empty,
-            latest_returns_the_newest_oldest_first,
+            backlog_start_is_just_before_the_newest,
             retention_by_count_trims_and_marks_the_gap,
             retention_by_age_trims_on_access,
             retention_by_age_is_enforced_without_access,
+            a_large_age_sweep_removes_everything_expired_in_steps,
             retention_by_total_bytes_removes_the_oldest_of_the_store,
+            a_channel_with_nothing_retained_is_forgotten_but_its_gap_is_not,
+            forgotten_channels_are_remembered_within_the_bound,
+            footprint_counts_what_is_held,
             listener_hears_every_commit_in_order_before_append_returns,
             summary_reports_retained_count_and_last_id,
             channels_are_listed_in_name_order_by_pages,
@@ -131,7 +136,7 @@ pub async fn messages_keep_their_content(factory: impl StoreFactory) {
             .expect("append");
     }
     let history = store
-        .read(&channel, Seq::ZERO, store.head(), 100)
+        .read(&channel, Seq::ZERO, store.head(), ReadLimit::messages(100))
         .await
         .expect("read");
     assert_eq!(datas(&history.messages), samples);
@@ -150,13 +155,13 @@ pub async fn read_returns_exactly_the_later_messages(factory: impl StoreFactory)
         append(&*store, "other", "noise").await;
     }
     let history = store
-        .read(&name("a"), seqs[3], store.head(), 100)
+        .read(&name("a"), seqs[3], store.head(), ReadLimit::messages(100))
         .await
         .expect("read");
     assert_eq!(datas(&history.messages), ["4", "5", "6", "7", "8", "9"]);
     assert_eq!(history.trimmed_upto, Seq::ZERO, "nothing was trimmed");
     let none = store
-        .read(&name("a"), seqs[9], store.head(), 100)
+        .read(&name("a"), seqs[9], store.head(), ReadLimit::messages(100))
         .await
         .expect("read");
     assert!(none.messages.is_empty());
@@ -170,12 +175,12 @@ pub async fn read_respects_limit_and_upto(factory: impl StoreFactory) {
         seqs.push(append(&*store, "a", &i.to_string()).await.seq());
     }
     let limited = store
-        .read(&name("a"), Seq::ZERO, store.head(), 3)
+        .read(&name("a"), Seq::ZERO, store.head(), ReadLimit::messages(3))
         .await
         .expect("read");
     assert_eq!(datas(&limited.messages), ["0", "1", "2"]);
     let bounded = store
-        .read(&name("a"), seqs[1], seqs[4], 100)
+        .read(&name("a"), seqs[1], seqs[4], ReadLimit::messages(100))
         .await
         .expect("read");
     assert_eq!(datas(&bounded.messages), ["2", "3", "4"]);
@@ -186,16 +191,21 @@ pub async fn unknown_channels_read_empty(factory: impl StoreFactory) {
     let store = factory.build(default_options()).await;
     append(&*store, "a", "x").await;
     let history = store
-        .read(&name("never"), Seq::ZERO, store.head(), 10)
+        .read(
+            &name("never"),
+            Seq::ZERO,
+            store.head(),
+            ReadLimit::messages(10),
+        )
         .await
         .expect("read");
     assert!(history.messages.is_empty());
     assert_eq!(history.trimmed_upto, Seq::ZERO);
-    let latest = store
-        .latest(&name("never"), 10, store.head())
+    let start = store
+        .backlog_start(&name("never"), 10, store.head())
         .await
-        .expect("latest");
-    assert!(latest.messages.is_empty());
+        .expect("backlog start");
+    assert_eq!(start, Seq::ZERO);
     assert!(
         store
             .summary(&name("never"))
@@ -205,25 +215,76 @@ pub async fn unknown_channels_read_empty(factory: impl StoreFactory) {
     );
 }
 
-/// `latest` gives the newest messages, oldest first, bounded by `upto`.
-pub async fn latest_returns_the_newest_oldest_first(factory: impl StoreFactory) {
+/// A byte limit (by `stored_size`) stops a read early, but a read always
+/// returns the first message, whatever its size.
+pub async fn read_respects_a_byte_limit_but_returns_one_message_at_least(
+    factory: impl StoreFactory,
+) {
+    let store = factory.build(default_options()).await;
+    let mut size = 0;
+    for i in 0..5 {
+        size = crate::stored_size(&*append(&*store, "a", &format!("{i}{}", "x".repeat(99))).await);
+    }
+    let limit = |bytes| ReadLimit {
+        messages: 100,
+        bytes,
+    };
+    let two = store
+        .read(
+            &name("a"),
+            Seq::ZERO,
+            store.head(),
+            limit(2 * size + size / 2),
+        )
+        .await
+        .expect("read");
+    assert_eq!(two.messages.len(), 2);
+    let one = store
+        .read(&name("a"), Seq::ZERO, store.head(), limit(1))
+        .await
+        .expect("read");
+    assert_eq!(
+        one.messages.len(),
+        1,
+        "the first message goes whatever its size"
+    );
+}
+
+/// Reading after `backlog_start` yields the newest N (bounded by `upto`),
+/// and after a channel's trimmed mark when it holds fewer.
+pub async fn backlog_start_is_just_before_the_newest(factory: impl StoreFactory) {
     let store = factory.build(default_options()).await;
     let mut seqs = Vec::new();
     for i in 0..6 {
         seqs.push(append(&*store, "a", &i.to_string()).await.seq());
+        append(&*store, "other", "noise").await;
     }
-    let latest = store
-        .latest(&name("a"), 3, store.head())
+    let read_from = |start: Seq, upto: Seq| {
+        let store = store.clone();
+        async move {
+            let history = store
+                .read(&name("a"), start, upto, ReadLimit::messages(100))
+                .await
+                .expect("read");
+            datas(&history.messages)
+        }
+    };
+    let start = store
+        .backlog_start(&name("a"), 3, store.head())
         .await
-        .expect("latest");
-    assert_eq!(datas(&latest.messages), ["3", "4", "5"]);
-    let bounded = store.latest(&name("a"), 2, seqs[2]).await.expect("latest");
-    assert_eq!(datas(&bounded.messages), ["1", "2"]);
-    let all = store
-        .latest(&name("a"), 100, store.head())
+        .expect("backlog start");
+    assert_eq!(read_from(start, store.head()).await, ["3", "4", "5"]);
+    let start = store
+        .backlog_start(&name("a"), 2, seqs[2])
         .await
-        .expect("latest");
-    assert_eq!(all.messages.len(), 6);
+        .expect("backlog start");
+    assert_eq!(read_from(start, seqs[2]).await, ["1", "2"]);
+    let start = store
+        .backlog_start(&name("a"), 100, store.head())
+        .await
+        .expect("backlog start");
+    assert_eq!(start, Seq::ZERO, "nothing was trimmed: from the start");
+    assert_eq!(read_from(start, store.head()).await.len(), 6);
 }
 
 /// Count retention keeps the newest N and marks what it removed.
@@ -240,7 +301,12 @@ pub async fn retention_by_count_trims_and_marks_the_gap(factory: impl StoreFacto
         append(&*store, "b", &i.to_string()).await;
     }
     let history = store
-        .read(&name("a"), Seq::ZERO, store.head(), 100)
+        .read(
+            &name("a"),
+            Seq::ZERO,
+            store.head(),
+            ReadLimit::messages(100),
+        )
         .await
         .expect("read");
     assert_eq!(datas(&history.messages), ["2", "3", "4"]);
@@ -263,7 +329,12 @@ pub async fn retention_by_age_trims_on_access(factory: impl StoreFactory) {
     clock.advance(Duration::from_secs(6));
     append(&*store, "a", "new").await;
     let history = store
-        .read(&name("a"), Seq::ZERO, store.head(), 100)
+        .read(
+            &name("a"),
+            Seq::ZERO,
+            store.head(),
+            ReadLimit::messages(100),
+        )
         .await
         .expect("read");
     assert_eq!(datas(&history.messages), ["middle", "new"]);
@@ -282,7 +353,12 @@ pub async fn retention_by_age_is_enforced_without_access(factory: impl StoreFact
     clock.advance(Duration::from_secs(11));
     store.enforce_retention().await.expect("enforce");
     let history = store
-        .read(&name("a"), Seq::ZERO, store.head(), 100)
+        .read(
+            &name("a"),
+            Seq::ZERO,
+            store.head(),
+            ReadLimit::messages(100),
+        )
         .await
         .expect("read");
     assert!(history.messages.is_empty());
@@ -290,6 +366,38 @@ pub async fn retention_by_age_is_enforced_without_access(factory: impl StoreFact
         history.trimmed_upto >= last.seq(),
         "a reader from before the expired message must see a gap"
     );
+}
+
+/// A sweep with far more expired messages than one step removes runs in
+/// steps until none is left, forgetting the channels it empties.
+pub async fn a_large_age_sweep_removes_everything_expired_in_steps(factory: impl StoreFactory) {
+    let (options, clock) = options(Retention {
+        max_messages: 100_000,
+        max_age: Some(Duration::from_secs(10)),
+        ..Retention::default()
+    });
+    let store = factory.build(options).await;
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..1_500 {
+                append(&*store, &format!("c{}", (writer + i) % 40), "x").await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    clock.advance(Duration::from_secs(11));
+    let kept = append(&*store, "fresh", "kept").await;
+    store.enforce_retention().await.expect("enforce");
+    let footprint = store.footprint();
+    assert_eq!(footprint.messages, 1, "{footprint:?}");
+    assert_eq!(footprint.channels, 1, "{footprint:?}");
+    let listed = store.channels(None, 100).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].1.last_id, kept.cursor());
 }
 
 /// The total byte limit removes the store's oldest messages, whatever their
@@ -314,7 +422,12 @@ pub async fn retention_by_total_bytes_removes_the_oldest_of_the_store(factory: i
     let mut retained = Vec::new();
     for channel in ["a", "b"] {
         let history = store
-            .read(&name(channel), Seq::ZERO, store.head(), 100)
+            .read(
+                &name(channel),
+                Seq::ZERO,
+                store.head(),
+                ReadLimit::messages(100),
+            )
             .await
             .expect("read");
         let removed_last = appended[..5]
@@ -332,6 +445,156 @@ pub async fn retention_by_total_bytes_removes_the_oldest_of_the_store(factory: i
         retained, newest_ten,
         "exactly the ten newest of the store remain"
     );
+}
+
+/// A channel whose messages were all trimmed (here by the total byte
+/// limit) is no longer held: not listed, no summary. A reader from before
+/// its last message is still told of the gap; one that saw its last
+/// message is not; publishing to it again continues from there.
+pub async fn a_channel_with_nothing_retained_is_forgotten_but_its_gap_is_not(
+    factory: impl StoreFactory,
+) {
+    let (options, _clock) = options(Retention {
+        max_messages: 1000,
+        max_bytes: Some(3 * 172),
+        ..Retention::default()
+    });
+    let store = factory.build(options).await;
+    let data = "x".repeat(100);
+    let gone_first = append(&*store, "g", &data).await;
+    let gone_last = append(&*store, "g", &data).await;
+    for _ in 0..3 {
+        append(&*store, "k", &data).await;
+    }
+    assert!(store.summary(&name("g")).await.expect("summary").is_none());
+    let listed = store.channels(None, 100).await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["k"]);
+    let from_before = store
+        .read(
+            &name("g"),
+            gone_first.seq(),
+            store.head(),
+            ReadLimit::messages(10),
+        )
+        .await
+        .expect("read");
+    assert!(from_before.messages.is_empty());
+    assert!(
+        from_before.trimmed_upto > gone_first.seq(),
+        "a reader from before the last message must see a gap"
+    );
+    let after_all = store
+        .read(
+            &name("g"),
+            gone_last.seq(),
+            store.head(),
+            ReadLimit::messages(10),
+        )
+        .await
+        .expect("read");
+    assert!(
+        after_all.trimmed_upto <= gone_last.seq(),
+        "a reader that saw everything has missed nothing"
+    );
+    let back = append(&*store, "g", "back").await;
+    let resumed = store
+        .read(
+            &name("g"),
+            gone_last.seq(),
+            store.head(),
+            ReadLimit::messages(10),
+        )
+        .await
+        .expect("read");
+    assert_eq!(datas(&resumed.messages), ["back"]);
+    assert!(resumed.trimmed_upto <= gone_last.seq());
+    let old_reader = store
+        .read(
+            &name("g"),
+            gone_first.seq(),
+            store.head(),
+            ReadLimit::messages(10),
+        )
+        .await
+        .expect("read");
+    assert_eq!(datas(&old_reader.messages), ["back"]);
+    assert!(old_reader.trimmed_upto >= gone_last.seq());
+    assert_eq!(
+        store
+            .summary(&name("g"))
+            .await
+            .expect("summary")
+            .map(|s| s.last_id),
+        Some(back.cursor())
+    );
+}
+
+/// Publishing to ever new channel names holds only what is retained, and
+/// remembers forgotten channels within `forgotten_channels`; those
+/// remembered no longer exactly still report their gaps.
+pub async fn forgotten_channels_are_remembered_within_the_bound(factory: impl StoreFactory) {
+    let (options, _clock) = options(Retention {
+        max_messages: 1,
+        max_bytes: Some(5 * 172),
+        forgotten_channels: 20,
+        ..Retention::default()
+    });
+    let store = factory.build(options).await;
+    let data = "x".repeat(100);
+    let mut first = Vec::new();
+    for i in 0..300 {
+        let channel = format!("u{i:03}");
+        first.push((
+            channel.clone(),
+            append(&*store, &channel, &data).await.seq(),
+        ));
+    }
+    let footprint = store.footprint();
+    assert!(footprint.channels <= 5, "{footprint:?}");
+    assert!(
+        footprint.forgotten_channels <= 20 + 20 / 16,
+        "{footprint:?}"
+    );
+    assert!(store.channels(None, 1000).await.expect("list").len() <= 5);
+    for (channel, seq) in &first[..290] {
+        let history = store
+            .read(
+                &name(channel),
+                Seq(seq.0 - 1),
+                store.head(),
+                ReadLimit::messages(10),
+            )
+            .await
+            .expect("read");
+        assert!(
+            history.trimmed_upto >= *seq,
+            "{channel}: a reader from before its message must see a gap"
+        );
+    }
+}
+
+/// The footprint counts channels held, forgotten channels remembered,
+/// messages and bytes retained.
+pub async fn footprint_counts_what_is_held(factory: impl StoreFactory) {
+    let (options, _clock) = options(Retention {
+        max_messages: 2,
+        ..Retention::default()
+    });
+    let store = factory.build(options).await;
+    let mut bytes = 0;
+    for i in 0..3 {
+        append(&*store, "a", &i.to_string()).await;
+    }
+    for i in 0..2 {
+        bytes += crate::stored_size(&*append(&*store, "b", &i.to_string()).await);
+    }
+    bytes *= 2; // "a" keeps two messages of the same size
+    let footprint = store.footprint();
+    assert_eq!(footprint.channels, 2);
+    assert_eq!(footprint.forgotten_channels, 0);
+    assert_eq!(footprint.messages, 4);
+    assert_eq!(footprint.bytes, bytes);
 }
 
 #[derive(Default)]

@@ -6,6 +6,11 @@
 //! store, Redis) implements the same trait and passes the same
 //! `conformance` suite (feature `conformance`), so the hub above never knows which one it runs on.
 //!
+//! A channel with nothing retained is forgotten: the store keeps only what
+//! gap detection needs of it, bounded (see [`forgotten`]), so publishing to
+//! ever new channel names (a channel per user) cannot grow memory, disk or
+//! start-up time without limit.
+//!
 //! The store is also where the live feed starts: a store calls its
 //! [`CommitListener`] once per stored message, in sequence order, before the
 //! append that stored it returns. The hub is that listener. Feeding the hub
@@ -16,6 +21,7 @@
 mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod forgotten;
 mod memory;
 
 use std::sync::Arc;
@@ -37,6 +43,11 @@ pub struct Retention {
     /// the oldest messages of the store, whatever their channel, are removed.
     /// `None`: no total limit.
     pub max_bytes: Option<u64>,
+    /// How many forgotten channels (nothing retained) are remembered exactly
+    /// for gap detection; older ones are remembered approximately (see
+    /// [`forgotten`]). A store may let them go in batches, keeping up to a
+    /// sixteenth more.
+    pub forgotten_channels: usize,
 }
 
 impl Default for Retention {
@@ -45,8 +56,57 @@ impl Default for Retention {
             max_messages: 1000,
             max_age: None,
             max_bytes: None,
+            forgotten_channels: 65_536,
         }
     }
+}
+
+/// How much one read may return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// Most messages.
+    pub messages: usize,
+    /// Most bytes, counted by [`stored_size`]; the first message is
+    /// returned whatever its size.
+    pub bytes: u64,
+}
+
+impl ReadLimit {
+    /// A limit by message count only.
+    pub fn messages(messages: usize) -> Self {
+        Self {
+            messages,
+            bytes: u64::MAX,
+        }
+    }
+
+    /// Takes as many of `sizes` (in order) as the limit allows: at least
+    /// one when there is one.
+    pub fn fits(&self, sizes: impl IntoIterator<Item = u64>) -> usize {
+        let mut total: u64 = 0;
+        let mut count = 0;
+        for size in sizes {
+            total = total.saturating_add(size);
+            if count >= self.messages || (count > 0 && total > self.bytes) {
+                break;
+            }
+            count += 1;
+        }
+        count
+    }
+}
+
+/// What a store holds, for metrics and for checking its bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Channels with retained messages.
+    pub channels: u64,
+    /// Forgotten channels remembered exactly (see [`forgotten`]).
+    pub forgotten_channels: u64,
+    /// Messages retained.
+    pub messages: u64,
+    /// Their size, by [`stored_size`].
+    pub bytes: u64,
 }
 
 /// What a message counts for against [`Retention::max_bytes`]: its data,
@@ -85,6 +145,9 @@ pub struct History {
     /// that the store can no longer vouch for). A reader that resumes after a
     /// position below this has missed messages: that is a gap.
     pub trimmed_upto: Seq,
+    /// The read's limit stopped it: messages up to `upto` may follow the
+    /// last one returned.
+    pub truncated: bool,
 }
 
 /// What a store knows of one channel.
@@ -143,39 +206,47 @@ pub trait Store: Send + Sync + 'static {
         data: Data,
     ) -> Result<Arc<Message>, StoreError>;
 
-    /// Up to `limit` messages of `channel` with `after < seq <= upto`, oldest
-    /// first, and the channel's trimmed-up-to mark.
+    /// Messages of `channel` with `after < seq <= upto`, oldest first, as
+    /// many as `limit` allows, and the channel's trimmed-up-to mark (for a
+    /// forgotten channel, what is remembered of it).
     async fn read(
         &self,
         channel: &ChannelName,
         after: Seq,
         upto: Seq,
-        limit: usize,
+        limit: ReadLimit,
     ) -> Result<History, StoreError>;
 
-    /// The newest `count` retained messages of `channel` with `seq <= upto`,
-    /// oldest first.
-    async fn latest(
+    /// Where to read `channel` from to get its newest `count` retained
+    /// messages with `seq <= upto`: the position just before the oldest of
+    /// them, or the channel's trimmed-up-to mark when it retains no more
+    /// than `count` (so no gap is reported for what lies before).
+    async fn backlog_start(
         &self,
         channel: &ChannelName,
         count: usize,
         upto: Seq,
-    ) -> Result<History, StoreError>;
+    ) -> Result<Seq, StoreError>;
 
-    /// What the store knows of `channel`; `None` if it never had a message
-    /// (or, once its whole history expired by age, no longer remembers it).
+    /// What the store holds of `channel`; `None` if it retains nothing of
+    /// it (it never had a message, or all of them were removed).
     async fn summary(&self, channel: &ChannelName) -> Result<Option<ChannelSummary>, StoreError>;
 
-    /// Channels the store knows (those `summary` would answer for), in name
-    /// order, starting after `after`, at most `limit`.
+    /// Channels the store holds (those `summary` would answer for), in name
+    /// order, starting after `after`, at most `limit`. Costs what the page
+    /// costs, not what the store holds.
     async fn channels(
         &self,
         after: Option<&ChannelName>,
         limit: usize,
     ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError>;
 
-    /// Applies retention by age to every channel now, not just on access.
+    /// Applies retention by age to every channel now, not just on access,
+    /// in steps: appends are never held up behind a large sweep.
     async fn enforce_retention(&self) -> Result<(), StoreError>;
+
+    /// What the store holds now.
+    fn footprint(&self) -> Footprint;
 
     /// Succeeds when the store can accept and serve messages.
     async fn check_health(&self) -> Result<(), StoreError>;

@@ -2,26 +2,38 @@
 //!
 //! One short `std::sync::Mutex` guards the whole store. Appending under it is
 //! what makes the store-wide sequence and the listener's order one and the
-//! same; the critical section is a few pointer moves, never I/O.
+//! same; the critical section is a few pointer moves, never I/O, and no
+//! step under the lock grows with the number of channels:
 //!
-//! Retention by count and age trims each channel from its head. The total
-//! byte limit needs the store-wide order of messages, which the per-channel
-//! logs do not give: when it is set, a queue of `(seq, channel)` in append
-//! order names the oldest message of the store. Entries whose message was
-//! already trimmed otherwise are skipped when met, and the queue is
-//! compacted when stale entries outnumber live ones, so it stays within
-//! twice the retained count.
+//! - `order`, a queue of `(seq, channel)` in append order, names the oldest
+//!   message of the store: the total byte limit trims from its front, and
+//!   so does the age sweep (times follow append order), each touching only
+//!   what it removes. Entries whose message was already trimmed otherwise
+//!   are skipped when met, and the queue is compacted when stale entries
+//!   outnumber live ones, so it stays within about twice the retained count;
+//! - `names`, the held channels in name order, answers a page of the
+//!   channel list without sorting anything;
+//! - a channel whose last retained message goes is forgotten at once, its
+//!   log replaced by a tombstone (see `crate::forgotten`), and the
+//!   tombstones themselves are bounded: the oldest fold into fixed marks.
+//!
+//! Age sweeps run in steps of [`SWEEP_STEP`] removals per lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, Message, Seq};
 
+use crate::forgotten::FoldedMarks;
 use crate::{
-    ChannelSummary, Clock, CommitListener, History, Retention, Store, StoreError, StoreOptions,
-    new_epoch, stored_size,
+    ChannelSummary, Clock, CommitListener, Footprint, History, ReadLimit, Retention, Store,
+    StoreError, StoreOptions, new_epoch, stored_size,
 };
+
+/// Most messages an age sweep removes under one hold of the lock.
+pub const SWEEP_STEP: usize = 4096;
 
 /// A [`Store`] that keeps everything in memory. A restart begins a new epoch.
 pub struct MemoryStore {
@@ -34,21 +46,20 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     head: Seq,
+    /// Channels with at least one retained message.
     channels: HashMap<ChannelName, ChannelLog>,
+    /// The same channels, in name order.
+    names: BTreeSet<ChannelName>,
+    forgotten: Tombstones,
     listener: Option<Arc<dyn CommitListener>>,
-    /// The newest sequence number of any channel this store forgot entirely
-    /// (its whole history expired). A channel it does not know may have had
-    /// messages up to here.
-    forgotten_upto: Seq,
     /// Bytes retained, by [`stored_size`].
     bytes: u64,
     /// Messages retained.
     count: usize,
-    /// Append order, kept only under a total byte limit.
+    /// Append order (see the module doc).
     order: VecDeque<(Seq, ChannelName)>,
 }
 
-#[derive(Default)]
 struct ChannelLog {
     messages: VecDeque<Arc<Message>>,
     trimmed_upto: Seq,
@@ -56,32 +67,83 @@ struct ChannelLog {
 }
 
 impl ChannelLog {
-    fn drop_oldest(&mut self) -> Option<Arc<Message>> {
-        let message = self.messages.pop_front()?;
-        self.trimmed_upto = message.seq();
-        Some(message)
-    }
-
     /// Index of the first message with a sequence number above `seq`.
     fn first_after(&self, seq: Seq) -> usize {
         self.messages.partition_point(|m| m.seq() <= seq)
     }
 }
 
+/// Forgotten channels: exact tombstones, most recent first, up to a bound;
+/// the rest folded into marks.
+#[derive(Default)]
+struct Tombstones {
+    last_seq: HashMap<ChannelName, Seq>,
+    /// In the order they were forgotten; an entry whose channel came back
+    /// (or was forgotten again later) is stale and skipped.
+    order: VecDeque<(ChannelName, Seq)>,
+    folded: FoldedMarks,
+}
+
+impl Tombstones {
+    fn forget(&mut self, channel: ChannelName, last_seq: Seq, keep: usize) {
+        self.last_seq.insert(channel.clone(), last_seq);
+        self.order.push_back((channel, last_seq));
+        while self.last_seq.len() > keep {
+            let Some((oldest, seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self.last_seq.get(&oldest) == Some(&seq) {
+                self.last_seq.remove(&oldest);
+                self.folded.fold(&oldest, seq);
+            }
+        }
+        if self.order.len() > 2 * self.last_seq.len() + 1024 {
+            let current = &self.last_seq;
+            self.order
+                .retain(|(channel, seq)| current.get(channel) == Some(seq));
+        }
+    }
+
+    /// What is remembered of `channel`: the last sequence number it may
+    /// have had.
+    fn trimmed_upto(&self, channel: &ChannelName) -> Seq {
+        match self.last_seq.get(channel) {
+            Some(seq) => *seq,
+            None => self.folded.mark(channel),
+        }
+    }
+
+    /// The channel is held again: its tombstone goes, and its new log
+    /// starts from what was remembered.
+    fn revive(&mut self, channel: &ChannelName) -> Seq {
+        match self.last_seq.remove(channel) {
+            Some(seq) => seq,
+            None => self.folded.mark(channel),
+        }
+    }
+}
+
 impl Inner {
-    /// Removes the oldest message of `channel` and accounts for it.
-    fn drop_oldest(&mut self, channel: &ChannelName) -> bool {
+    /// Removes the oldest message of `channel` and accounts for it; a
+    /// channel left with nothing is forgotten.
+    fn drop_oldest(&mut self, channel: &ChannelName, keep_forgotten: usize) -> bool {
         let Some(log) = self.channels.get_mut(channel) else {
             return false;
         };
-        match log.drop_oldest() {
-            Some(message) => {
-                self.bytes -= stored_size(&message);
-                self.count -= 1;
-                true
-            }
-            None => false,
+        let Some(message) = log.messages.pop_front() else {
+            return false;
+        };
+        log.trimmed_upto = message.seq();
+        self.bytes -= stored_size(&message);
+        self.count -= 1;
+        if log.messages.is_empty() {
+            let last_seq = log.last_seq;
+            self.channels.remove(channel);
+            self.names.remove(channel);
+            self.forgotten
+                .forget(channel.clone(), last_seq, keep_forgotten);
         }
+        true
     }
 
     /// Trims `channel` to `max_messages` and drops what is older than
@@ -91,6 +153,7 @@ impl Inner {
         channel: &ChannelName,
         max_messages: usize,
         oldest_kept_ms: Option<u64>,
+        keep_forgotten: usize,
     ) {
         loop {
             let Some(log) = self.channels.get(channel) else {
@@ -102,28 +165,69 @@ impl Inner {
                     .front()
                     .is_some_and(|m| m.published_at_ms() < oldest)
             });
-            if !(too_many || too_old) || !self.drop_oldest(channel) {
+            if !(too_many || too_old) || !self.drop_oldest(channel, keep_forgotten) {
                 return;
+            }
+        }
+    }
+
+    /// The oldest message of the store, skipping (and dropping) stale
+    /// queue entries: its channel and whether it is older than
+    /// `oldest_kept_ms`.
+    fn oldest(&mut self) -> Option<(ChannelName, u64)> {
+        loop {
+            let (seq, channel) = self.order.front()?;
+            let front = self
+                .channels
+                .get(channel)
+                .and_then(|log| log.messages.front())
+                .filter(|front| front.seq() == *seq)
+                .map(|front| front.published_at_ms());
+            match front {
+                Some(published_at) => return Some((channel.clone(), published_at)),
+                None => {
+                    self.order.pop_front();
+                }
             }
         }
     }
 
     /// Removes the store's oldest messages until it holds at most
     /// `max_bytes`, never removing the newest message.
-    fn trim_to_bytes(&mut self, max_bytes: u64) {
+    fn trim_to_bytes(&mut self, max_bytes: u64, keep_forgotten: usize) {
         while self.bytes > max_bytes && self.count > 1 {
-            let Some((seq, channel)) = self.order.pop_front() else {
+            let Some((channel, _)) = self.oldest() else {
                 return;
             };
-            let live = self
-                .channels
-                .get(&channel)
-                .and_then(|log| log.messages.front())
-                .is_some_and(|front| front.seq() == seq);
-            if live {
-                self.drop_oldest(&channel);
-            }
+            self.order.pop_front();
+            self.drop_oldest(&channel, keep_forgotten);
         }
+        self.compact_order();
+    }
+
+    /// Removes up to `at_most` messages published before `oldest_kept_ms`,
+    /// oldest first; true if more may remain.
+    fn expire_oldest(
+        &mut self,
+        oldest_kept_ms: u64,
+        at_most: usize,
+        keep_forgotten: usize,
+    ) -> bool {
+        for _ in 0..at_most {
+            let Some((channel, published_at)) = self.oldest() else {
+                return false;
+            };
+            if published_at >= oldest_kept_ms {
+                return false;
+            }
+            self.order.pop_front();
+            self.drop_oldest(&channel, keep_forgotten);
+        }
+        self.compact_order();
+        true
+    }
+
+    fn compact_order(&mut self) {
         if self.order.len() > 2 * self.count + 1024 {
             let channels = &self.channels;
             self.order.retain(|(seq, channel)| {
@@ -132,16 +236,6 @@ impl Inner {
                     .and_then(|log| log.messages.front())
                     .is_some_and(|front| front.seq() <= *seq)
             });
-        }
-    }
-
-    /// Forgets a channel whose whole history expired.
-    fn forget_if_empty(&mut self, channel: &ChannelName) {
-        if let Some(log) = self.channels.get(channel)
-            && log.messages.is_empty()
-        {
-            self.forgotten_upto = self.forgotten_upto.max(log.last_seq);
-            self.channels.remove(channel);
         }
     }
 }
@@ -173,32 +267,38 @@ impl MemoryStore {
         )
     }
 
-    /// Applies age retention to one channel, forgetting it once empty.
+    /// Applies age retention to one channel (forgetting it once empty).
     fn expire(&self, inner: &mut Inner, channel: &ChannelName) {
         if let Some(oldest_kept_ms) = self.oldest_kept_ms() {
-            inner.trim_channel(channel, usize::MAX, Some(oldest_kept_ms));
-            inner.forget_if_empty(channel);
+            inner.trim_channel(
+                channel,
+                usize::MAX,
+                Some(oldest_kept_ms),
+                self.retention.forgotten_channels,
+            );
         }
     }
 
     /// Some of a channel's messages, chosen by `pick`, after applying age
     /// retention, with the channel's trimmed-up-to mark.
-    fn history(
+    fn history<T>(
         &self,
         channel: &ChannelName,
-        pick: impl FnOnce(&ChannelLog) -> Vec<Arc<Message>>,
-    ) -> History {
+        pick: impl FnOnce(&ChannelLog) -> T,
+        forgotten: impl FnOnce(Seq) -> T,
+    ) -> T {
         let mut inner = self.lock();
         self.expire(&mut inner, channel);
         match inner.channels.get(channel) {
-            Some(log) => History {
-                messages: pick(log),
-                trimmed_upto: log.trimmed_upto,
-            },
-            None => History {
-                messages: Vec::new(),
-                trimmed_upto: inner.forgotten_upto,
-            },
+            Some(log) => pick(log),
+            None => forgotten(inner.forgotten.trimmed_upto(channel)),
+        }
+    }
+
+    fn summary_of(&self, log: &ChannelLog) -> ChannelSummary {
+        ChannelSummary {
+            retained: log.messages.len() as u64,
+            last_id: Cursor::new(self.epoch.clone(), log.last_seq),
         }
     }
 }
@@ -224,6 +324,7 @@ impl Store for MemoryStore {
         data: Data,
     ) -> Result<Arc<Message>, StoreError> {
         let now = self.clock.now_ms();
+        let keep_forgotten = self.retention.forgotten_channels;
         let mut inner = self.lock();
         let inner = &mut *inner;
         let seq = inner
@@ -238,29 +339,38 @@ impl Store for MemoryStore {
             data,
             now,
         ));
-        let forgotten_upto = inner.forgotten_upto;
-        let log = inner
-            .channels
-            .entry(channel.clone())
-            .or_insert_with(|| ChannelLog {
-                // A channel the store does not remember may have had messages
-                // that it forgot; readers from before then get a gap.
-                trimmed_upto: forgotten_upto,
-                ..ChannelLog::default()
-            });
-        log.messages.push_back(message.clone());
-        log.last_seq = seq;
+        if !inner.channels.contains_key(channel) {
+            // A channel this store forgot may have had messages: readers
+            // from before then get a gap.
+            let trimmed_upto = inner.forgotten.revive(channel);
+            inner.channels.insert(
+                channel.clone(),
+                ChannelLog {
+                    messages: VecDeque::new(),
+                    trimmed_upto,
+                    last_seq: trimmed_upto,
+                },
+            );
+            inner.names.insert(channel.clone());
+        }
+        if let Some(log) = inner.channels.get_mut(channel) {
+            log.messages.push_back(message.clone());
+            log.last_seq = seq;
+        }
         inner.bytes += stored_size(&message);
         inner.count += 1;
         inner.head = seq;
+        inner.order.push_back((seq, channel.clone()));
         inner.trim_channel(
             channel,
             self.retention.max_messages.max(1),
             self.oldest_kept_ms(),
+            keep_forgotten,
         );
         if let Some(max_bytes) = self.retention.max_bytes {
-            inner.order.push_back((seq, channel.clone()));
-            inner.trim_to_bytes(max_bytes);
+            inner.trim_to_bytes(max_bytes, keep_forgotten);
+        } else {
+            inner.compact_order();
         }
         if let Some(listener) = &inner.listener {
             listener.committed(&message);
@@ -273,38 +383,51 @@ impl Store for MemoryStore {
         channel: &ChannelName,
         after: Seq,
         upto: Seq,
-        limit: usize,
+        limit: ReadLimit,
     ) -> Result<History, StoreError> {
-        Ok(self.history(channel, |log| {
-            log.messages
-                .range(log.first_after(after)..)
-                .take_while(|m| m.seq() <= upto)
-                .take(limit)
-                .cloned()
-                .collect()
-        }))
+        Ok(self.history(
+            channel,
+            |log| {
+                let candidates = log
+                    .messages
+                    .range(log.first_after(after)..)
+                    .take_while(|m| m.seq() <= upto);
+                let count = limit.fits(candidates.clone().map(|m| stored_size(m)));
+                History {
+                    truncated: candidates.clone().nth(count).is_some(),
+                    messages: candidates.take(count).cloned().collect(),
+                    trimmed_upto: log.trimmed_upto,
+                }
+            },
+            |trimmed_upto| History {
+                messages: Vec::new(),
+                trimmed_upto,
+                truncated: false,
+            },
+        ))
     }
 
-    async fn latest(
+    async fn backlog_start(
         &self,
         channel: &ChannelName,
         count: usize,
         upto: Seq,
-    ) -> Result<History, StoreError> {
-        Ok(self.history(channel, |log| {
-            let end = log.first_after(upto);
-            let start = end.saturating_sub(count);
-            log.messages.range(start..end).cloned().collect()
-        }))
+    ) -> Result<Seq, StoreError> {
+        Ok(self.history(
+            channel,
+            |log| {
+                let end = log.first_after(upto);
+                match end.checked_sub(count + 1) {
+                    Some(before) => log.messages[before].seq(),
+                    None => log.trimmed_upto,
+                }
+            },
+            |trimmed_upto| trimmed_upto,
+        ))
     }
 
     async fn summary(&self, channel: &ChannelName) -> Result<Option<ChannelSummary>, StoreError> {
-        let mut inner = self.lock();
-        self.expire(&mut inner, channel);
-        Ok(inner.channels.get(channel).map(|log| ChannelSummary {
-            retained: log.messages.len() as u64,
-            last_id: Cursor::new(self.epoch.clone(), log.last_seq),
-        }))
+        Ok(self.history(channel, |log| Some(self.summary_of(log)), |_| None))
     }
 
     async fn channels(
@@ -313,39 +436,63 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError> {
         let inner = self.lock();
-        let mut names: Vec<&ChannelName> = inner
-            .channels
-            .keys()
-            .filter(|name| after.is_none_or(|after| *name > after))
-            .collect();
-        names.sort();
-        Ok(names
-            .into_iter()
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(inner
+            .names
+            .range((start, Bound::Unbounded))
             .take(limit)
-            .map(|name| {
-                let log = &inner.channels[name];
-                let summary = ChannelSummary {
-                    retained: log.messages.len() as u64,
-                    last_id: Cursor::new(self.epoch.clone(), log.last_seq),
-                };
-                (name.clone(), summary)
+            .filter_map(|name| {
+                let log = inner.channels.get(name)?;
+                Some((name.clone(), self.summary_of(log)))
             })
             .collect())
     }
 
     async fn enforce_retention(&self) -> Result<(), StoreError> {
-        if self.retention.max_age.is_none() {
-            return Ok(());
+        loop {
+            let Some(oldest_kept_ms) = self.oldest_kept_ms() else {
+                return Ok(());
+            };
+            let more = self.lock().expire_oldest(
+                oldest_kept_ms,
+                SWEEP_STEP,
+                self.retention.forgotten_channels,
+            );
+            if !more {
+                return Ok(());
+            }
+            // Let publishers in between steps.
+            yield_now().await;
         }
-        let mut inner = self.lock();
-        let names: Vec<ChannelName> = inner.channels.keys().cloned().collect();
-        for name in names {
-            self.expire(&mut inner, &name);
+    }
+
+    fn footprint(&self) -> Footprint {
+        let inner = self.lock();
+        Footprint {
+            channels: inner.channels.len() as u64,
+            forgotten_channels: inner.forgotten.last_seq.len() as u64,
+            messages: inner.count as u64,
+            bytes: inner.bytes,
         }
-        Ok(())
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// Gives other tasks a turn, without depending on a runtime: this crate's
+/// stores run under any executor.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }

@@ -86,14 +86,20 @@ async fn scenario(command: BenchCommand) -> anyhow::Result<String> {
                 duration: args.duration.0,
                 size: args.size,
                 channels: args.channels.max(1),
+                fresh_channels: args.fresh_channels,
             };
             let report = publish::run(&plan).await.context("publishing")?;
+            let channels = if plan.fresh_channels {
+                "fresh".to_string()
+            } else {
+                plan.channels.to_string()
+            };
             format!(
                 "publish target={} publishers={} size={} channels={}: publishes_per_s={:.0} acknowledged={} refused={} {}",
                 kind(&args.target),
                 plan.publishers,
                 plan.size,
-                plan.channels,
+                channels,
                 report.rate(),
                 report.acknowledged,
                 report.failed,

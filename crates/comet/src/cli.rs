@@ -223,6 +223,10 @@ pub struct BenchPublishArgs {
     /// Channels the publishers spread over.
     #[arg(long, default_value_t = 1)]
     pub channels: usize,
+    /// Every publish to a new channel name (a channel per user): what
+    /// that costs the server over time.
+    #[arg(long, conflicts_with = "channels")]
+    pub fresh_channels: bool,
 }
 
 /// Options of `comet serve`. Every option can also be set through the
@@ -329,4 +333,15 @@ pub struct ServeArgs {
     /// subscribers further behind are served from the store.
     #[arg(long, env = "COMET_LIVE_WINDOW", default_value_t = 256)]
     pub live_window: usize,
+
+    /// Bytes of message data all live windows together keep in memory;
+    /// beyond it the oldest go first (still served from the store).
+    #[arg(long, env = "COMET_LIVE_WINDOW_BYTES", default_value = "64MiB")]
+    pub live_window_bytes: ByteSize,
+
+    /// Channels whose messages are all gone that are remembered exactly
+    /// (name and last id, for telling resuming clients of the gap); older
+    /// ones are remembered approximately, in a fixed 512 KiB table.
+    #[arg(long, env = "COMET_FORGOTTEN_CHANNELS", default_value_t = 65_536)]
+    pub forgotten_channels: usize,
 }

@@ -86,9 +86,12 @@ fn validate(
         max_messages: args.retention_messages,
         max_age: (!args.retention_age.0.is_zero()).then_some(args.retention_age.0),
         max_bytes: (args.max_store_bytes.0 > 0).then_some(args.max_store_bytes.0),
+        forgotten_channels: args.forgotten_channels,
     };
     let hub = HubConfig {
         live_window: args.live_window.max(1),
+        live_window_bytes: usize::try_from(args.live_window_bytes.0)
+            .context("--live-window-bytes must fit the address space")?,
     };
     let server = ServerConfig {
         max_body_bytes: max_body,

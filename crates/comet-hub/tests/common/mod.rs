@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
 use comet_store::{
-    ChannelSummary, CommitListener, History, MemoryStore, Store, StoreError, StoreOptions,
+    ChannelSummary, CommitListener, Footprint, History, MemoryStore, ReadLimit, Store, StoreError,
+    StoreOptions,
 };
 
 /// The memory store, with two of a cluster's behaviours on demand: a
@@ -71,17 +72,20 @@ impl Store for WrappedStore {
         channel: &ChannelName,
         after: Seq,
         upto: Seq,
-        limit: usize,
+        limit: ReadLimit,
     ) -> Result<History, StoreError> {
         self.inner.read(channel, after, upto, limit).await
     }
-    async fn latest(
+    async fn backlog_start(
         &self,
         channel: &ChannelName,
         count: usize,
         upto: Seq,
-    ) -> Result<History, StoreError> {
-        self.inner.latest(channel, count, upto).await
+    ) -> Result<Seq, StoreError> {
+        self.inner.backlog_start(channel, count, upto).await
+    }
+    fn footprint(&self) -> Footprint {
+        self.inner.footprint()
     }
     async fn summary(&self, channel: &ChannelName) -> Result<Option<ChannelSummary>, StoreError> {
         self.inner.summary(channel).await
