@@ -90,6 +90,7 @@ pub struct Metrics {
     deliveries: [Counter; 4],
     subscribers: [Gauge; 4],
     connections: Gauge,
+    parked_polls: Gauge,
     refused: Family<ReasonLabel, Counter>,
     subscriptions_refused: Counter,
     stalled_disconnects: Counter,
@@ -116,6 +117,12 @@ impl Metrics {
             "connections",
             "Open client connections",
             connections.clone(),
+        );
+        let parked_polls = Gauge::default();
+        registry.register(
+            "parked_polls",
+            "Long polls waiting parked with their connection, answered by the publisher",
+            parked_polls.clone(),
         );
         let refused = Family::<ReasonLabel, Counter>::default();
         registry.register(
@@ -159,6 +166,7 @@ impl Metrics {
             deliveries,
             subscribers,
             connections,
+            parked_polls,
             refused,
             subscriptions_refused,
             stalled_disconnects,
@@ -182,6 +190,12 @@ impl Metrics {
         let gauge = self.subscribers[transport as usize].clone();
         gauge.inc();
         GaugeGuard(gauge)
+    }
+
+    /// Counts a parked long poll until the guard is dropped.
+    pub fn parked_poll(&self) -> GaugeGuard {
+        self.parked_polls.inc();
+        GaugeGuard(self.parked_polls.clone())
     }
 
     /// Counts an open connection until the guard is dropped.

@@ -302,12 +302,14 @@ async fn a_parked_long_poll_answers_like_the_router_and_keeps_its_connection() {
         .write_all(poll("/poll/%68eld?wait=30").as_bytes())
         .await
         .unwrap();
+    // Both wait, and the direct one is parked: the publish hands it over.
     wait_for_metric(
         &http,
         &server.base(),
         "comet_subscribers{transport=\"longpoll\"} 2",
     )
     .await;
+    wait_for_metric(&http, &server.base(), "comet_parked_polls 1").await;
     let id = publish(&http, &server.base(), "held", "released").await;
     let direct_answer = within("the parked answer", read_response(&mut direct)).await;
     let routed_answer = within("the routed answer", read_response(&mut routed)).await;
@@ -333,12 +335,7 @@ async fn a_parked_long_poll_answers_like_the_router_and_keeps_its_connection() {
         )
         .await
         .unwrap();
-    wait_for_metric(
-        &http,
-        &server.base(),
-        "comet_subscribers{transport=\"longpoll\"} 1",
-    )
-    .await;
+    wait_for_metric(&http, &server.base(), "comet_parked_polls 1").await;
     let next = publish(&http, &server.base(), "held", "again").await;
     let again = within("the second parked answer", read_response(&mut direct)).await;
     assert_eq!(again.json()["messages"][0]["data"], "again");

@@ -86,13 +86,14 @@ pub(super) async fn poll(
             stream = taken;
             continue;
         };
+        let counted = state.metrics.parked_poll();
         let left = tokio::select! {
             () = catch.woken.notified() => false,
             () = &mut wait => false,
             () = state.shutdown.cancelled() => false,
             () = client_left(&shared) => true,
         };
-        drop(shared);
+        drop((shared, counted));
         let (taken, socket) = catch.take_back();
         stream = taken;
         if left && matches!(socket, Outcome::Untouched) {
