@@ -82,6 +82,30 @@ impl ConnectionRefusal {
     }
 }
 
+/// Why a connection ended without a request left unanswered.
+#[derive(Clone, Copy, Debug)]
+pub enum Closed {
+    /// The client closed it.
+    ClientClosed,
+    /// Nothing arrived within the header timeout.
+    Idle,
+    /// The socket failed while a request head was awaited.
+    ReadFailed,
+    /// The server failed while serving it (a bug: the log has the panic).
+    ServerError,
+}
+
+impl Closed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Closed::ClientClosed => "client_closed",
+            Closed::Idle => "idle",
+            Closed::ReadFailed => "read_failed",
+            Closed::ServerError => "server_error",
+        }
+    }
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -92,6 +116,7 @@ pub struct Metrics {
     connections: Gauge,
     parked_polls: Gauge,
     refused: Family<ReasonLabel, Counter>,
+    closed: Family<ReasonLabel, Counter>,
     subscriptions_refused: Counter,
     stalled_disconnects: Counter,
 }
@@ -129,6 +154,13 @@ impl Metrics {
             "connections_refused",
             "Connections answered with an error and closed before reaching a route",
             refused.clone(),
+        );
+        let closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections that ended while no request was being answered, by reason \
+             (streams and answered requests are not counted)",
+            closed.clone(),
         );
         let subscriptions_refused = Counter::default();
         registry.register(
@@ -168,9 +200,19 @@ impl Metrics {
             connections,
             parked_polls,
             refused,
+            closed,
             subscriptions_refused,
             stalled_disconnects,
         }
+    }
+
+    /// Counts a connection that ended while no request was being answered.
+    pub fn closed(&self, why: Closed) {
+        self.closed
+            .get_or_create(&ReasonLabel {
+                reason: why.as_str(),
+            })
+            .inc();
     }
 
     /// Counts a subscription refused at the subscriber limit.

@@ -73,6 +73,13 @@ async fn an_idle_connection_is_closed_without_an_answer() {
         .start();
     let mut stream = raw::connect(server.address()).await;
     assert!(raw::closes_within(&mut stream, Duration::from_secs(10)).await);
+    // Not silently: the server counts why it closed it.
+    comet_testkit::wait_for_metric(
+        &client(),
+        &server.base(),
+        "comet_connections_closed_total{reason=\"idle\"} 1",
+    )
+    .await;
 }
 
 #[tokio::test]

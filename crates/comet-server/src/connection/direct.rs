@@ -90,8 +90,11 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
             () = state.shutdown.cancelled() => return Outcome::Done,
         };
         let (head_length, request) = match read {
-            Ok(Some(head)) => head,
-            Ok(None) => return Outcome::Done,
+            Ok(Ok(head)) => head,
+            Ok(Err(why)) => {
+                state.metrics.closed(why.into());
+                return Outcome::Done;
+            }
             Err(error) => {
                 let (refusal, api_error) = error.answer(config);
                 state.metrics.refused(refusal);

@@ -41,10 +41,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::refusals_in_flight;
 use crate::error::ApiError;
-use crate::metrics::ConnectionRefusal;
+use crate::metrics::{Closed, ConnectionRefusal};
 use crate::throttle::Throttled;
 use crate::transport::socket::stream_to;
 use crate::{AppState, REFUSAL_WARNING_INTERVAL};
+use futures::FutureExt;
 use head::HeadError;
 
 pub(crate) async fn serve(
@@ -111,34 +112,37 @@ pub(crate) async fn serve(
         let router = router.clone();
         let state = state.clone();
         let tracker = connections.clone();
-        let task = async move {
-            let counted = state.metrics.connection();
-            let (stream, unanswered) = match direct::serve(stream, &state).await {
-                direct::Outcome::Done => return,
-                direct::Outcome::Stream(stream, live, response_head) => {
-                    // A task of its own, sized for writing a stream only:
-                    // this one is sized for every kind of request and would
-                    // stay allocated, at its largest, for the stream's life.
-                    tracker.spawn(async move {
-                        let _place = place;
-                        let _counted = counted;
-                        stream_to(stream, live, response_head, &state).await;
-                    });
-                    return;
-                }
-                direct::Outcome::Refused(stream, error) => {
-                    Box::pin(refuse(stream, error)).await;
-                    return;
-                }
-                direct::Outcome::Router(stream, unanswered) => (stream, unanswered),
-            };
-            let _place = place;
-            let _counted = counted;
-            // Boxed: a connection on the path above never pays for the
-            // size of hyper's connection state in its task.
-            Box::pin(serve_http(stream, unanswered.freeze(), router, &state)).await;
+        let task = {
+            let state = state.clone();
+            async move {
+                let counted = state.metrics.connection();
+                let (stream, unanswered) = match direct::serve(stream, &state).await {
+                    direct::Outcome::Done => return,
+                    direct::Outcome::Stream(stream, live, response_head) => {
+                        // A task of its own, sized for writing a stream only:
+                        // this one is sized for every kind of request and would
+                        // stay allocated, at its largest, for the stream's life.
+                        tracker.spawn(guarded(state.clone(), async move {
+                            let _place = place;
+                            let _counted = counted;
+                            stream_to(stream, live, response_head, &state).await;
+                        }));
+                        return;
+                    }
+                    direct::Outcome::Refused(stream, error) => {
+                        Box::pin(refuse(stream, error)).await;
+                        return;
+                    }
+                    direct::Outcome::Router(stream, unanswered) => (stream, unanswered),
+                };
+                let _place = place;
+                let _counted = counted;
+                // Boxed: a connection on the path above never pays for the
+                // size of hyper's connection state in its task.
+                Box::pin(serve_http(stream, unanswered.freeze(), router, &state)).await;
+            }
         };
-        connections.spawn(task);
+        connections.spawn(guarded(state, task));
     }
     drop(listener);
     state.shutdown.cancel();
@@ -150,6 +154,24 @@ pub(crate) async fn serve(
         tracing::warn!("connections still open after the shutdown grace period");
     }
     Ok(())
+}
+
+/// Runs a connection's work; if it panics (a bug), the panic is logged and
+/// counted (`comet_connections_closed_total{reason="server_error"}`), so a
+/// connection never just disappears unexplained.
+async fn guarded(state: AppState, work: impl Future<Output = ()> + Send) {
+    if let Err(panic) = std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        state.metrics.closed(Closed::ServerError);
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
+        tracing::error!(
+            panic = what,
+            "a connection failed inside the server and was closed (a bug: please report it)"
+        );
+    }
 }
 
 /// Runs HTTP/1.1 through the router on a connection; `unanswered` was read
