@@ -36,6 +36,7 @@ macro_rules! store_conformance {
             forgotten_channels_are_remembered_within_the_bound,
             footprint_counts_what_is_held,
             listener_hears_every_commit_in_order_before_append_returns,
+            reads_and_listings_do_not_wait_for_the_listener,
             summary_reports_retained_count_and_last_id,
             channels_are_listed_in_name_order_by_pages,
             health_is_ok,
@@ -651,6 +652,66 @@ pub async fn listener_hears_every_commit_in_order_before_append_returns(
         "commits heard out of order"
     );
     assert_eq!(heard, appended, "heard exactly the appended messages");
+}
+
+/// A listener that takes its time (releasing many parked polls) holds up
+/// the append it announces, never the store's readers.
+pub async fn reads_and_listings_do_not_wait_for_the_listener(factory: impl StoreFactory) {
+    struct Blocking {
+        entered: std::sync::mpsc::SyncSender<()>,
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+    impl CommitListener for Blocking {
+        fn committed(&self, _: &Arc<Message>) {
+            let _ = self.entered.send(());
+            let _ = self
+                .release
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .recv();
+        }
+    }
+    let store = factory.build(default_options()).await;
+    append(&*store, "a", "before").await;
+    let (entered, in_listener) = std::sync::mpsc::sync_channel(1);
+    let (release, released) = std::sync::mpsc::channel();
+    store.set_commit_listener(Arc::new(Blocking {
+        entered,
+        release: Mutex::new(released),
+    }));
+    let appending = tokio::spawn({
+        let store = store.clone();
+        async move { append(&*store, "a", "announced slowly").await }
+    });
+    tokio::task::spawn_blocking(move || in_listener.recv())
+        .await
+        .expect("the listener was entered")
+        .expect("the listener was entered");
+    // On a thread of its own: a read that blocks on a lock held by the
+    // listener must fail this test, not hang it.
+    let (looked_tx, looked) = std::sync::mpsc::channel();
+    let reader = store.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            reader
+                .read(&name("a"), Seq::ZERO, Seq(1), ReadLimit::messages(10))
+                .await
+                .expect("read");
+            reader.summary(&name("a")).await.expect("summary");
+            reader.channels(None, 10).await.expect("list");
+        });
+        let _ = looked_tx.send(());
+    });
+    let looked = tokio::task::spawn_blocking(move || looked.recv_timeout(Duration::from_secs(10)))
+        .await
+        .expect("waiting");
+    release.send(()).expect("release the listener");
+    assert!(looked.is_ok(), "a read waited for the listener");
+    appending.await.expect("the append finishes");
 }
 
 /// `summary` counts retained messages and names the newest id.

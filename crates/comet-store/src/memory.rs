@@ -18,6 +18,12 @@
 //!   tombstones themselves are bounded: the oldest fold into fixed marks.
 //!
 //! Age sweeps run in steps of [`SWEEP_STEP`] removals per lock.
+//!
+//! The listener is told of a message after the lock is let go, under a
+//! second lock taken before the first is released: announcements keep the
+//! sequence's order, while reads, listings and the next append's own work
+//! never wait for an announcement (which releases the channel's parked
+//! polls: about 45 ns each, measured by `comet-hub`'s `parked` bench).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
@@ -41,6 +47,9 @@ pub struct MemoryStore {
     retention: Retention,
     clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
+    /// Held while the listener is told of a message; taken before `inner`
+    /// is let go, so announcements follow the sequence.
+    announcing: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -248,6 +257,7 @@ impl MemoryStore {
             retention: options.retention,
             clock: options.clock,
             inner: Mutex::new(Inner::default()),
+            announcing: Mutex::new(()),
         }
     }
 
@@ -325,8 +335,8 @@ impl Store for MemoryStore {
     ) -> Result<Arc<Message>, StoreError> {
         let now = self.clock.now_ms();
         let keep_forgotten = self.retention.forgotten_channels;
-        let mut inner = self.lock();
-        let inner = &mut *inner;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let seq = inner
             .head
             .checked_next()
@@ -372,9 +382,13 @@ impl Store for MemoryStore {
         } else {
             inner.compact_order();
         }
-        if let Some(listener) = &inner.listener {
+        let listener = inner.listener.clone();
+        let announcing = self.announcing.lock().unwrap_or_else(|e| e.into_inner());
+        drop(guard);
+        if let Some(listener) = listener {
             listener.committed(&message);
         }
+        drop(announcing);
         Ok(message)
     }
 
