@@ -1,4 +1,5 @@
 // Types of comet.js, the browser client for Comet (served at /comet.d.ts).
+// Every duration is in milliseconds.
 
 /** The transports, best first. */
 export type Transport = 'sse' | 'stream' | 'longpoll' | 'poll';
@@ -20,13 +21,23 @@ export interface SubscribeOptions {
   retry?: number;
   /** Longest reconnection delay in ms. Default 30000. */
   maxRetry?: number;
-  /** Seconds a long poll may be held. Default 25. */
+  /** How long a long poll may be held, in ms (sent as whole seconds, rounded up). Keep it at or
+   * below the server's --max-wait and any proxy's timeout. Default 25000. */
   longPollWait?: number;
   /** Pause between empty short polls, in ms. Default 2000. */
   pollInterval?: number;
-  /** Time for a stream's first bytes, in ms, before the transport is judged unusable. Default 10000. */
+  /** Time for a connection to answer (a stream's first bytes), in ms: the first connection of a
+   * transport not answered in time makes it unusable; later ones count as failures. Default 10000. */
   openTimeout?: number;
-  /** Consecutive failures before 'auto' moves to the next transport. Default 3. */
+  /** An open stream that receives nothing at all (message, heartbeat, gap) for this long, in ms,
+   * is dropped and reconnected from the cursor. Keep it above the server's heartbeat interval
+   * (15 s by default). 0 or Infinity: never. Default 45000. */
+  idleTimeout?: number;
+  /** After 'auto' moved down, try the best transport again this often, in ms (and whenever the
+   * browser comes back online). 0 or Infinity: only when coming back online. Default 60000. */
+  climbBackAfter?: number;
+  /** Consecutive failures (not counting those while the browser is offline) before 'auto' moves
+   * to the next transport. Default 3. */
   failuresBeforeFallback?: number;
 }
 
@@ -38,61 +49,142 @@ export interface CometMessageEvent extends MessageEvent<string> {
   readonly lastEventId: string;
 }
 
-/** Messages of a channel were missed. */
+/** `comet-gap`: messages of a channel were missed. */
 export interface GapEvent extends Event {
+  readonly type: 'comet-gap';
   readonly channel: string;
   /** 'trimmed': no longer in the server's history; 'reset': the server's history was reset. */
   readonly reason: 'trimmed' | 'reset';
 }
 
+/** `comet-transport`: the subscription now uses this transport. */
 export interface TransportEvent extends Event {
+  readonly type: 'comet-transport';
   readonly transport: Transport;
 }
 
+/** `error`: a connection was lost or could not be made and is being retried (readyState
+ * CONNECTING), or the subscription ended for good (readyState CLOSED, with `status`). */
 export interface SubscriptionErrorEvent extends Event {
-  readonly message: string;
+  readonly type: 'error';
+  readonly message?: string;
+  /** The HTTP status that ended the subscription. */
   readonly status?: number;
+  /** The server's error code that ended the subscription, e.g. "invalid_cursor". */
+  readonly code?: string;
 }
 
 export interface SubscriptionEventMap {
   message: CometMessageEvent;
-  gap: GapEvent;
   open: Event;
-  transport: TransportEvent;
   error: SubscriptionErrorEvent;
+  'comet-gap': GapEvent;
+  'comet-transport': TransportEvent;
 }
 
+/** What a subscription cost and delivered. */
+export interface SubscriptionStats {
+  /** Requests made. */
+  requests: number;
+  /** Body bytes received (estimated for SSE). */
+  bytes: number;
+  /** Messages dispatched. */
+  messages: number;
+  /** Messages of types the server reserves (`open`, `error`, `comet-…`), from history published
+   * before it did: never dispatched. */
+  skipped: number;
+}
+
+/** A subscription; it can stand in for an EventSource. */
 export declare class Subscription extends EventTarget {
+  static readonly CONNECTING: 0;
+  static readonly OPEN: 1;
+  static readonly CLOSED: 2;
+  readonly CONNECTING: 0;
+  readonly OPEN: 1;
+  readonly CLOSED: 2;
+  /** CONNECTING until a transport is open and while reconnecting; OPEN while connected; CLOSED
+   * after close() or a refusal (a 4xx answer). */
+  readonly readyState: 0 | 1 | 2;
+  /** The SSE endpoint of the channels (`${server}/sse/${channels}`, without the resume query),
+   * whatever transport is in use. */
+  readonly url: string;
+  /** Always false. */
+  readonly withCredentials: false;
+  /** Called on `open`, as EventSource's. */
+  onopen: ((this: Subscription, event: Event) => any) | null;
+  /** Called for messages of type `message` only, as EventSource's. */
+  onmessage: ((this: Subscription, event: CometMessageEvent) => any) | null;
+  /** Called on `error`, as EventSource's. */
+  onerror: ((this: Subscription, event: SubscriptionErrorEvent) => any) | null;
   /** The channels, comma-separated. */
   readonly channels: string;
   /** The transport in use. */
   readonly transport: Transport | null;
   /** The id (or cursor) the subscription would resume after. */
   readonly cursor: string | null;
-  /** Requests made, body bytes received (estimated for SSE), messages delivered. */
-  readonly stats: { requests: number; bytes: number; messages: number };
+  readonly stats: SubscriptionStats;
   readonly closed: boolean;
   addEventListener<K extends keyof SubscriptionEventMap>(
     type: K,
-    listener: (event: SubscriptionEventMap[K]) => void,
+    listener: (this: Subscription, event: SubscriptionEventMap[K]) => any,
     options?: boolean | AddEventListenerOptions,
   ): void;
   /** Custom event types: the messages published with `?event=TYPE`. */
   addEventListener(
     type: string,
-    listener: (event: CometMessageEvent) => void,
+    listener: (this: Subscription, event: CometMessageEvent) => any,
     options?: boolean | AddEventListenerOptions,
   ): void;
-  /** Stops everything. */
+  removeEventListener<K extends keyof SubscriptionEventMap>(
+    type: K,
+    listener: (this: Subscription, event: SubscriptionEventMap[K]) => any,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(
+    type: string,
+    listener: (this: Subscription, event: CometMessageEvent) => any,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  /** Stops everything; readyState becomes CLOSED (no event). */
   close(): void;
 }
 
 /** Starts a subscription to `channels` ("news,sport" or ["news", "sport"]). */
 export declare function subscribe(channels: string | string[], options?: SubscribeOptions): Subscription;
 
-/** Publishes `data` (a string, or a value sent as JSON) to `channel`. */
+/** An HTTP answer that is not a success. */
+export declare class HttpError extends Error {
+  readonly name: 'HttpError';
+  /** The HTTP status. */
+  readonly status: number;
+  /** The server's error code, e.g. "reserved_event", when it sent one. */
+  readonly code?: string;
+  /** Whether the same request may succeed later (any status but a 4xx, and 408 and 429). */
+  readonly retryable: boolean;
+}
+
+export interface PublishOptions {
+  /** The Comet server (default: this page's origin). */
+  server?: string;
+  /** The event type (default `message`). */
+  event?: string;
+  /** Aborts the request. */
+  signal?: AbortSignal;
+  /** Aborts the request after this many ms (a TimeoutError). */
+  timeout?: number;
+}
+
+/**
+ * Publishes `data` to `channel`: a string as it is; a plain JSON value (object, array, finite
+ * number, boolean, null, at any depth) as its JSON text. Rejects with a TypeError for a channel
+ * name the server would refuse (1 to 200 of `A-Z a-z 0-9 _ - . : @ ~`) or other data (Blob,
+ * ArrayBuffer, Date, Map, class instances, …: checked when called, since TypeScript cannot tell
+ * plain objects from others), with an HttpError when the server refuses, and with the signal's
+ * reason when aborted or timed out.
+ */
 export declare function publish(
   channel: string,
   data: unknown,
-  options?: { server?: string; event?: string },
+  options?: PublishOptions,
 ): Promise<{ channel: string; id: string; subscribers: number }>;

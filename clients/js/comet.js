@@ -2,11 +2,31 @@
 // dependencies and no build step; served by every Comet server at
 // /comet.js, with types at /comet.d.ts.
 //
-//   import { subscribe } from '/comet.js';
+//   import { subscribe, publish } from '/comet.js';
 //   const sub = subscribe('news,sport', { transport: 'auto' });
 //   sub.addEventListener('message', (e) => console.log(e.channel, e.data, e.lastEventId));
-//   sub.addEventListener('gap', (e) => console.warn('missed messages of', e.channel));
+//   sub.addEventListener('comet-gap', (e) => console.warn('missed messages of', e.channel));
 //   sub.close();
+//   await publish('news', { hello: 'world' });
+//
+// A subscription can stand in for an EventSource: `onopen`, `onmessage`,
+// `onerror`, `readyState` (CONNECTING, OPEN, CLOSED), `url`,
+// `withCredentials` and `close()` behave as EventSource's do.
+//
+// Events. The subscription's own events are `open` (connected), `error`
+// (the connection was lost and is being retried: readyState CONNECTING; or
+// the subscription ended for good: readyState CLOSED, with `status`),
+// `comet-gap` (messages were missed) and `comet-transport` (the transport
+// changed). Every other type is a message type: `message`, or what the
+// publisher gave with `?event=`. The server refuses to publish `error`,
+// `open` and `comet-…`; a message of such a type from older history is
+// never dispatched (it is counted in `stats.skipped`).
+//
+// Durations. Every duration option is in milliseconds: retry (1000) and
+// maxRetry (30000), the reconnection backoff; longPollWait (25000; sent to
+// the server as whole seconds); pollInterval (2000); openTimeout (10000);
+// idleTimeout (45000: three of the server's default 15 s heartbeats);
+// climbBackAfter (60000). publish() takes `timeout` in milliseconds too.
 //
 // How it works. A subscription keeps one cursor: the id of the last message
 // it delivered (or, before the first, the server's "now", learned with one
@@ -20,8 +40,17 @@
 // already read), 'longpoll', 'poll'. With transport 'auto' the client starts
 // with the best one the browser has and moves down when it is unavailable
 // or keeps failing (for example behind a proxy that buffers streams: no
-// bytes arrive). Errors that retrying cannot fix (a 4xx answer) end the
-// subscription with an 'error' event.
+// bytes arrive); failures while the browser is offline do not count. After
+// moving down it tries the best transport again every `climbBackAfter` and
+// when the browser comes back online, and stays there if it opens. Errors
+// that retrying cannot fix (a 4xx answer) end the subscription with an
+// 'error' event and readyState CLOSED.
+//
+// Liveness. Streams carry heartbeats (SSE asks for them as
+// `comet-heartbeat` events, which are never dispatched). An open stream
+// that receives nothing at all for `idleTimeout` (a connection that died
+// silently: a NAT timeout, a laptop asleep) is dropped and reconnected from
+// the cursor. A long poll is abandoned after its wait plus `openTimeout`.
 
 const TRANSPORTS = ['sse', 'stream', 'longpoll', 'poll'];
 
@@ -34,14 +63,28 @@ const DEFAULTS = {
   streamVia: 'auto',
   retry: 1000,
   maxRetry: 30000,
-  longPollWait: 25,
+  longPollWait: 25000,
   pollInterval: 2000,
   openTimeout: 10000,
+  idleTimeout: 45000,
+  climbBackAfter: 60000,
   failuresBeforeFallback: 3,
 };
 
-// Event types that describe the subscription itself, not messages.
-const OWN_EVENTS = new Set(['open', 'error', 'gap', 'transport']);
+// readyState, as EventSource's.
+const CONNECTING = 0;
+const OPEN = 1;
+const CLOSED = 2;
+
+// A channel name, as the server accepts it.
+const CHANNEL = /^[A-Za-z0-9_.:@~-]{1,200}$/;
+
+// Types the server refuses to publish: the subscription's own events
+// (`open`, `error`, `comet-gap`, `comet-transport`) and Comet's signals.
+// They are never message types.
+function isReservedType(type) {
+  return type === 'open' || type === 'error' || type.startsWith('comet-');
+}
 
 /** Starts a subscription to `channels` (a comma-separated string or an array). */
 export function subscribe(channels, options = {}) {
@@ -49,9 +92,13 @@ export function subscribe(channels, options = {}) {
 }
 
 /** A subscription. Dispatches one event per message (its type is the
- * message's event type, `message` by default), `gap`, `open`, `transport`
- * and `error`. */
+ * message's event type, `message` by default), and its own `open`, `error`,
+ * `comet-gap` and `comet-transport`. */
 export class Subscription extends EventTarget {
+  static CONNECTING = CONNECTING;
+  static OPEN = OPEN;
+  static CLOSED = CLOSED;
+
   constructor(channels, options = {}) {
     super();
     const list = Array.isArray(channels) ? channels : String(channels).split(',');
@@ -61,43 +108,129 @@ export class Subscription extends EventTarget {
       throw new TypeError(`unknown transport ${this.options.transport}`);
     }
     this.server = (this.options.server || globalThis.location?.origin || '').replace(/\/$/, '');
+    /** The SSE endpoint of the channels, whatever the transport (as EventSource's `url`). */
+    this.url = `${this.server}/sse/${this.channels}`;
+    /** Always false: credentials go to the server only when it is this page's origin. */
+    this.withCredentials = false;
     /** The id (or cursor) the subscription resumes after. */
     this.cursor = this.options.since ?? null;
     /** The transport in use: 'sse' | 'stream' | 'longpoll' | 'poll'. */
     this.transport = null;
     /** What the subscription cost: requests made, body bytes received
-     * (estimated for SSE, whose bytes the browser does not expose), and
-     * messages delivered. */
-    this.stats = { requests: 0, bytes: 0, messages: 0 };
+     * (estimated for SSE, whose bytes the browser does not expose),
+     * messages delivered, and messages of reserved types skipped. */
+    this.stats = { requests: 0, bytes: 0, messages: 0, skipped: 0 };
     this.closed = false;
+    this._state = CONNECTING;
+    this._origin = originOf(this.server);
     this._order = this.options.transport === 'auto' ? TRANSPORTS : [this.options.transport];
+    this._index = 0;
     this._types = new Set(['message']);
+    this._handlers = new Map();
     this._worker = null;
+    this._probe = null;
+    this._probeIndex = 0;
+    this._climbTimer = null;
+    this._failures = 0;
     this._last = positionOf(this.cursor);
     this._channel = null;
     this._release = null;
     this._leader = false;
+    this._onOnline = () => this._climb();
+    globalThis.addEventListener?.('online', this._onOnline);
     queueMicrotask(() => this._begin());
+  }
+
+  get CONNECTING() {
+    return CONNECTING;
+  }
+
+  get OPEN() {
+    return OPEN;
+  }
+
+  get CLOSED() {
+    return CLOSED;
+  }
+
+  /** CONNECTING (0) until a transport is open and while reconnecting, OPEN
+   * (1) while connected, CLOSED (2) after close() or a refusal. */
+  get readyState() {
+    return this._state;
+  }
+
+  get onopen() {
+    return this._handler('open');
+  }
+
+  set onopen(handler) {
+    this._setHandler('open', handler);
+  }
+
+  /** Called for messages of type `message` only, as with EventSource. */
+  get onmessage() {
+    return this._handler('message');
+  }
+
+  set onmessage(handler) {
+    this._setHandler('message', handler);
+  }
+
+  get onerror() {
+    return this._handler('error');
+  }
+
+  set onerror(handler) {
+    this._setHandler('error', handler);
   }
 
   addEventListener(type, listener, options) {
     super.addEventListener(type, listener, options);
-    if (!OWN_EVENTS.has(type) && !this._types.has(type)) {
-      this._types.add(type);
-      this._worker?.listen?.(type);
+    const name = String(type);
+    if (!isReservedType(name) && !this._types.has(name)) {
+      this._types.add(name);
+      this._worker?.listen?.(name);
+      this._probe?.listen?.(name);
     }
   }
 
-  /** Stops everything: no request is made after this. */
+  /** Stops everything: no request is made after this. Dispatches nothing. */
   close() {
     if (this.closed) return;
     this.closed = true;
+    this._state = CLOSED;
     this._worker?.stop();
     this._worker = null;
+    this._dropProbe();
+    clearTimeout(this._climbTimer);
+    globalThis.removeEventListener?.('online', this._onOnline);
     this._release?.();
     this._channel?.close();
   }
 
+  // --- handler attributes (onopen, onmessage, onerror) ---------------------
+  _handler(type) {
+    return this._handlers.get(type)?.handler ?? null;
+  }
+
+  // As an event handler attribute: the first handler adds one listener,
+  // which calls whatever handler is set; null removes it.
+  _setHandler(type, value) {
+    const handler = typeof value === 'function' ? value : null;
+    const entry = this._handlers.get(type);
+    if (entry && handler) {
+      entry.handler = handler;
+    } else if (entry) {
+      this.removeEventListener(type, entry.listener);
+      this._handlers.delete(type);
+    } else if (handler) {
+      const added = { handler, listener: (event) => added.handler.call(this, event) };
+      this._handlers.set(type, added);
+      this.addEventListener(type, added.listener);
+    }
+  }
+
+  // --- life cycle ------------------------------------------------------------
   async _begin() {
     // Without `since` or `backlog`, "now" is fixed first: every transport
     // starts from it, so nothing published from here on can be missed.
@@ -108,8 +241,10 @@ export class Subscription extends EventTarget {
         this.cursor = answer.cursor;
         this._last = positionOf(this.cursor);
       } catch (error) {
-        if (error instanceof FatalError) return this._fail(error);
-        await sleep(this._retryDelay(++failures));
+        if (!isRetryable(error)) return this._fail(error);
+        this._setConnecting(error.message);
+        failures += 1;
+        await sleep(this._retryDelay(failures));
       }
     }
     if (this.closed) return;
@@ -142,53 +277,51 @@ export class Subscription extends EventTarget {
     // now on, which is what 'open' announces.
     navigator.locks.query().then(({ held }) => {
       if (!this.closed && !this._leader && held.some((lock) => lock.name === key)) {
-        this.dispatchEvent(new Event('open'));
+        this._setOpen();
       }
     });
   }
 
   _use(index) {
     this._worker?.stop();
+    this._dropProbe();
     const name = this._order[index];
+    const worker = new WORKERS[name](this);
     this._index = index;
     this.transport = name;
-    this._worker = new WORKERS[name](this);
-    this.dispatchEvent(Object.assign(new Event('transport'), { transport: name }));
-    this._worker.start();
+    this._worker = worker;
+    this._announceTransport();
+    if (worker === this._worker) worker.start();
   }
 
-  // The worker cannot do its job (unavailable, or failing again and again):
-  // move to the next transport, or, with none left, ask the server with a
-  // poll whether retrying can help, and retry the same one if it can.
-  async _unusable(worker, reason) {
-    if (worker !== this._worker || this.closed) return;
-    const next = this._index + 1;
-    if (next < this._order.length) {
-      console.info(`comet: ${this.transport} unusable (${reason}); trying ${this._order[next]}`);
-      this._use(next);
-      return;
-    }
-    worker.stop();
-    this._failures = (this._failures ?? 0) + 1;
-    try {
-      await this._poll(0);
-    } catch (error) {
-      if (error instanceof FatalError) return this._fail(error);
-    }
-    await sleep(this._retryDelay(this._failures));
-    if (worker === this._worker && !this.closed) this._use(this._index);
+  _announceTransport() {
+    this.dispatchEvent(Object.assign(new Event('comet-transport'), { transport: this.transport }));
   }
 
+  _setOpen() {
+    if (this.closed || this._state === OPEN) return;
+    this._state = OPEN;
+    this.dispatchEvent(new Event('open'));
+  }
+
+  // A connection was lost or could not be made, and will be retried.
+  _setConnecting(reason) {
+    if (this.closed) return;
+    this._state = CONNECTING;
+    this.dispatchEvent(Object.assign(new Event('error'), { message: reason }));
+  }
+
+  // An answer retrying cannot fix: the subscription ends.
   _fail(error) {
     if (this.closed) return;
-    this.dispatchEvent(Object.assign(new Event('error'), { message: error.message, status: error.status }));
     this.close();
+    this.dispatchEvent(
+      Object.assign(new Event('error'), { message: error.message, status: error.status, code: error.code }),
+    );
   }
 
-  _opened(worker) {
-    if (worker !== this._worker) return;
-    this._failures = 0;
-    this.dispatchEvent(new Event('open'));
+  _online() {
+    return globalThis.navigator?.onLine !== false;
   }
 
   _retryDelay(failures) {
@@ -196,32 +329,149 @@ export class Subscription extends EventTarget {
     return base * (1 + Math.random() / 2);
   }
 
-  // One delivery: a message or a gap. `fromHere` items are passed on to the
-  // other tabs when this one connects for them.
+  // --- what workers report: the transport in use, or a probe of a better one
+  _opened(worker) {
+    if (worker === this._probe) this._promote(worker);
+    if (worker !== this._worker) return;
+    this._failures = 0;
+    this._setOpen();
+  }
+
+  _lost(worker, reason) {
+    if (worker === this._probe) return this._probeFailed(reason);
+    if (worker !== this._worker) return;
+    this._setConnecting(reason);
+  }
+
+  _fatal(worker, error) {
+    if (worker === this._probe) return this._probeFailed(error.message);
+    if (worker !== this._worker) return;
+    this._fail(error);
+  }
+
+  // The worker cannot do its job (unavailable, or failing again and again):
+  // move to the next transport, or, with none left, ask the server with a
+  // poll whether retrying can help, and retry the same one if it can.
+  async _unusable(worker, reason) {
+    if (worker === this._probe) return this._probeFailed(reason);
+    if (worker !== this._worker || this.closed) return;
+    const next = this._index + 1;
+    if (next < this._order.length) {
+      console.info(`comet: ${this.transport} unusable (${reason}); trying ${this._order[next]}`);
+      this._use(next);
+      this._scheduleClimb();
+      return;
+    }
+    worker.stop();
+    this._failures += 1;
+    const verdict = await this._ask();
+    if (verdict && !isRetryable(verdict)) return this._fatal(worker, verdict);
+    await sleep(this._retryDelay(this._failures));
+    if (worker === this._worker && !this.closed) this._use(this._index);
+  }
+
+  // Asks the server with a short poll what it says: resolves with null when
+  // polls are answered, or with the error.
+  async _ask() {
+    try {
+      await this._poll(0);
+      return null;
+    } catch (error) {
+      return error;
+    }
+  }
+
+  // --- climbing back to a better transport ---------------------------------
+  // The best transport above the one in use that this browser has, or -1.
+  _climbTarget() {
+    for (let index = 0; index < this._index; index += 1) {
+      if (WORKERS[this._order[index]].available()) return index;
+    }
+    return -1;
+  }
+
+  _scheduleClimb() {
+    clearTimeout(this._climbTimer);
+    const after = this.options.climbBackAfter;
+    if (this.closed || this._climbTarget() < 0 || !(after > 0 && Number.isFinite(after))) return;
+    this._climbTimer = setTimeout(() => this._climb(), after);
+  }
+
+  // Tries the better transport alongside the one in use, from the same
+  // cursor; once it opens it takes over (_promote), and what both deliver
+  // is delivered once.
+  _climb() {
+    if (this.closed || this._probe || !this._worker) return;
+    const target = this._climbTarget();
+    if (target < 0) return;
+    if (!this._online()) return this._scheduleClimb();
+    this._probeIndex = target;
+    this._probe = new WORKERS[this._order[target]](this);
+    this._probe.start();
+  }
+
+  _promote(probe) {
+    this._worker?.stop();
+    this._worker = probe;
+    this._probe = null;
+    this._index = this._probeIndex;
+    this.transport = this._order[this._index];
+    console.info(`comet: back on ${this.transport}`);
+    this._announceTransport();
+    this._scheduleClimb();
+  }
+
+  _probeFailed(reason) {
+    console.info(`comet: ${this._order[this._probeIndex]} still unusable (${reason})`);
+    this._dropProbe();
+    this._scheduleClimb();
+  }
+
+  _dropProbe() {
+    const probe = this._probe;
+    this._probe = null;
+    probe?.stop();
+  }
+
+  // --- delivery --------------------------------------------------------------
+  // One delivery: a message, a gap or a cursor. `fromHere` items are passed
+  // on to the other tabs when this one connects for them.
   _deliver(item, fromHere = true, worker = this._worker) {
     if (this.closed || (fromHere && worker !== this._worker)) return;
-    if (item.kind === 'message') {
-      const position = positionOf(item.id);
-      if (position && this._last && position.epoch === this._last.epoch && position.seq <= this._last.seq) {
-        return; // delivered already
-      }
-      this._last = position ?? this._last;
-      this.cursor = item.id;
-      this.options.backlog = undefined;
-      this.stats.messages += 1;
-      const event = new MessageEvent(item.event, { data: item.data, lastEventId: item.id });
-      event.channel = item.channel;
-      if (fromHere && this._leader) this._channel.postMessage(item);
-      this.dispatchEvent(event);
-    } else if (item.kind === 'gap') {
-      if (fromHere && this._leader) this._channel.postMessage(item);
-      this.dispatchEvent(Object.assign(new Event('gap'), { channel: item.channel, reason: item.reason }));
-    } else if (item.kind === 'cursor') {
-      this.cursor = item.cursor;
-      const position = positionOf(item.cursor);
-      if (position && (!this._last || position.epoch !== this._last.epoch || position.seq > this._last.seq)) {
-        this._last = position;
-      }
+    if (item.kind === 'message') this._deliverMessage(item, fromHere);
+    else if (item.kind === 'gap') this._deliverGap(item, fromHere);
+    else if (item.kind === 'cursor') this._advance(item.cursor);
+  }
+
+  _deliverMessage(item, fromHere) {
+    const position = positionOf(item.id);
+    if (position && this._last && position.epoch === this._last.epoch && position.seq <= this._last.seq) {
+      return; // delivered already
+    }
+    this._last = position ?? this._last;
+    this.cursor = item.id;
+    this.options.backlog = undefined;
+    if (fromHere && this._leader) this._channel.postMessage(item);
+    if (isReservedType(item.event)) {
+      this.stats.skipped += 1; // published before the server reserved the type
+      return;
+    }
+    this.stats.messages += 1;
+    const event = new MessageEvent(item.event, { data: item.data, lastEventId: item.id, origin: this._origin });
+    event.channel = item.channel;
+    this.dispatchEvent(event);
+  }
+
+  _deliverGap(item, fromHere) {
+    if (fromHere && this._leader) this._channel.postMessage(item);
+    this.dispatchEvent(Object.assign(new Event('comet-gap'), { channel: item.channel, reason: item.reason }));
+  }
+
+  _advance(cursor) {
+    this.cursor = cursor;
+    const position = positionOf(cursor);
+    if (position && (!this._last || position.epoch !== this._last.epoch || position.seq > this._last.seq)) {
+      this._last = position;
     }
   }
 
@@ -234,10 +484,10 @@ export class Subscription extends EventTarget {
     return `${this.server}/${kind}/${this.channels}${text ? `?${text}` : ''}`;
   }
 
-  // One poll; resolves with the parsed answer. Throws FatalError for answers
-  // retrying cannot fix, Error for the rest.
+  // One poll, held up to `wait` ms (0: answered at once); resolves with the
+  // parsed answer. Throws HttpError for an error status.
   async _poll(wait, signal) {
-    const url = this._url('poll', wait > 0 ? { wait: String(wait) } : {});
+    const url = this._url('poll', wait > 0 ? { wait: String(Math.ceil(wait / 1000)) } : {});
     this.stats.requests += 1;
     const response = await fetch(url, { cache: 'no-store', signal });
     const text = await response.text();
@@ -253,25 +503,39 @@ export class Subscription extends EventTarget {
   }
 }
 
-class FatalError extends Error {
-  constructor(message, status) {
+/** An HTTP answer that is not a success: its `status`, and the server's
+ * error `code` (e.g. `reserved_event`) when it sent one. */
+export class HttpError extends Error {
+  constructor(message, status, code) {
     super(message);
+    this.name = 'HttpError';
     this.status = status;
+    this.code = code;
+  }
+
+  /** Whether the same request may succeed later: every status but a 4xx,
+   * and 408 and 429. */
+  get retryable() {
+    return !(this.status >= 400 && this.status < 500) || this.status === 408 || this.status === 429;
   }
 }
 
-// 4xx answers (except 408 and 429) will not change by retrying.
 function httpError(status, text) {
   let message = `HTTP ${status}`;
+  let code;
   try {
     const body = JSON.parse(text);
+    code = body.error;
     if (body.message) message = `${body.error}: ${body.message}`;
   } catch {
     // not a Comet error body
   }
-  return status >= 400 && status < 500 && status !== 408 && status !== 429
-    ? new FatalError(message, status)
-    : new Error(message);
+  return new HttpError(message, status, code);
+}
+
+// Network failures, timeouts and answers like 503 may go away; a 4xx will not.
+function isRetryable(error) {
+  return !(error instanceof HttpError) || error.retryable;
 }
 
 // `{epoch}-{seq}` of an id or cursor, or null.
@@ -283,6 +547,14 @@ function positionOf(id) {
 function channelOf(id) {
   const slash = id.indexOf('/');
   return slash >= 0 ? id.slice(slash + 1) : '';
+}
+
+function originOf(server) {
+  try {
+    return new URL(server).origin;
+  } catch {
+    return '';
+  }
 }
 
 const encoder = typeof TextEncoder !== 'undefined' ? new TextEncoder() : null;
@@ -298,65 +570,209 @@ function sleep(ms) {
 // expose the bytes of an EventSource).
 function sseFrameLength(type, data, id) {
   const lines = data.split('\n').reduce((sum, line) => sum + 6 + byteLength(line) + (line ? 1 : 0), 0);
-  return 5 + byteLength(id) + (type === 'message' ? 0 : 8 + byteLength(type)) + lines + 1;
+  return (id ? 5 + byteLength(id) : 0) + (type === 'message' ? 0 : 8 + byteLength(type)) + lines + 1;
+}
+
+// A worker's consecutive failures. All of them lengthen the reconnection
+// delay; only those that point at the transport count towards moving down:
+// not those while the browser is offline, nor an answer like 503 (the
+// server is there, and busy).
+class Failures {
+  constructor(sub) {
+    this.sub = sub;
+    this.attempts = 0;
+    this.counted = 0;
+  }
+
+  add(error) {
+    this.attempts += 1;
+    if (this.sub._online() && !(error instanceof HttpError)) this.counted += 1;
+  }
+
+  reset() {
+    this.attempts = 0;
+    this.counted = 0;
+  }
+
+  tooMany() {
+    return this.counted >= this.sub.options.failuresBeforeFallback;
+  }
+
+  delay() {
+    return this.sub._retryDelay(Math.max(this.attempts, 1));
+  }
+}
+
+// Calls `onIdle` once `touch` has not been called for `ms` (0 or Infinity:
+// never). The timer is re-armed for the time left rather than restarted on
+// every touch, and a timer that fires late (a background tab, a laptop
+// waking up) measures the real time.
+class IdleWatch {
+  constructor(ms, onIdle) {
+    this.ms = ms;
+    this.onIdle = onIdle;
+    this.last = 0;
+    this.timer = null;
+  }
+
+  start() {
+    this.last = Date.now();
+    this.arm(this.ms);
+  }
+
+  touch() {
+    this.last = Date.now();
+  }
+
+  arm(delay) {
+    clearTimeout(this.timer);
+    if (this.ms > 0 && Number.isFinite(this.ms)) this.timer = setTimeout(() => this.check(), delay);
+  }
+
+  check() {
+    const left = this.last + this.ms - Date.now();
+    if (left > 0) this.arm(left);
+    else this.onIdle();
+  }
+
+  stop() {
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
 }
 
 // --- Server-Sent Events, with the browser's own EventSource -------------
 class SseWorker {
+  static available() {
+    return typeof EventSource !== 'undefined';
+  }
+
   constructor(sub) {
     this.sub = sub;
     this.source = null;
-    this.failures = 0;
-    this.timer = null;
-    this.onEvent = (event) => this.event(event);
+    this.failures = new Failures(sub);
+    this.everOpened = false;
+    this.stopped = false;
+    this.attempt = null;
+    this.retryTimer = null;
+    this.idle = new IdleWatch(sub.options.idleTimeout, () => this.silent());
+    this.onMessage = (event) => this.message(event);
   }
 
   start() {
-    if (typeof EventSource === 'undefined') {
+    if (!SseWorker.available()) {
       this.sub._unusable(this, 'EventSource is not available');
       return;
     }
+    this.connect();
+  }
+
+  // One EventSource. After a lost connection the browser reconnects it by
+  // itself (with Last-Event-ID); this worker makes a new one only after
+  // dropping a connection that went silent or never answered.
+  connect() {
     const sub = this.sub;
-    this.source = new EventSource(sub._url('sse'));
+    const source = new EventSource(sub._url('sse', { heartbeat: 'event' }));
+    this.source = source;
     sub.stats.requests += 1;
-    for (const type of sub._types) this.source.addEventListener(type, this.onEvent);
-    this.source.addEventListener('comet-gap', (event) => {
-      try {
-        sub._deliver({ kind: 'gap', ...JSON.parse(event.data) }, true, this);
-      } catch {
-        // a malformed gap signal carries nothing to deliver
-      }
-    });
-    this.source.onopen = () => {
-      clearTimeout(this.timer);
-      this.failures = 0;
-      sub._opened(this);
-    };
-    this.source.onerror = () => {
-      if (!this.source) return;
-      if (this.source.readyState === EventSource.CLOSED) {
-        // The browser gave up (an error status or a wrong content type):
-        // another transport will see, and report, what the server says.
-        this.sub._unusable(this, 'the server refused the event stream');
-        return;
-      }
-      sub.stats.requests += 1;
-      if (++this.failures >= sub.options.failuresBeforeFallback) {
-        this.sub._unusable(this, `${this.failures} failed connections`);
-      }
-    };
-    this.timer = setTimeout(
-      () => this.sub._unusable(this, 'no answer in time'),
-      sub.options.openTimeout,
-    );
+    for (const type of sub._types) source.addEventListener(type, this.onMessage);
+    source.addEventListener('comet-gap', (event) => this.gap(event));
+    source.addEventListener('comet-heartbeat', (event) => this.heartbeat(event));
+    source.onopen = (event) => this.opened(event);
+    source.onerror = (event) => this.failedOrClosed(event);
+    this.awaitOpen();
+  }
+
+  awaitOpen() {
+    clearTimeout(this.attempt);
+    this.attempt = setTimeout(() => this.noAnswer(), this.sub.options.openTimeout);
+  }
+
+  opened(event) {
+    if (this.stopped) return;
+    if (event instanceof MessageEvent) return this.message(event); // a message of type 'open'
+    clearTimeout(this.attempt);
+    this.everOpened = true;
+    this.idle.start();
+    this.sub._opened(this);
+  }
+
+  failedOrClosed(event) {
+    if (this.stopped) return;
+    if (event instanceof MessageEvent) return this.message(event); // a message of type 'error'
+    this.idle.stop();
+    if (event.target.readyState === EventSource.CLOSED) {
+      this.refused();
+      return;
+    }
+    this.failed('connection lost', false);
+  }
+
+  // A connection failed or was dropped: it is retried (by a new
+  // EventSource when `reconnect`, otherwise by the browser) unless that
+  // keeps happening.
+  failed(reason, reconnect, error) {
+    const sub = this.sub;
+    sub._lost(this, reason);
+    if (this.stopped) return;
+    this.failures.add(error);
+    if (this.failures.tooMany()) {
+      sub._unusable(this, `${this.failures.counted} failed connections`);
+    } else if (reconnect) {
+      this.retryTimer = setTimeout(() => this.connect(), this.failures.delay());
+    } else {
+      sub.stats.requests += 1; // the browser's reconnection
+      this.awaitOpen();
+    }
+  }
+
+  // The first connection not answered in time points at a proxy that holds
+  // streams back; a later one, at an outage.
+  noAnswer() {
+    this.closeSource();
+    if (this.everOpened) {
+      this.failed('no answer in time', true);
+      return;
+    }
+    this.sub._lost(this, 'no answer in time');
+    this.sub._unusable(this, 'no answer in time');
+  }
+
+  silent() {
+    this.closeSource();
+    this.failed(`nothing received for ${this.sub.options.idleTimeout} ms`, true);
+  }
+
+  // The browser gave up (an error status, a wrong content type, a refused
+  // cross-origin answer): it does not say why, so a poll asks the server.
+  async refused() {
+    const sub = this.sub;
+    this.closeSource();
+    const verdict = await sub._ask();
+    if (this.stopped) return;
+    if (verdict && !isRetryable(verdict)) {
+      sub._fatal(this, verdict);
+    } else if (verdict) {
+      this.failed(verdict.message, true, verdict);
+    } else {
+      sub._lost(this, 'the server refused the event stream');
+      sub._unusable(this, 'the server refused the event stream');
+    }
   }
 
   listen(type) {
-    this.source?.addEventListener(type, this.onEvent);
+    this.source?.addEventListener(type, this.onMessage);
   }
 
-  event(event) {
-    this.failures = 0;
+  // Anything received shows the connection is alive.
+  alive() {
+    this.idle.touch();
+    this.failures.reset();
+  }
+
+  message(event) {
+    if (this.stopped) return;
+    this.alive();
     this.sub.stats.bytes += sseFrameLength(event.type, event.data, event.lastEventId);
     this.sub._deliver(
       {
@@ -371,55 +787,95 @@ class SseWorker {
     );
   }
 
-  stop() {
-    clearTimeout(this.timer);
+  gap(event) {
+    if (this.stopped) return;
+    this.alive();
+    this.sub.stats.bytes += sseFrameLength(event.type, event.data, '');
+    try {
+      this.sub._deliver({ kind: 'gap', ...JSON.parse(event.data) }, true, this);
+    } catch {
+      // a malformed gap signal carries nothing to deliver
+    }
+  }
+
+  heartbeat(event) {
+    if (this.stopped) return;
+    this.alive();
+    this.sub.stats.bytes += sseFrameLength(event.type, event.data, '');
+  }
+
+  closeSource() {
+    clearTimeout(this.attempt);
     this.source?.close();
     this.source = null;
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.idle.stop();
+    this.closeSource();
   }
 }
 
 // --- HTTP streaming (NDJSON): fetch streams, or XHR at readyState 3 -----
 class StreamWorker {
+  static available() {
+    return canFetchStream() || typeof XMLHttpRequest !== 'undefined';
+  }
+
   constructor(sub) {
     this.sub = sub;
     this.stopped = false;
-    this.failures = 0;
+    this.failures = new Failures(sub);
+    this.everReceived = false;
     this.abort = null;
+    this.xhr = null;
+    this.idle = new IdleWatch(sub.options.idleTimeout, () => this.silent());
   }
 
   start() {
-    if (!this.canFetchStream() && typeof XMLHttpRequest === 'undefined') {
+    if (!StreamWorker.available()) {
       this.sub._unusable(this, 'neither fetch streams nor XMLHttpRequest is available');
       return;
     }
     this.run();
   }
 
-  canFetchStream() {
-    return (
-      this.sub.options.streamVia !== 'xhr' &&
-      typeof fetch !== 'undefined' &&
-      typeof ReadableStream !== 'undefined' &&
-      typeof TextDecoder !== 'undefined'
-    );
+  viaFetchStreams() {
+    return this.sub.options.streamVia !== 'xhr' && canFetchStream();
   }
 
+  // One connection after another, from the cursor. Each ends as 'received'
+  // (it brought something, then ended), 'nothing', 'silent' (dropped after
+  // idleTimeout) or 'renew' (an XHR that grew too long).
   async run() {
     const sub = this.sub;
     while (!this.stopped) {
-      let received = false;
+      let end;
+      let failure = null;
       try {
-        received = this.canFetchStream() ? await this.viaFetch() : await this.viaXhr();
+        end = this.viaFetchStreams() ? await this.viaFetch() : await this.viaXhr();
       } catch (error) {
-        if (error instanceof FatalError) return sub._fail(error);
-        if (error.unusable) return sub._unusable(this, error.message);
+        if (this.stopped) return;
+        if (!isRetryable(error)) return sub._fatal(this, error);
+        if (error.unusable) {
+          sub._lost(this, error.message);
+          return sub._unusable(this, error.message);
+        }
+        end = 'nothing';
+        failure = error;
       }
       if (this.stopped) return;
-      this.failures = received ? 0 : this.failures + 1;
-      if (this.failures >= sub.options.failuresBeforeFallback) {
-        return sub._unusable(this, `${this.failures} connections without data`);
+      if (end === 'renew') continue;
+      sub._lost(this, end === 'silent' ? `nothing received for ${sub.options.idleTimeout} ms` : (failure?.message ?? 'connection lost'));
+      if (this.stopped) return;
+      if (end === 'received') this.failures.reset();
+      else this.failures.add(failure);
+      if (this.failures.tooMany()) {
+        return sub._unusable(this, `${this.failures.counted} connections without data`);
       }
-      await sleep(sub._retryDelay(Math.max(this.failures, 1)));
+      await sleep(this.failures.delay());
     }
   }
 
@@ -437,20 +893,41 @@ class StreamWorker {
     return rest;
   }
 
-  // Resolves with whether any message or heartbeat arrived.
+  // The first connection that brings no bytes in time points at a proxy
+  // that buffers streams; a later one, at an outage.
+  noBytes() {
+    if (this.everReceived) return 'nothing';
+    throw Object.assign(new Error('no bytes arrived: is a proxy buffering the stream?'), { unusable: true });
+  }
+
+  received(bytes) {
+    this.everReceived = true;
+    this.idle.touch();
+    this.sub.stats.bytes += bytes;
+  }
+
+  silent() {
+    this.wentSilent = true;
+    this.abort?.abort();
+    this.xhr?.abort();
+  }
+
   async viaFetch() {
     const sub = this.sub;
-    this.abort = new AbortController();
-    const firstBytes = setTimeout(() => this.abort.abort(new Error('no bytes in time')), sub.options.openTimeout);
+    const abort = new AbortController();
+    this.abort = abort;
+    this.wentSilent = false;
+    const firstBytes = setTimeout(() => abort.abort(), sub.options.openTimeout);
     sub.stats.requests += 1;
     let received = false;
     try {
-      const response = await fetch(sub._url('stream'), { cache: 'no-store', signal: this.abort.signal });
+      const response = await fetch(sub._url('stream'), { cache: 'no-store', signal: abort.signal });
       if (!response.ok) throw httpError(response.status, await response.text());
       if (!(response.headers.get('content-type') ?? '').startsWith('application/x-ndjson')) {
         throw Object.assign(new Error('not an NDJSON stream'), { unusable: true });
       }
       sub._opened(this);
+      this.idle.start();
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let pending = '';
@@ -459,18 +936,18 @@ class StreamWorker {
         if (done || this.stopped) break;
         if (!received) clearTimeout(firstBytes);
         received = true;
-        sub.stats.bytes += value.byteLength;
+        this.received(value.byteLength);
         pending = this.lines(pending, decoder.decode(value, { stream: true }));
       }
     } catch (error) {
-      if (error instanceof FatalError || error.unusable) throw error;
-      if (!received && this.abort.signal.aborted && !this.stopped) {
-        throw Object.assign(new Error('no bytes arrived: is a proxy buffering the stream?'), { unusable: true });
-      }
+      if (error instanceof HttpError || error.unusable) throw error;
+      if (!received && abort.signal.aborted && !this.stopped) return this.noBytes();
     } finally {
       clearTimeout(firstBytes);
+      this.idle.stop();
     }
-    return received;
+    if (this.wentSilent) return 'silent';
+    return received ? 'received' : 'nothing';
   }
 
   // XHR at readyState 3: the response grows; slice off what was read. A
@@ -478,15 +955,29 @@ class StreamWorker {
   // the cursor) once it holds a few MiB.
   viaXhr() {
     const sub = this.sub;
+    this.wentSilent = false;
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       this.xhr = xhr;
       let seen = 0;
       let pending = '';
       let received = false;
+      let renew = false;
+      const end = () => {
+        this.idle.stop();
+        if (this.wentSilent) resolve('silent');
+        else if (renew) resolve('renew');
+        else resolve(received ? 'received' : 'nothing');
+      };
       const firstBytes = setTimeout(() => {
+        xhr.onreadystatechange = null;
+        xhr.onabort = null;
         xhr.abort();
-        reject(Object.assign(new Error('no bytes arrived: is a proxy buffering the stream?'), { unusable: true }));
+        try {
+          resolve(this.noBytes());
+        } catch (error) {
+          reject(error);
+        }
       }, sub.options.openTimeout);
       const consume = () => {
         const text = xhr.responseText;
@@ -494,11 +985,12 @@ class StreamWorker {
           if (!received) {
             clearTimeout(firstBytes);
             sub._opened(this);
+            this.idle.start();
           }
           received = true;
           const piece = text.slice(seen);
           seen = text.length;
-          sub.stats.bytes += byteLength(piece);
+          this.received(byteLength(piece));
           try {
             pending = this.lines(pending, piece);
           } catch (error) {
@@ -506,7 +998,10 @@ class StreamWorker {
             reject(error);
             return;
           }
-          if (seen > 4 * 1024 * 1024) xhr.abort();
+          if (seen > 4 * 1024 * 1024) {
+            renew = true;
+            xhr.abort();
+          }
         }
       };
       xhr.onreadystatechange = () => {
@@ -517,12 +1012,12 @@ class StreamWorker {
         if (xhr.readyState === 4) {
           clearTimeout(firstBytes);
           if (xhr.status !== 200 && xhr.status !== 0) reject(httpError(xhr.status, xhr.responseText));
-          else resolve(received);
+          else end();
         }
       };
       xhr.onabort = () => {
         clearTimeout(firstBytes);
-        resolve(received);
+        end();
       };
       xhr.open('GET', sub._url('stream'));
       sub.stats.requests += 1;
@@ -532,18 +1027,29 @@ class StreamWorker {
 
   stop() {
     this.stopped = true;
+    this.idle.stop();
     this.abort?.abort();
     this.xhr?.abort();
   }
 }
 
+function canFetchStream() {
+  return typeof fetch !== 'undefined' && typeof ReadableStream !== 'undefined' && typeof TextDecoder !== 'undefined';
+}
+
 // --- Long polling and short polling -------------------------------------
 class PollWorker {
+  static available() {
+    return typeof fetch !== 'undefined';
+  }
+
   constructor(sub, wait) {
     this.sub = sub;
     this.wait = wait;
     this.stopped = false;
-    this.failures = 0;
+    this.failures = new Failures(sub);
+    this.cutShort = 0;
+    this.answered = false;
     this.abort = null;
   }
 
@@ -553,34 +1059,62 @@ class PollWorker {
 
   async run() {
     const sub = this.sub;
-    let first = true;
+    // Open once a poll is answered. A long poll is held until there is
+    // news, so the first one, and the first after a failure, is a short
+    // poll: the server's answer comes at once.
     while (!this.stopped) {
-      this.abort = new AbortController();
-      const limit = setTimeout(() => this.abort.abort(), (this.wait + sub.options.openTimeout / 1000) * 1000);
-      // A long poll is held until there is news: it counts as open once on
-      // its way (the cursor is fixed, so nothing published meanwhile is
-      // missed). A short poll is open once answered.
-      if (first && this.wait > 0) sub._opened(this);
+      const started = Date.now();
+      const wait = this.answered ? this.wait : 0;
+      let answer;
       try {
-        const answer = await sub._poll(this.wait, this.abort.signal);
-        if (this.stopped) return;
-        if (first && this.wait === 0) sub._opened(this);
-        first = false;
-        this.failures = 0;
-        sub._deliverAnswer(answer, this);
-        if (this.wait === 0 && answer.messages.length === 0) await sleep(sub.options.pollInterval);
+        answer = await this.poll(wait);
       } catch (error) {
         if (this.stopped) return;
-        if (error instanceof FatalError) return sub._fail(error);
-        this.failures += 1;
-        if (this.wait > 0 && this.failures >= sub.options.failuresBeforeFallback) {
-          return sub._unusable(this, `${this.failures} failed polls`);
+        if (!isRetryable(error)) return sub._fatal(this, error);
+        this.answered = false;
+        sub._lost(this, error.message);
+        if (this.stopped) return;
+        this.failures.add(error);
+        if (this.wait > 0 && this.failures.tooMany()) {
+          return sub._unusable(this, `${this.failures.counted} failed polls`);
         }
-        await sleep(sub._retryDelay(this.failures));
-      } finally {
-        clearTimeout(limit);
+        await sleep(this.failures.delay());
+        continue;
       }
+      if (this.stopped) return;
+      this.failures.reset();
+      this.answered = true;
+      sub._opened(this);
+      sub._deliverAnswer(answer, this);
+      await sleep(this.pause(answer, wait, Date.now() - started));
     }
+  }
+
+  // One poll, abandoned when not answered within its wait and openTimeout.
+  async poll(wait) {
+    this.abort = new AbortController();
+    const limit = setTimeout(() => this.abort.abort(), wait + this.sub.options.openTimeout);
+    try {
+      return await this.sub._poll(wait, this.abort.signal);
+    } finally {
+      clearTimeout(limit);
+    }
+  }
+
+  // The pause before the next poll. A short poll that brought nothing waits
+  // pollInterval (a long poll's worker goes on with a long poll at once). A
+  // long poll answered empty well before its wait (a proxy, or the
+  // server's cap, cutting it short) waits the retry delay, growing while it
+  // keeps happening; one that brought news or lasted goes again at once.
+  pause(answer, wait, elapsed) {
+    const news = answer.messages.length > 0 || (answer.gaps?.length ?? 0) > 0;
+    if (wait === 0) return news || this.wait > 0 ? 0 : this.sub.options.pollInterval;
+    if (news || elapsed >= wait / 2) {
+      this.cutShort = 0;
+      return 0;
+    }
+    this.cutShort += 1;
+    return this.sub._retryDelay(this.cutShort);
   }
 
   stop() {
@@ -589,30 +1123,101 @@ class PollWorker {
   }
 }
 
+class LongPollWorker extends PollWorker {
+  constructor(sub) {
+    super(sub, sub.options.longPollWait);
+  }
+}
+
+class ShortPollWorker extends PollWorker {
+  constructor(sub) {
+    super(sub, 0);
+  }
+}
+
 const WORKERS = {
   sse: SseWorker,
   stream: StreamWorker,
-  longpoll: class extends PollWorker {
-    constructor(sub) {
-      super(sub, sub.options.longPollWait);
-    }
-  },
-  poll: class extends PollWorker {
-    constructor(sub) {
-      super(sub, 0);
-    }
-  },
+  longpoll: LongPollWorker,
+  poll: ShortPollWorker,
 };
 
-/** Publishes `data` to `channel`; resolves with `{channel, id, subscribers}`. */
-export async function publish(channel, data, { server = '', event } = {}) {
+// --- Publishing --------------------------------------------------------------
+
+/** Publishes `data` to `channel`; resolves with `{channel, id, subscribers}`.
+ * A string is sent as it is; a plain JSON value (object, array, number,
+ * boolean, null) as its JSON text. Options: `server`, `event` (the type),
+ * `signal` (an AbortSignal), `timeout` (ms). Rejects with a TypeError for a
+ * channel name the server would refuse or data that is neither, with an
+ * HttpError when the server refuses (`status`, `code`), and with the
+ * signal's reason when aborted or timed out. */
+export async function publish(channel, data, { server = '', event, signal, timeout } = {}) {
+  if (typeof channel !== 'string' || !CHANNEL.test(channel)) {
+    throw new TypeError(`publish: ${JSON.stringify(channel)} is not a channel name (1 to 200 of A-Z a-z 0-9 _ - . : @ ~)`);
+  }
+  if (channel === '.' || channel === '..') {
+    // URLs drop such path segments: the request would go to another path.
+    throw new TypeError(`publish: the channel ${channel} cannot be named in a URL`);
+  }
+  const body = publishBody(data);
   const base = (server || globalThis.location?.origin || '').replace(/\/$/, '');
-  const query = event ? `?event=${encodeURIComponent(event)}` : '';
+  const query = event === undefined || event === null || event === '' ? '' : `?event=${encodeURIComponent(event)}`;
   const response = await fetch(`${base}/pub/${channel}${query}`, {
     method: 'POST',
-    body: typeof data === 'string' ? data : JSON.stringify(data),
+    body,
+    signal: requestSignal(signal, timeout),
   });
   const text = await response.text();
-  if (response.status !== 201) throw httpError(response.status, text);
+  if (!response.ok) throw httpError(response.status, text);
   return JSON.parse(text);
+}
+
+function publishBody(data) {
+  if (typeof data === 'string') return data;
+  if (!isJsonValue(data, new Set())) {
+    throw new TypeError(
+      'publish: data must be a string or a plain JSON value (object, array, finite number, boolean, null); encode other data as text first',
+    );
+  }
+  return JSON.stringify(data);
+}
+
+// Whether JSON.stringify gives exactly this value back when parsed: no
+// Blob, ArrayBuffer, Date, Map, class instance, function, NaN, undefined
+// (except as a property, which is left out) or cycle, at any depth.
+function isJsonValue(value, ancestors) {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return true;
+  if (typeof value === 'number') return Number.isFinite(value);
+  if (typeof value !== 'object' || ancestors.has(value)) return false;
+  const isArray = Array.isArray(value);
+  const prototype = Object.getPrototypeOf(value);
+  // A plain object's prototype is Object.prototype (of any realm), or null.
+  if (!isArray && prototype !== null && Object.getPrototypeOf(prototype) !== null) return false;
+  ancestors.add(value);
+  const ok = isArray
+    ? value.every((item) => isJsonValue(item, ancestors))
+    : Object.values(value).every((item) => item === undefined || isJsonValue(item, ancestors));
+  ancestors.delete(value);
+  return ok;
+}
+
+// The signal a request is aborted by: the caller's, a timeout, both, or none.
+function requestSignal(signal, timeout) {
+  const signals = signal ? [signal] : [];
+  if (timeout !== undefined) signals.push(timeoutSignal(timeout));
+  if (signals.length <= 1) return signals[0];
+  if (AbortSignal.any) return AbortSignal.any(signals);
+  const controller = new AbortController();
+  for (const each of signals) {
+    if (each.aborted) controller.abort(each.reason);
+    else each.addEventListener('abort', () => controller.abort(each.reason), { once: true });
+  }
+  return controller.signal;
+}
+
+function timeoutSignal(ms) {
+  if (AbortSignal.timeout) return AbortSignal.timeout(ms);
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(new DOMException('publish timed out', 'TimeoutError')), ms);
+  return controller.signal;
 }

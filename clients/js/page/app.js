@@ -18,7 +18,23 @@ for (const tab of document.querySelectorAll('.tab')) {
 }
 
 // ---- known channels, for the pickers ------------------------------------
-async function refreshChannels() {
+// Asked for at most once every few seconds: a request asked for sooner is
+// made when that time is up, so the list still catches up.
+const REFRESH_EVERY = 3000;
+let lastRefresh = -Infinity;
+let refreshTimer = null;
+
+function refreshChannels() {
+  if (refreshTimer !== null) return;
+  const wait = lastRefresh + REFRESH_EVERY - Date.now();
+  refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    lastRefresh = Date.now();
+    loadChannels();
+  }, Math.max(0, wait));
+}
+
+async function loadChannels() {
   try {
     const response = await fetch('/channels?limit=200', { cache: 'no-store' });
     if (!response.ok) return;
@@ -72,37 +88,52 @@ function showGap(event) {
   addLogEntry(item);
 }
 
+// `open`, `error` and `comet-…` are the subscription's own events, never
+// message types (the server refuses to publish them).
+function isMessageType(type) {
+  return type !== 'open' && type !== 'error' && !type.startsWith('comet-');
+}
+
 function listenTo(subscription, type) {
-  subscription.addEventListener(type, showMessage);
+  if (isMessageType(type)) subscription.addEventListener(type, showMessage);
+}
+
+function stopLive(text) {
+  live?.close();
+  live = null;
+  $('#subscribe-button').textContent = 'Subscribe';
+  $('#subscription-state').textContent = text;
+}
+
+function showState(subscription, transport = subscription.transport) {
+  const state = $('#subscription-state');
+  if (subscription.readyState === subscription.OPEN) state.textContent = `subscribed over ${transport}`;
+  else state.textContent = `connecting over ${transport}…`;
 }
 
 $('#subscribe-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const form = event.target;
-  const state = $('#subscription-state');
   if (live) {
-    live.close();
-    live = null;
-    $('#subscribe-button').textContent = 'Subscribe';
-    state.textContent = 'not subscribed';
+    stopLive('not subscribed');
     return;
   }
-  live = subscribe(form.channels.value, { transport: form.transport.value });
-  listenTo(live, 'message');
+  const subscription = subscribe(form.channels.value, { transport: form.transport.value });
+  live = subscription;
+  listenTo(subscription, 'message');
   for (const type of form.types.value.split(',').map((t) => t.trim()).filter(Boolean)) {
-    listenTo(live, type);
+    listenTo(subscription, type);
   }
-  live.addEventListener('gap', showGap);
-  live.addEventListener('transport', () => {
-    state.textContent = `connecting over ${live.transport}…`;
-  });
-  live.addEventListener('open', () => {
-    state.textContent = `subscribed over ${live.transport}`;
-  });
-  live.addEventListener('error', (error) => {
-    state.textContent = `stopped: ${error.message}`;
-    live = null;
-    $('#subscribe-button').textContent = 'Subscribe';
+  subscription.addEventListener('comet-gap', showGap);
+  subscription.addEventListener('comet-transport', (change) => showState(subscription, change.transport));
+  subscription.addEventListener('open', () => showState(subscription));
+  subscription.addEventListener('error', (error) => {
+    if (subscription !== live) return;
+    if (subscription.readyState === subscription.CLOSED) {
+      stopLive(`stopped: ${error.message}`);
+    } else {
+      $('#subscription-state').textContent = `reconnecting over ${subscription.transport ?? '…'} (${error.message})`;
+    }
   });
   $('#subscribe-button').textContent = 'Unsubscribe';
 });
@@ -118,9 +149,6 @@ $('#publish-form').addEventListener('submit', async (event) => {
     const answer = await publish(form.channel.value, form.data.value, { event: type || undefined });
     result.textContent = `published ${answer.id} (${answer.subscribers} subscriber${answer.subscribers === 1 ? '' : 's'})`;
     refreshChannels();
-for (const input of document.querySelectorAll('input[list="known-channels"]')) {
-  input.addEventListener('focus', refreshChannels);
-}
   } catch (error) {
     result.textContent = `not published: ${error.message}`;
   }

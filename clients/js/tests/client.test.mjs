@@ -1,7 +1,10 @@
 // comet.js in headless Chromium against the real server: every transport,
-// the fallback of 'auto', resume across a server restart, gaps, tab
-// sharing, and cross-origin pages allowed and refused.
+// the fallback of 'auto' and its climb back, resume across a server
+// restart, gaps, the subscription's own events kept apart from message
+// types, liveness of silent connections, long polls cut short, publish(),
+// tab sharing, and cross-origin pages allowed and refused.
 import assert from 'node:assert/strict';
+import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 
 import {
@@ -9,11 +12,14 @@ import {
   bufferingProxy,
   cometJs,
   dataDir,
+  eventually,
   launch,
   pageAt,
+  pageEventually,
   received,
   staticServer,
   subscribeIn,
+  withTimeout,
 } from './harness.mjs';
 
 let browser;
@@ -107,7 +113,7 @@ describe("transport 'auto'", () => {
     const proxy = await bufferingProxy(comet.base);
     try {
       const page = await pageAt(browser, `${proxy.origin}/healthz`);
-      await subscribeIn(page, 'news', { openTimeout: 1000, longPollWait: 1 });
+      await subscribeIn(page, 'news', { openTimeout: 1000, longPollWait: 1000 });
       const id = await comet.publish('news', 'through the proxy');
       assert.equal((await received(page, 1))[0].id, id);
       assert.deepEqual(await page.evaluate(() => window.transports), ['sse', 'stream', 'longpoll']);
@@ -214,8 +220,10 @@ describe('life cycle', () => {
       const page = await cometPage(comet);
       await subscribeIn(page, 'news', { transport: 'stream', since: 'not-an-id' }, { wait: false });
       await page.waitForFunction(() => window.errors.length === 1, null, { timeout: 20000 });
-      const [message] = await page.evaluate(() => window.errors);
-      assert.match(message, /invalid_cursor/);
+      const [error] = await page.evaluate(() => window.errors);
+      assert.match(error.message, /invalid_cursor/);
+      assert.equal(error.status, 400);
+      assert.equal(error.readyState, 2, 'CLOSED when the error is dispatched');
       assert.equal(await page.evaluate(() => window.sub.closed), true);
       await page.close();
     } finally {
@@ -278,15 +286,393 @@ describe('cross-origin pages', () => {
       const direct = await fetch(`${refusing.base}/poll/news`, { headers: { origin: pages.origin } });
       assert.equal(direct.status, 403);
       assert.equal((await direct.json()).error, 'origin_not_allowed');
-      await subscribeIn(refused, 'news', { server: refusing.base }, { wait: false });
-      await refusing.publish('news', 'not for them');
+
+      // The refused page and a same-origin control both resume from before
+      // the message: whatever the server lets through reaches them.
+      const before = await refusing.publish('news', 'before');
+      const control = await cometPage(refusing);
+      await subscribeIn(control, 'news', { since: before });
+      await subscribeIn(refused, 'news', { server: refusing.base, since: before, retry: 100, maxRetry: 200 }, { wait: false });
+      // The browser hides a refused cross-origin answer (no status reaches
+      // the page): to the client it is a connection that failed.
+      await pageEventually(refused, () => window.errors.length >= 1, null, 'the refused connection to fail');
+      const withheld = await refusing.publish('news', 'not for them');
+      assert.equal((await received(control, 1))[0].id, withheld, 'the control receives it');
+      // Asked again, from before the message, once it exists: still nothing.
+      const asked = await refused.evaluate(() => window.sub.stats.requests);
+      await pageEventually(refused, (n) => window.sub.stats.requests >= n + 2, asked, 'the refused page to ask again');
+      assert.deepEqual(await refused.evaluate(() => window.received), []);
       assert.equal(await refused.evaluate(() => window.sub.stats.messages), 0);
+      assert.equal(await refused.evaluate(() => window.sub.readyState), 0, 'never open: CONNECTING');
+      for (const error of await refused.evaluate(() => window.errors)) {
+        assert.deepEqual([error.readyState, error.status], [0, undefined], 'failed connections, retried');
+      }
       await page.close();
       await refused.close();
+      await control.close();
     } finally {
       await allowing.stop();
       await refusing.stop();
       pages.close();
+    }
+  });
+});
+
+describe('own events and message types', () => {
+  for (const [transport, expected] of [
+    ['auto', 'sse'],
+    ['stream', 'stream'],
+    ['longpoll', 'longpoll'],
+  ]) {
+    test(`${transport}: messages of types gap and transport are messages; a gap is comet-gap; error is refused`, async () => {
+      const comet = await Comet.start(['--memory', '--retention-messages', '2']);
+      try {
+        // History: the first two messages are trimmed away (a real gap),
+        // the last two have the types gap and transport.
+        const first = await comet.publish('news', 'trimmed 1');
+        await comet.publish('news', 'trimmed 2');
+        const ids = [await comet.publish('news', 'g1', 'gap'), await comet.publish('news', 't1', 'transport')];
+        const page = await cometPage(comet);
+        await subscribeIn(page, 'news', { transport, since: first }, { types: ['gap', 'transport', 'message'] });
+        ids.push(await comet.publish('news', 'g2', 'gap'));
+        // Reserved types are refused by the server: nothing reaches anyone.
+        for (const type of ['error', 'open', 'comet-gap', 'comet-transport']) {
+          const { status, body } = await comet.publishAnswer('news', `typed ${type}`, type);
+          assert.deepEqual([status, body.error], [400, 'reserved_event'], type);
+        }
+        ids.push(await comet.publish('news', 'last'));
+        // 'last' comes after everything else: once it is there, all is.
+        await page.waitForFunction(() => window.received.some((m) => m.data === 'last'), null, { timeout: 20000 });
+        assert.deepEqual(await page.evaluate(() => window.received), [
+          { type: 'gap', data: 'g1', id: ids[0], channel: 'news' },
+          { type: 'transport', data: 't1', id: ids[1], channel: 'news' },
+          { type: 'gap', data: 'g2', id: ids[2], channel: 'news' },
+          { type: 'message', data: 'last', id: ids[3], channel: 'news' },
+        ]);
+        assert.deepEqual(await page.evaluate(() => window.gaps), [{ channel: 'news', reason: 'trimmed' }]);
+        assert.deepEqual(await page.evaluate(() => window.transports), [expected]);
+        assert.deepEqual(await page.evaluate(() => [window.sub.transport, window.sub.readyState]), [expected, 1]);
+        assert.deepEqual(await page.evaluate(() => window.errors), [], 'no error event');
+        assert.deepEqual(page.problems, []);
+        await page.close();
+      } finally {
+        await comet.stop();
+      }
+    });
+  }
+});
+
+describe('liveness', () => {
+  for (const transport of ['sse', 'stream']) {
+    test(`${transport}: a connection that goes silent is dropped and resumed from the cursor`, async () => {
+      const comet = await Comet.start(['--memory', '--heartbeat', '200ms']);
+      try {
+        const page = await cometPage(comet);
+        await subscribeIn(page, 'news', { transport, idleTimeout: 1500, retry: 100 });
+        const ids = [await comet.publish('news', 'before')];
+        await received(page, 1);
+        const requests = await page.evaluate(() => window.sub.stats.requests);
+        // A stopped server keeps its sockets open: the connection is silent,
+        // not closed. Heartbeats every 200 ms stop; after 1.5 s of silence
+        // the client gives up on it.
+        comet.pause();
+        try {
+          await pageEventually(page, () => window.errors.length >= 1, null, 'the silent connection to be dropped');
+        } finally {
+          comet.resume();
+        }
+        ids.push(await comet.publish('news', 'after'));
+        assert.deepEqual((await received(page, 2)).map((m) => m.id), ids);
+        const errors = await page.evaluate(() => window.errors);
+        assert.equal(errors[0].readyState, 0, 'CONNECTING while it reconnects');
+        assert.match(errors[0].message, /nothing received for 1500 ms/);
+        await pageEventually(page, () => window.sub.readyState === 1, null, 'OPEN again');
+        assert.ok((await page.evaluate(() => window.sub.stats.requests)) > requests, 'over a new connection');
+        assert.deepEqual(await page.evaluate(() => window.transports), [transport]);
+        // Nothing twice: the next message is the third.
+        ids.push(await comet.publish('news', 'later'));
+        await page.waitForFunction(() => window.received.some((m) => m.data === 'later'), null, { timeout: 20000 });
+        assert.deepEqual((await page.evaluate(() => window.received)).map((m) => m.id), ids);
+        await page.close();
+      } finally {
+        await comet.stop();
+      }
+    });
+  }
+});
+
+describe("'auto' comes back up", () => {
+  // Short timeouts everywhere: a server that is down moves the subscription
+  // down to short polling within a few seconds.
+  const FAST = { retry: 100, maxRetry: 400, openTimeout: 1000, longPollWait: 1000, pollInterval: 200 };
+
+  async function movedDownToPolling(comet, page) {
+    await comet.stop('SIGKILL');
+    await pageEventually(page, () => window.sub.transport === 'poll', null, 'the subscription to move down to short polling');
+    await comet.startAgain();
+  }
+
+  test('after moving down, it climbs back to SSE every climbBackAfter, losing and repeating nothing', async () => {
+    const comet = await Comet.start(['--data-dir', dataDir(), '--sse-retry', '100ms']);
+    try {
+      const page = await cometPage(comet);
+      await subscribeIn(page, 'news', { ...FAST, climbBackAfter: 1000 });
+      const ids = [await comet.publish('news', 'one')];
+      await received(page, 1);
+      await movedDownToPolling(comet, page);
+      ids.push(await comet.publish('news', 'two'));
+      await pageEventually(
+        page,
+        () => window.sub.transport === 'sse' && window.sub.readyState === 1,
+        null,
+        'the subscription to be back on SSE',
+      );
+      ids.push(await comet.publish('news', 'three'));
+      await page.waitForFunction(() => window.received.some((m) => m.data === 'three'), null, { timeout: 20000 });
+      assert.deepEqual((await page.evaluate(() => window.received)).map((m) => m.id), ids, 'each once, in order');
+      assert.deepEqual(await page.evaluate(() => window.transports), ['sse', 'stream', 'longpoll', 'poll', 'sse']);
+      await comet.waitForMetric('comet_subscribers{transport="sse"} 1');
+      await page.close();
+    } finally {
+      await comet.stop();
+    }
+  });
+
+  test("after moving down, the browser's online event brings it back to SSE", async () => {
+    const comet = await Comet.start(['--data-dir', dataDir(), '--sse-retry', '100ms']);
+    const context = await browser.newContext();
+    try {
+      const page = await cometPage(comet, context);
+      await subscribeIn(page, 'news', { ...FAST, climbBackAfter: 600000 });
+      const ids = [await comet.publish('news', 'one')];
+      await received(page, 1);
+      await movedDownToPolling(comet, page);
+      ids.push(await comet.publish('news', 'two'));
+      await received(page, 2);
+      await context.setOffline(true);
+      await context.setOffline(false);
+      await pageEventually(page, () => window.sub.transport === 'sse', null, 'the subscription to be back on SSE');
+      ids.push(await comet.publish('news', 'three'));
+      await page.waitForFunction(() => window.received.some((m) => m.data === 'three'), null, { timeout: 20000 });
+      assert.deepEqual((await page.evaluate(() => window.received)).map((m) => m.id), ids, 'each once, in order');
+      await context.close();
+    } finally {
+      await comet.stop();
+    }
+  });
+
+  test('failures while the browser is offline do not move it down', async () => {
+    const comet = await Comet.start(['--data-dir', dataDir(), '--sse-retry', '100ms']);
+    const context = await browser.newContext();
+    try {
+      const page = await cometPage(comet, context);
+      await subscribeIn(page, 'news', FAST);
+      const ids = [await comet.publish('news', 'one')];
+      await received(page, 1);
+      const requests = await page.evaluate(() => window.sub.stats.requests);
+      await context.setOffline(true);
+      // The restart ends the open stream; every reconnection fails offline.
+      await comet.restart('SIGKILL');
+      ids.push(await comet.publish('news', 'while offline'));
+      await pageEventually(page, (n) => window.sub.stats.requests >= n + 6, requests, 'six attempts while offline');
+      assert.equal(await page.evaluate(() => window.sub.transport), 'sse', 'still on SSE while offline');
+      await context.setOffline(false);
+      ids.push(await comet.publish('news', 'back online'));
+      await page.waitForFunction(() => window.received.some((m) => m.data === 'back online'), null, { timeout: 20000 });
+      assert.deepEqual((await page.evaluate(() => window.received)).map((m) => m.id), ids, 'each once, in order');
+      assert.deepEqual(await page.evaluate(() => window.transports), ['sse']);
+      await context.close();
+    } finally {
+      await comet.stop();
+    }
+  });
+});
+
+describe('a full server', () => {
+  test("auto: 503 too_many_subscribers is retried on SSE, not a reason to move down", async () => {
+    const comet = await Comet.start(['--memory', '--max-subscribers', '1', '--heartbeat', '200ms']);
+    const holder = new AbortController();
+    try {
+      // One subscription fills the server.
+      const held = await fetch(`${comet.base}/stream/other`, { signal: holder.signal });
+      assert.equal(held.status, 200);
+      const since = await comet.publish('news', 'zero');
+      const page = await cometPage(comet);
+      await subscribeIn(page, 'news', { since, retry: 100, maxRetry: 300 }, { wait: false });
+      await pageEventually(page, () => window.sub.stats.requests >= 8, null, 'refused attempts');
+      assert.equal(await page.evaluate(() => window.sub.transport), 'sse', 'still on SSE');
+      assert.equal(await page.evaluate(() => window.sub.readyState), 0, 'CONNECTING meanwhile');
+      holder.abort();
+      await pageEventually(page, () => window.sub.readyState === 1, null, 'open once there is room');
+      const id = await comet.publish('news', 'one');
+      assert.equal((await received(page, 1))[0].id, id);
+      assert.deepEqual(await page.evaluate(() => window.transports), ['sse']);
+      const errors = await page.evaluate(() => window.errors);
+      assert.ok(errors.length >= 3, `${errors.length} error events`);
+      for (const error of errors) assert.deepEqual([error.readyState, error.status], [0, undefined], error.message);
+      assert.match(errors[0].message, /too_many_subscribers/);
+      await page.close();
+    } finally {
+      holder.abort();
+      await comet.stop();
+    }
+  });
+});
+
+describe('long polling', () => {
+  test("polls cut short by the server's --max-wait back off instead of looping", async () => {
+    const comet = await Comet.start(['--memory', '--max-wait', '100ms']);
+    try {
+      const page = await cometPage(comet);
+      await subscribeIn(page, 'news', { transport: 'longpoll' });
+      const start = await page.evaluate(() => window.sub.stats.requests);
+      // Measured over 3 s: without backing off, a poll every 100 ms is ~30.
+      await delay(3000);
+      const made = (await page.evaluate(() => window.sub.stats.requests)) - start;
+      assert.ok(made >= 1 && made <= 5, `${made} requests in 3 s`);
+      const id = await comet.publish('news', 'still delivered');
+      assert.equal((await received(page, 1))[0].id, id);
+      await page.close();
+    } finally {
+      await comet.stop();
+    }
+  });
+
+  test('longPollWait is in milliseconds (the wait= query, in seconds)', async () => {
+    const comet = await Comet.start(['--memory']);
+    try {
+      const page = await cometPage(comet);
+      const waits = [];
+      page.on('request', (request) => {
+        const wait = new URL(request.url()).searchParams.get('wait');
+        if (wait !== null) waits.push(wait);
+      });
+      await subscribeIn(page, 'news', { transport: 'longpoll', longPollWait: 2000 });
+      await eventually(() => waits.length > 0, 'a long poll');
+      assert.deepEqual(waits, ['2']);
+      await page.close();
+    } finally {
+      await comet.stop();
+    }
+  });
+});
+
+describe('publish()', () => {
+  test('checks channel names and data, encodes the type, and reports HTTP errors with HttpError', async () => {
+    const comet = await Comet.start(['--memory']);
+    try {
+      const page = await cometPage(comet);
+      const outcome = await page.evaluate(async () => {
+        const comet = await import('/comet.js');
+        const attempt = async (channel, data, options) => {
+          try {
+            await comet.publish(channel, data, options);
+            return 'sent';
+          } catch (error) {
+            return error.name;
+          }
+        };
+        const names = {};
+        for (const name of ['a?event=x', '', 'x'.repeat(201), 'a/b', 'a b', 'é', 'a,b', '..', 'x'.repeat(200), 'A-z_0.9:@~']) {
+          names[name.length > 20 ? `${name.length} bytes` : name] = await attempt(name, 'n');
+        }
+        names['(a number)'] = await attempt(42, 'n');
+        const data = {};
+        for (const [label, value] of [
+          ['a Blob', new Blob(['x'])],
+          ['an ArrayBuffer', new ArrayBuffer(4)],
+          ['a Uint8Array', new Uint8Array(4)],
+          ['a Date', new Date(0)],
+          ['a Map', new Map()],
+          ['undefined', undefined],
+          ['NaN', NaN],
+          ['a function', () => 1],
+          ['a Blob inside', { file: new Blob(['x']) }],
+          ['a class instance', new (class Point {})()],
+        ]) {
+          data[label] = await attempt('data', value);
+        }
+        let refusal = null;
+        try {
+          await comet.publish('news', 'x', { event: 'error' });
+        } catch (error) {
+          refusal = {
+            isHttpError: typeof comet.HttpError === 'function' && error instanceof comet.HttpError,
+            status: error.status,
+            code: error.code,
+            retryable: error.retryable,
+          };
+        }
+        const aborted = new AbortController();
+        aborted.abort();
+        const abort = await attempt('data', 'x', { signal: aborted.signal });
+        for (const value of ['{"as": "is"}', { a: [1, 'two', null, { b: true }], skipped: undefined }, [1, 2], 3.5, false, null]) {
+          await comet.publish('data', value);
+        }
+        await comet.publish('types', 'x', { event: 'a b&c=d' });
+        return { names, data, refusal, abort };
+      });
+      assert.deepEqual(outcome.names, {
+        'a?event=x': 'TypeError',
+        '': 'TypeError',
+        '201 bytes': 'TypeError',
+        'a/b': 'TypeError',
+        'a b': 'TypeError',
+        é: 'TypeError',
+        'a,b': 'TypeError',
+        '..': 'TypeError',
+        '200 bytes': 'sent',
+        'A-z_0.9:@~': 'sent',
+        '(a number)': 'TypeError',
+      });
+      for (const [label, result] of Object.entries(outcome.data)) assert.equal(result, 'TypeError', label);
+      assert.deepEqual(outcome.refusal, { isHttpError: true, status: 400, code: 'reserved_event', retryable: false });
+      assert.equal(outcome.abort, 'AbortError');
+      // Nothing refused reached the server: no channel `a`, and `data` holds
+      // exactly what was sent as it should be.
+      assert.equal((await fetch(`${comet.base}/channels/a`)).status, 404, 'no message was published to `a`');
+      const stored = await (await fetch(`${comet.base}/poll/data?backlog=100`)).json();
+      assert.deepEqual(
+        stored.messages.map((m) => m.data),
+        ['{"as": "is"}', '{"a":[1,"two",null,{"b":true}]}', '[1,2]', '3.5', 'false', 'null'],
+      );
+      const types = await (await fetch(`${comet.base}/poll/types?backlog=1`)).json();
+      assert.equal(types.messages[0].event, 'a b&c=d');
+      await page.close();
+    } finally {
+      await comet.stop();
+    }
+  });
+
+  test('gives up after its timeout', async () => {
+    const comet = await Comet.start(['--memory']);
+    try {
+      const page = await cometPage(comet);
+      await page.evaluate(() => import('/comet.js'));
+      comet.pause();
+      try {
+        const outcome = await withTimeout(
+          page.evaluate(async () => {
+            const { publish } = await import('/comet.js');
+            const started = performance.now();
+            try {
+              await publish('slow', 'x', { timeout: 300 });
+              return { result: 'sent' };
+            } catch (error) {
+              return { result: error.name, ms: performance.now() - started };
+            }
+          }),
+          'the publish to time out',
+          5000,
+        );
+        assert.equal(outcome.result, 'TimeoutError');
+        assert.ok(outcome.ms >= 250 && outcome.ms < 3000, `gave up after ${outcome.ms} ms`);
+      } finally {
+        comet.resume();
+      }
+      await page.close();
+    } finally {
+      await comet.stop();
     }
   });
 });

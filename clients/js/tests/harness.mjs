@@ -1,6 +1,16 @@
 // What the browser tests share: the real comet binary, headless Chromium
 // (Debian's, driven by playwright-core), a bare static server for pages of
 // another origin, and small waits that fail loudly instead of hanging.
+//
+// Development switches (off in CI, which runs against the binary built from
+// the same tree, whose /comet.js and page are compiled into it):
+//   COMET_JS_FILE=clients/js/comet.js   every page the harness opens gets its
+//     /comet.js answered from this file on disk instead of the binary's copy,
+//     so the client can be iterated on without rebuilding the server;
+//   COMET_PAGE_DIR=clients/js/page      the same for the built-in page
+//     (/, /app.js, /style.css, /favicon.ico).
+// The answer keeps the server's status and headers (CORS included); only
+// the body is replaced (Playwright's page.route, route.fetch, route.fulfill).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -15,6 +25,21 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const root = resolve(here, '../../..');
 const binary = process.env.COMET_BIN ?? join(root, 'target/debug/comet');
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+// Paths answered from disk when a development switch is set (see above).
+const devFiles = new Map();
+if (process.env.COMET_JS_FILE) devFiles.set('/comet.js', resolve(process.env.COMET_JS_FILE));
+if (process.env.COMET_PAGE_DIR) {
+  const dir = resolve(process.env.COMET_PAGE_DIR);
+  for (const [path, file] of [
+    ['/', 'index.html'],
+    ['/app.js', 'app.js'],
+    ['/style.css', 'style.css'],
+    ['/favicon.ico', 'favicon.svg'],
+  ]) {
+    devFiles.set(path, join(dir, file));
+  }
+}
 
 /** A running `comet serve`. */
 export class Comet {
@@ -42,21 +67,43 @@ export class Comet {
   /** Kills the server (SIGKILL by default) and starts it again on the same port. */
   async restart(signal = 'SIGKILL') {
     await this.stop(signal);
+    await this.startAgain();
+  }
+
+  /** Starts the server again on the same port, after `stop`. */
+  async startAgain() {
     await this.#spawn(this.address);
   }
 
   async stop(signal = 'SIGTERM') {
     if (this.process.exitCode !== null || this.process.signalCode !== null) return;
     const exited = once(this.process, 'exit');
+    this.resume(); // a stopped process would not act on the signal
     this.process.kill(signal);
     await exited;
   }
 
+  /** Freezes the server (SIGSTOP): its sockets stay open, nothing is answered. */
+  pause() {
+    this.process.kill('SIGSTOP');
+  }
+
+  /** Lets a paused server run again (SIGCONT). */
+  resume() {
+    this.process.kill('SIGCONT');
+  }
+
   async publish(channel, data, event) {
+    const { status, body } = await this.publishAnswer(channel, data, event);
+    if (status !== 201) throw new Error(`publish answered ${status}: ${JSON.stringify(body)}`);
+    return body.id;
+  }
+
+  /** Publishes and returns the answer, whatever its status: `{status, body}`. */
+  async publishAnswer(channel, data, event) {
     const query = event ? `?event=${encodeURIComponent(event)}` : '';
     const response = await fetch(`${this.base}/pub/${channel}${query}`, { method: 'POST', body: data });
-    if (response.status !== 201) throw new Error(`publish answered ${response.status}: ${await response.text()}`);
-    return (await response.json()).id;
+    return { status: response.status, body: await response.json() };
   }
 
   async metric(line) {
@@ -83,9 +130,27 @@ export async function launch() {
   });
 }
 
+/** A new page of `context` (a browser or a browser context), with the
+ * development switches applied. */
+export async function openPage(context) {
+  const page = await context.newPage();
+  if (devFiles.size > 0) {
+    await page.route(
+      (url) => devFiles.has(url.pathname),
+      async (route) => {
+        const response = await route.fetch();
+        const file = devFiles.get(new URL(route.request().url()).pathname);
+        const { 'content-length': _, ...headers } = response.headers();
+        await route.fulfill({ response, headers, body: readFileSync(file) });
+      },
+    );
+  }
+  return page;
+}
+
 /** A page on `origin`, with the console and page errors collected. */
 export async function pageAt(context, url) {
-  const page = await context.newPage();
+  const page = await openPage(context);
   page.problems = [];
   page.on('console', (message) => {
     if (message.type() === 'error') page.problems.push(`console error: ${message.text()}`);
@@ -97,8 +162,10 @@ export async function pageAt(context, url) {
 
 /**
  * Subscribes in `page` with comet.js (imported from `module`) and records
- * what arrives in `window.received`, `window.gaps`, `window.transports`.
- * Resolves once the subscription is open.
+ * what arrives in `window.received` (messages of `types`), `window.gaps`
+ * (`comet-gap`), `window.transports` (`comet-transport`) and `window.errors`
+ * (`error`: `{message, status, readyState}`). Resolves once the
+ * subscription is open.
  */
 export async function subscribeIn(page, channels, options = {}, { types = ['message'], module = '/comet.js', wait = true } = {}) {
   await page.evaluate(
@@ -115,9 +182,11 @@ export async function subscribeIn(page, channels, options = {}, { types = ['mess
           window.received.push({ type: e.type, data: e.data, id: e.lastEventId, channel: e.channel }),
         );
       }
-      sub.addEventListener('gap', (e) => window.gaps.push({ channel: e.channel, reason: e.reason }));
-      sub.addEventListener('transport', () => window.transports.push(sub.transport));
-      sub.addEventListener('error', (e) => window.errors.push(e.message));
+      sub.addEventListener('comet-gap', (e) => window.gaps.push({ channel: e.channel, reason: e.reason }));
+      sub.addEventListener('comet-transport', (e) => window.transports.push(e.transport));
+      sub.addEventListener('error', (e) =>
+        window.errors.push({ message: e.message, status: e.status, readyState: sub.readyState }),
+      );
       if (wait) await new Promise((resolve) => sub.addEventListener('open', resolve, { once: true }));
     },
     { channels, options, types, module, wait },
@@ -128,6 +197,15 @@ export async function subscribeIn(page, channels, options = {}, { types = ['mess
 export async function received(page, count) {
   await page.waitForFunction((n) => window.received.length >= n, count, { timeout: 20000 });
   return page.evaluate(() => window.received);
+}
+
+/** Waits until `predicate` (run in `page`, with `arg`) is true. */
+export async function pageEventually(page, predicate, arg, what) {
+  try {
+    await page.waitForFunction(predicate, arg, { timeout: 20000, polling: 25 });
+  } catch (error) {
+    throw new Error(`timed out waiting for ${what}: ${error.message.split('\n')[0]}`);
+  }
 }
 
 /** A static server for pages of another origin: `files` maps paths to [type, body]. */
@@ -189,7 +267,8 @@ export async function bufferingProxy(target) {
   };
 }
 
-export const cometJs = () => readFileSync(join(root, 'clients/js/comet.js'), 'utf8');
+/** The client's source (from COMET_JS_FILE when set), for pages of other origins. */
+export const cometJs = () => readFileSync(devFiles.get('/comet.js') ?? join(root, 'clients/js/comet.js'), 'utf8');
 
 /** Resolves `promise`, or fails after 20 s naming `what`. */
 export async function withTimeout(promise, what, ms = 20000) {
@@ -204,9 +283,9 @@ export async function withTimeout(promise, what, ms = 20000) {
   }
 }
 
-/** Polls `check` until it returns true; fails after 20 s. */
-export async function eventually(check, what) {
-  const deadline = Date.now() + 20000;
+/** Polls `check` until it returns true; fails after `ms` (20 s). */
+export async function eventually(check, what, ms = 20000) {
+  const deadline = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 25));

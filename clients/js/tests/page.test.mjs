@@ -1,13 +1,15 @@
 // The built-in page at / in headless Chromium: it renders, subscribes,
-// publishes and shows what arrives; the comparison view runs all four
-// transports side by side; it fits a phone; and it logs no errors.
-// Screenshots are saved under target/browser/ with the test output.
+// publishes and shows what arrives; it shows a lost connection as such and
+// stops on a refusal; it asks for the channel list sparingly; the
+// comparison view runs all four transports side by side; it fits a phone;
+// and it logs no errors. Screenshots are saved under target/browser/ with
+// the test output.
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { Comet, launch, pageAt, root } from './harness.mjs';
+import { Comet, dataDir, eventually, launch, openPage, pageAt, root } from './harness.mjs';
 
 const shots = join(root, 'target/browser');
 let browser;
@@ -29,7 +31,8 @@ test('the live view subscribes, publishes and shows messages as they arrive', as
   await page.fill('#subscribe-form input[name=channels]', 'news,sport');
   await page.fill('#subscribe-form input[name=types]', 'score');
   await page.click('#subscribe-button');
-  await page.waitForFunction(() => document.querySelector('#subscription-state').textContent.startsWith('subscribed'));
+  // The transport, as the subscription's comet-transport event names it.
+  await page.waitForFunction(() => document.querySelector('#subscription-state').textContent === 'subscribed over sse');
 
   // From the page's own form…
   await page.fill('#publish-form input[name=channel]', 'news');
@@ -119,9 +122,80 @@ test('the page fits a phone-sized window', async () => {
   await context.close();
 });
 
+test('a lost connection shows as reconnecting and comes back; a refusal stops the subscription', async () => {
+  const own = await Comet.start(['--data-dir', dataDir(), '--sse-retry', '100ms']);
+  try {
+    const context = await browser.newContext();
+    const page = await pageAt(context, `${own.base}/`);
+    const state = () => page.$eval('#subscription-state', (output) => output.textContent);
+    const button = () => page.$eval('#subscribe-button', (button) => button.textContent);
+    await page.click('#subscribe-button');
+    await page.waitForFunction(() => document.querySelector('#subscription-state').textContent === 'subscribed over sse');
+
+    await own.stop('SIGKILL');
+    await page.waitForFunction(() => document.querySelector('#subscription-state').textContent.startsWith('reconnecting over'));
+    assert.equal(await button(), 'Unsubscribe', 'still subscribed');
+    await own.startAgain();
+    await page.waitForFunction(() => document.querySelector('#subscription-state').textContent.startsWith('subscribed over'));
+    await own.publish('news', 'after the outage');
+    await own.publish('news', 'and another');
+    await page.waitForFunction(() => document.querySelectorAll('#log li').length >= 2);
+    assert.deepEqual(await page.$$eval('#log pre', (items) => items.map((item) => item.textContent)), ['and another', 'after the outage']);
+
+    // 33 channels are more than the server takes: a 400, for good.
+    await page.click('#subscribe-button');
+    assert.equal(await state(), 'not subscribed');
+    const many = Array.from({ length: 33 }, (_, index) => `c${index}`).join(',');
+    await page.fill('#subscribe-form input[name=channels]', many);
+    await page.click('#subscribe-button');
+    await page.waitForFunction(() => document.querySelector('#subscription-state').textContent.startsWith('stopped:'));
+    assert.match(await state(), /too_many_channels/);
+    assert.equal(await button(), 'Subscribe');
+    // Subscribing again works, and each message shows once.
+    await page.fill('#subscribe-form input[name=channels]', 'news');
+    await page.click('#subscribe-button');
+    await page.waitForFunction(() => document.querySelector('#subscription-state').textContent.startsWith('subscribed over'));
+    await own.publish('news', 'once');
+    await page.waitForFunction(() => document.querySelectorAll('#log li').length >= 3);
+    await own.publish('news', 'and once more');
+    await page.waitForFunction(() => document.querySelectorAll('#log li').length >= 4);
+    assert.deepEqual(await page.$$eval('#log pre', (items) => items.map((item) => item.textContent)), [
+      'and once more',
+      'once',
+      'and another',
+      'after the outage',
+    ]);
+    await context.close();
+  } finally {
+    await own.stop();
+  }
+});
+
+test('the channel list is asked for at most once every few seconds, and catches up', async () => {
+  const context = await browser.newContext();
+  const page = await openPage(context);
+  const asked = [];
+  page.on('request', (request) => {
+    if (new URL(request.url()).pathname === '/channels') asked.push(Date.now());
+  });
+  await page.goto(`${comet.base}/`);
+  await eventually(() => asked.length >= 1, 'the list asked for at start');
+  await comet.publish('fresh-channel', 'x');
+  for (let round = 0; round < 10; round += 1) {
+    await page.focus('#publish-form input[name=channel]');
+    await page.focus('#publish-form textarea');
+  }
+  await page.waitForFunction(() => document.querySelector('#known-channels option[value="fresh-channel"]'), null, {
+    timeout: 20000,
+  });
+  assert.equal(asked.length, 2, 'ten focuses ask once more');
+  assert.ok(asked[1] - asked[0] >= 2900, `${asked[1] - asked[0]} ms apart`);
+  await context.close();
+});
+
 test('the page needs nothing from elsewhere', async () => {
   const context = await browser.newContext();
-  const page = await context.newPage();
+  const page = await openPage(context);
   const foreign = [];
   page.on('request', (request) => {
     if (!request.url().startsWith(comet.base) && !request.url().startsWith('data:')) foreign.push(request.url());

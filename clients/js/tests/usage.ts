@@ -1,12 +1,15 @@
 // Type-checked by the test suite (tsc --noEmit): the declarations in
 // comet.d.ts describe the client as documented.
-import { publish, subscribe, type CometMessageEvent, type Subscription } from '../comet.js';
+import { HttpError, publish, subscribe, Subscription, type CometMessageEvent } from '../comet.js';
 
 const sub: Subscription = subscribe('news,sport', {
   server: 'https://push.example.com',
   transport: 'auto',
   backlog: 10,
   share: true,
+  longPollWait: 25000,
+  idleTimeout: 45000,
+  climbBackAfter: 60000,
 });
 sub.addEventListener('message', (event) => {
   const data: string = event.data;
@@ -15,17 +18,35 @@ sub.addEventListener('message', (event) => {
   console.log(data, id, channel);
 });
 sub.addEventListener('my-type', (event: CometMessageEvent) => console.log(event.channel));
-sub.addEventListener('gap', (event) => {
+// Messages published with the types `gap` and `transport` are messages like any other.
+sub.addEventListener('gap', (event: CometMessageEvent) => console.log(event.data));
+sub.addEventListener('comet-gap', (event) => {
   const reason: 'trimmed' | 'reset' = event.reason;
   console.log(event.channel, reason);
 });
-sub.addEventListener('transport', (event) => console.log(event.transport));
-sub.addEventListener('error', (event) => console.log(event.message, event.status));
+sub.addEventListener('comet-transport', (event) => console.log(event.transport));
+sub.addEventListener('error', (event) => console.log(event.message, event.status, event.code));
 const transport: 'sse' | 'stream' | 'longpoll' | 'poll' | null = sub.transport;
-const { requests, bytes, messages } = sub.stats;
-console.log(transport, requests, bytes, messages, sub.cursor);
+const { requests, bytes, messages, skipped } = sub.stats;
+console.log(transport, requests, bytes, messages, skipped, sub.cursor);
 sub.close();
+
+// Code written for EventSource.
+const connect = subscribe('news');
+connect.onopen = () => console.log('open', connect.url, connect.withCredentials);
+connect.onmessage = (event) => console.log(event.data, event.lastEventId);
+connect.onerror = () => {
+  if (connect.readyState === connect.CLOSED) console.log('gave up');
+  else if (connect.readyState === Subscription.CONNECTING) console.log('reconnecting');
+};
+connect.onmessage = null;
+const state: number = connect.readyState;
+console.log(state, EventSource.OPEN === Subscription.OPEN);
+connect.close();
 
 subscribe(['a', 'b'], { transport: 'stream', streamVia: 'xhr', since: 'k3x9q2mf-7/a' });
 const answer: Promise<{ channel: string; id: string; subscribers: number }> = publish('news', { hello: 1 }, { event: 'update' });
 void answer;
+publish('news', 'text', { timeout: 5000, signal: new AbortController().signal }).catch((error: unknown) => {
+  if (error instanceof HttpError) console.log(error.status, error.code, error.retryable);
+});
