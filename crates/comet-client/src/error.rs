@@ -5,10 +5,10 @@ use std::time::Duration;
 use comet_protocol::sse::ParseError;
 
 /// What can go wrong. Errors ending a subscription are the ones retrying
-/// cannot fix (a status that is neither 200 nor [transient](is_transient),
-/// a wrong content type, a stream beyond the size limits); a server that
-/// is down, overloaded or behind a proxy that failed, or a dropped
-/// connection, is retried, not reported.
+/// cannot fix (a status that is neither 200 nor transient: 408, 429, 500,
+/// 502, 503 or 504; a wrong content type; a stream beyond the size
+/// limits); a server that is down, overloaded or behind a proxy that
+/// failed, or a dropped connection, is retried, not reported.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The URL is not usable.

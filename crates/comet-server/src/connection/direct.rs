@@ -4,16 +4,16 @@
 //! Publishing, polling and opening streams are nearly all a push server
 //! does, and through hyper and the router each request pays for generic
 //! machinery (buffers, a boxed service call, header maps built twice). So
-//! each connection starts here: request heads are read by `head`, and a
-//! plain `POST /pub/{channel}`, `GET /poll/{channels}`, `GET /sse/{channels}`
-//! or `GET /stream/{channels}` is answered directly, calling the same
-//! functions the router's handlers call, on a keep-alive loop. Streams
-//! continue in `crate::transport::socket`; a long poll that has to wait
-//! parks with its socket (`super::parked`).
+//! each connection starts here, on a keep-alive loop of three steps: the
+//! request head is read (`super::head`) and routed (`super::request`); the
+//! route's handler here (`open_stream`, `poll`, `publish`) serves it,
+//! calling the same functions the router's handlers call; the answer is
+//! written. Streams continue in `crate::transport::socket`; a long poll
+//! that has to wait parks with its socket (`super::parked`). A new route
+//! is a `Route` variant and a handler.
 //!
-//! The first request that is anything else (another route or method,
-//! HTTP/1.0, a chunked or oversized body, `Expect`, an upgrade, a
-//! percent-encoded path, a foreign origin the policy refuses) hands the
+//! The first request that is anything else (see `super::request`, or an
+//! oversized body, or a foreign origin the policy refuses) hands the
 //! connection, with everything read and not yet answered, to hyper for the
 //! rest of its life; the router answers it exactly as it always did. A
 //! stream whose subscription is refused is handed over the same way, so the
@@ -23,12 +23,13 @@
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::head;
 use super::parked::{self, PollRequest, Polled};
+use super::request::{Request, Route};
 use crate::AppState;
 use crate::cors::{self, Verdict};
 use crate::error::ApiError;
@@ -51,261 +52,275 @@ pub(crate) enum Outcome {
     Router(TcpStream, BytesMut),
 }
 
-/// The routes served here.
-enum Route {
-    Stream(Framing),
-    Poll,
-    Publish { length: usize },
+/// What a route's handler leaves the connection loop to do.
+enum Handled {
+    /// Write this answer, then read the next request.
+    Answer(TcpStream, Answer),
+    /// The answer is out: read the next request.
+    Continue(TcpStream),
+    /// The connection goes elsewhere, or ends.
+    End(Outcome),
 }
 
-/// A request served here.
-struct Request {
-    route: Route,
-    /// The route's one path segment: the channel or channel list.
-    target: String,
-    query: Option<String>,
-    headers: HeaderMap,
+/// An answer to write: a status and a JSON body (or an error).
+struct Answer {
+    status: StatusCode,
+    body: Result<Bytes, ApiError>,
+    cache_control: &'static str,
+}
+
+/// A request of the direct path, its head read and its origin allowed.
+struct Served {
+    request: Request,
+    /// The head's length in the connection's buffer.
+    head_length: usize,
+    /// `Access-Control-Allow-Origin` for a page of another origin.
     allow_origin: Option<HeaderValue>,
-    keep_alive: bool,
 }
 
-/// Serves `stream` until it closes or needs the router.
+/// Serves `stream` until it closes or needs the router: reads each request
+/// head, routes it (`super::request`), hands it to its route's handler, and
+/// writes the answer.
 pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
-    let config = &state.config;
     let mut buffer = BytesMut::new();
     loop {
-        if buffer.is_empty() && buffer.capacity() > 0 {
-            // Nothing of the next request yet: hold no buffer while idle.
-            buffer = BytesMut::new();
-        }
-        let reading = head::read(
-            &mut stream,
-            &mut buffer,
-            config.header_read_timeout,
-            config.max_head_bytes,
-            |parsed, length| (length, Request::from_parsed(parsed, state)),
-        );
-        let read = tokio::select! {
-            read = reading => read,
-            () = state.shutdown.cancelled() => return Outcome::Done,
+        let served = match next_request(&mut stream, &mut buffer, state).await {
+            Ok(Some(served)) => served,
+            Ok(None) => return Outcome::Router(stream, buffer),
+            Err(outcome) => return outcome.with(stream),
         };
-        let (head_length, request) = match read {
-            Ok(Ok(head)) => head,
-            Ok(Err(why)) => {
-                state.metrics.closed(why.into());
-                return Outcome::Done;
-            }
-            Err(error) => {
-                let (refusal, api_error) = error.answer(config);
-                state.metrics.refused(refusal);
-                return Outcome::Refused(stream, api_error);
-            }
-        };
-        let Some(request) = request else {
-            return Outcome::Router(stream, buffer);
-        };
-        let (status, body, cache_control) = match request.route {
+        let handled = match served.request.route {
             Route::Stream(framing) => {
-                let opened = Box::pin(Live::open(
-                    state.clone(),
-                    &request.target,
-                    request.query.as_deref(),
-                    &request.headers,
-                    framing,
-                ))
-                .await;
-                let Ok(live) = opened else {
-                    return Outcome::Router(stream, buffer);
-                };
-                let response_head = socket::response_head(framing, request.allow_origin.as_ref());
-                return Outcome::Stream(stream, live, response_head);
+                open_stream(stream, &mut buffer, &served, framing, state).await
             }
-            Route::Poll => {
-                buffer.advance(head_length);
-                let polling = Box::pin(parked::poll(
-                    state,
-                    PollRequest {
-                        target: &request.target,
-                        query: request.query.as_deref(),
-                        headers: &request.headers,
-                        allow_origin: request.allow_origin.as_ref(),
-                        keep_alive: request.keep_alive,
-                    },
-                    stream,
-                ));
-                let (returned, polled) = polling.await;
+            Route::Poll => poll(stream, &mut buffer, &served, state).await,
+            Route::Publish => publish(stream, &mut buffer, &served, state).await,
+        };
+        let answer = match handled {
+            Handled::Answer(returned, answer) => {
                 stream = returned;
-                match polled {
-                    Polled::Answer(answer) => (StatusCode::OK, answer, socket::NO_STORE),
-                    Polled::Failed => return Outcome::Done,
-                    Polled::Sent { unsent } => {
-                        let sent =
-                            socket::send(&stream, &[], &[unsent], b"", config.write_timeout, state)
-                                .await;
-                        if sent.is_err() || !request.keep_alive || state.shutdown.is_cancelled() {
-                            return Outcome::Done;
-                        }
-                        continue;
-                    }
-                }
+                answer
             }
-            Route::Publish { length } => {
-                if length > config.max_body_bytes {
-                    // The router answers 413 before reading the body.
-                    return Outcome::Router(stream, buffer);
-                }
-                let whole = head_length + length;
-                match read_to(&mut stream, &mut buffer, whole, config.body_read_timeout).await {
-                    BodyRead::Complete => {}
-                    BodyRead::Closed => return Outcome::Done,
-                    BodyRead::TimedOut => {
-                        return Outcome::Refused(stream, body_timeout(config));
-                    }
-                }
-                buffer.advance(head_length);
-                // A copy of its own: a slice of the read buffer would keep
-                // the whole buffer alive for as long as the message is
-                // retained.
-                let body = Bytes::copy_from_slice(&buffer[..length]);
-                buffer.advance(length);
-                let answer = Box::pin(publish::answer(
-                    state,
-                    &request.target,
-                    request.query.as_deref(),
-                    body,
-                ))
-                .await;
-                (StatusCode::CREATED, answer, "")
+            Handled::Continue(returned) => {
+                stream = returned;
+                continue;
             }
+            Handled::End(outcome) => return outcome,
         };
-        let keep_alive = request.keep_alive && !state.shutdown.is_cancelled();
-        let (status, body) = match body {
-            Ok(body) => (status, body),
-            Err(error) => (error.status, error.body()),
-        };
-        let head = socket::answer_head(
-            status,
-            body.len(),
-            cache_control,
-            request.allow_origin.as_ref(),
-            keep_alive,
-        );
-        let sent = socket::send(
+        let keep_alive = served.request.keep_alive && !state.shutdown.is_cancelled();
+        if !write_answer(
             &stream,
-            &[head.as_bytes()],
-            &[body],
-            b"",
-            config.write_timeout,
+            answer,
+            served.allow_origin.as_ref(),
+            keep_alive,
             state,
         )
-        .await;
-        if sent.is_err() || !keep_alive {
+        .await
+        {
             return Outcome::Done;
         }
     }
 }
 
-impl Request {
-    /// The request if it is one for this path; `None` leaves it to the
-    /// router.
-    fn from_parsed(parsed: &httparse::Request<'_, '_>, state: &AppState) -> Option<Self> {
-        if parsed.version != Some(1) {
-            return None;
+/// Why no request of this path can be served, for [`Outcome`].
+enum Stop {
+    Done,
+    Refused(ApiError),
+}
+
+impl Stop {
+    fn with(self, stream: TcpStream) -> Outcome {
+        match self {
+            Stop::Done => Outcome::Done,
+            Stop::Refused(error) => Outcome::Refused(stream, error),
         }
-        let path = parsed.path?;
-        let (mut route, rest) = match parsed.method? {
-            "GET" => {
-                if let Some(rest) = path.strip_prefix("/sse/") {
-                    (Route::Stream(Framing::Sse), rest)
-                } else if let Some(rest) = path.strip_prefix("/stream/") {
-                    (Route::Stream(Framing::Ndjson), rest)
-                } else {
-                    (Route::Poll, path.strip_prefix("/poll/")?)
-                }
-            }
-            "POST" => (Route::Publish { length: 0 }, path.strip_prefix("/pub/")?),
-            _ => return None,
-        };
-        let (target, query) = match rest.split_once('?') {
-            Some((target, query)) => (target, Some(query.to_string())),
-            None => (rest, None),
-        };
-        if target.is_empty() || target.contains(['/', '%', '#']) {
-            return None;
-        }
-        // A publish needs its header fields only to judge an origin: without
-        // one, no header map is built (allocations are most of a publish's
-        // own cost).
-        let keep_headers = !matches!(route, Route::Publish { .. })
-            || parsed
-                .headers
-                .iter()
-                .any(|field| field.name.eq_ignore_ascii_case("origin"));
-        let mut headers = if keep_headers {
-            HeaderMap::with_capacity(parsed.headers.len())
-        } else {
-            HeaderMap::new()
-        };
-        let mut body_length: Option<usize> = None;
-        let mut keep_alive = true;
-        for field in parsed.headers.iter() {
-            let (name, value) = (field.name, field.value);
-            // Kept fields are validated as they are converted below.
-            if !keep_headers && !is_field_value(value) {
-                return None;
-            }
-            if name.eq_ignore_ascii_case("content-length") {
-                // Exactly one plain decimal length, or the router decides.
-                if body_length.is_some()
-                    || value.is_empty()
-                    || !value.iter().all(u8::is_ascii_digit)
-                {
-                    return None;
-                }
-                body_length = Some(std::str::from_utf8(value).ok()?.parse::<usize>().ok()?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding")
-                || name.eq_ignore_ascii_case("upgrade")
-                || name.eq_ignore_ascii_case("expect")
-            {
-                return None;
-            } else if name.eq_ignore_ascii_case("connection")
-                && std::str::from_utf8(value)
-                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-            {
-                keep_alive = false;
-            }
-            if keep_headers {
-                headers.append(
-                    HeaderName::from_bytes(name.as_bytes()).ok()?,
-                    HeaderValue::from_bytes(value).ok()?,
-                );
-            }
-        }
-        let body_length = body_length.unwrap_or(0);
-        match &mut route {
-            Route::Publish { length } => *length = body_length,
-            _ if body_length > 0 => return None,
-            _ => {}
-        }
-        let allow_origin = match cors::judge(&state.config.cors, &headers) {
-            Verdict::Plain => None,
-            Verdict::Allowed(origin) => Some(origin),
-            Verdict::Refused(_) => return None,
-        };
-        Some(Self {
-            route,
-            target: target.to_string(),
-            query,
-            headers,
-            allow_origin,
-            keep_alive,
-        })
     }
 }
 
-/// What `HeaderValue` accepts: visible ASCII, obs-text, space and tab.
-fn is_field_value(value: &[u8]) -> bool {
-    value.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t')
+/// Reads the next request head: `Ok(None)` when it is one for the router.
+async fn next_request(
+    stream: &mut TcpStream,
+    buffer: &mut BytesMut,
+    state: &AppState,
+) -> Result<Option<Served>, Stop> {
+    let config = &state.config;
+    if buffer.is_empty() && buffer.capacity() > 0 {
+        // Nothing of the next request yet: hold no buffer while idle.
+        *buffer = BytesMut::new();
+    }
+    let reading = head::read(
+        stream,
+        buffer,
+        config.header_read_timeout,
+        config.max_head_bytes,
+        |parsed, length| (length, Request::parse(parsed)),
+    );
+    let read = tokio::select! {
+        read = reading => read,
+        () = state.shutdown.cancelled() => return Err(Stop::Done),
+    };
+    let (head_length, request) = match read {
+        Ok(Ok(head)) => head,
+        Ok(Err(why)) => {
+            state.metrics.closed(why.into());
+            return Err(Stop::Done);
+        }
+        Err(error) => {
+            let (refusal, api_error) = error.answer(config);
+            state.metrics.refused(refusal);
+            return Err(Stop::Refused(api_error));
+        }
+    };
+    let Some(request) = request else {
+        return Ok(None);
+    };
+    let allow_origin = match cors::judge(&config.cors, &request.headers) {
+        Verdict::Plain => None,
+        Verdict::Allowed(origin) => Some(origin),
+        // The router answers the refusal.
+        Verdict::Refused(_) => return Ok(None),
+    };
+    Ok(Some(Served {
+        request,
+        head_length,
+        allow_origin,
+    }))
+}
+
+/// `GET /sse/…` and `GET /stream/…`: the stream takes the connection for
+/// good. A subscription that cannot open goes to the router, which answers
+/// the error.
+async fn open_stream(
+    stream: TcpStream,
+    buffer: &mut BytesMut,
+    served: &Served,
+    framing: Framing,
+    state: &AppState,
+) -> Handled {
+    let request = &served.request;
+    let opened = Box::pin(Live::open(
+        state.clone(),
+        &request.target,
+        request.query.as_deref(),
+        &request.headers,
+        framing,
+    ))
+    .await;
+    let Ok(live) = opened else {
+        return Handled::End(Outcome::Router(stream, std::mem::take(buffer)));
+    };
+    let response_head = socket::response_head(framing, served.allow_origin.as_ref());
+    Handled::End(Outcome::Stream(stream, live, response_head))
+}
+
+/// `GET /poll/…`: answered at once, or parked with the connection
+/// (`super::parked`) and answered by the publisher.
+async fn poll(
+    stream: TcpStream,
+    buffer: &mut BytesMut,
+    served: &Served,
+    state: &AppState,
+) -> Handled {
+    buffer.advance(served.head_length);
+    let request = &served.request;
+    let polling = Box::pin(parked::poll(
+        state,
+        PollRequest {
+            target: &request.target,
+            query: request.query.as_deref(),
+            headers: &request.headers,
+            allow_origin: served.allow_origin.as_ref(),
+            keep_alive: request.keep_alive,
+        },
+        stream,
+    ));
+    let (stream, polled) = polling.await;
+    match polled {
+        Polled::Answer(body) => Handled::Answer(
+            stream,
+            Answer {
+                status: StatusCode::OK,
+                body,
+                cache_control: socket::NO_STORE,
+            },
+        ),
+        Polled::Failed => Handled::End(Outcome::Done),
+        Polled::Sent { unsent } => {
+            let timeout = state.config.write_timeout;
+            let sent = socket::send(&stream, &[], &[unsent], b"", timeout, state).await;
+            if sent.is_err() || !request.keep_alive || state.shutdown.is_cancelled() {
+                return Handled::End(Outcome::Done);
+            }
+            Handled::Continue(stream)
+        }
+    }
+}
+
+/// `POST /pub/…`: the body is read (within the size limit and the body
+/// deadline) and published.
+async fn publish(
+    mut stream: TcpStream,
+    buffer: &mut BytesMut,
+    served: &Served,
+    state: &AppState,
+) -> Handled {
+    let config = &state.config;
+    let length = served.request.body_length;
+    if length > config.max_body_bytes {
+        // The router answers 413 before reading the body.
+        return Handled::End(Outcome::Router(stream, std::mem::take(buffer)));
+    }
+    let whole = served.head_length + length;
+    match read_to(&mut stream, buffer, whole, config.body_read_timeout).await {
+        BodyRead::Complete => {}
+        BodyRead::Closed => return Handled::End(Outcome::Done),
+        BodyRead::TimedOut => return Handled::End(Outcome::Refused(stream, body_timeout(config))),
+    }
+    buffer.advance(served.head_length);
+    // A copy of its own: a slice of the read buffer would keep the whole
+    // buffer alive for as long as the message is retained.
+    let body = Bytes::copy_from_slice(&buffer[..length]);
+    buffer.advance(length);
+    let request = &served.request;
+    let answer = Box::pin(publish::answer(
+        state,
+        &request.target,
+        request.query.as_deref(),
+        body,
+    ))
+    .await;
+    Handled::Answer(
+        stream,
+        Answer {
+            status: StatusCode::CREATED,
+            body: answer,
+            cache_control: "",
+        },
+    )
+}
+
+/// Writes `answer`; false when the connection cannot go on.
+async fn write_answer(
+    stream: &TcpStream,
+    answer: Answer,
+    allow_origin: Option<&HeaderValue>,
+    keep_alive: bool,
+    state: &AppState,
+) -> bool {
+    let (status, body) = match answer.body {
+        Ok(body) => (answer.status, body),
+        Err(error) => (error.status, error.body()),
+    };
+    let head = socket::answer_head(
+        status,
+        body.len(),
+        answer.cache_control,
+        allow_origin,
+        keep_alive,
+    );
+    let timeout = state.config.write_timeout;
+    let sent = socket::send(stream, &[head.as_bytes()], &[body], b"", timeout, state).await;
+    sent.is_ok() && keep_alive
 }
 
 /// How reading a request body ended.

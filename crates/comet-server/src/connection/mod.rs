@@ -24,6 +24,7 @@ pub(crate) use direct::body_timeout;
 mod head;
 mod io;
 mod parked;
+mod request;
 
 use std::future::Future;
 use std::sync::Arc;

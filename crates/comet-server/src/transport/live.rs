@@ -34,7 +34,7 @@ use crate::transport::{Opened, channel_list, open};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// How a streaming transport frames what it sends.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Framing {
     Sse,
     Ndjson,

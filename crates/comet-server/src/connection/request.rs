@@ -1,0 +1,243 @@
+//! What the direct path makes of a request head: which of its routes it is
+//! for, and the HTTP facts it needs (body length, keep-alive, the header
+//! fields a handler reads). Pure: no I/O, no server state, so every rule
+//! is tested here byte by byte.
+//!
+//! Anything unusual is left to the router, which answers it as it always
+//! did: another route or method, HTTP/1.0, a chunked body, `Expect`, an
+//! upgrade, a percent-encoded or nested path, a repeated or non-decimal
+//! `Content-Length`, a body on a `GET`, a header value `HeaderValue` would
+//! refuse.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::transport::live::Framing;
+
+/// The routes served on the direct path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    /// `GET /sse/{channels}` or `GET /stream/{channels}`.
+    Stream(Framing),
+    /// `GET /poll/{channels}`.
+    Poll,
+    /// `POST /pub/{channel}`.
+    Publish,
+}
+
+/// A request the direct path serves.
+#[derive(Debug)]
+pub(super) struct Request {
+    pub(super) route: Route,
+    /// The route's one path segment: the channel or channel list.
+    pub(super) target: String,
+    pub(super) query: Option<String>,
+    /// The header fields; left empty for a publish without `Origin`, whose
+    /// handler needs none (building the map is most of a publish's own
+    /// cost).
+    pub(super) headers: HeaderMap,
+    /// The body's length (only a publish has one).
+    pub(super) body_length: usize,
+    pub(super) keep_alive: bool,
+}
+
+impl Request {
+    /// The request, if it is one for the direct path; `None` leaves it to
+    /// the router.
+    pub(super) fn parse(parsed: &httparse::Request<'_, '_>) -> Option<Self> {
+        if parsed.version != Some(1) {
+            return None;
+        }
+        let (route, rest) = route(parsed.method?, parsed.path?)?;
+        let (target, query) = split_target(rest)?;
+        let keep_headers = route != Route::Publish
+            || parsed
+                .headers
+                .iter()
+                .any(|field| field.name.eq_ignore_ascii_case("origin"));
+        let fields = Fields::read(parsed.headers, keep_headers)?;
+        if route != Route::Publish && fields.body_length > 0 {
+            return None;
+        }
+        Some(Self {
+            route,
+            target: target.to_string(),
+            query: query.map(str::to_string),
+            headers: fields.headers,
+            body_length: fields.body_length,
+            keep_alive: fields.keep_alive,
+        })
+    }
+}
+
+/// The route of `method` and `path`, and the rest of the path after the
+/// route's prefix.
+fn route<'a>(method: &str, path: &'a str) -> Option<(Route, &'a str)> {
+    match method {
+        "GET" => {
+            if let Some(rest) = path.strip_prefix("/sse/") {
+                Some((Route::Stream(Framing::Sse), rest))
+            } else if let Some(rest) = path.strip_prefix("/stream/") {
+                Some((Route::Stream(Framing::Ndjson), rest))
+            } else {
+                Some((Route::Poll, path.strip_prefix("/poll/")?))
+            }
+        }
+        "POST" => Some((Route::Publish, path.strip_prefix("/pub/")?)),
+        _ => None,
+    }
+}
+
+/// The path segment and the query; `None` for an empty, nested or
+/// percent-encoded segment (the router decodes those).
+fn split_target(rest: &str) -> Option<(&str, Option<&str>)> {
+    let (target, query) = match rest.split_once('?') {
+        Some((target, query)) => (target, Some(query)),
+        None => (rest, None),
+    };
+    if target.is_empty() || target.contains(['/', '%', '#']) {
+        return None;
+    }
+    Some((target, query))
+}
+
+/// The header fields the direct path needs.
+struct Fields {
+    headers: HeaderMap,
+    body_length: usize,
+    keep_alive: bool,
+}
+
+impl Fields {
+    /// Reads `fields`, keeping them in a map when `keep`; `None` for
+    /// anything the router should judge.
+    fn read(fields: &[httparse::Header<'_>], keep: bool) -> Option<Self> {
+        let mut headers = if keep {
+            HeaderMap::with_capacity(fields.len())
+        } else {
+            HeaderMap::new()
+        };
+        let mut body_length: Option<usize> = None;
+        let mut keep_alive = true;
+        for field in fields {
+            let (name, value) = (field.name, field.value);
+            // Kept fields are validated as they are converted below.
+            if !keep && !is_field_value(value) {
+                return None;
+            }
+            if name.eq_ignore_ascii_case("content-length") {
+                // Exactly one plain decimal length, or the router decides.
+                if body_length.is_some()
+                    || value.is_empty()
+                    || !value.iter().all(u8::is_ascii_digit)
+                {
+                    return None;
+                }
+                body_length = Some(std::str::from_utf8(value).ok()?.parse::<usize>().ok()?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("upgrade")
+                || name.eq_ignore_ascii_case("expect")
+            {
+                return None;
+            } else if name.eq_ignore_ascii_case("connection") && asks_to_close(value) {
+                keep_alive = false;
+            }
+            if keep {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    HeaderValue::from_bytes(value).ok()?,
+                );
+            }
+        }
+        Some(Self {
+            headers,
+            body_length: body_length.unwrap_or(0),
+            keep_alive,
+        })
+    }
+}
+
+/// A `Connection` value with the `close` option.
+fn asks_to_close(value: &[u8]) -> bool {
+    std::str::from_utf8(value)
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+}
+
+/// What `HeaderValue` accepts: visible ASCII, obs-text, space and tab.
+fn is_field_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `head` as the direct path would.
+    fn check(head: &str) -> Option<Request> {
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut fields);
+        let status = parsed.parse(head.as_bytes()).expect("a valid head");
+        assert!(status.is_complete(), "a complete head: {head:?}");
+        Request::parse(&parsed)
+    }
+
+    #[test]
+    fn the_hot_routes_are_served_here() {
+        let sse = check("GET /sse/news,sport?since=x HTTP/1.1\r\nhost: a\r\n\r\n").unwrap();
+        assert_eq!(sse.route, Route::Stream(Framing::Sse));
+        assert_eq!(sse.target, "news,sport");
+        assert_eq!(sse.query.as_deref(), Some("since=x"));
+        assert!(sse.keep_alive);
+        let stream = check("GET /stream/a HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(stream.route, Route::Stream(Framing::Ndjson));
+        let poll = check("GET /poll/a?wait=5 HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(poll.route, Route::Poll);
+        let publish = check("POST /pub/a HTTP/1.1\r\ncontent-length: 12\r\n\r\n").unwrap();
+        assert_eq!(publish.route, Route::Publish);
+        assert_eq!(publish.body_length, 12);
+    }
+
+    #[test]
+    fn a_publish_without_an_origin_builds_no_header_map() {
+        let plain = check("POST /pub/a HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\n\r\n").unwrap();
+        assert!(plain.headers.is_empty());
+        let cross = check(
+            "POST /pub/a HTTP/1.1\r\nhost: a\r\norigin: https://x\r\ncontent-length: 1\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(cross.headers["origin"], "https://x");
+        let poll = check("GET /poll/a HTTP/1.1\r\nlast-event-id: e-1\r\n\r\n").unwrap();
+        assert_eq!(poll.headers["last-event-id"], "e-1");
+    }
+
+    #[test]
+    fn connection_close_ends_keep_alive() {
+        for value in ["close", "Close", "keep-alive, close", " close "] {
+            let head = format!("GET /poll/a HTTP/1.1\r\nconnection: {value}\r\n\r\n");
+            assert!(!check(&head).unwrap().keep_alive, "{value}");
+        }
+        let head = "GET /poll/a HTTP/1.1\r\nconnection: keep-alive\r\n\r\n";
+        assert!(check(head).unwrap().keep_alive);
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_the_router() {
+        for head in [
+            "GET /poll/a HTTP/1.0\r\n\r\n",
+            "GET /healthz HTTP/1.1\r\n\r\n",
+            "GET /poll/ HTTP/1.1\r\n\r\n",
+            "GET /poll/a/b HTTP/1.1\r\n\r\n",
+            "GET /poll/%61 HTTP/1.1\r\n\r\n",
+            "DELETE /pub/a HTTP/1.1\r\n\r\n",
+            "PUT /pub/a HTTP/1.1\r\n\r\n",
+            "POST /pub/a HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            "POST /pub/a HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\n",
+            "POST /pub/a HTTP/1.1\r\ncontent-length: +1\r\n\r\n",
+            "POST /pub/a HTTP/1.1\r\ncontent-length: \r\n\r\n",
+            "POST /pub/a HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 1\r\n\r\n",
+            "GET /sse/a HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+            "GET /poll/a HTTP/1.1\r\ncontent-length: 3\r\n\r\n",
+        ] {
+            assert!(check(head).is_none(), "{head:?}");
+        }
+    }
+}
