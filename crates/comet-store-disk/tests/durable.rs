@@ -447,3 +447,49 @@ async fn a_read_loads_no_more_than_its_byte_limit() {
     assert_eq!(history.messages.len(), 2);
     assert!(history.truncated);
 }
+
+/// A history whose sequence reached the highest number SQLite holds
+/// refuses further appends with a clear error, never a panic or a
+/// wrapped-around id; a head beyond it is refused as corrupt.
+#[tokio::test]
+async fn an_exhausted_sequence_refuses_appends() {
+    let dir = fresh_dir("exhausted");
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    append(&store, "a", "x").await;
+    drop(store);
+    {
+        let edit = rusqlite_connection(&dir.join("history.db"));
+        edit.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'head'",
+            [(i64::MAX - 1).to_string()],
+        )
+        .unwrap();
+    }
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    let last = append(&store, "a", "the last").await;
+    assert_eq!(last, Seq(i64::MAX as u64));
+    let refused = store
+        .append(
+            &channel("a"),
+            EventType::message(),
+            Data::from("one too many".to_string()),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(comet_store::StoreError::SequenceExhausted)),
+        "{refused:?}"
+    );
+    drop(store);
+    {
+        let edit = rusqlite_connection(&dir.join("history.db"));
+        edit.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'head'",
+            [u64::MAX.to_string()],
+        )
+        .unwrap();
+    }
+    let error = DiskStore::open(&dir, StoreOptions::default())
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("no valid head"), "{error}");
+}

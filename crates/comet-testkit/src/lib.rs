@@ -165,7 +165,9 @@ pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
 pub async fn wait_for_metric(client: &reqwest::Client, base: &str, line: &str) {
     within(line, async {
         while !metrics(client, base).await.contains(line) {
-            tokio::task::yield_now().await;
+            // A short pause between looks: a hot loop of requests would
+            // take the CPU the server under test needs.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     })
     .await;

@@ -198,9 +198,9 @@ async fn verify(base: &str, epoch: &str, acknowledged: &Acknowledged) {
 
 /// Publishes `data` to `channel`, retrying while the server restarts.
 async fn publish_retrying(base: &str, channel: &str, data: &str) -> String {
+    let http = client();
     within("a publish", async {
         loop {
-            let http = client();
             if let Ok(response) = http
                 .post(format!("{base}/pub/{channel}"))
                 .body(data.to_string())
@@ -211,7 +211,9 @@ async fn publish_retrying(base: &str, channel: &str, data: &str) -> String {
                 let answer: Value = response.json().await.unwrap();
                 return answer["id"].as_str().unwrap().to_string();
             }
-            tokio::task::yield_now().await;
+            // The server is coming back: look again shortly, without
+            // spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     })
     .await

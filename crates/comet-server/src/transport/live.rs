@@ -213,3 +213,85 @@ impl Live {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The streaming loop's timing, on paused time: heartbeats come after
+    //! exactly the configured idle time, never while messages flow, without
+    //! a test waiting in real time.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use comet_hub::{Hub, HubConfig};
+    use comet_protocol::{ChannelName, Data, EventType, sse};
+    use comet_store::{MemoryStore, StoreOptions};
+    use http::HeaderMap;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::{Server, ServerConfig};
+
+    async fn open(query: Option<&str>, framing: Framing) -> (Hub, Live) {
+        let hub = Hub::new(
+            Arc::new(MemoryStore::new(StoreOptions::default())),
+            HubConfig::default(),
+        );
+        let server = Server::new(hub.clone(), ServerConfig::default()).unwrap();
+        let live = Live::open(
+            server.state.clone(),
+            "news",
+            query,
+            &HeaderMap::new(),
+            framing,
+        )
+        .await
+        .unwrap();
+        (hub, live)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_come_after_the_idle_time_and_not_while_messages_flow() {
+        let heartbeat = ServerConfig::default().heartbeat;
+        let (hub, mut live) = open(None, Framing::Sse).await;
+        let opening = live.next_frames().await.unwrap();
+        assert!(opening[0].starts_with(b"retry: 3000\n"));
+
+        let started = Instant::now();
+        let frames = live.next_frames().await.unwrap();
+        assert_eq!(frames, [Bytes::from_static(sse::HEARTBEAT)]);
+        assert_eq!(started.elapsed(), heartbeat);
+
+        // A message just before a heartbeat would be due goes out at once,
+        // and the next heartbeat is a whole interval after it.
+        tokio::time::advance(heartbeat - Duration::from_secs(1)).await;
+        hub.publish(
+            &ChannelName::new("news").unwrap(),
+            EventType::message(),
+            Data::from("hello".to_string()),
+        )
+        .await
+        .unwrap();
+        let sent = Instant::now();
+        let frames = live.next_frames().await.unwrap();
+        assert!(frames[0].ends_with(b"data: hello\n\n"), "{frames:?}");
+        assert_eq!(sent.elapsed(), Duration::ZERO);
+        let frames = live.next_frames().await.unwrap();
+        assert_eq!(frames, [Bytes::from_static(sse::HEARTBEAT)]);
+        assert_eq!(sent.elapsed(), heartbeat);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_are_events_when_asked_and_lines_on_ndjson() {
+        let (_hub, mut live) = open(Some("heartbeat=event"), Framing::Sse).await;
+        live.next_frames().await.unwrap();
+        let frames = live.next_frames().await.unwrap();
+        assert_eq!(frames, [Bytes::from_static(sse::HEARTBEAT_EVENT)]);
+
+        let (_hub, mut live) = open(None, Framing::Ndjson).await;
+        let opening = live.next_frames().await.unwrap();
+        assert_eq!(opening, [Bytes::from_static(json::HEARTBEAT_LINE)]);
+        let frames = live.next_frames().await.unwrap();
+        assert_eq!(frames, [Bytes::from_static(json::HEARTBEAT_LINE)]);
+    }
+}
