@@ -349,28 +349,31 @@ impl Store for MemoryStore {
             data,
             now,
         ));
-        if !inner.channels.contains_key(channel) {
+        if let Some(log) = inner.channels.get_mut(channel) {
+            log.messages.push_back(message.clone());
+            log.last_seq = seq;
+        } else {
             // A channel this store forgot may have had messages: readers
             // from before then get a gap.
             let trimmed_upto = inner.forgotten.revive(channel);
             inner.channels.insert(
                 channel.clone(),
                 ChannelLog {
-                    messages: VecDeque::new(),
+                    messages: VecDeque::from([message.clone()]),
                     trimmed_upto,
-                    last_seq: trimmed_upto,
+                    last_seq: seq,
                 },
             );
             inner.names.insert(channel.clone());
         }
-        if let Some(log) = inner.channels.get_mut(channel) {
-            log.messages.push_back(message.clone());
-            log.last_seq = seq;
-        }
         inner.bytes += stored_size(&message);
         inner.count += 1;
         inner.head = seq;
-        inner.order.push_back((seq, channel.clone()));
+        if self.retention.max_bytes.is_some() || self.retention.max_age.is_some() {
+            // Only the byte limit and the age sweep need the store-wide
+            // order.
+            inner.order.push_back((seq, channel.clone()));
+        }
         inner.trim_channel(
             channel,
             self.retention.max_messages.max(1),

@@ -160,6 +160,17 @@ pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
     .await
 }
 
+/// The value of the metric line starting with `name ` (no labels, or its
+/// labels written out in `name`) in a metrics text.
+pub fn metric_value(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in the metrics:\n{text}"))
+        .trim()
+        .parse()
+        .expect("a whole number")
+}
+
 /// Waits until the server's metrics contain `line` (for example a
 /// subscriber count showing that a long poll is held).
 pub async fn wait_for_metric(client: &reqwest::Client, base: &str, line: &str) {

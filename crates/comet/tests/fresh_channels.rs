@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use comet_testkit::{ServerProcess, client, encode, get_json, metrics};
+use comet_testkit::{ServerProcess, client, encode, get_json, metric_value, metrics};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_comet"))
@@ -16,16 +16,6 @@ const FORGOTTEN: u64 = 500;
 // Each message counts 64 + 4 (data) + 7 (type) + 5 or 6 (name) against
 // the store's byte limit: about 250 messages fit.
 const STORE_BYTES: &str = "20KiB";
-
-/// The value of the metric line starting with `name `.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in the metrics:\n{text}"))
-        .trim()
-        .parse()
-        .expect("a whole number")
-}
 
 /// Publishes one message to each of `CHANNELS` fresh names (eight at a
 /// time); returns the id of the first.
@@ -66,8 +56,8 @@ async fn publish_to_fresh_channels(base: &str) -> String {
 async fn check_bounded(base: &str, first_id: &str) {
     let http = client();
     let text = metrics(&http, base).await;
-    let held = metric(&text, "comet_store_channels");
-    let forgotten = metric(&text, "comet_store_forgotten_channels");
+    let held = metric_value(&text, "comet_store_channels");
+    let forgotten = metric_value(&text, "comet_store_forgotten_channels");
     assert!(held <= 300, "{held} channels held");
     // The durable store lets go of forgotten channels in batches of a
     // sixteenth of the bound.

@@ -6,21 +6,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use comet_server::ConnectionLimits;
-use comet_testkit::{ServerProcess, client, metrics, raw, within};
+use comet_testkit::{ServerProcess, client, metric_value, metrics, raw, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_comet"))
-}
-
-/// The value of the metric line starting with `name ` in `text`.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in the metrics:\n{text}"))
-        .trim()
-        .parse()
-        .expect("a whole number")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,11 +39,11 @@ async fn a_server_with_default_limits_full_of_subscribers_still_takes_publishes(
     let expected = ConnectionLimits::for_open_files(HARD);
     let text = metrics(&http, &base).await;
     assert_eq!(
-        metric(&text, "comet_connection_limit"),
+        metric_value(&text, "comet_connection_limit"),
         expected.max_connections as u64
     );
     assert_eq!(
-        metric(&text, "comet_subscriber_limit"),
+        metric_value(&text, "comet_subscriber_limit"),
         expected.max_subscribers as u64
     );
     let logged = std::fs::read_to_string(&log).unwrap();
@@ -104,7 +94,7 @@ async fn a_server_with_default_limits_full_of_subscribers_still_takes_publishes(
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     assert!(
-        metric(
+        metric_value(
             &metrics(&http, &base).await,
             "comet_subscriptions_refused_total"
         ) >= 1

@@ -271,7 +271,14 @@ async fn publish(
         return Handled::End(Outcome::Router(stream, std::mem::take(buffer)));
     }
     let whole = served.head_length + length;
-    match read_to(&mut stream, buffer, whole, config.body_read_timeout).await {
+    let read = if buffer.len() >= whole {
+        // Already read with the head (the usual case for small bodies):
+        // no timer to set.
+        BodyRead::Complete
+    } else {
+        read_to(&mut stream, buffer, whole, config.body_read_timeout).await
+    };
+    match read {
         BodyRead::Complete => {}
         BodyRead::Closed => return Handled::End(Outcome::Done),
         BodyRead::TimedOut => return Handled::End(Outcome::Refused(stream, body_timeout(config))),

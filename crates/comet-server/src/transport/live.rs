@@ -104,7 +104,8 @@ pub(crate) struct Live {
     subscription: Subscription,
     framing: Framing,
     opening: Option<Bytes>,
-    heartbeat: Bytes,
+    /// Heartbeats as events (SSE `?heartbeat=event`).
+    heartbeat_events: bool,
     _counted: GaugeGuard,
     _place: OwnedSemaphorePermit,
 }
@@ -166,7 +167,7 @@ impl Live {
             _counted: state.metrics.subscriber(framing.transport()),
             _place: place,
             opening: framing.opening(&state, starting_cursor.as_ref()),
-            heartbeat: framing.heartbeat_for(request.heartbeat_events),
+            heartbeat_events: request.heartbeat_events,
             state,
             subscription,
             framing,
@@ -202,7 +203,9 @@ impl Live {
                     None
                 }
             },
-            _ = tokio::time::sleep(heartbeat) => Some(vec![self.heartbeat.clone()]),
+            _ = tokio::time::sleep(heartbeat) => {
+                Some(vec![self.framing.heartbeat_for(self.heartbeat_events)])
+            }
         }
     }
 
