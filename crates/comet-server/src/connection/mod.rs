@@ -2,7 +2,8 @@
 //!
 //! Each connection gets:
 //! - a place under the connection cap, or a `503 too_many_connections`
-//!   answer and a close;
+//!   answer and a close (a bounded number of refusals at a time; beyond
+//!   them a close without an answer), logged at most every 10 seconds;
 //! - the direct path (`direct`): request heads read here, under the header
 //!   timeout and size limit, so a slow, oversized or non-HTTP head gets a
 //!   JSON error (408, 431, 400) instead of a silent close (`head`); the hot
@@ -13,7 +14,10 @@
 //!   for the rest of the connection; hyper then times later request heads
 //!   and closes an idle connection after the same timeout;
 //! - a write timeout: a client that accepts no bytes for that long while
-//!   the server has bytes for it is disconnected (see `io`).
+//!   the server has bytes for it is disconnected (see `io`);
+//! - an account of how it ended when no request was being answered (the
+//!   client closed, it was idle, the socket failed, or a bug panicked its
+//!   task, which is caught and logged): never an unexplained close.
 //!
 //! At shutdown the listener closes first, then the shared cancellation
 //! token ends open streams and held polls, then connections get the grace

@@ -10,7 +10,9 @@
 //! woken after its answer is out, takes its socket back and carries on with
 //! the connection (finishing the write if the socket could not take it all
 //! at once). If the task is woken first (see `comet_hub`'s `park`), it
-//! answers itself, as an ordinary poll.
+//! answers itself, as an ordinary poll. While parked, the task watches the
+//! socket: a client that leaves frees its place and its subscription at
+//! once, not when `wait` ends (a pipelined next request is left unread).
 //!
 //! Polls through the router wait the ordinary way (`transport::poll`).
 
