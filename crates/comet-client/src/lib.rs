@@ -74,8 +74,13 @@ impl Client {
     /// A client for the server at `base` (for example
     /// `http://127.0.0.1:8080`).
     pub fn new(base: &str) -> Result<Self, Error> {
+        // Idle connections are let go before a Comet server's default idle
+        // timeout (10 s) closes them: a request written on a connection the
+        // server is closing fails once written, and a publish is not
+        // retried blindly.
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
             .build()?;
         Self::with_http(base, http)
     }

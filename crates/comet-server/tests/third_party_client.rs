@@ -29,6 +29,9 @@ async fn the_npm_eventsource_client_receives_reconnects_and_resumes_exactly() {
     // The server goes away and comes back; the client reconnects on its own
     // with Last-Event-ID and gets exactly what it missed meanwhile.
     server.restart();
+    // A new HTTP client: the old one's kept-alive connection went with the
+    // old server (a publish on it could fail once written).
+    let http = client();
     for i in 0..4 {
         ids.push(publish(&http, &server.base(), "news", &format!("after restart {i}")).await);
     }
