@@ -30,6 +30,8 @@ forbid comet-store-disk 'hyper|axum|http|comet-hub|comet-server' \
   "storage knows nothing of HTTP or the hub"
 forbid comet-hub 'hyper|axum|http|comet-server|comet-store-disk' \
   "the hub knows nothing of HTTP"
+forbid comet-auth 'tokio|hyper|axum|http|comet-store|comet-store-disk|comet-hub|comet-server' \
+  "authorization decides from tokens and rules alone, with no I/O of requests"
 forbid comet-client 'comet-store|comet-store-disk|comet-hub|comet-server|axum' \
   "the client knows the server only through HTTP and the wire vocabulary"
 forbid comet-bench 'comet-protocol|comet-store|comet-hub|comet-server' \
