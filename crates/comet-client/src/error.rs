@@ -57,6 +57,11 @@ pub enum Error {
     /// The server did not answer in time.
     #[error("the server did not answer within {0:?}")]
     Timeout(Duration),
+    /// The token the subscription was allowed with expired, and the server
+    /// ended it: subscribe again with a fresh token, from the last id
+    /// received (nothing is lost).
+    #[error("the token expired: subscribe again with a fresh one, from the last id received")]
+    Expired,
 }
 
 /// True for answers that say "not now" rather than "never": a request

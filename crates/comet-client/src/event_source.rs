@@ -32,6 +32,8 @@ use crate::{Error, Reconnect};
 pub struct EventSourceOptions {
     /// The id to resume after (sent as `Last-Event-ID` on the first request).
     pub last_event_id: Option<String>,
+    /// A bearer token, sent as `Authorization: Bearer` with every request.
+    pub token: Option<String>,
     /// Bounds on lines and events.
     pub limits: ParserLimits,
     /// Reconnection and time-outs.
@@ -198,6 +200,9 @@ impl Connection {
             .get(self.url.clone())
             .header(ACCEPT, "text/event-stream")
             .header(CACHE_CONTROL, "no-cache");
+        if let Some(token) = &self.options.token {
+            request = request.bearer_auth(token);
+        }
         if !self.last_event_id.is_empty()
             && let Ok(value) = HeaderValue::from_bytes(self.last_event_id.as_bytes())
         {

@@ -53,6 +53,7 @@ pub struct Client {
     http: reqwest::Client,
     base: reqwest::Url,
     publish_timeout: std::time::Duration,
+    token: Option<String>,
 }
 
 /// How long a publish may take, answer included, unless set otherwise
@@ -105,7 +106,23 @@ impl Client {
             http,
             base,
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            token: None,
         })
+    }
+
+    /// The same client, sending `token` (an API key or a JWT) as
+    /// `Authorization: Bearer` with every request.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// A request builder with the client's token.
+    pub(crate) fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     /// The same client, giving a publish at most `timeout` (from sending
@@ -151,7 +168,7 @@ impl Client {
         if let Some(event) = event {
             url.query_pairs_mut().append_pair("event", event);
         }
-        let request = self.http.post(url).body(data.into());
+        let request = self.authorized(self.http.post(url)).body(data.into());
         let exchange = async {
             let response = request.send().await?;
             if response.status() != reqwest::StatusCode::CREATED {

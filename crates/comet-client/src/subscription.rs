@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use comet_protocol::ChannelList;
-use comet_protocol::sse::{GAP_EVENT, ParserLimits};
+use comet_protocol::sse::{EXPIRED_EVENT_TYPE, GAP_EVENT, HEARTBEAT_EVENT_TYPE, ParserLimits};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
@@ -153,12 +153,24 @@ pub(crate) async fn start(
                 url,
                 EventSourceOptions {
                     last_event_id: options.since.clone(),
+                    token: client.token.clone(),
                     limits: options.limits,
                     reconnect: options.reconnect,
                 },
             );
             source
-                .map(move |event| sse_item(event?, only_channel.as_deref()))
+                .filter_map(move |event| {
+                    let item = event.and_then(|event| sse_item(event, only_channel.as_deref()));
+                    std::future::ready(item.transpose())
+                })
+                // An expired subscription ends after saying so.
+                .scan(false, |ended, item| {
+                    if *ended {
+                        return std::future::ready(None);
+                    }
+                    *ended = matches!(item, Err(Error::Expired));
+                    std::future::ready(Some(item))
+                })
                 .boxed()
         }
         Transport::Stream | Transport::LongPoll { .. } | Transport::Poll { .. } => {
@@ -193,7 +205,7 @@ async fn now(client: &Client, list: &ChannelList, reconnect: &Reconnect) -> Resu
     let url = client.url(&format!("poll/{list}"))?;
     let mut failures = 0;
     loop {
-        let request = client.http.get(url.clone()).send();
+        let request = client.authorized(client.http.get(url.clone())).send();
         let response = tokio::time::timeout(reconnect.open_timeout, request)
             .await
             .map_err(|_| Error::Timeout(reconnect.open_timeout))??;
@@ -216,11 +228,17 @@ async fn now(client: &Client, list: &ChannelList, reconnect: &Reconnect) -> Resu
     }
 }
 
-fn sse_item(event: crate::SseEvent, only_channel: Option<&str>) -> Result<Item, Error> {
-    if event.event_type == GAP_EVENT {
-        return serde_json::from_str::<Gap>(&event.data)
-            .map(Item::Gap)
-            .map_err(|error| Error::Protocol(format!("a gap event: {error}")));
+/// The item an SSE event is; `None` for a heartbeat event.
+fn sse_item(event: crate::SseEvent, only_channel: Option<&str>) -> Result<Option<Item>, Error> {
+    match event.event_type.as_str() {
+        GAP_EVENT => {
+            return serde_json::from_str::<Gap>(&event.data)
+                .map(|gap| Some(Item::Gap(gap)))
+                .map_err(|error| Error::Protocol(format!("a gap event: {error}")));
+        }
+        EXPIRED_EVENT_TYPE => return Err(Error::Expired),
+        HEARTBEAT_EVENT_TYPE => return Ok(None),
+        _ => {}
     }
     // A message id names its channel after the first '/'.
     let channel = event
@@ -229,12 +247,12 @@ fn sse_item(event: crate::SseEvent, only_channel: Option<&str>) -> Result<Item, 
         .map(|(_, channel)| channel.to_string())
         .or_else(|| only_channel.map(str::to_string))
         .unwrap_or_default();
-    Ok(Item::Message(Message {
+    Ok(Some(Item::Message(Message {
         id: event.last_event_id,
         channel,
         event: event.event_type,
         data: event.data,
-    }))
+    })))
 }
 
 /// A line of the NDJSON stream, or an element of a poll answer.
@@ -354,7 +372,8 @@ impl JsonReader {
         hold: Duration,
     ) -> Result<Option<reqwest::Response>, Error> {
         let limit = self.options.reconnect.open_timeout + hold;
-        let response = match tokio::time::timeout(limit, self.client.http.get(url).send()).await {
+        let request = self.client.authorized(self.client.http.get(url));
+        let response = match tokio::time::timeout(limit, request.send()).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "cannot reach the server: retrying");
@@ -456,6 +475,10 @@ impl JsonReader {
         }
         let value: serde_json::Value = serde_json::from_slice(line)
             .map_err(|error| Error::Protocol(format!("a stream line is not JSON: {error}")))?;
+        if value.get("expired").is_some() {
+            // The token expired: the server ends the stream; so does this.
+            return Err(Error::Expired);
+        }
         if value.get("id").is_some() {
             let message: JsonMessage = serde_json::from_value(value)
                 .map_err(|error| Error::Protocol(format!("a message line: {error}")))?;

@@ -99,6 +99,7 @@ fn source(url: &str, reconnect: Reconnect, limits: ParserLimits) -> EventSource 
         url.parse().unwrap(),
         EventSourceOptions {
             last_event_id: None,
+            token: None,
             limits,
             reconnect,
         },

@@ -16,6 +16,9 @@ pub const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson";
 /// The NDJSON heartbeat line.
 pub const HEARTBEAT_LINE: &[u8] = b"{\"heartbeat\":true}\n";
 
+/// The NDJSON line that ends a stream whose credential expired.
+pub const EXPIRED_LINE: &[u8] = b"{\"expired\":true}\n";
+
 /// Appends `text` as a JSON string literal, quotes included.
 pub fn put_json_string(out: &mut BytesMut, text: &str) {
     let mut writer = out.writer();

@@ -5,9 +5,15 @@
 //! servers, the Rust client) are always served. A page from another origin
 //! is served only when its origin is allowed (`--cors-origin`, or `*` for
 //! any): its answers then carry `Access-Control-Allow-Origin`, and its
-//! preflight requests (`OPTIONS`) are answered. Any other origin gets
-//! `403 origin_not_allowed`, which also keeps a foreign page from
-//! publishing with a plain form post.
+//! preflight requests (`OPTIONS`) are answered, `Authorization` included.
+//! Any other origin gets `403 origin_not_allowed`, which also keeps a
+//! foreign page from publishing with a plain form post.
+//!
+//! Origins listed by name may also send credentials (the `comet_token`
+//! cookie, with `EventSource`'s `withCredentials` or fetch's
+//! `credentials: 'include'`): their answers carry
+//! `Access-Control-Allow-Credentials`. With `*` they may not: any site could
+//! then read a visitor's private channels with the visitor's cookie.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -31,11 +37,46 @@ pub enum CorsPolicy {
 }
 
 impl CorsPolicy {
-    fn allows(&self, origin: &str) -> bool {
+    /// Whether `origin` is allowed, and with credentials.
+    fn allows(&self, origin: &str) -> Option<bool> {
         match self {
-            CorsPolicy::SameOrigin => false,
-            CorsPolicy::Origins(origins) => origins.iter().any(|allowed| allowed == origin),
-            CorsPolicy::Any => true,
+            CorsPolicy::SameOrigin => None,
+            CorsPolicy::Origins(origins) => origins
+                .iter()
+                .any(|allowed| allowed == origin)
+                .then_some(true),
+            CorsPolicy::Any => Some(false),
+        }
+    }
+}
+
+/// What an allowed foreign origin's answers carry.
+#[derive(Clone, Debug)]
+pub(crate) struct AllowOrigin {
+    /// `Access-Control-Allow-Origin`.
+    pub(crate) origin: HeaderValue,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub(crate) credentials: bool,
+}
+
+impl AllowOrigin {
+    /// The header lines, for answers written by hand.
+    pub(crate) fn write_lines(&self, head: &mut Vec<u8>) {
+        head.extend_from_slice(b"access-control-allow-origin: ");
+        head.extend_from_slice(self.origin.as_bytes());
+        if self.credentials {
+            head.extend_from_slice(b"\r\naccess-control-allow-credentials: true");
+        }
+        head.extend_from_slice(b"\r\nvary: origin\r\n");
+    }
+
+    fn insert(self, headers: &mut HeaderMap) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.origin);
+        if self.credentials {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
     }
 }
@@ -55,9 +96,8 @@ fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
 pub(crate) enum Verdict {
     /// No `Origin`, or the same origin: served as is.
     Plain,
-    /// An allowed foreign origin: served, with this
-    /// `Access-Control-Allow-Origin`.
-    Allowed(HeaderValue),
+    /// An allowed foreign origin: served, with these headers.
+    Allowed(AllowOrigin),
     /// A foreign origin the policy does not allow.
     Refused(String),
 }
@@ -73,10 +113,13 @@ pub(crate) fn judge(policy: &CorsPolicy, headers: &HeaderMap) -> Verdict {
     if same_origin(origin, headers) {
         return Verdict::Plain;
     }
-    if !policy.allows(origin) {
+    let Some(credentials) = policy.allows(origin) else {
         return Verdict::Refused(origin.to_string());
-    }
-    Verdict::Allowed(HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("null")))
+    };
+    Verdict::Allowed(AllowOrigin {
+        origin: HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("null")),
+        credentials,
+    })
 }
 
 /// The middleware applying the policy.
@@ -96,14 +139,16 @@ pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: 
     if request.method() == Method::OPTIONS {
         let mut response = StatusCode::NO_CONTENT.into_response();
         let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+        allow_origin.insert(headers);
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("GET, POST"),
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("content-type, last-event-id, cache-control"),
+            HeaderValue::from_static(
+                "content-type, last-event-id, cache-control, authorization, idempotency-key",
+            ),
         );
         headers.insert(
             header::ACCESS_CONTROL_MAX_AGE,
@@ -114,7 +159,7 @@ pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: 
     }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+    allow_origin.insert(headers);
     headers.append(header::VARY, HeaderValue::from_static("origin"));
     response
 }

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Explanation, for people.
     pub message: String,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -27,7 +29,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            challenge: None,
         }
+    }
+
+    /// The same error with a `WWW-Authenticate` challenge.
+    pub fn with_challenge(mut self, challenge: &'static str) -> Self {
+        self.challenge = Some(challenge);
+        self
     }
 
     /// 400 with `code`.
@@ -68,6 +77,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         response
     }
 }

@@ -12,6 +12,7 @@
 //! `127.0.0.1:0`, passes the listener, and talks HTTP to it.
 
 mod assets;
+pub mod auth;
 pub mod config;
 pub mod connection;
 mod cors;
@@ -26,8 +27,10 @@ pub mod transport;
 use std::future::Future;
 use std::sync::Arc;
 
+pub use auth::Rules;
 use axum::Router;
 use axum::routing::{get, post};
+pub use comet_auth;
 use comet_hub::Hub;
 pub use config::{ConnectionLimits, CorsPolicy, InvalidConfig, ServerConfig};
 use error::ApiError;
@@ -49,6 +52,8 @@ pub(crate) struct AppInner {
     /// Cancelled when the server shuts down: open streams and held long
     /// polls end cleanly.
     pub(crate) shutdown: CancellationToken,
+    /// Who may publish and subscribe.
+    pub(crate) rules: Rules,
     /// Places under the subscriber cap; each open subscription holds one.
     subscriber_places: Arc<Semaphore>,
     subscribers_refused: Throttled,
@@ -93,12 +98,20 @@ pub struct Server {
 
 impl Server {
     /// A server for `hub` with `config`, once the configuration is checked
-    /// ([`ServerConfig::validate`]).
+    /// ([`ServerConfig::validate`]), with the default rules (nothing
+    /// configured: subscribing open, publishing from loopback only).
     pub fn new(hub: Hub, config: ServerConfig) -> Result<Self, InvalidConfig> {
+        Self::with_rules(hub, config, Rules::default())
+    }
+
+    /// A server for `hub` with `config` applying `rules` (keep a clone of
+    /// them to replace them while it runs).
+    pub fn with_rules(hub: Hub, config: ServerConfig, rules: Rules) -> Result<Self, InvalidConfig> {
         config.validate()?;
         Ok(Self {
             state: AppState(Arc::new(AppInner {
                 metrics: Metrics::new(hub.clone(), &config),
+                rules,
                 subscriber_places: Arc::new(Semaphore::new(config.max_subscribers)),
                 subscribers_refused: Throttled::new(REFUSAL_WARNING_INTERVAL),
                 hub,

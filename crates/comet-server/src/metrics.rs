@@ -117,6 +117,7 @@ pub struct Metrics {
     parked_polls: Gauge,
     refused: Family<ReasonLabel, Counter>,
     closed: Family<ReasonLabel, Counter>,
+    auth_refused: Family<ReasonLabel, Counter>,
     subscriptions_refused: Counter,
     stalled_disconnects: Counter,
 }
@@ -162,6 +163,12 @@ impl Metrics {
              (streams and answered requests are not counted)",
             closed.clone(),
         );
+        let auth_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "auth_refused",
+            "Requests refused by authorization, by reason",
+            auth_refused.clone(),
+        );
         let subscriptions_refused = Counter::default();
         registry.register(
             "subscriptions_refused",
@@ -201,6 +208,7 @@ impl Metrics {
             parked_polls,
             refused,
             closed,
+            auth_refused,
             subscriptions_refused,
             stalled_disconnects,
         }
@@ -212,6 +220,13 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: why.as_str(),
             })
+            .inc();
+    }
+
+    /// Counts a request refused by authorization.
+    pub fn auth_refused(&self, reason: &'static str) {
+        self.auth_refused
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 

@@ -27,6 +27,7 @@ const KNOWN: &[&str] = &[
     "after",
     "limit",
     "heartbeat",
+    "token",
 ];
 
 /// A request's query parameters that Comet knows, each at most once.

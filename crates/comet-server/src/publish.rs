@@ -1,21 +1,30 @@
-//! `POST /pub/{channel}`: validate, store, answer 201 with the id.
+//! `POST /pub/{channel}`: validate, authorize, store, answer 201 with the
+//! id.
 //!
-//! The body is the message data, read up to the configured limit (413
-//! beyond, decided from `Content-Length` before reading when it is given).
-//! The answer is sent only once the store has the message.
+//! The channel, the query and the credentials are checked first
+//! ([`check`]), before any of the body is read: an unauthorized publisher
+//! cannot make the server read a megabyte. The body is the message data,
+//! read up to the configured limit (413 beyond, decided from
+//! `Content-Length` before reading when it is given). The answer is sent
+//! only once the store has the message ([`store`]).
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use std::fmt::Write;
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
-use comet_protocol::Data;
+use comet_protocol::{ChannelName, Data, EventType};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::AppState;
+use crate::auth;
+use crate::connection::PeerIp;
 use crate::error::ApiError;
 use crate::params::{Query, channel_name, event_type};
 
@@ -23,12 +32,15 @@ pub(crate) async fn publish(
     State(state): State<AppState>,
     channel: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
+    peer: Option<Extension<PeerIp>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let Path(channel) = channel.map_err(|_| {
         ApiError::bad_request("invalid_channel", "the channel name is not valid UTF-8")
     })?;
+    let peer = peer.map(|Extension(PeerIp(ip))| ip);
+    let checked = check(&state, &channel, query.as_deref(), &headers, peer)?;
     let reading = read_body(body, &headers, state.config.max_body_bytes);
     let body = tokio::time::timeout(state.config.body_read_timeout, reading)
         .await
@@ -36,7 +48,7 @@ pub(crate) async fn publish(
     // Hyper hands the body out as a slice of its read buffer; a retained
     // message must not keep that whole buffer alive.
     let body = Bytes::copy_from_slice(&body);
-    let answer = answer(&state, &channel, query.as_deref(), body).await?;
+    let answer = store(&state, checked, body).await?;
     Ok((
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/json")],
@@ -45,17 +57,40 @@ pub(crate) async fn publish(
         .into_response())
 }
 
-/// Publishes `body` to `channel` (a path segment, decoded) with the
-/// request's `query`; the JSON answer of a `201 Created`.
-pub(crate) async fn answer(
+/// A publish whose channel, event type and credentials are checked.
+pub(crate) struct Checked {
+    channel: ChannelName,
+    event: EventType,
+}
+
+/// Checks a publish to `channel` (a path segment, decoded) with the
+/// request's `query`, before its body is read.
+pub(crate) fn check(
     state: &AppState,
     channel: &str,
     query: Option<&str>,
-    body: Bytes,
-) -> Result<Bytes, ApiError> {
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Result<Checked, ApiError> {
     let channel = channel_name(channel)?;
     let query = Query::parse(query)?;
     let event = event_type(&query)?;
+    let token = auth::token(headers, &query);
+    state
+        .rules
+        .current()
+        .publish(token, peer, std::slice::from_ref(&channel))
+        .map_err(|refusal| auth::refused(state, refusal, token.is_some()))?;
+    Ok(Checked { channel, event })
+}
+
+/// Publishes `body` as checked; the JSON answer of a `201 Created`.
+pub(crate) async fn store(
+    state: &AppState,
+    checked: Checked,
+    body: Bytes,
+) -> Result<Bytes, ApiError> {
+    let Checked { channel, event } = checked;
     let data = Data::from_utf8(body).map_err(|error| {
         ApiError::bad_request(
             "invalid_data",

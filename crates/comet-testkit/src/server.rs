@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use comet_hub::{Hub, HubConfig};
-use comet_server::{ConnectionLimits, Server, ServerConfig};
+use comet_server::comet_auth::Authorizer;
+use comet_server::{ConnectionLimits, Rules, Server, ServerConfig};
 use comet_store::{MemoryStore, Retention, Store, StoreOptions};
 use comet_store_disk::DiskStore;
 use tokio::sync::oneshot;
@@ -43,6 +44,7 @@ pub struct TestServer {
     address: SocketAddr,
     hub: Hub,
     config: ServerConfig,
+    rules: Rules,
     running: Option<Running>,
     store: TestStore,
     data_dir: Option<PathBuf>,
@@ -59,6 +61,7 @@ pub struct TestServerBuilder {
     retention: Retention,
     hub: HubConfig,
     store: TestStore,
+    rules: Rules,
 }
 
 impl Default for TestServerBuilder {
@@ -68,6 +71,7 @@ impl Default for TestServerBuilder {
             retention: Retention::default(),
             hub: HubConfig::default(),
             store: TestStore::from_env(),
+            rules: Rules::default(),
         }
     }
 }
@@ -101,6 +105,13 @@ impl TestServerBuilder {
         self
     }
 
+    /// Applies these authorization rules (by default: none configured,
+    /// publishing from loopback).
+    pub fn authorizer(mut self, authorizer: Authorizer) -> Self {
+        self.rules = Rules::new(authorizer);
+        self
+    }
+
     /// Runs on `store` whatever the environment says.
     pub fn store(mut self, store: TestStore) -> Self {
         self.store = store;
@@ -128,11 +139,17 @@ impl TestServerBuilder {
             }
         };
         let hub = Hub::new(store, self.hub.within(&self.retention));
-        let running = run(listener, hub.clone(), self.config.clone());
+        let running = run(
+            listener,
+            hub.clone(),
+            self.config.clone(),
+            self.rules.clone(),
+        );
         TestServer {
             address,
             hub,
             config: self.config,
+            rules: self.rules,
             running: Some(running),
             store: self.store,
             data_dir,
@@ -152,7 +169,7 @@ fn fresh_data_dir() -> PathBuf {
     dir
 }
 
-fn run(listener: std::net::TcpListener, hub: Hub, config: ServerConfig) -> Running {
+fn run(listener: std::net::TcpListener, hub: Hub, config: ServerConfig, rules: Rules) -> Running {
     listener
         .set_nonblocking(true)
         .expect("non-blocking listener");
@@ -177,7 +194,7 @@ fn run(listener: std::net::TcpListener, hub: Hub, config: ServerConfig) -> Runni
                         .enforce_retention_every(Duration::from_secs(1))
                         .await;
                 });
-                Server::new(hub, config)
+                Server::with_rules(hub, config, rules)
                     .expect("a validated configuration")
                     .serve(listener, shutdown)
                     .await
@@ -215,6 +232,11 @@ impl TestServer {
         self.address
     }
 
+    /// The rules it applies (replace them to change them while it runs).
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
     /// The store it runs on.
     pub fn store(&self) -> TestStore {
         self.store
@@ -226,7 +248,12 @@ impl TestServer {
     pub fn restart(&mut self) {
         self.stop();
         let listener = comet_server::bind(self.address).expect("bind the same address again");
-        self.running = Some(run(listener, self.hub.clone(), self.config.clone()));
+        self.running = Some(run(
+            listener,
+            self.hub.clone(),
+            self.config.clone(),
+            self.rules.clone(),
+        ));
     }
 
     fn stop(&mut self) {

@@ -21,11 +21,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a Comet server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish a message to a channel.
     Pub(PubArgs),
     /// Print the messages of channels (or of any SSE URL) as they arrive.
     Sub(SubArgs),
+    /// Mint a JWT for this server's clients (with the secret or private key
+    /// the server verifies with), and print it.
+    Token(TokenArgs),
     /// Parse a text/event-stream from standard input, as a browser would,
     /// and print each event as a JSON line.
     Parse(ParseArgs),
@@ -47,6 +50,41 @@ pub struct PubArgs {
     /// The Comet server.
     #[arg(long, env = "COMET_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// The token to publish with (an API key or a JWT).
+    #[arg(long, env = "COMET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Options of `comet token`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("key").required(true).args(["jwt_secret_file", "jwt_private_key_file"])))]
+pub struct TokenArgs {
+    /// Sign with this HS256 secret (the server's --jwt-secret-file).
+    #[arg(long, env = "COMET_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Sign with this PEM private key (RSA, EC P-256 or Ed25519; the server
+    /// verifies with its public key, --jwt-public-key-file).
+    #[arg(long)]
+    pub jwt_private_key_file: Option<PathBuf>,
+    /// Channels it may subscribe to (comma-separated patterns: a name, a
+    /// prefix ending in `*`, or `*`).
+    #[arg(long)]
+    pub subscribe: Option<String>,
+    /// Channels it may publish to (patterns, as --subscribe).
+    #[arg(long)]
+    pub publish: Option<String>,
+    /// How long it is valid (e.g. 90s, 10m, 24h).
+    #[arg(long, default_value = "1h")]
+    pub ttl: Seconds,
+    /// Its subject (`sub`): who it is for.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Its issuer (`iss`), when the server checks one.
+    #[arg(long, env = "COMET_JWT_ISSUER")]
+    pub issuer: Option<String>,
+    /// Its audience (`aud`), when the server checks one.
+    #[arg(long, env = "COMET_JWT_AUDIENCE")]
+    pub audience: Option<String>,
 }
 
 /// How `comet sub` reaches the server.
@@ -94,6 +132,9 @@ pub struct SubArgs {
     /// The Comet server (for channels).
     #[arg(long, env = "COMET_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// The token to subscribe with (an API key or a JWT).
+    #[arg(long, env = "COMET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Options of `comet parse`.
@@ -328,6 +369,48 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+
+    /// HS256 secret for JWTs: the file's bytes (a trailing newline dropped;
+    /// at least 32 bytes).
+    #[arg(long, env = "COMET_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// A PEM public key for JWTs; its type chooses RS256, ES256 (P-256) or
+    /// EdDSA (Ed25519). Repeat for several (key rotation).
+    #[arg(long, env = "COMET_JWT_PUBLIC_KEY_FILE", value_delimiter = ',')]
+    pub jwt_public_key_file: Vec<PathBuf>,
+
+    /// The `iss` JWTs must carry (checked when given).
+    #[arg(long, env = "COMET_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` JWTs must carry (checked when given).
+    #[arg(long, env = "COMET_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// API keys: one a line, `KEY` or `KEY PATTERN[,PATTERN…]` (the channels
+    /// it may publish and subscribe to; `*` when omitted); `#` comments.
+    #[arg(long, env = "COMET_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// Channels anyone may subscribe to without a token (a name, a prefix
+    /// ending in `*`, or `*`). Repeat for several.
+    #[arg(
+        long = "public-channels",
+        env = "COMET_PUBLIC_CHANNELS",
+        value_delimiter = ','
+    )]
+    pub public_channels: Vec<String>,
+
+    /// Peers that may publish without a token while no API keys or JWT keys
+    /// are configured (CIDR, e.g. 10.0.0.0/8; `0.0.0.0/0` and `::/0` allow
+    /// everyone). Default: loopback only. Repeat for several.
+    #[arg(
+        long = "anonymous-publish-from",
+        env = "COMET_ANONYMOUS_PUBLISH_FROM",
+        value_delimiter = ','
+    )]
+    pub anonymous_publish_from: Vec<String>,
 
     /// Messages per followed channel kept in memory for live delivery;
     /// subscribers further behind are served from the store.

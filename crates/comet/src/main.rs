@@ -1,6 +1,7 @@
 //! The `comet` command. Parses the command line and hands over; the work is
 //! in the library crates.
 
+mod auth;
 mod bench;
 mod cli;
 mod json_line;
@@ -9,6 +10,7 @@ mod parse;
 mod publish;
 mod serve;
 mod subscribe;
+mod token;
 mod units;
 
 use std::process::ExitCode;
@@ -28,10 +30,11 @@ fn main() -> ExitCode {
 
 fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Serve(args) => serve::run(*args),
         cli::Command::Pub(args) => publish::run(args),
         cli::Command::Sub(args) => subscribe::run(args),
         cli::Command::Parse(args) => parse::run(args),
+        cli::Command::Token(args) => token::run(args),
         cli::Command::Bench(command) => bench::run(command),
     }
 }

@@ -19,7 +19,10 @@ pub fn run(args: PubArgs) -> anyhow::Result<ExitCode> {
         }
         Some(data) => data.as_bytes().to_vec(),
     };
-    let client = Client::new(&args.server)?;
+    let mut client = Client::new(&args.server)?;
+    if let Some(token) = &args.token {
+        client = client.with_token(token.clone());
+    }
     let runtime = crate::single_threaded()?;
     let published =
         runtime.block_on(client.publish_event(&args.channel, args.event.as_deref(), data))?;

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use comet_hub::{Hub, HubConfig};
-use comet_server::{CorsPolicy, Server, ServerConfig};
+use comet_server::{CorsPolicy, Rules, Server, ServerConfig};
 use comet_store::{MemoryStore, Retention, Store, StoreOptions};
 use comet_store_disk::DiskStore;
 use tracing_subscriber::EnvFilter;
 
+use crate::auth;
 use crate::cli::ServeArgs;
 use crate::limits;
 
@@ -20,6 +21,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     install_logging();
     let open_files = limits::raise_open_files_limit();
     let (retention, hub_config, server_config) = validate(&args, open_files)?;
+    let authorizer = auth::rules(&args)?;
+    tracing::info!("{}", auth::describe(&authorizer, &args));
+    let rules = Rules::new(authorizer);
     tracing::info!(
         open_files_limit = open_files.soft,
         raised_from = open_files.raised_from,
@@ -57,7 +61,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .enforce_retention_every(Duration::from_secs(1))
                 .await;
         });
-        Server::new(hub, server_config)?
+        Server::with_rules(hub, server_config, rules)?
             .serve(listener, shutdown)
             .await
             .context("serving")?;

@@ -27,7 +27,10 @@ pub fn run(args: SubArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn comet_channels(args: SubArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.server)?;
+    let mut client = Client::new(&args.server)?;
+    if let Some(token) = &args.token {
+        client = client.with_token(token.clone());
+    }
     let transport = match args.transport {
         SubTransport::Sse => Transport::Sse,
         SubTransport::Stream => Transport::Stream,
@@ -115,6 +118,7 @@ async fn any_server(args: SubArgs) -> anyhow::Result<ExitCode> {
         url,
         EventSourceOptions {
             last_event_id: args.since.clone(),
+            token: args.token.clone(),
             reconnect: Reconnect::default(),
             ..EventSourceOptions::default()
         },

@@ -26,6 +26,13 @@ pub const GAP_EVENT: &str = "comet-gap";
 /// The heartbeat: one comment line.
 pub const HEARTBEAT: &[u8] = b": heartbeat\n";
 
+/// The reserved event type that ends a stream whose credential expired.
+pub const EXPIRED_EVENT_TYPE: &str = "comet-expired";
+
+/// The last event of a stream whose credential expired: the client gets a
+/// fresh token and resumes from its last id.
+pub const EXPIRED_EVENT: &[u8] = b"event: comet-expired\ndata: {\"expired\":true}\n\n";
+
 /// The reserved event type of heartbeats sent as events.
 pub const HEARTBEAT_EVENT_TYPE: &str = "comet-heartbeat";
 

@@ -23,15 +23,16 @@
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use super::PeerIp;
 use super::head;
 use super::parked::{self, PollRequest, Polled};
 use super::request::{Request, Route};
 use crate::AppState;
-use crate::cors::{self, Verdict};
+use crate::cors::{self, AllowOrigin, Verdict};
 use crate::error::ApiError;
 use crate::publish;
 use crate::transport::live::{Framing, Live};
@@ -75,13 +76,13 @@ struct Served {
     /// The head's length in the connection's buffer.
     head_length: usize,
     /// `Access-Control-Allow-Origin` for a page of another origin.
-    allow_origin: Option<HeaderValue>,
+    allow_origin: Option<AllowOrigin>,
 }
 
 /// Serves `stream` until it closes or needs the router: reads each request
 /// head, routes it (`super::request`), hands it to its route's handler, and
 /// writes the answer.
-pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
+pub(crate) async fn serve(mut stream: TcpStream, peer: PeerIp, state: &AppState) -> Outcome {
     let mut buffer = BytesMut::new();
     loop {
         let served = match next_request(&mut stream, &mut buffer, state).await {
@@ -94,7 +95,7 @@ pub(crate) async fn serve(mut stream: TcpStream, state: &AppState) -> Outcome {
                 open_stream(stream, &mut buffer, &served, framing, state).await
             }
             Route::Poll => poll(stream, &mut buffer, &served, state).await,
-            Route::Publish => publish(stream, &mut buffer, &served, state).await,
+            Route::Publish => publish(stream, &mut buffer, &served, peer, state).await,
         };
         let answer = match handled {
             Handled::Answer(returned, answer) => {
@@ -262,9 +263,21 @@ async fn publish(
     mut stream: TcpStream,
     buffer: &mut BytesMut,
     served: &Served,
+    peer: PeerIp,
     state: &AppState,
 ) -> Handled {
     let config = &state.config;
+    let request = &served.request;
+    let checked = match publish::check(
+        state,
+        &request.target,
+        request.query.as_deref(),
+        &request.headers,
+        Some(peer.0),
+    ) {
+        Ok(checked) => checked,
+        Err(error) => return answer_before_body(stream, buffer, served, error),
+    };
     let length = served.request.body_length;
     if length > config.max_body_bytes {
         // The router answers 413 before reading the body.
@@ -288,14 +301,7 @@ async fn publish(
     // buffer alive for as long as the message is retained.
     let body = Bytes::copy_from_slice(&buffer[..length]);
     buffer.advance(length);
-    let request = &served.request;
-    let answer = Box::pin(publish::answer(
-        state,
-        &request.target,
-        request.query.as_deref(),
-        body,
-    ))
-    .await;
+    let answer = Box::pin(publish::store(state, checked, body)).await;
     Handled::Answer(
         stream,
         Answer {
@@ -306,17 +312,40 @@ async fn publish(
     )
 }
 
+/// Answers a publish refused before its body was read: the body is still
+/// to come, so the connection ends after the answer (reading a body that
+/// was refused would be work for nothing).
+fn answer_before_body(
+    stream: TcpStream,
+    buffer: &mut BytesMut,
+    served: &Served,
+    error: ApiError,
+) -> Handled {
+    if served.request.body_length == 0 {
+        buffer.advance(served.head_length);
+        return Handled::Answer(
+            stream,
+            Answer {
+                status: error.status,
+                body: Err(error),
+                cache_control: "",
+            },
+        );
+    }
+    Handled::End(Outcome::Refused(stream, error))
+}
+
 /// Writes `answer`; false when the connection cannot go on.
 async fn write_answer(
     stream: &TcpStream,
     answer: Answer,
-    allow_origin: Option<&HeaderValue>,
+    allow_origin: Option<&AllowOrigin>,
     keep_alive: bool,
     state: &AppState,
 ) -> bool {
-    let (status, body) = match answer.body {
-        Ok(body) => (answer.status, body),
-        Err(error) => (error.status, error.body()),
+    let (status, body, challenge) = match answer.body {
+        Ok(body) => (answer.status, body, None),
+        Err(error) => (error.status, error.body(), error.challenge),
     };
     let head = socket::answer_head(
         status,
@@ -324,9 +353,10 @@ async fn write_answer(
         answer.cache_control,
         allow_origin,
         keep_alive,
+        challenge,
     );
     let timeout = state.config.write_timeout;
-    let sent = socket::send(stream, &[head.as_bytes()], &[body], b"", timeout, state).await;
+    let sent = socket::send(stream, &[&head], &[body], b"", timeout, state).await;
     sent.is_ok() && keep_alive
 }
 

@@ -31,6 +31,7 @@ mod parked;
 mod request;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,10 +49,11 @@ use crate::config::refusals_in_flight;
 use crate::error::ApiError;
 use crate::metrics::{Closed, ConnectionRefusal};
 use crate::throttle::Throttled;
-use crate::transport::socket::stream_to;
+use crate::transport::socket::{answer_head, stream_to};
 use crate::{AppState, REFUSAL_WARNING_INTERVAL};
 use futures::FutureExt;
 use head::HeadError;
+use tower::ServiceExt as _;
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -72,8 +74,8 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) => (stream, PeerIp(peer.ip())),
             Err(error) => {
                 // Out of file descriptors, or a connection reset before it
                 // was accepted: wait a little instead of spinning.
@@ -121,7 +123,7 @@ pub(crate) async fn serve(
             let state = state.clone();
             async move {
                 let counted = state.metrics.connection();
-                let (stream, unanswered) = match direct::serve(stream, &state).await {
+                let (stream, unanswered) = match direct::serve(stream, peer, &state).await {
                     direct::Outcome::Done => return,
                     direct::Outcome::Stream(stream, live, response_head) => {
                         // A task of its own, sized for writing a stream only:
@@ -144,7 +146,14 @@ pub(crate) async fn serve(
                 let _counted = counted;
                 // Boxed: a connection on the path above never pays for the
                 // size of hyper's connection state in its task.
-                Box::pin(serve_http(stream, unanswered.freeze(), router, &state)).await;
+                Box::pin(serve_http(
+                    stream,
+                    peer,
+                    unanswered.freeze(),
+                    router,
+                    &state,
+                ))
+                .await;
             }
         };
         connections.spawn(guarded(state, task));
@@ -191,9 +200,20 @@ fn guarded(
         })
 }
 
+/// The address of a request's peer, as the router's handlers see it (an
+/// extension of each request).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerIp(pub(crate) IpAddr);
+
 /// Runs HTTP/1.1 through the router on a connection; `unanswered` was read
 /// from it already and starts with a request head.
-async fn serve_http(stream: TcpStream, unanswered: Bytes, router: Router, state: &AppState) {
+async fn serve_http(
+    stream: TcpStream,
+    peer: PeerIp,
+    unanswered: Bytes,
+    router: Router,
+    state: &AppState,
+) {
     let config = &state.config;
     let io = io::ConnectionIo::new(stream, unanswered, config.write_timeout, state.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -201,8 +221,12 @@ async fn serve_http(stream: TcpStream, unanswered: Bytes, router: Router, state:
         .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_head_bytes.max(8192))
         .keep_alive(true);
+    let service = router.map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(peer);
+        request
+    });
     let connection = http
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
         .with_upgrades();
     tokio::pin!(connection);
     let ended = tokio::select! {
@@ -259,15 +283,10 @@ impl HeadError {
 /// so that closing does not reset the connection under the answer.
 async fn refuse(mut stream: TcpStream, error: ApiError) {
     let body = error.body();
-    let reason = error.status.canonical_reason().unwrap_or("Error");
-    let head = format!(
-        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        error.status.as_u16(),
-        body.len()
-    );
+    let head = answer_head(error.status, body.len(), "", None, false, error.challenge);
     let mut discard = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut discard)).await;
-    if stream.write_all(head.as_bytes()).await.is_ok() && stream.write_all(&body).await.is_ok() {
+    if stream.write_all(&head).await.is_ok() && stream.write_all(&body).await.is_ok() {
         let _ = stream.shutdown().await;
         // Drain until the client closes (bounded), so the answer is not lost
         // to a reset.

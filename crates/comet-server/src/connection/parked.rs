@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::{Bytes, BytesMut};
 use comet_hub::Catch;
 use comet_protocol::Message;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
+
+use crate::cors::AllowOrigin;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -47,7 +49,7 @@ pub(super) struct PollRequest<'a> {
     pub(super) target: &'a str,
     pub(super) query: Option<&'a str>,
     pub(super) headers: &'a HeaderMap,
-    pub(super) allow_origin: Option<&'a HeaderValue>,
+    pub(super) allow_origin: Option<&'a AllowOrigin>,
     pub(super) keep_alive: bool,
 }
 
@@ -128,7 +130,7 @@ pub(super) async fn poll(
 struct SocketCatch {
     socket: Mutex<Socket>,
     woken: Notify,
-    allow_origin: Option<HeaderValue>,
+    allow_origin: Option<AllowOrigin>,
     keep_alive: bool,
 }
 
@@ -191,12 +193,13 @@ impl Catch for SocketCatch {
             socket::NO_STORE,
             self.allow_origin.as_ref(),
             self.keep_alive,
+            None,
         );
-        let segments = [head.as_bytes(), &body[..]];
+        let segments = [&head[..], &body[..]];
         let outcome = match socket::write_from(&stream, segments.into_iter(), 0) {
-            Ok(written) => Outcome::Written(unsent(head.as_bytes(), &body, written)),
+            Ok(written) => Outcome::Written(unsent(&head, &body, written)),
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                Outcome::Written(unsent(head.as_bytes(), &body, 0))
+                Outcome::Written(unsent(&head, &body, 0))
             }
             Err(_) => Outcome::Failed,
         };

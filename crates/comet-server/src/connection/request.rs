@@ -31,9 +31,9 @@ pub(super) struct Request {
     /// The route's one path segment: the channel or channel list.
     pub(super) target: String,
     pub(super) query: Option<String>,
-    /// The header fields; left empty for a publish without `Origin`, whose
-    /// handler needs none (building the map is most of a publish's own
-    /// cost).
+    /// The header fields; left empty for a publish without `Origin`,
+    /// `Authorization` or `Cookie`, whose handler needs none (building the
+    /// map is most of a publish's own cost).
     pub(super) headers: HeaderMap,
     /// The body's length (only a publish has one).
     pub(super) body_length: usize,
@@ -50,10 +50,11 @@ impl Request {
         let (route, rest) = route(parsed.method?, parsed.path?)?;
         let (target, query) = split_target(rest)?;
         let keep_headers = route != Route::Publish
-            || parsed
-                .headers
-                .iter()
-                .any(|field| field.name.eq_ignore_ascii_case("origin"));
+            || parsed.headers.iter().any(|field| {
+                ["origin", "authorization", "cookie"]
+                    .iter()
+                    .any(|name| field.name.eq_ignore_ascii_case(name))
+            });
         let fields = Fields::read(parsed.headers, keep_headers)?;
         if route != Route::Publish && fields.body_length > 0 {
             return None;
@@ -205,6 +206,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cross.headers["origin"], "https://x");
+        let authorized =
+            check("POST /pub/a HTTP/1.1\r\nauthorization: Bearer k\r\ncontent-length: 1\r\n\r\n")
+                .unwrap();
+        assert_eq!(authorized.headers["authorization"], "Bearer k");
+        let cookie = check("POST /pub/a HTTP/1.1\r\ncookie: comet_token=t\r\n\r\n").unwrap();
+        assert_eq!(cookie.headers["cookie"], "comet_token=t");
         let poll = check("GET /poll/a HTTP/1.1\r\nlast-event-id: e-1\r\n\r\n").unwrap();
         assert_eq!(poll.headers["last-event-id"], "e-1");
     }

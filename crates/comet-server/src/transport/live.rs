@@ -31,7 +31,9 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::{GaugeGuard, Transport};
 use crate::transport::{Opened, channel_list, open};
+use std::time::SystemTime;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 
 /// How a streaming transport frames what it sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +89,14 @@ impl Framing {
         self.heartbeat_for(false)
     }
 
+    /// The last frame of a stream whose credential expired.
+    fn expired(self) -> Bytes {
+        match self {
+            Framing::Sse => Bytes::from_static(sse::EXPIRED_EVENT),
+            Framing::Ndjson => Bytes::from_static(json::EXPIRED_LINE),
+        }
+    }
+
     /// The heartbeat, as an event when the client asked for one (SSE only:
     /// NDJSON heartbeats are lines page code sees anyway).
     fn heartbeat_for(self, as_event: bool) -> Bytes {
@@ -106,8 +116,25 @@ pub(crate) struct Live {
     opening: Option<Bytes>,
     /// Heartbeats as events (SSE `?heartbeat=event`).
     heartbeat_events: bool,
+    /// When the credential that allowed the stream expires.
+    deadline: Option<Instant>,
+    /// The expiry frame went out: the stream is over.
+    expired: bool,
     _counted: GaugeGuard,
     _place: OwnedSemaphorePermit,
+}
+
+/// The moment `at` on the runtime's clock.
+pub(crate) fn deadline(at: SystemTime) -> Instant {
+    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Validates a subscription request and answers with a never-ending
@@ -156,6 +183,7 @@ impl Live {
             request,
             subscription,
             place,
+            expires_at,
         } = open(&state, channels, query, headers).await?;
         // With a backlog pending, the position is past messages not yet
         // sent: announcing it would let a reconnect skip them.
@@ -168,6 +196,8 @@ impl Live {
             _place: place,
             opening: framing.opening(&state, starting_cursor.as_ref()),
             heartbeat_events: request.heartbeat_events,
+            deadline: expires_at.map(deadline),
+            expired: false,
             state,
             subscription,
             framing,
@@ -177,6 +207,9 @@ impl Live {
     /// The frames to send next, at least one; `None` when the stream ends
     /// (server shutdown, or a store failure).
     pub(crate) async fn next_frames(&mut self) -> Option<Vec<Bytes>> {
+        if self.expired {
+            return None;
+        }
         if let Some(opening) = self.opening.take() {
             return Some(vec![opening]);
         }
@@ -185,9 +218,14 @@ impl Live {
             bytes: self.state.config.batch_bytes,
         };
         let heartbeat = self.state.config.heartbeat;
+        let deadline = self.deadline;
         tokio::select! {
             biased;
             _ = self.state.shutdown.cancelled() => None,
+            () = until(deadline) => {
+                self.expired = true;
+                Some(vec![self.framing.expired()])
+            }
             batch = self.subscription.next_batch(limit) => match batch {
                 Ok(items) => {
                     let frames: Vec<Bytes> = items.iter().map(|item| self.frame(item)).collect();

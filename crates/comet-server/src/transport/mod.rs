@@ -24,7 +24,10 @@ use comet_hub::Subscription;
 use http::HeaderMap;
 use tokio::sync::OwnedSemaphorePermit;
 
+use std::time::SystemTime;
+
 use crate::AppState;
+use crate::auth;
 use crate::error::ApiError;
 use crate::params::{Query, Subscribe};
 
@@ -44,11 +47,14 @@ pub(crate) struct Opened {
     pub(crate) request: Subscribe,
     pub(crate) subscription: Subscription,
     pub(crate) place: OwnedSemaphorePermit,
+    /// When the credential that allowed it expires: the subscription ends
+    /// then.
+    pub(crate) expires_at: Option<SystemTime>,
 }
 
-/// Validates a subscription request, takes a place under the subscriber
-/// cap (a bad request is told what is wrong with it even when the server
-/// is full) and opens the subscription.
+/// Validates a subscription request, authorizes it, takes a place under
+/// the subscriber cap (a bad request is told what is wrong with it even
+/// when the server is full) and opens the subscription.
 pub(crate) async fn open(
     state: &AppState,
     channels: &str,
@@ -57,6 +63,12 @@ pub(crate) async fn open(
 ) -> Result<Opened, ApiError> {
     let query = Query::parse(query)?;
     let request = Subscribe::parse(channels, &query, headers, &state.config)?;
+    let token = auth::token(headers, &query);
+    let access = state
+        .rules
+        .current()
+        .subscribe(token, request.channels.names())
+        .map_err(|refusal| auth::refused(state, refusal, token.is_some()))?;
     let place = state.subscriber_place()?;
     let subscription = state
         .hub
@@ -66,5 +78,6 @@ pub(crate) async fn open(
         request,
         subscription,
         place,
+        expires_at: access.expires_at,
     })
 }

@@ -81,10 +81,18 @@ impl Poll {
         headers: &HeaderMap,
     ) -> Result<Self, ApiError> {
         let Opened {
-            request,
+            mut request,
             subscription,
             place,
+            expires_at,
         } = open(state, channels, query, headers).await?;
+        if let Some(expires_at) = expires_at {
+            // A long poll never waits past its credential.
+            let left = expires_at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            request.wait = request.wait.min(left);
+        }
         let transport = if request.wait.is_zero() {
             Transport::Poll
         } else {

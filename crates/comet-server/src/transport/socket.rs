@@ -22,22 +22,22 @@ use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
+
+use crate::cors::AllowOrigin;
 use tokio::net::TcpStream;
 
 use crate::AppState;
 use crate::transport::live::{Framing, Live};
 
 /// The response head: the router's headers for a stream, chunked.
-pub(crate) fn response_head(framing: Framing, allow_origin: Option<&HeaderValue>) -> Vec<u8> {
+pub(crate) fn response_head(framing: Framing, allow_origin: Option<&AllowOrigin>) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: ");
     head.extend_from_slice(framing.content_type().as_bytes());
     head.extend_from_slice(b"\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n");
     if let Some(origin) = allow_origin {
-        head.extend_from_slice(b"access-control-allow-origin: ");
-        head.extend_from_slice(origin.as_bytes());
-        head.extend_from_slice(b"\r\nvary: origin\r\n");
+        origin.write_lines(&mut head);
     }
     head.extend_from_slice(b"transfer-encoding: chunked\r\ndate: ");
     http_date(|date| head.extend_from_slice(date.as_bytes()));
@@ -177,29 +177,30 @@ pub(crate) fn answer_head(
     status: StatusCode,
     length: usize,
     cache_control: &str,
-    allow_origin: Option<&HeaderValue>,
+    allow_origin: Option<&AllowOrigin>,
     keep_alive: bool,
-) -> String {
-    use std::fmt::Write;
-    let mut head = String::with_capacity(256);
+    challenge: Option<&str>,
+) -> Vec<u8> {
+    use std::io::Write;
+    let mut head = Vec::with_capacity(256);
     let _ = write!(
         head,
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n{cache_control}",
         status.as_u16(),
         status.canonical_reason().unwrap_or("Unknown")
     );
-    if let Some(origin) = allow_origin.and_then(|origin| origin.to_str().ok()) {
-        let _ = write!(
-            head,
-            "access-control-allow-origin: {origin}\r\nvary: origin\r\n"
-        );
+    if let Some(origin) = allow_origin {
+        origin.write_lines(&mut head);
+    }
+    if let Some(challenge) = challenge {
+        let _ = write!(head, "www-authenticate: {challenge}\r\n");
     }
     if !keep_alive {
-        head.push_str("connection: close\r\n");
+        head.extend_from_slice(b"connection: close\r\n");
     }
     let _ = write!(head, "content-length: {length}\r\ndate: ");
-    http_date(|date| head.push_str(date));
-    head.push_str("\r\n\r\n");
+    http_date(|date| head.extend_from_slice(date.as_bytes()));
+    head.extend_from_slice(b"\r\n\r\n");
     head
 }
 
