@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::digest::{SHA256, digest};
@@ -24,7 +25,7 @@ pub const MIN_KEY_LEN: usize = 16;
 /// A set of API keys and what each allows.
 #[derive(Clone, Debug, Default)]
 pub struct ApiKeys {
-    by_digest: HashMap<[u8; 32], Grants>,
+    by_digest: HashMap<[u8; 32], Arc<Grants>>,
 }
 
 fn sha256(key: &str) -> [u8; 32] {
@@ -70,7 +71,7 @@ impl ApiKeys {
             };
             if keys
                 .by_digest
-                .insert(sha256(key), Grants::both(patterns))
+                .insert(sha256(key), Arc::new(Grants::both(patterns)))
                 .is_some()
             {
                 return Err(at("the same key is given twice".into()));
@@ -80,7 +81,7 @@ impl ApiKeys {
     }
 
     /// What `key` allows, if it is one of these keys.
-    pub fn grants(&self, key: &str) -> Option<&Grants> {
+    pub fn grants(&self, key: &str) -> Option<&Arc<Grants>> {
         let presented = sha256(key);
         let (known, grants) = self.by_digest.get_key_value(&presented)?;
         verify_slices_are_equal(known, &presented).ok()?;

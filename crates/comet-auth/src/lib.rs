@@ -230,7 +230,7 @@ impl Authorizer {
     /// Reads `token`.
     fn credential(&self, token: &str) -> Result<Credential, Refusal> {
         if let Some(grants) = self.api_keys.grants(token) {
-            return Ok((std::sync::Arc::new(grants.clone()), None));
+            return Ok((grants.clone(), None));
         }
         match &self.jwt {
             Some(jwt) => {

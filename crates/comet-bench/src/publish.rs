@@ -30,6 +30,9 @@ pub struct PublishPlan {
     /// (`fresh-{publisher}-{n}`), as an application with a channel per
     /// user or per session does: what that costs the server over time.
     pub fresh_channels: bool,
+    /// A token to publish with (`Authorization: Bearer`), for measuring what
+    /// authorization costs.
+    pub token: Option<String>,
 }
 
 /// What happened.
@@ -65,6 +68,7 @@ pub async fn run(plan: &PublishPlan) -> Result<PublishReport, HttpError> {
         );
         let prefix = plan.path_prefix.clone();
         let fresh = plan.fresh_channels;
+        let authorization = plan.token.as_ref().map(|token| format!("Bearer {token}"));
         let body = vec![b'x'; plan.size];
         tasks.push(tokio::spawn(async move {
             let mut sent_count = 0u64;
@@ -78,7 +82,14 @@ pub async fn run(plan: &PublishPlan) -> Result<PublishReport, HttpError> {
                 }
                 sent_count += 1;
                 let sent = Instant::now();
-                match connection.request("POST", &path, &body).await {
+                let headers: Vec<(&str, &str)> = authorization
+                    .iter()
+                    .map(|value| ("authorization", value.as_str()))
+                    .collect();
+                match connection
+                    .request_with("POST", &path, &headers, &body)
+                    .await
+                {
                     Ok(answer) if (200..300).contains(&answer.status) => {
                         latencies.record(sent.elapsed());
                         acknowledged += 1;

@@ -87,6 +87,7 @@ async fn scenario(command: BenchCommand) -> anyhow::Result<String> {
                 size: args.size,
                 channels: args.channels.max(1),
                 fresh_channels: args.fresh_channels,
+                token: args.token.clone(),
             };
             let report = publish::run(&plan).await.context("publishing")?;
             let channels = if plan.fresh_channels {

@@ -268,6 +268,9 @@ pub struct BenchPublishArgs {
     /// that costs the server over time.
     #[arg(long, conflicts_with = "channels")]
     pub fresh_channels: bool,
+    /// Publish with this token (an API key or a JWT).
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 /// Options of `comet serve`. Every option can also be set through the

@@ -31,9 +31,9 @@ pub(super) struct Request {
     /// The route's one path segment: the channel or channel list.
     pub(super) target: String,
     pub(super) query: Option<String>,
-    /// The header fields; left empty for a publish without `Origin`,
-    /// `Authorization` or `Cookie`, whose handler needs none (building the
-    /// map is most of a publish's own cost).
+    /// The header fields; for a publish without `Origin`, only those that
+    /// may carry a token (building the whole map is most of a publish's
+    /// own cost).
     pub(super) headers: HeaderMap,
     /// The body's length (only a publish has one).
     pub(super) body_length: usize,
@@ -49,13 +49,21 @@ impl Request {
         }
         let (route, rest) = route(parsed.method?, parsed.path?)?;
         let (target, query) = split_target(rest)?;
-        let keep_headers = route != Route::Publish
-            || parsed.headers.iter().any(|field| {
-                ["origin", "authorization", "cookie"]
-                    .iter()
-                    .any(|name| field.name.eq_ignore_ascii_case(name))
-            });
-        let fields = Fields::read(parsed.headers, keep_headers)?;
+        // A publish needs its header fields only to judge an origin or
+        // find a token: otherwise no map is built, and with a token only
+        // the fields that may carry it are.
+        let keep = if route != Route::Publish {
+            Keep::All
+        } else if parsed
+            .headers
+            .iter()
+            .any(|field| field.name.eq_ignore_ascii_case("origin"))
+        {
+            Keep::All
+        } else {
+            Keep::Credentials
+        };
+        let fields = Fields::read(parsed.headers, keep)?;
         if route != Route::Publish && fields.body_length > 0 {
             return None;
         }
@@ -101,6 +109,22 @@ fn split_target(rest: &str) -> Option<(&str, Option<&str>)> {
     Some((target, query))
 }
 
+/// Which header fields go into the map.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    All,
+    /// `Authorization` and `Cookie` only (a publish without `Origin`).
+    Credentials,
+}
+
+impl Keep {
+    fn keeps(self, name: &str) -> bool {
+        self == Keep::All
+            || name.eq_ignore_ascii_case("authorization")
+            || name.eq_ignore_ascii_case("cookie")
+    }
+}
+
 /// The header fields the direct path needs.
 struct Fields {
     headers: HeaderMap,
@@ -109,10 +133,10 @@ struct Fields {
 }
 
 impl Fields {
-    /// Reads `fields`, keeping them in a map when `keep`; `None` for
+    /// Reads `fields`, keeping in a map those `keep` names; `None` for
     /// anything the router should judge.
-    fn read(fields: &[httparse::Header<'_>], keep: bool) -> Option<Self> {
-        let mut headers = if keep {
+    fn read(fields: &[httparse::Header<'_>], keep: Keep) -> Option<Self> {
+        let mut headers = if keep == Keep::All {
             HeaderMap::with_capacity(fields.len())
         } else {
             HeaderMap::new()
@@ -121,8 +145,9 @@ impl Fields {
         let mut keep_alive = true;
         for field in fields {
             let (name, value) = (field.name, field.value);
+            let kept = keep.keeps(name);
             // Kept fields are validated as they are converted below.
-            if !keep && !is_field_value(value) {
+            if !kept && !is_field_value(value) {
                 return None;
             }
             if name.eq_ignore_ascii_case("content-length") {
@@ -142,7 +167,7 @@ impl Fields {
             } else if name.eq_ignore_ascii_case("connection") && asks_to_close(value) {
                 keep_alive = false;
             }
-            if keep {
+            if kept {
                 headers.append(
                     HeaderName::from_bytes(name.as_bytes()).ok()?,
                     HeaderValue::from_bytes(value).ok()?,
@@ -198,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn a_publish_without_an_origin_builds_no_header_map() {
+    fn a_publish_without_an_origin_keeps_only_its_credentials() {
         let plain = check("POST /pub/a HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\n\r\n").unwrap();
         assert!(plain.headers.is_empty());
         let cross = check(
