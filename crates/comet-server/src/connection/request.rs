@@ -52,13 +52,11 @@ impl Request {
         // A publish needs its header fields only to judge an origin or
         // find a token: otherwise no map is built, and with a token only
         // the fields that may carry it are.
-        let keep = if route != Route::Publish {
-            Keep::All
-        } else if parsed
+        let judges_an_origin = parsed
             .headers
             .iter()
-            .any(|field| field.name.eq_ignore_ascii_case("origin"))
-        {
+            .any(|field| field.name.eq_ignore_ascii_case("origin"));
+        let keep = if route != Route::Publish || judges_an_origin {
             Keep::All
         } else {
             Keep::Credentials
