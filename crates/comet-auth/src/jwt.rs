@@ -32,8 +32,9 @@ const REMEMBERED: usize = 8192;
 
 /// The keys tokens are verified with, and what else is checked.
 pub struct JwtVerifier {
-    keys: Vec<(Algorithm, DecodingKey)>,
-    validation: Validation,
+    /// Each key with the validation of its own algorithm (a validation
+    /// naming algorithms of other key types refuses the key).
+    keys: Vec<(Algorithm, DecodingKey, Validation)>,
     remembered: Mutex<HashMap<String, Verified>>,
 }
 
@@ -76,33 +77,18 @@ impl JwtVerifier {
         issuer: Option<&str>,
         audience: Option<&str>,
     ) -> Self {
-        let mut algorithms: Vec<Algorithm> = keys.iter().map(|(algorithm, _)| *algorithm).collect();
-        algorithms.dedup();
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms;
-        validation.leeway = 0;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp"];
-        if let Some(issuer) = issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        match audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                required.push("aud");
-            }
-            // A token naming an audience is fine when none is configured.
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
+        let keys = keys
+            .into_iter()
+            .map(|(algorithm, key)| {
+                let validation = validation_for(algorithm, issuer, audience);
+                (algorithm, key, validation)
+            })
+            .collect();
         Self {
             keys,
-            validation,
             remembered: Mutex::new(HashMap::new()),
         }
     }
-
     /// Verifies `token`.
     pub fn verify(&self, token: &str) -> Result<Verified, Refusal> {
         let now = SystemTime::now();
@@ -115,11 +101,11 @@ impl JwtVerifier {
             "its algorithm {:?} is not one this server accepts",
             header.alg
         ));
-        for (algorithm, key) in &self.keys {
+        for (algorithm, key, validation) in &self.keys {
             if *algorithm != header.alg {
                 continue;
             }
-            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+            match jsonwebtoken::decode::<Claims>(token, key, validation) {
                 Ok(data) => {
                     let verified = Verified {
                         grants: Arc::new(grants_of(data.claims.comet)?),
@@ -153,6 +139,32 @@ impl JwtVerifier {
         }
         remembered.insert(token.to_string(), verified.clone());
     }
+}
+
+/// What is checked of a token signed with `algorithm`.
+fn validation_for(
+    algorithm: Algorithm,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = 0;
+    validation.validate_nbf = true;
+    let mut required = vec!["exp"];
+    if let Some(issuer) = issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
+    match audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        // A token naming an audience is fine when none is configured.
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
 
 fn grants_of(claim: CometClaim) -> Result<Grants, Refusal> {

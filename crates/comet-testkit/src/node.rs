@@ -79,3 +79,28 @@ impl EventSourceClient {
             .success()
     }
 }
+
+/// Tokens made by the npm `jose` library (`tests/clients/jose-tokens.mjs`)
+/// for HS256 (with the secret in `secret_file`), RS256, ES256 and EdDSA,
+/// whose public keys it writes to `dir` (`rs256.pem`, `es256.pem`,
+/// `eddsa.pem`). Returns `{ALG: {"valid": TOKEN, "expired": TOKEN}}`.
+pub fn jose_tokens(dir: &std::path::Path, secret_file: &std::path::Path) -> Value {
+    let root = repository_root();
+    assert!(
+        root.join("node_modules/jose").exists(),
+        "npm package `jose` is missing: run scripts/test.sh (it installs it)"
+    );
+    let output = std::process::Command::new("node")
+        .arg(root.join("tests/clients/jose-tokens.mjs"))
+        .arg(dir)
+        .arg(secret_file)
+        .current_dir(&root)
+        .output()
+        .expect("run node (Node.js is required)");
+    assert!(
+        output.status.success(),
+        "jose-tokens.mjs failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("a JSON object of tokens")
+}
