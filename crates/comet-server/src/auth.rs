@@ -14,29 +14,47 @@ use comet_auth::{Authorizer, Refusal};
 use http::{HeaderMap, StatusCode, header};
 
 use crate::AppState;
+use crate::cors::CorsPolicy;
 use crate::error::ApiError;
 use crate::params::Query;
 
-/// The authorization rules in force, shared with whoever may replace them
-/// (a configuration reload).
+/// Who may use the server, as it runs: the authorization rules and the
+/// origins whose pages are served, shared with whoever may replace them
+/// (a configuration reload). Requests already allowed keep going.
 #[derive(Clone)]
-pub struct Rules(Arc<RwLock<Arc<Authorizer>>>);
+pub struct Rules {
+    auth: Arc<RwLock<Arc<Authorizer>>>,
+    cors: Arc<RwLock<Arc<CorsPolicy>>>,
+}
 
 impl Rules {
-    /// Rules starting as `authorizer`.
+    /// Rules starting as `authorizer` (the origins come from the server's
+    /// configuration when it starts).
     pub fn new(authorizer: Authorizer) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(authorizer))))
+        Self {
+            auth: Arc::new(RwLock::new(Arc::new(authorizer))),
+            cors: Arc::new(RwLock::new(Arc::new(CorsPolicy::default()))),
+        }
     }
 
-    /// The rules now.
+    /// The authorization rules now.
     pub fn current(&self) -> Arc<Authorizer> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Replaces the rules for every request from now on; requests already
-    /// allowed keep going.
+    /// Replaces the authorization rules for every request from now on.
     pub fn replace(&self, authorizer: Authorizer) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(authorizer);
+        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(authorizer);
+    }
+
+    /// The origins served now.
+    pub fn cors(&self) -> Arc<CorsPolicy> {
+        self.cors.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the origins served, for every request from now on.
+    pub fn replace_cors(&self, policy: CorsPolicy) {
+        *self.cors.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
     }
 }
 

@@ -124,7 +124,7 @@ pub(crate) fn judge(policy: &CorsPolicy, headers: &HeaderMap) -> Verdict {
 
 /// The middleware applying the policy.
 pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let allow_origin = match judge(&state.config.cors, request.headers()) {
+    let allow_origin = match judge(&state.rules.cors(), request.headers()) {
         Verdict::Plain => return next.run(request).await,
         Verdict::Refused(origin) => {
             return ApiError::new(

@@ -108,6 +108,7 @@ impl Server {
     /// them to replace them while it runs).
     pub fn with_rules(hub: Hub, config: ServerConfig, rules: Rules) -> Result<Self, InvalidConfig> {
         config.validate()?;
+        rules.replace_cors(config.cors.clone());
         Ok(Self {
             state: AppState(Arc::new(AppInner {
                 metrics: Metrics::new(hub.clone(), &config),

@@ -54,7 +54,7 @@ pub fn rules(args: &ServeArgs) -> anyhow::Result<Authorizer> {
 }
 
 /// A network, or a single address as one.
-fn network_of(text: &str) -> anyhow::Result<IpNet> {
+pub fn network_of(text: &str) -> anyhow::Result<IpNet> {
     if let Ok(network) = text.parse::<IpNet>() {
         return Ok(network);
     }

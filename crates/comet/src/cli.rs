@@ -274,9 +274,21 @@ pub struct BenchPublishArgs {
 }
 
 /// Options of `comet serve`. Every option can also be set through the
-/// environment variable named in its help.
-#[derive(Debug, Args)]
+/// environment variable named in its help, and in a configuration file
+/// (`--config`).
+#[derive(Clone, Debug, PartialEq, Args)]
 pub struct ServeArgs {
+    /// A TOML file of these options (keys in snake_case: `max_body =
+    /// "2MiB"`); the environment and flags override it. SIGHUP reads it
+    /// again (with the key files) without dropping a connection.
+    #[arg(long, env = "COMET_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// What to log: `error`, `warn`, `info`, `debug`, `trace`, or
+    /// per-module directives (`comet_server=debug,info`).
+    #[arg(long, env = "COMET_LOG", default_value = "info")]
+    pub log: String,
+
     /// Address to listen on. Port 0 picks a free port; the address bound is
     /// printed as `listening on http://ADDR`.
     #[arg(long, env = "COMET_LISTEN", default_value = "127.0.0.1:8080")]
@@ -401,7 +413,8 @@ pub struct ServeArgs {
     #[arg(
         long = "public-channels",
         env = "COMET_PUBLIC_CHANNELS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = channel_pattern
     )]
     pub public_channels: Vec<String>,
 
@@ -411,7 +424,8 @@ pub struct ServeArgs {
     #[arg(
         long = "anonymous-publish-from",
         env = "COMET_ANONYMOUS_PUBLISH_FROM",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = network
     )]
     pub anonymous_publish_from: Vec<String>,
 
@@ -430,4 +444,18 @@ pub struct ServeArgs {
     /// ones are remembered approximately, in a fixed 512 KiB table.
     #[arg(long, env = "COMET_FORGOTTEN_CHANNELS", default_value_t = 65_536)]
     pub forgotten_channels: usize,
+}
+
+/// A channel pattern, checked as it is read.
+fn channel_pattern(text: &str) -> Result<String, String> {
+    comet_server::comet_auth::ChannelPattern::parse(text.trim())
+        .map(|_| text.trim().to_string())
+        .map_err(|error| error.to_string())
+}
+
+/// A network (`10.0.0.0/8`) or an address, checked as it is read.
+fn network(text: &str) -> Result<String, String> {
+    crate::auth::network_of(text.trim())
+        .map(|_| text.trim().to_string())
+        .map_err(|_| format!("{text:?} is not a network like 10.0.0.0/8 or an address"))
 }

@@ -4,10 +4,12 @@
 mod auth;
 mod bench;
 mod cli;
+mod config;
 mod json_line;
 mod limits;
 mod parse;
 mod publish;
+mod reload;
 mod serve;
 mod subscribe;
 mod token;
@@ -15,11 +17,16 @@ mod units;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    match run(cli) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match config::parse(&argv) {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("comet: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli, argv) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("comet: {error:#}");
@@ -28,9 +35,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: cli::Cli, argv: Vec<std::ffi::OsString>) -> anyhow::Result<ExitCode> {
     match cli.command {
-        cli::Command::Serve(args) => serve::run(*args),
+        cli::Command::Serve(args) => serve::run(*args, argv),
         cli::Command::Pub(args) => publish::run(args),
         cli::Command::Sub(args) => subscribe::run(args),
         cli::Command::Parse(args) => parse::run(args),

@@ -12,13 +12,17 @@ use comet_server::{CorsPolicy, Rules, Server, ServerConfig};
 use comet_store::{MemoryStore, Retention, Store, StoreOptions};
 use comet_store_disk::DiskStore;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload::Handle;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::auth;
 use crate::cli::ServeArgs;
 use crate::limits;
+use crate::reload::Reloader;
 
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    install_logging();
+pub fn run(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> anyhow::Result<ExitCode> {
+    let log = install_logging(&args.log)?;
     let open_files = limits::raise_open_files_limit();
     let (retention, hub_config, server_config) = validate(&args, open_files)?;
     let authorizer = auth::rules(&args)?;
@@ -61,6 +65,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .enforce_retention_every(Duration::from_secs(1))
                 .await;
         });
+        let reloader = Reloader {
+            argv,
+            running: args.clone(),
+            rules: rules.clone(),
+            log,
+        };
+        reload_on_hangup(reloader)?;
         Server::with_rules(hub, server_config, rules)?
             .serve(listener, shutdown)
             .await
@@ -116,7 +127,7 @@ fn validate(
     Ok((retention, hub, server))
 }
 
-fn cors_policy(origins: &[String]) -> anyhow::Result<CorsPolicy> {
+pub fn cors_policy(origins: &[String]) -> anyhow::Result<CorsPolicy> {
     if origins.is_empty() {
         return Ok(CorsPolicy::SameOrigin);
     }
@@ -153,15 +164,38 @@ fn open_store(args: &ServeArgs, retention: &Retention) -> anyhow::Result<Arc<dyn
     Ok(Arc::new(store))
 }
 
-fn install_logging() {
-    let filter = EnvFilter::try_from_env("COMET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the log, at `directives` (changed by a reload through the
+/// handle returned).
+fn install_logging(
+    directives: &str,
+) -> anyhow::Result<Handle<EnvFilter, tracing_subscriber::Registry>> {
+    let filter = EnvFilter::try_new(directives)
+        .map_err(|error| anyhow::anyhow!("--log {directives:?}: {error}"))?;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Colours only for a person at a terminal: a log file or a journal
     // gets plain text.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr),
+        )
         .init();
+    Ok(handle)
+}
+
+/// Reloads the configuration at every SIGHUP (see `crate::reload`).
+fn reload_on_hangup(mut reloader: Reloader) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            reloader.reload();
+        }
+    });
+    Ok(())
 }
 
 /// Writes a line for whoever started the server (scripts wait for it).

@@ -175,12 +175,18 @@ async fn next_request(
     let Some(request) = request else {
         return Ok(None);
     };
-    let allow_origin = match cors::judge(&config.cors, &request.headers) {
-        Verdict::Plain => None,
-        Verdict::Allowed(origin) => Some(origin),
-        // The router answers the refusal.
-        Verdict::Refused(_) => return Ok(None),
+    // Only a request with an `Origin` has an origin to judge.
+    let allow_origin = if request.headers.contains_key(http::header::ORIGIN) {
+        match cors::judge(&state.rules.cors(), &request.headers) {
+            Verdict::Plain => None,
+            Verdict::Allowed(origin) => Some(origin),
+            // The router answers the refusal.
+            Verdict::Refused(_) => return Ok(None),
+        }
+    } else {
+        None
     };
+
     Ok(Some(Served {
         request,
         head_length,
