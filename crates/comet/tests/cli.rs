@@ -245,3 +245,96 @@ fn pub_errors_are_clear() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `comet token` mints what `comet pub` and `comet sub` need against a
+/// server that requires tokens; a subscription whose token expires ends
+/// with a clear error, on every streaming transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_and_sub_take_tokens_and_say_when_one_expired() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-tokens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "a-cli-test-secret-of-32-bytes-at-least\n").unwrap();
+    let secret = secret.to_str().unwrap();
+    let server = ServerProcess::spawn(binary(), &["--memory", "--jwt-secret-file", secret]);
+    let base = server.base();
+    let mint = |args: &[&str]| {
+        let mut all = vec!["token", "--jwt-secret-file", secret];
+        all.extend_from_slice(args);
+        let output = run(&all, b"");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let publisher = mint(&["--publish", "news", "--ttl", "10m"]);
+
+    let refused = run(&["pub", "--server", base, "news", "x"], b"");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("unauthorized"),
+        "{stderr}"
+    );
+    let answer = publish(base, &["--token", &publisher, "news", "with a token"], b"");
+    assert_eq!(answer["channel"], "news");
+
+    for transport in ["sse", "stream"] {
+        let short = mint(&["--subscribe", "news", "--ttl", "3s"]);
+        let mut child = tokio::process::Command::new(binary())
+            .args(["sub", "news", "--server", base, "--token", &short])
+            .args(["--transport", transport, "--format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run comet sub");
+        // The metrics need a token granting every channel.
+        let admin = mint(&["--subscribe", "*", "--ttl", "10m"]);
+        let line = format!("comet_subscribers{{transport=\"{transport}\"}} 1");
+        within("the subscriber", async {
+            loop {
+                let text = comet_testkit::client()
+                    .get(format!("{base}/metrics"))
+                    .bearer_auth(&admin)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                if text.contains(&line) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        publish(base, &["--token", &publisher, "news", "before expiry"], b"");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = within("the message", lines.next_line())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(line.contains("before expiry"), "{line}");
+        let status = within("comet sub to end", child.wait()).await.unwrap();
+        assert!(!status.success(), "{transport}");
+        let mut stderr = String::new();
+        use tokio::io::AsyncReadExt;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .await
+            .unwrap();
+        assert!(
+            stderr.contains("the token expired"),
+            "{transport}: {stderr}"
+        );
+    }
+}
