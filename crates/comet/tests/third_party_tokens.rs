@@ -165,3 +165,64 @@ fn bad_authorization_options_stop_the_start_naming_the_file_and_line() {
         }
     }
 }
+
+/// Tokens never reach the log, wherever they came from and whatever
+/// became of them, even at the most talkative level.
+#[tokio::test]
+async fn tokens_never_reach_a_log_line() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("token-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys");
+    let key = "a-key-that-must-stay-secret-01";
+    std::fs::write(&keys, format!("{key} news\n")).unwrap();
+    let log = dir.join("log");
+    let mut command = Command::new(binary());
+    command
+        .args([
+            "serve",
+            "--memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-keys-file",
+        ])
+        .arg(&keys)
+        .env("COMET_LOG", "trace")
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(&log).unwrap(),
+        ));
+    let server = ServerProcess::spawn_command(command);
+    let base = server.base();
+    let http = client();
+    let wrong = "a-wrong-key-that-must-not-show";
+    for token in [key, wrong] {
+        let _ = http
+            .get(format!("{base}/poll/news?token={token}"))
+            .send()
+            .await;
+        let _ = http
+            .get(format!("{base}/poll/sport?token={token}"))
+            .send()
+            .await;
+        let _ = http
+            .post(format!("{base}/pub/%6Eews"))
+            .bearer_auth(token)
+            .body("x")
+            .send()
+            .await;
+        let _ = http
+            .get(format!("{base}/channels"))
+            .header("cookie", format!("comet_token={token}"))
+            .send()
+            .await;
+    }
+    drop(server);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("request refused"),
+        "the refusals are logged"
+    );
+    assert!(!logged.contains(key), "the key was logged");
+    assert!(!logged.contains(wrong), "a presented token was logged");
+}
