@@ -107,9 +107,16 @@ impl JwtVerifier {
             }
             match jsonwebtoken::decode::<Claims>(token, key, validation) {
                 Ok(data) => {
+                    let expires_at = UNIX_EPOCH + Duration::from_secs(data.claims.exp);
+                    // The library compares whole seconds, and would accept a
+                    // token for up to a second past its `exp`; open streams
+                    // end at `exp` exactly, and so does the token.
+                    if expires_at <= now {
+                        return Err(Refusal::Expired);
+                    }
                     let verified = Verified {
                         grants: Arc::new(grants_of(data.claims.comet)?),
-                        expires_at: UNIX_EPOCH + Duration::from_secs(data.claims.exp),
+                        expires_at,
                     };
                     self.remember(token, &verified);
                     return Ok(verified);

@@ -253,3 +253,21 @@ fn a_short_or_missing_secret_is_a_clear_error() {
     let not_a_key = read_public_key(&short).unwrap_err().to_string();
     assert!(not_a_key.contains("not a PEM public key"), "{not_a_key}");
 }
+
+/// A token is refused from its `exp` on, to the instant (the library's
+/// whole-second check alone accepted it for up to a second more).
+#[test]
+fn a_token_is_refused_from_the_instant_it_expires() {
+    let secret = secret_file("instant");
+    let verifier = JwtVerifier::new(vec![read_secret(&secret).unwrap()], None, None);
+    let key =
+        jsonwebtoken::EncodingKey::from_secret(b"a-secret-of-at-least-thirty-two-bytes").unwrap();
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    // `exp` is this very second: the library still takes it, Comet must not.
+    let claims = serde_json::json!({"exp": now.as_secs(), "comet": {"subscribe": ["*"]}});
+    let token =
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &claims, &key).unwrap();
+    assert_eq!(verifier.verify(&token).unwrap_err(), Refusal::Expired);
+}
