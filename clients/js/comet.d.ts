@@ -39,6 +39,20 @@ export interface SubscribeOptions {
   /** Consecutive failures (not counting those while the browser is offline) before 'auto' moves
    * to the next transport. Default 3. */
   failuresBeforeFallback?: number;
+  /** A token (an API key or a JWT) every request carries: `Authorization: Bearer` on fetch and
+   * XHR, the `token` query parameter on EventSource. With `getToken`, the first token. */
+  token?: string;
+  /** Gives a token valid now. Called at the start (unless `token` is given), when the server ends
+   * the subscription at its JWT's expiry (long polls: also before a poll whose JWT is about to
+   * expire), and when it answers 401; the subscription then goes on from its cursor over the same
+   * transport, dispatching `comet-token` and nothing else. A token from it that is refused at once, or is over
+   * within half a second, delays the next call by the retry delay (with an `error`); the third in
+   * a row ends the subscription (`error`, CLOSED, status 401). A call that throws is retried after
+   * the retry delay (with an `error`). Without it, an expiry or a 401 ends the subscription. */
+  getToken?: () => string | Promise<string>;
+  /** Send cookies (e.g. `comet_token`) to a server of another origin too, as EventSource's option;
+   * the server must list this page's origin with --cors-origin (not `*`). Default false. */
+  withCredentials?: boolean;
 }
 
 /** A message, dispatched with its event type (`message` by default). */
@@ -63,14 +77,24 @@ export interface TransportEvent extends Event {
   readonly transport: Transport;
 }
 
+/** `comet-token`: getToken gave a fresh token, which the subscription now uses; it goes on from
+ * its cursor (nothing lost or repeated). */
+export interface TokenEvent extends Event {
+  readonly type: 'comet-token';
+  /** 'expired': the token's JWT expired; 'unauthorized': the server refused it (401). */
+  readonly reason: 'expired' | 'unauthorized';
+}
+
 /** `error`: a connection was lost or could not be made and is being retried (readyState
  * CONNECTING), or the subscription ended for good (readyState CLOSED, with `status`). */
 export interface SubscriptionErrorEvent extends Event {
   readonly type: 'error';
   readonly message?: string;
-  /** The HTTP status that ended the subscription. */
+  /** The HTTP status that ended the subscription (401 too when a token expired and could not be
+   * renewed). */
   readonly status?: number;
-  /** The server's error code that ended the subscription, e.g. "invalid_cursor". */
+  /** The server's error code that ended the subscription, e.g. "invalid_cursor", "unauthorized",
+   * "forbidden". */
   readonly code?: string;
 }
 
@@ -80,6 +104,7 @@ export interface SubscriptionEventMap {
   error: SubscriptionErrorEvent;
   'comet-gap': GapEvent;
   'comet-transport': TransportEvent;
+  'comet-token': TokenEvent;
 }
 
 /** What a subscription cost and delivered. */
@@ -109,8 +134,8 @@ export declare class Subscription extends EventTarget {
   /** The SSE endpoint of the channels (`${server}/sse/${channels}`, without the resume query),
    * whatever transport is in use. */
   readonly url: string;
-  /** Always false. */
-  readonly withCredentials: false;
+  /** The `withCredentials` option (default false). */
+  readonly withCredentials: boolean;
   /** Called on `open`, as EventSource's. */
   onopen: ((this: Subscription, event: Event) => any) | null;
   /** Called for messages of type `message` only, as EventSource's. */
@@ -173,6 +198,10 @@ export interface PublishOptions {
   signal?: AbortSignal;
   /** Aborts the request after this many ms (a TimeoutError). */
   timeout?: number;
+  /** A token (an API key or a JWT granting `publish`), sent as `Authorization: Bearer`. */
+  token?: string;
+  /** Send cookies (e.g. `comet_token`) to a server of another origin too. Default false. */
+  withCredentials?: boolean;
 }
 
 /**
@@ -180,8 +209,9 @@ export interface PublishOptions {
  * number, boolean, null, at any depth) as its JSON text. Rejects with a TypeError for a channel
  * name the server would refuse (1 to 200 of `A-Z a-z 0-9 _ - . : @ ~`) or other data (Blob,
  * ArrayBuffer, Date, Map, class instances, …: checked when called, since TypeScript cannot tell
- * plain objects from others), with an HttpError when the server refuses, and with the signal's
- * reason when aborted or timed out.
+ * plain objects from others), with an HttpError when the server refuses (401 without a valid
+ * token, 403 when it does not grant the channel), and with the signal's reason when aborted or
+ * timed out.
  */
 export declare function publish(
   channel: string,

@@ -16,11 +16,12 @@
 // Events. The subscription's own events are `open` (connected), `error`
 // (the connection was lost and is being retried: readyState CONNECTING; or
 // the subscription ended for good: readyState CLOSED, with `status`),
-// `comet-gap` (messages were missed) and `comet-transport` (the transport
-// changed). Every other type is a message type: `message`, or what the
-// publisher gave with `?event=`. The server refuses to publish `error`,
-// `open` and `comet-…`; a message of such a type from older history is
-// never dispatched (it is counted in `stats.skipped`).
+// `comet-gap` (messages were missed), `comet-transport` (the transport
+// changed) and `comet-token` (the token was renewed). Every other type is a
+// message type: `message`, or what the publisher gave with `?event=`. The
+// server refuses to publish `error`, `open` and `comet-…`; a message of
+// such a type from older history is never dispatched (it is counted in
+// `stats.skipped`).
 //
 // Durations. Every duration option is in milliseconds: retry (1000) and
 // maxRetry (30000), the reconnection backoff; longPollWait (25000; sent to
@@ -46,6 +47,24 @@
 // that retrying cannot fix (a 4xx answer) end the subscription with an
 // 'error' event and readyState CLOSED.
 //
+// Tokens. With `token` (an API key or a JWT) and/or `getToken` (an async
+// function giving one), every request of the subscription carries the
+// current token: `Authorization: Bearer` on fetch and XHR, the `token`
+// query parameter on EventSource (which cannot send headers). getToken is
+// called at the start (unless `token` is given), when the server ends a
+// subscription because its JWT expired (SSE `comet-expired`, a stream's
+// `{"expired":true}`, a long poll answered at the JWT's `exp`; a long poll
+// is not sent with a JWT about to expire), and when it answers 401; the
+// subscription then goes on from its cursor over the same transport,
+// dispatching only `comet-token`. A token from getToken
+// that is refused at once, or that ends less than half a second after it
+// was given, is a failure: the next renewal waits the retry delay (with an
+// `error`, readyState CONNECTING), and the third in a row ends the
+// subscription (`error`, CLOSED, status 401). Without getToken, an expiry or
+// a 401 ends it the same way. A 403 (the token does not grant a channel) is
+// never retried. `withCredentials: true` sends cookies (the `comet_token`
+// cookie) to a server of another origin, as EventSource's option does.
+//
 // Liveness. Streams carry heartbeats (SSE asks for them as
 // `comet-heartbeat` events, which are never dispatched). An open stream
 // that receives nothing at all for `idleTimeout` (a connection that died
@@ -69,6 +88,9 @@ const DEFAULTS = {
   idleTimeout: 45000,
   climbBackAfter: 60000,
   failuresBeforeFallback: 3,
+  token: undefined,
+  getToken: undefined,
+  withCredentials: false,
 };
 
 // readyState, as EventSource's.
@@ -80,7 +102,8 @@ const CLOSED = 2;
 const CHANNEL = /^[A-Za-z0-9_.:@~-]{1,200}$/;
 
 // Types the server refuses to publish: the subscription's own events
-// (`open`, `error`, `comet-gap`, `comet-transport`) and Comet's signals.
+// (`open`, `error`, `comet-gap`, `comet-transport`, `comet-token`) and
+// Comet's signals.
 // They are never message types.
 function isReservedType(type) {
   return type === 'open' || type === 'error' || type.startsWith('comet-');
@@ -93,7 +116,7 @@ export function subscribe(channels, options = {}) {
 
 /** A subscription. Dispatches one event per message (its type is the
  * message's event type, `message` by default), and its own `open`, `error`,
- * `comet-gap` and `comet-transport`. */
+ * `comet-gap`, `comet-transport` and `comet-token`. */
 export class Subscription extends EventTarget {
   static CONNECTING = CONNECTING;
   static OPEN = OPEN;
@@ -110,8 +133,8 @@ export class Subscription extends EventTarget {
     this.server = (this.options.server || globalThis.location?.origin || '').replace(/\/$/, '');
     /** The SSE endpoint of the channels, whatever the transport (as EventSource's `url`). */
     this.url = `${this.server}/sse/${this.channels}`;
-    /** Always false: credentials go to the server only when it is this page's origin. */
-    this.withCredentials = false;
+    /** Whether cookies go to a server of another origin too (they always go to this page's). */
+    this.withCredentials = this.options.withCredentials === true;
     /** The id (or cursor) the subscription resumes after. */
     this.cursor = this.options.since ?? null;
     /** The transport in use: 'sse' | 'stream' | 'longpoll' | 'poll'. */
@@ -122,6 +145,7 @@ export class Subscription extends EventTarget {
     this.stats = { requests: 0, bytes: 0, messages: 0, skipped: 0 };
     this.closed = false;
     this._state = CONNECTING;
+    this._token = new TokenKeeper(this, this.options.token, this.options.getToken);
     this._origin = originOf(this.server);
     this._order = this.options.transport === 'auto' ? TRANSPORTS : [this.options.transport];
     this._index = 0;
@@ -232,15 +256,21 @@ export class Subscription extends EventTarget {
 
   // --- life cycle ------------------------------------------------------------
   async _begin() {
+    // The first token, from getToken unless `token` gave it.
+    if (this._token.current === null && this._token.renewable()) {
+      if (!(await this._token.renew(null, 'start'))) return;
+    }
     // Without `since` or `backlog`, "now" is fixed first: every transport
     // starts from it, so nothing published from here on can be missed.
     let failures = 0;
     while (!this.closed && this.cursor === null && this.options.backlog === undefined) {
+      const token = this._token.current;
       try {
-        const answer = await this._poll(0);
+        const answer = await this._poll(0, undefined, token);
         this.cursor = answer.cursor;
         this._last = positionOf(this.cursor);
       } catch (error) {
+        if (await this._renewedAfter(error, token)) continue;
         if (!isRetryable(error)) return this._fail(error);
         this._setConnecting(error.message);
         failures += 1;
@@ -364,21 +394,31 @@ export class Subscription extends EventTarget {
     }
     worker.stop();
     this._failures += 1;
-    const verdict = await this._ask();
-    if (verdict && !isRetryable(verdict)) return this._fatal(worker, verdict);
-    await sleep(this._retryDelay(this._failures));
+    const token = this._token.current;
+    const verdict = await this._ask(token);
+    const renewed = await this._renewedAfter(verdict, token);
+    if (verdict && !renewed && !isRetryable(verdict)) return this._fatal(worker, verdict);
+    if (!renewed) await sleep(this._retryDelay(this._failures));
     if (worker === this._worker && !this.closed) this._use(this._index);
   }
 
-  // Asks the server with a short poll what it says: resolves with null when
-  // polls are answered, or with the error.
-  async _ask() {
+  // Asks the server with a short poll, carrying `token`, what it says:
+  // resolves with null when polls are answered, or with the error.
+  async _ask(token) {
     try {
-      await this._poll(0);
+      await this._poll(0, undefined, token);
       return null;
     } catch (error) {
       return error;
     }
+  }
+
+  // After a request carrying `token` failed with `error`: whether it was a
+  // 401 for which a fresh token is now in place, so the request may be made
+  // again at once.
+  async _renewedAfter(error, token) {
+    if (!(error instanceof HttpError) || error.status !== 401) return false;
+    return this._token.renew(token, 'unauthorized');
   }
 
   // --- climbing back to a better transport ---------------------------------
@@ -475,6 +515,8 @@ export class Subscription extends EventTarget {
     }
   }
 
+  // A request's URL: the resume point, then `extra` (e.g. the token for
+  // EventSource).
   _url(kind, extra = {}) {
     const query = new URLSearchParams();
     if (this.cursor !== null) query.set('since', this.cursor);
@@ -484,15 +526,27 @@ export class Subscription extends EventTarget {
     return `${this.server}/${kind}/${this.channels}${text ? `?${text}` : ''}`;
   }
 
-  // One poll, held up to `wait` ms (0: answered at once); resolves with the
-  // parsed answer. Throws HttpError for an error status.
-  async _poll(wait, signal) {
+  // What a fetch of the subscription carries besides its URL: `token`, and
+  // cookies as `withCredentials` says.
+  _request(token, signal) {
+    return {
+      cache: 'no-store',
+      signal,
+      headers: bearer(token),
+      credentials: this.withCredentials ? 'include' : 'same-origin',
+    };
+  }
+
+  // One poll carrying `token`, held up to `wait` ms (0: answered at once);
+  // resolves with the parsed answer. Throws HttpError for an error status.
+  async _poll(wait, signal, token) {
     const url = this._url('poll', wait > 0 ? { wait: String(Math.ceil(wait / 1000)) } : {});
     this.stats.requests += 1;
-    const response = await fetch(url, { cache: 'no-store', signal });
+    const response = await fetch(url, this._request(token, signal));
     const text = await response.text();
     this.stats.bytes += byteLength(text);
     if (!response.ok) throw httpError(response.status, text);
+    this._token.accepted(token);
     return JSON.parse(text);
   }
 
@@ -641,6 +695,154 @@ class IdleWatch {
   }
 }
 
+// Tokens from getToken that fail in a row (refused at once, or over within
+// QUICK_END ms) before the subscription gives up.
+const TOKEN_FAILURES = 3;
+const QUICK_END = 500;
+// A poll's JWT this close to its `exp` (ms) is renewed before the poll.
+const EXPIRING = 250;
+
+// The token a subscription's requests carry, renewed with getToken when the
+// server says it expired or refuses it. One renewal at a time: the workers
+// whose requests carried the same token all wait for it.
+class TokenKeeper {
+  constructor(sub, token, getToken) {
+    if (token !== undefined && (typeof token !== 'string' || token === '')) {
+      throw new TypeError('token must be a non-empty string');
+    }
+    if (getToken !== undefined && typeof getToken !== 'function') {
+      throw new TypeError('getToken must be a function returning a token (or a promise of one)');
+    }
+    this.sub = sub;
+    this.getToken = getToken ?? null;
+    this.renewal = null;
+    this.failures = 0;
+    this.set(token ?? null, false);
+  }
+
+  // Makes `token` the current one. `fromGetToken`: a fresh one, whose
+  // failure counts (see failedAtOnce).
+  set(token, fromGetToken) {
+    this.current = token;
+    this.expiry = token === null ? null : jwtExpiry(token);
+    this.fromGetToken = fromGetToken;
+    this.given = Date.now();
+    this.wasAccepted = false;
+  }
+
+  renewable() {
+    return this.getToken !== null;
+  }
+
+  // A request carrying `token` was answered.
+  accepted(token) {
+    if (token === this.current) this.wasAccepted = true;
+  }
+
+  // Whether `token` is the current one and a JWT whose `exp` is at most
+  // `ms` from now (by this browser's clock).
+  expiresWithin(token, ms) {
+    return token === this.current && this.expiry !== null && this.expiry <= Date.now() + ms;
+  }
+
+  // `used` is to be replaced. `why`: 'start' (with null: the first token),
+  // 'expired' (the server ended a subscription at its expiry),
+  // 'unauthorized' (the server refused it), or 'expiring' (its `exp` has
+  // passed, or nearly, by this browser's clock). Resolves true once a token other than
+  // `used` is current, false when there is none to get (no getToken, too
+  // many failures, the subscription closed).
+  renew(used, why) {
+    if (used !== this.current) return Promise.resolve(true);
+    this.renewal ??= this.replace(why).finally(() => {
+      this.renewal = null;
+    });
+    return this.renewal;
+  }
+
+  async replace(why) {
+    if (!this.getToken || this.sub.closed) return false;
+    if (!(await this.backOff(why))) return false;
+    const token = await this.fetchToken();
+    if (token === null) return false;
+    this.set(token, true);
+    if (why !== 'start') {
+      const reason = why === 'unauthorized' ? 'unauthorized' : 'expired';
+      this.sub.dispatchEvent(Object.assign(new Event('comet-token'), { reason }));
+    }
+    return true;
+  }
+
+  // What the server said of the current token, counted: a token that
+  // served resets the count; one that failed at once waits the retry delay
+  // before the next (with an `error`), and TOKEN_FAILURES in a row give up
+  // (false). The browser's own clock ('expiring') and the start say nothing.
+  async backOff(why) {
+    if (why !== 'expired' && why !== 'unauthorized') return true;
+    if (!this.failedAtOnce(why)) {
+      this.failures = 0;
+      return true;
+    }
+    this.failures += 1;
+    if (this.failures >= TOKEN_FAILURES) return false;
+    this.sub._setConnecting(`unauthorized: the token from getToken was ${why === 'expired' ? 'over at once' : 'refused'}`);
+    await sleep(this.sub._retryDelay(this.failures));
+    return !this.sub.closed;
+  }
+
+  // Whether the current token, from getToken, failed at once: refused
+  // before any answer accepted it, or over within QUICK_END ms of being
+  // given (a getToken handing out a token that has expired, again).
+  failedAtOnce(why) {
+    if (!this.fromGetToken) return false;
+    return (why === 'unauthorized' && !this.wasAccepted) || Date.now() - this.given < QUICK_END;
+  }
+
+  // Calls getToken until it gives a token (a failure is retried after the
+  // retry delay, with an `error`: its endpoint may be unreachable for a
+  // while); null once the subscription is closed.
+  async fetchToken() {
+    const sub = this.sub;
+    for (let attempt = 1; !sub.closed; attempt += 1) {
+      try {
+        const token = await this.getToken();
+        if (typeof token !== 'string' || token === '') throw new TypeError('it gave no token (a non-empty string)');
+        return sub.closed ? null : token;
+      } catch (error) {
+        if (sub.closed) return null;
+        sub._setConnecting(`getToken failed: ${error?.message ?? error}`);
+        await sleep(sub._retryDelay(attempt));
+      }
+    }
+    return null;
+  }
+}
+
+// A JWT's `exp` in ms, read without checking the signature (the server
+// checks it); null for a token that is not a JWT (an API key).
+function jwtExpiry(token) {
+  const parts = token.split('.');
+  if (parts.length !== 3) return null;
+  try {
+    const base64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, '=')), (c) => c.charCodeAt(0));
+    const { exp } = JSON.parse(new TextDecoder().decode(bytes));
+    return Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+// The headers that carry `token` (none for null).
+function bearer(token) {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+// How an expiry ends a subscription that cannot renew its token: as the
+// server answers the expired token.
+function expiredError() {
+  return new HttpError('unauthorized: the token expired, and there is no getToken to renew it', 401, 'unauthorized');
+}
+
 // --- Server-Sent Events, with the browser's own EventSource -------------
 class SseWorker {
   static available() {
@@ -650,6 +852,7 @@ class SseWorker {
   constructor(sub) {
     this.sub = sub;
     this.source = null;
+    this.token = null;
     this.failures = new Failures(sub);
     this.everOpened = false;
     this.stopped = false;
@@ -667,17 +870,22 @@ class SseWorker {
     this.connect();
   }
 
-  // One EventSource. After a lost connection the browser reconnects it by
-  // itself (with Last-Event-ID); this worker makes a new one only after
-  // dropping a connection that went silent or never answered.
+  // One EventSource, carrying the current token in its URL. After a lost
+  // connection the browser reconnects it by itself (with Last-Event-ID);
+  // this worker makes a new one only after dropping a connection that went
+  // silent or never answered, or whose token expired or was refused.
   connect() {
     const sub = this.sub;
-    const source = new EventSource(sub._url('sse', { heartbeat: 'event' }));
+    const token = sub._token.current;
+    const extra = token === null ? { heartbeat: 'event' } : { heartbeat: 'event', token };
+    const source = new EventSource(sub._url('sse', extra), { withCredentials: sub.withCredentials });
     this.source = source;
+    this.token = token;
     sub.stats.requests += 1;
     for (const type of sub._types) source.addEventListener(type, this.onMessage);
     source.addEventListener('comet-gap', (event) => this.gap(event));
     source.addEventListener('comet-heartbeat', (event) => this.heartbeat(event));
+    source.addEventListener('comet-expired', (event) => this.expired(event));
     source.onopen = (event) => this.opened(event);
     source.onerror = (event) => this.failedOrClosed(event);
     this.awaitOpen();
@@ -693,12 +901,25 @@ class SseWorker {
     if (event instanceof MessageEvent) return this.message(event); // a message of type 'open'
     clearTimeout(this.attempt);
     this.everOpened = true;
+    this.sub._token.accepted(this.token);
     this.idle.start();
     this.sub._opened(this);
   }
 
-  failedOrClosed(event) {
+  // The server ended the stream at the token's expiry: the browser must not
+  // reconnect with it; a fresh one goes on from the cursor.
+  async expired(event) {
     if (this.stopped) return;
+    this.sub.stats.bytes += sseFrameLength(event.type, event.data, '');
+    const token = this.token;
+    this.idle.stop();
+    this.closeSource();
+    if (!(await this.sub._token.renew(token, 'expired'))) return this.sub._fatal(this, expiredError());
+    if (!this.stopped) this.connect();
+  }
+
+  failedOrClosed(event) {
+    if (this.stopped || event.target !== this.source) return;
     if (event instanceof MessageEvent) return this.message(event); // a message of type 'error'
     this.idle.stop();
     if (event.target.readyState === EventSource.CLOSED) {
@@ -744,13 +965,19 @@ class SseWorker {
   }
 
   // The browser gave up (an error status, a wrong content type, a refused
-  // cross-origin answer): it does not say why, so a poll asks the server.
+  // cross-origin answer): it does not say why, so a poll carrying the same
+  // token asks the server. A 401 is met with a fresh token. When the token
+  // was renewed meanwhile (by another worker), the new one is tried first.
   async refused() {
     const sub = this.sub;
+    const token = this.token;
     this.closeSource();
-    const verdict = await sub._ask();
+    if (token !== sub._token.current) return this.connect();
+    const verdict = await sub._ask(token);
     if (this.stopped) return;
-    if (verdict && !isRetryable(verdict)) {
+    if (await sub._renewedAfter(verdict, token)) {
+      if (!this.stopped) this.connect();
+    } else if (verdict && !isRetryable(verdict)) {
       sub._fatal(this, verdict);
     } else if (verdict) {
       this.failed(verdict.message, true, verdict);
@@ -831,6 +1058,8 @@ class StreamWorker {
     this.everReceived = false;
     this.abort = null;
     this.xhr = null;
+    this.token = null;
+    this.expired = false;
     this.idle = new IdleWatch(sub.options.idleTimeout, () => this.silent());
   }
 
@@ -846,9 +1075,11 @@ class StreamWorker {
     return this.sub.options.streamVia !== 'xhr' && canFetchStream();
   }
 
-  // One connection after another, from the cursor. Each ends as 'received'
-  // (it brought something, then ended), 'nothing', 'silent' (dropped after
-  // idleTimeout) or 'renew' (an XHR that grew too long).
+  // One connection after another, from the cursor, each carrying the
+  // current token. Each ends as 'received' (it brought something, then
+  // ended), 'nothing', 'silent' (dropped after idleTimeout), 'renew' (an
+  // XHR that grew too long) or 'expired' (the server ended it at the
+  // token's expiry). A 401 or an expiry is met with a fresh token.
   async run() {
     const sub = this.sub;
     while (!this.stopped) {
@@ -857,6 +1088,8 @@ class StreamWorker {
       try {
         end = this.viaFetchStreams() ? await this.viaFetch() : await this.viaXhr();
       } catch (error) {
+        if (this.stopped) return;
+        if (await sub._renewedAfter(error, this.token)) continue;
         if (this.stopped) return;
         if (!isRetryable(error)) return sub._fatal(this, error);
         if (error.unusable) {
@@ -868,6 +1101,11 @@ class StreamWorker {
       }
       if (this.stopped) return;
       if (end === 'renew') continue;
+      if (end === 'expired') {
+        this.failures.reset();
+        if (!(await sub._token.renew(this.token, 'expired'))) return sub._fatal(this, expiredError());
+        continue;
+      }
       sub._lost(this, end === 'silent' ? `nothing received for ${sub.options.idleTimeout} ms` : (failure?.message ?? 'connection lost'));
       if (this.stopped) return;
       if (end === 'received') this.failures.reset();
@@ -880,6 +1118,8 @@ class StreamWorker {
   }
 
   // Feeds a decoded piece of the stream; returns what is left of a line.
+  // The expiry line (`{"expired":true}`, the last the server sends) sets
+  // `expired`.
   lines(pending, text) {
     const all = pending + text;
     const parts = all.split('\n');
@@ -889,6 +1129,7 @@ class StreamWorker {
       const value = JSON.parse(line);
       if (value.id !== undefined) this.sub._deliver({ kind: 'message', ...value }, true, this);
       else if (value.gap) this.sub._deliver({ kind: 'gap', ...value.gap }, true, this);
+      else if (value.expired === true) this.expired = true;
     }
     return rest;
   }
@@ -917,15 +1158,18 @@ class StreamWorker {
     const abort = new AbortController();
     this.abort = abort;
     this.wentSilent = false;
+    this.expired = false;
+    this.token = sub._token.current;
     const firstBytes = setTimeout(() => abort.abort(), sub.options.openTimeout);
     sub.stats.requests += 1;
     let received = false;
     try {
-      const response = await fetch(sub._url('stream'), { cache: 'no-store', signal: abort.signal });
+      const response = await fetch(sub._url('stream'), sub._request(this.token, abort.signal));
       if (!response.ok) throw httpError(response.status, await response.text());
       if (!(response.headers.get('content-type') ?? '').startsWith('application/x-ndjson')) {
         throw Object.assign(new Error('not an NDJSON stream'), { unusable: true });
       }
+      sub._token.accepted(this.token);
       sub._opened(this);
       this.idle.start();
       const reader = response.body.getReader();
@@ -938,6 +1182,7 @@ class StreamWorker {
         received = true;
         this.received(value.byteLength);
         pending = this.lines(pending, decoder.decode(value, { stream: true }));
+        if (this.expired) break;
       }
     } catch (error) {
       if (error instanceof HttpError || error.unusable) throw error;
@@ -945,7 +1190,9 @@ class StreamWorker {
     } finally {
       clearTimeout(firstBytes);
       this.idle.stop();
+      abort.abort(); // done with this answer, whatever is left of it
     }
+    if (this.expired) return 'expired';
     if (this.wentSilent) return 'silent';
     return received ? 'received' : 'nothing';
   }
@@ -956,6 +1203,8 @@ class StreamWorker {
   viaXhr() {
     const sub = this.sub;
     this.wentSilent = false;
+    this.expired = false;
+    this.token = sub._token.current;
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       this.xhr = xhr;
@@ -963,9 +1212,11 @@ class StreamWorker {
       let pending = '';
       let received = false;
       let renew = false;
+      // The server ends the answer after the expiry line: that is 'expired'.
       const end = () => {
         this.idle.stop();
-        if (this.wentSilent) resolve('silent');
+        if (this.expired) resolve('expired');
+        else if (this.wentSilent) resolve('silent');
         else if (renew) resolve('renew');
         else resolve(received ? 'received' : 'nothing');
       };
@@ -1008,6 +1259,7 @@ class StreamWorker {
         if (xhr.readyState === 2 && xhr.status !== 200) {
           clearTimeout(firstBytes);
         }
+        if (xhr.readyState === 2 && xhr.status === 200) sub._token.accepted(this.token);
         if (xhr.readyState >= 3 && xhr.status === 200) consume();
         if (xhr.readyState === 4) {
           clearTimeout(firstBytes);
@@ -1020,6 +1272,8 @@ class StreamWorker {
         end();
       };
       xhr.open('GET', sub._url('stream'));
+      xhr.withCredentials = sub.withCredentials;
+      for (const [name, value] of Object.entries(bearer(this.token))) xhr.setRequestHeader(name, value);
       sub.stats.requests += 1;
       xhr.send();
     });
@@ -1060,15 +1314,22 @@ class PollWorker {
   async run() {
     const sub = this.sub;
     // Open once a poll is answered. A long poll is held until there is
-    // news, so the first one, and the first after a failure, is a short
-    // poll: the server's answer comes at once.
+    // news, so the first one, and the first after a failure (or while the
+    // subscription is not open), is a short poll: the server's answer comes
+    // at once. Each poll carries the current token; a 401, or a long poll
+    // that the server ended at the token's expiry, is met with a fresh one.
     while (!this.stopped) {
+      if (!(await this.freshToken())) return sub._fatal(this, expiredError());
+      if (this.stopped) return;
       const started = Date.now();
-      const wait = this.answered ? this.wait : 0;
+      const wait = this.answered && sub.readyState === OPEN ? this.wait : 0;
+      const token = sub._token.current;
       let answer;
       try {
-        answer = await this.poll(wait);
+        answer = await this.poll(wait, token);
       } catch (error) {
+        if (this.stopped) return;
+        if (await sub._renewedAfter(error, token)) continue;
         if (this.stopped) return;
         if (!isRetryable(error)) return sub._fatal(this, error);
         this.answered = false;
@@ -1086,19 +1347,43 @@ class PollWorker {
       this.answered = true;
       sub._opened(this);
       sub._deliverAnswer(answer, this);
-      await sleep(this.pause(answer, wait, Date.now() - started));
+      const elapsed = Date.now() - started;
+      if (this.endedByExpiry(answer, wait, elapsed, token)) {
+        if (!(await sub._token.renew(token, 'expired'))) return sub._fatal(this, expiredError());
+        continue;
+      }
+      await sleep(this.pause(answer, wait, elapsed));
     }
   }
 
-  // One poll, abandoned when not answered within its wait and openTimeout.
-  async poll(wait) {
+  // Before a poll: with getToken, a JWT whose `exp` has passed by this
+  // browser's clock, or comes within EXPIRING ms (the poll would be cut
+  // short at once), is replaced rather than sent. Resolves false when the
+  // subscription closed meanwhile.
+  freshToken() {
+    const keeper = this.sub._token;
+    if (!keeper.renewable() || !keeper.expiresWithin(keeper.current, EXPIRING)) return Promise.resolve(true);
+    return keeper.renew(keeper.current, 'expiring');
+  }
+
+  // One poll carrying `token`, abandoned when not answered within its wait
+  // and openTimeout.
+  async poll(wait, token) {
     this.abort = new AbortController();
     const limit = setTimeout(() => this.abort.abort(), wait + this.sub.options.openTimeout);
     try {
-      return await this.sub._poll(wait, this.abort.signal);
+      return await this.sub._poll(wait, this.abort.signal, token);
     } finally {
       clearTimeout(limit);
     }
+  }
+
+  // Whether the server ended this long poll because `token` expired (it
+  // never holds one past the JWT's `exp`): it came back empty before its
+  // wait, and the token's `exp` is now, give or take a second of clock
+  // difference. The next poll then carries a fresh token, at once.
+  endedByExpiry(answer, wait, elapsed, token) {
+    return wait > 0 && elapsed < wait && !hasNews(answer) && this.sub._token.expiresWithin(token, 1000);
   }
 
   // The pause before the next poll. A short poll that brought nothing waits
@@ -1107,7 +1392,7 @@ class PollWorker {
   // server's cap, cutting it short) waits the retry delay, growing while it
   // keeps happening; one that brought news or lasted goes again at once.
   pause(answer, wait, elapsed) {
-    const news = answer.messages.length > 0 || (answer.gaps?.length ?? 0) > 0;
+    const news = hasNews(answer);
     if (wait === 0) return news || this.wait > 0 ? 0 : this.sub.options.pollInterval;
     if (news || elapsed >= wait / 2) {
       this.cutShort = 0;
@@ -1121,6 +1406,11 @@ class PollWorker {
     this.stopped = true;
     this.abort?.abort();
   }
+}
+
+// Whether a poll's answer brought messages or gaps.
+function hasNews(answer) {
+  return answer.messages.length > 0 || (answer.gaps?.length ?? 0) > 0;
 }
 
 class LongPollWorker extends PollWorker {
@@ -1147,11 +1437,13 @@ const WORKERS = {
 /** Publishes `data` to `channel`; resolves with `{channel, id, subscribers}`.
  * A string is sent as it is; a plain JSON value (object, array, number,
  * boolean, null) as its JSON text. Options: `server`, `event` (the type),
- * `signal` (an AbortSignal), `timeout` (ms). Rejects with a TypeError for a
- * channel name the server would refuse or data that is neither, with an
- * HttpError when the server refuses (`status`, `code`), and with the
- * signal's reason when aborted or timed out. */
-export async function publish(channel, data, { server = '', event, signal, timeout } = {}) {
+ * `signal` (an AbortSignal), `timeout` (ms), `token` (sent as
+ * `Authorization: Bearer`), `withCredentials` (send cookies to a server of
+ * another origin too). Rejects with a TypeError for a channel name the
+ * server would refuse or data that is neither, with an HttpError when the
+ * server refuses (`status`, `code`; 401 and 403 for a missing or refused
+ * token), and with the signal's reason when aborted or timed out. */
+export async function publish(channel, data, { server = '', event, signal, timeout, token, withCredentials = false } = {}) {
   if (typeof channel !== 'string' || !CHANNEL.test(channel)) {
     throw new TypeError(`publish: ${JSON.stringify(channel)} is not a channel name (1 to 200 of A-Z a-z 0-9 _ - . : @ ~)`);
   }
@@ -1165,6 +1457,8 @@ export async function publish(channel, data, { server = '', event, signal, timeo
   const response = await fetch(`${base}/pub/${channel}${query}`, {
     method: 'POST',
     body,
+    headers: bearer(token),
+    credentials: withCredentials ? 'include' : 'same-origin',
     signal: requestSignal(signal, timeout),
   });
   const text = await response.text();

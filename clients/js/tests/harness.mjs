@@ -163,19 +163,38 @@ export async function pageAt(context, url) {
 /**
  * Subscribes in `page` with comet.js (imported from `module`) and records
  * what arrives in `window.received` (messages of `types`), `window.gaps`
- * (`comet-gap`), `window.transports` (`comet-transport`) and `window.errors`
- * (`error`: `{message, status, readyState}`). Resolves once the
- * subscription is open.
+ * (`comet-gap`), `window.transports` (`comet-transport`), `window.errors`
+ * (`error`: `{message, status, readyState}`) and `window.tokenEvents`
+ * (`comet-token`: its reason). With `getToken`, the name of a function
+ * exposed to the page (page.exposeFunction), the subscription's getToken
+ * calls it and counts its calls in `window.tokenCalls`. Resolves once the
+ * subscription is open (with `wait`); fails if it ends first, or after 20 s.
  */
-export async function subscribeIn(page, channels, options = {}, { types = ['message'], module = '/comet.js', wait = true } = {}) {
-  await page.evaluate(
-    async ({ channels, options, types, module, wait }) => {
+export async function subscribeIn(
+  page,
+  channels,
+  options = {},
+  { types = ['message'], module = '/comet.js', wait = true, getToken = null } = {},
+) {
+  const subscribed = page.evaluate(
+    async ({ channels, options, types, module, wait, getToken }) => {
       const { subscribe } = await import(module);
       window.received = [];
       window.gaps = [];
       window.transports = [];
       window.errors = [];
-      const sub = subscribe(channels, options);
+      window.tokenEvents = [];
+      window.tokenCalls = 0;
+      const withToken = getToken
+        ? {
+            ...options,
+            getToken: () => {
+              window.tokenCalls += 1;
+              return window[getToken]();
+            },
+          }
+        : options;
+      const sub = subscribe(channels, withToken);
       window.sub = sub;
       for (const type of types) {
         sub.addEventListener(type, (e) =>
@@ -187,10 +206,18 @@ export async function subscribeIn(page, channels, options = {}, { types = ['mess
       sub.addEventListener('error', (e) =>
         window.errors.push({ message: e.message, status: e.status, readyState: sub.readyState }),
       );
-      if (wait) await new Promise((resolve) => sub.addEventListener('open', resolve, { once: true }));
+      sub.addEventListener('comet-token', (e) => window.tokenEvents.push(e.reason));
+      if (!wait) return;
+      await new Promise((resolve, reject) => {
+        sub.addEventListener('open', resolve, { once: true });
+        sub.addEventListener('error', (e) => {
+          if (sub.readyState === sub.CLOSED) reject(new Error(`the subscription ended before it opened: ${e.message}`));
+        });
+      });
     },
-    { channels, options, types, module, wait },
+    { channels, options, types, module, wait, getToken },
   );
+  await withTimeout(subscribed, 'the subscription to open');
 }
 
 /** Waits until `page` has received `count` messages; returns them. */

@@ -45,6 +45,20 @@ console.log(state, EventSource.OPEN === Subscription.OPEN);
 connect.close();
 
 subscribe(['a', 'b'], { transport: 'stream', streamVia: 'xhr', since: 'k3x9q2mf-7/a' });
+
+// Tokens: a fixed one, or renewed from the page's back end; cookies across origins.
+const withKey = subscribe('news', { token: 'an-api-key-of-16-bytes', withCredentials: true });
+const cookies: boolean = withKey.withCredentials;
+console.log(cookies);
+const renewed = subscribe('user.42.inbox', {
+  getToken: async () => (await fetch('/comet-token')).text(),
+});
+renewed.addEventListener('comet-token', (event) => {
+  const reason: 'expired' | 'unauthorized' = event.reason;
+  console.log(reason);
+});
+subscribe('news', { token: 'first', getToken: () => 'next' });
+void publish('news', 'with a key', { token: 'an-api-key-of-16-bytes', withCredentials: false });
 const answer: Promise<{ channel: string; id: string; subscribers: number }> = publish('news', { hello: 1 }, { event: 'update' });
 void answer;
 publish('news', 'text', { timeout: 5000, signal: new AbortController().signal }).catch((error: unknown) => {
