@@ -13,7 +13,7 @@
 // the body is replaced (Playwright's page.route, route.fetch, route.fulfill).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -117,9 +117,17 @@ export class Comet {
   }
 }
 
-/** A fresh data directory. */
+// Data directories made by `dataDir`, removed when the test process exits.
+const madeDirs = new Set();
+process.on('exit', () => {
+  for (const dir of madeDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh data directory, removed when the test process exits. */
 export function dataDir() {
-  return mkdtempSync(join(tmpdir(), 'comet-browser-'));
+  const dir = mkdtempSync(join(tmpdir(), 'comet-browser-'));
+  madeDirs.add(dir);
+  return dir;
 }
 
 /** Headless Chromium, as the project runs it. */
