@@ -38,6 +38,9 @@ pub struct DeliveryPlan {
     pub connect_concurrency: usize,
     /// Give up waiting for deliveries after this long without any.
     pub quiet_limit: Duration,
+    /// A token (an API key or a JWT) to subscribe with (the `token` query
+    /// parameter) and publish with (`Authorization: Bearer`).
+    pub token: Option<String>,
 }
 
 /// What happened.
@@ -86,7 +89,13 @@ pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
         plan.target.address,
         plan.subscribers,
         plan.connect_concurrency,
-        |i| plan.target.sse_path(&channel_name(i)),
+        |i| {
+            let path = plan.target.sse_path(&channel_name(i));
+            match &plan.token {
+                Some(token) => format!("{path}?token={}", query_escaped(token)),
+                None => path,
+            }
+        },
     )
     .await?;
     let subscribe_time = started.elapsed();
@@ -150,6 +159,11 @@ pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
         let plan = plan.clone();
         tokio::task::spawn_local(async move {
             let mut connection = Connection::open(plan.target.address).await?;
+            let authorization = plan.token.as_ref().map(|token| format!("Bearer {token}"));
+            let headers: Vec<(&str, &str)> = authorization
+                .iter()
+                .map(|value| ("authorization", value.as_str()))
+                .collect();
             let interval = plan.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
             let mut next = Instant::now();
             for n in 0..plan.messages {
@@ -160,7 +174,7 @@ pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
                 for channel in &channels {
                     let body = payload::encode(n, plan.size);
                     let answer = connection
-                        .request("POST", &plan.target.publish_path(channel), &body)
+                        .request_with("POST", &plan.target.publish_path(channel), &headers, &body)
                         .await?;
                     if !(200..300).contains(&answer.status) {
                         return Err(HttpError::Malformed(format!(
@@ -207,4 +221,29 @@ pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
         latencies,
         completeness,
     })
+}
+
+/// `text` with every byte but RFC 3986's unreserved characters
+/// percent-encoded, for a query parameter's value.
+fn query_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            escaped.push(char::from(byte));
+        } else {
+            escaped.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_escaped;
+
+    #[test]
+    fn query_escaped_keeps_unreserved_and_encodes_the_rest() {
+        assert_eq!(query_escaped("a.B-c_~9"), "a.B-c_~9");
+        assert_eq!(query_escaped("k+y/=é"), "k%2By%2F%3D%C3%A9");
+    }
 }

@@ -124,6 +124,7 @@ async fn delivery_line(
         size: args.size,
         connect_concurrency: args.concurrency.max(1),
         quiet_limit: Duration::from_secs(10),
+        token: args.token.clone(),
     })
     .await
     .with_context(|| format!("the {name} scenario"))?;

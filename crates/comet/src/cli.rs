@@ -226,6 +226,10 @@ pub struct BenchDeliveryArgs {
     /// Connections opened at once.
     #[arg(long, default_value_t = 200)]
     pub concurrency: usize,
+    /// Subscribe (`token` query parameter) and publish with this token (an
+    /// API key or a JWT).
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 /// Options of `comet bench longpoll`.
