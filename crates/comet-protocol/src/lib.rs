@@ -2,7 +2,7 @@
 //!
 //! This crate owns the vocabulary shared by the server, the hub, the stores
 //! and the clients: validated names ([`ChannelName`], [`ChannelList`],
-//! [`EventType`]), positions in a history ([`Epoch`], [`Seq`], [`Cursor`]),
+//! [`EventType`], [`IdempotencyKey`]), positions in a history ([`Epoch`], [`Seq`], [`Cursor`]),
 //! the [`Message`] itself, and the byte-exact encodings every transport sends
 //! ([`sse`], [`json`]).
 //!
@@ -14,6 +14,7 @@
 mod channel;
 mod event;
 mod id;
+mod idempotency;
 pub mod json;
 mod message;
 pub mod sse;
@@ -25,4 +26,5 @@ pub use event::{
     BROWSER_EVENT_TYPES, EventType, InvalidEventType, MAX_EVENT_TYPE_LEN, RESERVED_EVENT_PREFIX,
 };
 pub use id::{Cursor, Epoch, InvalidCursor, InvalidEpoch, MAX_EPOCH_LEN, MessageId, Seq};
+pub use idempotency::{IdempotencyKey, InvalidIdempotencyKey, MAX_IDEMPOTENCY_KEY_LEN};
 pub use message::{Data, Gap, GapReason, InvalidData, Message};

@@ -1,7 +1,7 @@
 //! The SQLite side: the schema, connection settings, and loading what the
 //! writer keeps in memory.
 //!
-//! Schema (format 2):
+//! Schema (format 3):
 //! - `meta(key, value)`: `epoch`, `head` (newest sequence number), `clean`
 //!   (`1` after an orderly close, `0` while open);
 //! - `channels(id, name, last_seq, trimmed_upto, retained, bytes)`: one row
@@ -16,7 +16,11 @@
 //! - `messages(channel_id, seq, event, data, published_at, size)`, clustered
 //!   by `(channel_id, seq)` so reading a channel after a position is one
 //!   range scan, with an index on `seq` for the store-wide order (trimming
-//!   by total size and by age).
+//!   by total size and by age);
+//! - `idempotency_keys(channel, key, fingerprint, seq, subscribers,
+//!   created)` (format 3): the keys of recent keyed publishes (see
+//!   `comet_store::idempotency`), written in the transaction that stores
+//!   their message, with an index on `created` to let the oldest go.
 //!
 //! Settings: WAL journal with `synchronous=FULL`, so a commit is on disk,
 //! fsync'd, when it returns, and a crash loses nothing committed (SQLite
@@ -58,6 +62,8 @@ pub(crate) struct Catalog {
     pub(crate) next_id: i64,
     /// Tombstone rows on disk.
     pub(crate) forgotten: u64,
+    /// Idempotency keys on disk.
+    pub(crate) keys: u64,
 }
 
 /// The highest sequence number SQLite's signed 64-bit integers hold: the
@@ -139,6 +145,7 @@ pub(crate) fn initialize(connection: &mut Connection, epoch: &Epoch) -> Result<(
                  PRIMARY KEY (channel_id, seq)) WITHOUT ROWID;
              CREATE INDEX messages_in_order ON messages (seq);
              {FORMAT_2}
+             {FORMAT_3}
              PRAGMA application_id = {APPLICATION_ID};
              PRAGMA user_version = {FORMAT_VERSION};"
         ))
@@ -160,6 +167,17 @@ const FORMAT_2: &str =
     "CREATE TABLE forgotten_marks (mark INTEGER PRIMARY KEY, upto INTEGER NOT NULL);
      CREATE INDEX channels_forgotten ON channels (last_seq) WHERE retained = 0;";
 
+/// What format 3 added to format 2: idempotency keys.
+const FORMAT_3: &str = "CREATE TABLE idempotency_keys (
+         channel TEXT NOT NULL,
+         key TEXT NOT NULL,
+         fingerprint BLOB NOT NULL,
+         seq INTEGER NOT NULL,
+         subscribers INTEGER NOT NULL,
+         created INTEGER NOT NULL,
+         PRIMARY KEY (channel, key)) WITHOUT ROWID;
+     CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created);";
+
 /// Brings a database of an older format (checked to be Comet's) to this
 /// one, in one transaction.
 pub(crate) fn upgrade(connection: &mut Connection) -> Result<(), OpenError> {
@@ -172,10 +190,13 @@ pub(crate) fn upgrade(connection: &mut Connection) -> Result<(), OpenError> {
     let transaction = connection
         .transaction()
         .map_err(sqlite("upgrading the history format"))?;
+    let mut steps = String::new();
+    if version < 2 {
+        steps.push_str(FORMAT_2);
+    }
+    steps.push_str(FORMAT_3);
     transaction
-        .execute_batch(&format!(
-            "{FORMAT_2} PRAGMA user_version = {FORMAT_VERSION};"
-        ))
+        .execute_batch(&format!("{steps} PRAGMA user_version = {FORMAT_VERSION};"))
         .map_err(sqlite("upgrading the history format"))?;
     transaction
         .commit()
@@ -264,6 +285,25 @@ pub(crate) fn load(connection: &Connection, path: &Path) -> Result<Loaded, OpenE
         )
         .map_err(sqlite("counting the forgotten channels"))?;
     catalog.forgotten = forgotten as u64;
+    // A database of an older format has no keys yet (the table comes with
+    // the upgrade, after this look).
+    let has_keys: bool = connection
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'idempotency_keys')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(sqlite("counting the idempotency keys"))?;
+    let keys: i64 = if has_keys {
+        connection
+            .query_row("SELECT count(*) FROM idempotency_keys", [], |row| {
+                row.get(0)
+            })
+            .map_err(sqlite("counting the idempotency keys"))?
+    } else {
+        0
+    };
+    catalog.keys = keys as u64;
     // Ids of tombstones are not reused by new channels.
     catalog.next_id = catalog.next_id.max(highest_id.unwrap_or(0) + 1);
     Ok(Loaded {

@@ -15,6 +15,12 @@
 //! - **Bounded on disk.** Retention by count per channel, by age, and by
 //!   total bytes is applied in the same transactions as appends (and by the
 //!   sweeper for age), and freed pages are given back to the file system.
+//!   Idempotency keys are bounded by their window and their count, the
+//!   same way.
+//! - **A batch is one commit.** Its messages and their keys are stored
+//!   together or not at all, and a retry with a key is answered with the
+//!   original (the key is looked up by the writer, which serves one append
+//!   at a time, so two racing retries store one message).
 //! - **Crash-safe.** After a crash SQLite discards any torn tail of its
 //!   write-ahead log by checksum; on an unclean start the store also checks
 //!   the database's structure before serving. Nothing committed is lost.
@@ -34,10 +40,10 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
+use comet_protocol::{ChannelName, Epoch, Message, Seq};
 use comet_store::{
-    ChannelSummary, CommitListener, Footprint, History, ReadLimit, Store, StoreError, StoreOptions,
-    new_epoch,
+    AppendError, Appended, ChannelSummary, CommitListener, Draft, Footprint, History, ReadLimit,
+    Store, StoreError, StoreOptions, new_epoch,
 };
 pub use directory::OpenError;
 use directory::{DataDirectory, Found};
@@ -118,6 +124,7 @@ impl DiskStore {
             head = loaded.catalog.head.0,
             channels = loaded.catalog.channels.len(),
             forgotten_channels = loaded.catalog.forgotten,
+            idempotency_keys = loaded.catalog.keys,
             bytes = loaded.catalog.bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "history opened"
@@ -137,6 +144,7 @@ impl DiskStore {
             epoch: epoch.clone(),
             catalog: loaded.catalog,
             retention: options.retention.clone(),
+            idempotency: options.idempotency,
             clock: options.clock.clone(),
             listener: listener.clone(),
             healthy: healthy.clone(),
@@ -197,19 +205,12 @@ impl Store for DiskStore {
         }));
     }
 
-    async fn append(
-        &self,
-        channel: &ChannelName,
-        event: EventType,
-        data: Data,
-    ) -> Result<Arc<Message>, StoreError> {
+    async fn append_batch(&self, drafts: Vec<Draft>) -> Result<Vec<Appended>, AppendError> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Append(AppendRequest {
-            channel: channel.clone(),
-            event,
-            data,
-            reply,
-        }))?;
+        self.send(Command::Append(AppendRequest { drafts, reply }))?;
         answer.await.map_err(stopped)?
     }
 
@@ -267,6 +268,7 @@ impl Store for DiskStore {
             forgotten_channels: counters.forgotten.load(Ordering::Relaxed),
             messages: counters.messages.load(Ordering::Relaxed),
             bytes: counters.bytes.load(Ordering::Relaxed),
+            idempotency_keys: counters.keys.load(Ordering::Relaxed),
         }
     }
 

@@ -28,15 +28,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 
-use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
+use comet_protocol::{ChannelName, Epoch, IdempotencyKey, Message, Seq};
 use comet_store::forgotten::folded_mark_index;
-use comet_store::{Clock, CommitListener, Retention, StoreError, stored_size};
+use comet_store::idempotency::{Fingerprint, KeyRecord, Lookup};
+use comet_store::{
+    AppendError, Appended, Clock, CommitListener, Draft as MessageDraft, IdempotencyOptions,
+    Original, Retention, StoreError, stored_size,
+};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use crate::database::{Catalog, ChannelRow, MAX_SEQ, mark_clean};
 
-/// The most appends committed together.
+/// The most messages committed together: appends are gathered into a
+/// group until it holds this many drafts (a batch is never split, so a
+/// group of one large batch may hold more).
 pub(crate) const MAX_GROUP: usize = 1024;
 
 /// Most expired messages one sweep transaction removes.
@@ -56,6 +62,7 @@ pub(crate) struct Counters {
     pub(crate) forgotten: AtomicU64,
     pub(crate) messages: AtomicU64,
     pub(crate) bytes: AtomicU64,
+    pub(crate) keys: AtomicU64,
 }
 
 impl Counters {
@@ -65,15 +72,14 @@ impl Counters {
         self.forgotten.store(catalog.forgotten, Ordering::Relaxed);
         self.messages.store(catalog.messages, Ordering::Relaxed);
         self.bytes.store(catalog.bytes, Ordering::Relaxed);
+        self.keys.store(catalog.keys, Ordering::Relaxed);
     }
 }
 
-/// A message to store, and where to send the outcome.
+/// Messages to store together, and where to send the outcome.
 pub(crate) struct AppendRequest {
-    pub(crate) channel: ChannelName,
-    pub(crate) event: EventType,
-    pub(crate) data: Data,
-    pub(crate) reply: oneshot::Sender<Result<Arc<Message>, StoreError>>,
+    pub(crate) drafts: Vec<MessageDraft>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
 }
 
 /// Work for the writer thread.
@@ -87,6 +93,16 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// What the command counts for against [`MAX_GROUP`].
+    fn size(&self) -> usize {
+        match self {
+            Command::Append(request) => request.drafts.len(),
+            Command::Sweep { .. } => 1,
+        }
+    }
+}
+
 /// The writer's state, owned by its thread.
 pub(crate) struct Writer {
     pub(crate) connection: Connection,
@@ -94,6 +110,7 @@ pub(crate) struct Writer {
     pub(crate) epoch: Epoch,
     pub(crate) catalog: Catalog,
     pub(crate) retention: Retention,
+    pub(crate) idempotency: IdempotencyOptions,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) listener: Arc<Mutex<Option<Arc<dyn CommitListener>>>>,
     /// False while the last commit failed.
@@ -101,19 +118,59 @@ pub(crate) struct Writer {
     pub(crate) counters: Arc<Counters>,
 }
 
+/// An append whose drafts were judged and numbered, waiting for the
+/// group's commit.
 struct PendingAppend {
-    message: Arc<Message>,
-    reply: oneshot::Sender<Result<Arc<Message>, StoreError>>,
+    /// What became of each draft (stored messages not yet committed).
+    outcomes: Vec<Appended>,
+    /// The keys of its stored messages, to remember in the same commit.
+    keys: Vec<NewKey>,
+    reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
 }
+
+impl PendingAppend {
+    fn messages(&self) -> impl Iterator<Item = &Arc<Message>> {
+        self.outcomes.iter().filter_map(|outcome| match outcome {
+            Appended::Stored(message) => Some(message),
+            Appended::Repeat(_) => None,
+        })
+    }
+}
+
+/// A key to remember with its message.
+struct NewKey {
+    channel: ChannelName,
+    key: IdempotencyKey,
+    fingerprint: Fingerprint,
+    original: Original,
+    /// A row for it (beyond the window) is on disk already.
+    replaces: bool,
+}
+
+/// What a draft will be, judged before anything is numbered.
+enum Planned {
+    /// Stored; `replaces` as for [`NewKey`].
+    Store { replaces: bool },
+    /// A repeat of a stored publish.
+    Repeat(Original),
+}
+
+/// Keys stored by earlier appends of the group (or drafts of the append),
+/// with what they stored.
+type DraftedKeys = HashMap<(ChannelName, IdempotencyKey), (Fingerprint, Original)>;
 
 impl Writer {
     /// Serves commands until every sender is gone, then closes in order.
     pub(crate) fn run(mut self, commands: Receiver<Command>) {
         while let Ok(first) = commands.recv() {
+            let mut size = first.size();
             let mut group = vec![first];
-            while group.len() < MAX_GROUP {
+            while size < MAX_GROUP {
                 match commands.try_recv() {
-                    Ok(command) => group.push(command),
+                    Ok(command) => {
+                        size += command.size();
+                        group.push(command);
+                    }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
@@ -144,31 +201,100 @@ impl Writer {
 
     fn append_group(&mut self, appends: Vec<AppendRequest>) {
         let now = self.clock.now_ms();
+        let oldest_key_kept = self.idempotency.oldest_kept_ms(now);
         let mut draft = Draft::new(&self.catalog);
+        let mut drafted = DraftedKeys::new();
         let mut pending = Vec::with_capacity(appends.len());
         for request in appends {
-            let Some(seq) = draft.head.checked_next().filter(|seq| *seq <= MAX_SEQ) else {
-                let _ = request.reply.send(Err(StoreError::SequenceExhausted));
-                continue;
-            };
-            draft.head = seq;
-            let message = Arc::new(Message::new(
-                self.epoch.clone(),
+            let planned = plan(
+                &self.connection,
+                &request.drafts,
+                &drafted,
                 draft.head,
-                request.channel,
-                request.event,
-                request.data,
-                now,
-            ));
+                oldest_key_kept,
+            );
+            let planned = match planned {
+                Ok(planned) => planned,
+                Err(error) => {
+                    let error = match error {
+                        AppendError::Store(StoreError::Unavailable(what)) => {
+                            self.healthy.store(false, Ordering::Release);
+                            AppendError::Store(StoreError::Unavailable(what))
+                        }
+                        other => other,
+                    };
+                    let _ = request.reply.send(Err(error));
+                    continue;
+                }
+            };
+            let stored = planned
+                .iter()
+                .filter(|p| matches!(p, Planned::Store { .. }))
+                .count() as u64;
+            let room = draft
+                .head
+                .0
+                .checked_add(stored)
+                .is_some_and(|last| Seq(last) <= MAX_SEQ);
+            if !room {
+                let _ = request
+                    .reply
+                    .send(Err(StoreError::SequenceExhausted.into()));
+                continue;
+            }
+            let mut outcomes = Vec::with_capacity(planned.len());
+            let mut keys = Vec::new();
+            for (message, planned) in request.drafts.into_iter().zip(planned) {
+                let replaces = match planned {
+                    Planned::Repeat(original) => {
+                        outcomes.push(Appended::Repeat(original));
+                        continue;
+                    }
+                    Planned::Store { replaces } => replaces,
+                };
+                draft.head = Seq(draft.head.0 + 1);
+                if let Some(key) = message.idempotency_key {
+                    let fingerprint = Fingerprint::of(&message.event, message.data.bytes());
+                    let original = Original {
+                        seq: draft.head,
+                        subscribers: message.subscribers,
+                    };
+                    drafted.insert(
+                        (message.channel.clone(), key.clone()),
+                        (fingerprint, original),
+                    );
+                    keys.push(NewKey {
+                        channel: message.channel.clone(),
+                        key,
+                        fingerprint,
+                        original,
+                        replaces,
+                    });
+                }
+                outcomes.push(Appended::Stored(Arc::new(Message::new(
+                    self.epoch.clone(),
+                    draft.head,
+                    message.channel,
+                    message.event,
+                    message.data,
+                    now,
+                ))));
+            }
             pending.push(PendingAppend {
-                message,
+                outcomes,
+                keys,
                 reply: request.reply,
             });
         }
         if pending.is_empty() {
             return;
         }
-        let outcome = commit_group(&self.connection, &self.retention, &mut draft, &pending);
+        let limits = CommitLimits {
+            retention: &self.retention,
+            idempotency: &self.idempotency,
+            oldest_key_kept,
+        };
+        let outcome = commit_group(&self.connection, &limits, &mut draft, &pending);
         let changes = draft.finish();
         match outcome {
             Ok(()) => {
@@ -180,19 +306,19 @@ impl Writer {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
-                for append in &pending {
-                    if let Some(listener) = &listener {
-                        listener.committed(&append.message);
+                if let Some(listener) = &listener {
+                    for message in pending.iter().flat_map(PendingAppend::messages) {
+                        listener.committed(message);
                     }
                 }
                 for append in pending {
-                    let _ = append.reply.send(Ok(append.message));
+                    let _ = append.reply.send(Ok(append.outcomes));
                 }
             }
             Err(error) => {
                 let error = self.failed("committing published messages", error);
                 for append in pending {
-                    let _ = append.reply.send(Err(clone_error(&error)));
+                    let _ = append.reply.send(Err(clone_error(&error).into()));
                 }
             }
         }
@@ -202,6 +328,21 @@ impl Writer {
     /// store-wide; true if more may remain. After the last step, returns
     /// freed pages to the file system.
     fn sweep(&mut self) -> rusqlite::Result<bool> {
+        if self.catalog.keys > 0 {
+            let oldest_key_kept = self.idempotency.oldest_kept_ms(self.clock.now_ms());
+            let mut draft = Draft::new(&self.catalog);
+            let transaction =
+                Transaction::new_unchecked(&self.connection, TransactionBehavior::Immediate)?;
+            forget_keys(
+                &transaction,
+                &mut draft,
+                oldest_key_kept,
+                self.idempotency.max_keys,
+            )?;
+            transaction.commit()?;
+            draft.finish().apply(&mut self.catalog);
+            self.counters.update(&self.catalog);
+        }
         if let Some(max_age) = self.retention.max_age {
             let cutoff = self
                 .clock
@@ -256,10 +397,19 @@ fn clone_error(error: &StoreError) -> StoreError {
     }
 }
 
-/// Stores one group of appends with retention, in one transaction.
+/// What bounds a commit applies.
+struct CommitLimits<'a> {
+    retention: &'a Retention,
+    idempotency: &'a IdempotencyOptions,
+    /// Keys remembered before this time are beyond the window.
+    oldest_key_kept: u64,
+}
+
+/// Stores one group of appends, their keys and retention, in one
+/// transaction.
 fn commit_group(
     connection: &Connection,
-    retention: &Retention,
+    limits: &CommitLimits<'_>,
     draft: &mut Draft<'_>,
     pending: &[PendingAppend],
 ) -> rusqlite::Result<()> {
@@ -269,8 +419,7 @@ fn commit_group(
             "INSERT INTO messages (channel_id, seq, event, data, published_at, size)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        for append in pending {
-            let message = &append.message;
+        for message in pending.iter().flat_map(PendingAppend::messages) {
             let size = stored_size(message);
             let channel = draft.channel(&transaction, message.channel())?;
             channel.last_seq = message.seq();
@@ -289,18 +438,173 @@ fn commit_group(
             ])?;
         }
     }
+    remember_keys(&transaction, draft, pending)?;
     let touched: Vec<ChannelName> = pending
         .iter()
-        .map(|append| append.message.channel().clone())
+        .flat_map(PendingAppend::messages)
+        .map(|message| message.channel().clone())
         .collect();
-    trim_by_count(&transaction, draft, &touched, retention.max_messages)?;
-    if let Some(max_bytes) = retention.max_bytes {
+    trim_by_count(&transaction, draft, &touched, limits.retention.max_messages)?;
+    if let Some(max_bytes) = limits.retention.max_bytes {
         let newest = draft.head;
         trim_by_bytes(&transaction, draft, max_bytes, newest)?;
     }
+    if draft.keys > 0 {
+        forget_keys(
+            &transaction,
+            draft,
+            limits.oldest_key_kept,
+            limits.idempotency.max_keys,
+        )?;
+    }
     draft.save(&transaction)?;
-    evict_tombstones(&transaction, draft, retention.forgotten_channels)?;
+    evict_tombstones(&transaction, draft, limits.retention.forgotten_channels)?;
     transaction.commit()
+}
+
+/// What a keyed draft will be: looked up among the keys drafted before it
+/// (in this group and this append) and on disk. Nothing is written.
+fn plan(
+    connection: &Connection,
+    drafts: &[MessageDraft],
+    group: &DraftedKeys,
+    head: Seq,
+    oldest_key_kept: u64,
+) -> Result<Vec<Planned>, AppendError> {
+    let mut planned = Vec::with_capacity(drafts.len());
+    let mut this_append = DraftedKeys::new();
+    let mut next = head.0;
+    for (index, draft) in drafts.iter().enumerate() {
+        let Some(key) = &draft.idempotency_key else {
+            next = next.saturating_add(1);
+            planned.push(Planned::Store { replaces: false });
+            continue;
+        };
+        let fingerprint = Fingerprint::of(&draft.event, draft.data.bytes());
+        let entry = (draft.channel.clone(), key.clone());
+        let earlier = this_append.get(&entry).or_else(|| group.get(&entry));
+        let (lookup, replaces) = match earlier {
+            Some((earlier, original)) if *earlier == fingerprint => {
+                (Lookup::Repeat(*original), false)
+            }
+            Some(_) => (Lookup::Conflict, false),
+            None => {
+                let record = remembered(connection, &draft.channel, key).map_err(|error| {
+                    tracing::error!(%error, "looking up an idempotency key failed");
+                    StoreError::Unavailable(format!(
+                        "looking up an idempotency key failed: {error}"
+                    ))
+                })?;
+                let replaces = record.is_some();
+                (
+                    Lookup::judge(record.as_ref(), fingerprint, oldest_key_kept),
+                    replaces,
+                )
+            }
+        };
+        match lookup {
+            Lookup::Repeat(original) => planned.push(Planned::Repeat(original)),
+            Lookup::Conflict => return Err(AppendError::IdempotencyConflict { index }),
+            Lookup::New => {
+                next = next.saturating_add(1);
+                let original = Original {
+                    seq: Seq(next),
+                    subscribers: draft.subscribers,
+                };
+                this_append.insert(entry, (fingerprint, original));
+                planned.push(Planned::Store { replaces });
+            }
+        }
+    }
+    Ok(planned)
+}
+
+/// What the database remembers of `key` on `channel`, whatever its age.
+fn remembered(
+    connection: &Connection,
+    channel: &ChannelName,
+    key: &IdempotencyKey,
+) -> rusqlite::Result<Option<KeyRecord>> {
+    connection
+        .prepare_cached(
+            "SELECT fingerprint, seq, subscribers, created FROM idempotency_keys
+             WHERE channel = ?1 AND key = ?2",
+        )?
+        .query_row([channel.as_str(), key.as_str()], |row| {
+            let stored: Vec<u8> = row.get(0)?;
+            // A fingerprint of another length matches nothing: a conflict.
+            let mut fingerprint = [0; 16];
+            if stored.len() == fingerprint.len() {
+                fingerprint.copy_from_slice(&stored);
+            }
+            Ok(KeyRecord {
+                fingerprint: Fingerprint(fingerprint),
+                original: Original {
+                    seq: Seq(row.get::<_, i64>(1)? as u64),
+                    subscribers: row.get::<_, i64>(2)? as u64,
+                },
+                at_ms: row.get::<_, i64>(3)? as u64,
+            })
+        })
+        .optional()
+}
+
+/// Writes the keys of the group's stored messages.
+fn remember_keys(
+    transaction: &Transaction<'_>,
+    draft: &mut Draft<'_>,
+    pending: &[PendingAppend],
+) -> rusqlite::Result<()> {
+    let now = pending
+        .iter()
+        .flat_map(PendingAppend::messages)
+        .next()
+        .map_or(0, |message| message.published_at_ms());
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO idempotency_keys (channel, key, fingerprint, seq, subscribers, created)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (channel, key) DO UPDATE SET fingerprint = ?3, seq = ?4, subscribers = ?5,
+             created = ?6",
+    )?;
+    for key in pending.iter().flat_map(|append| &append.keys) {
+        insert.execute(params![
+            key.channel.as_str(),
+            key.key.as_str(),
+            &key.fingerprint.0[..],
+            key.original.seq.0 as i64,
+            key.original.subscribers as i64,
+            now as i64,
+        ])?;
+        if !key.replaces {
+            draft.keys += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Lets go of up to [`EVICT_STEP`] keys beyond the window, then, once the
+/// keys exceed `max_keys` by a batch (a sixteenth of it, at most
+/// [`EVICT_STEP`]), of the oldest beyond it.
+fn forget_keys(
+    transaction: &Transaction<'_>,
+    draft: &mut Draft<'_>,
+    oldest_kept: u64,
+    max_keys: usize,
+) -> rusqlite::Result<()> {
+    let mut forget_oldest = transaction.prepare_cached(
+        "DELETE FROM idempotency_keys WHERE (channel, key) IN (
+             SELECT channel, key FROM idempotency_keys WHERE created < ?1
+             ORDER BY created LIMIT ?2)",
+    )?;
+    let expired = forget_oldest.execute(params![oldest_kept as i64, EVICT_STEP as i64])?;
+    draft.keys = draft.keys.saturating_sub(expired as u64);
+    let batch = (max_keys / 16).clamp(1, EVICT_STEP) as u64;
+    let excess = draft.keys.saturating_sub(max_keys as u64);
+    if excess >= batch {
+        let forgotten = forget_oldest.execute(params![i64::MAX, excess as i64])?;
+        draft.keys = draft.keys.saturating_sub(forgotten as u64);
+    }
+    Ok(())
 }
 
 /// Lets go of a batch of the oldest tombstones once a batch is beyond
@@ -475,6 +779,8 @@ struct Draft<'a> {
     next_id: i64,
     /// Tombstones deleted (folded into the marks).
     evicted: u64,
+    /// Idempotency keys on disk.
+    keys: u64,
 }
 
 impl<'a> Draft<'a> {
@@ -489,6 +795,7 @@ impl<'a> Draft<'a> {
             messages: catalog.messages,
             next_id: catalog.next_id,
             evicted: 0,
+            keys: catalog.keys,
         }
     }
 
@@ -630,6 +937,7 @@ impl<'a> Draft<'a> {
             bytes: self.bytes,
             messages: self.messages,
             next_id: self.next_id,
+            keys: self.keys,
         }
     }
 }
@@ -642,6 +950,7 @@ struct Changes {
     messages: u64,
     next_id: i64,
     forgotten: u64,
+    keys: u64,
 }
 
 impl Changes {
@@ -661,5 +970,6 @@ impl Changes {
         catalog.messages = self.messages;
         catalog.next_id = self.next_id;
         catalog.forgotten = self.forgotten;
+        catalog.keys = self.keys;
     }
 }

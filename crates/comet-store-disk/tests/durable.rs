@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use comet_protocol::{ChannelName, Data, EventType, Seq};
-use comet_store::{Retention, Store, StoreOptions};
+use comet_protocol::{ChannelName, Data, EventType, IdempotencyKey, Seq};
+use comet_store::{Appended, Draft, Retention, Store, StoreOptions};
 use comet_store_disk::{DiskStore, OpenError};
 
 fn fresh_dir(name: &str) -> PathBuf {
@@ -356,6 +356,24 @@ fn rusqlite_connection(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
 }
 
+/// Makes the store in `dir` look as a build of format `version` left it.
+fn downgrade(dir: &Path, version: i32) {
+    let old = rusqlite_connection(&dir.join("history.db"));
+    let mut steps =
+        String::from("DROP INDEX idempotency_keys_by_age; DROP TABLE idempotency_keys;");
+    if version < 2 {
+        steps.push_str("DROP INDEX channels_forgotten; DROP TABLE forgotten_marks;");
+    }
+    steps.push_str(&format!("PRAGMA user_version = {version};"));
+    old.execute_batch(&steps).unwrap();
+}
+
+fn format_version(dir: &Path) -> i32 {
+    rusqlite_connection(&dir.join("history.db"))
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap()
+}
+
 /// A data directory of format 1 (before forgotten channels had their
 /// table and index) is upgraded in place when opened, history intact.
 #[tokio::test]
@@ -364,26 +382,48 @@ async fn a_format_1_directory_is_upgraded_with_its_history() {
     let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
     append(&store, "a", "kept").await;
     drop(store);
-    {
-        let old = rusqlite_connection(&dir.join("history.db"));
-        old.execute_batch(
-            "DROP INDEX channels_forgotten; DROP TABLE forgotten_marks; PRAGMA user_version = 1;",
-        )
-        .unwrap();
-    }
+    downgrade(&dir, 1);
     let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
     assert_eq!(all(&store, "a").await, ["kept"]);
     append(&store, "a", "more").await;
     drop(store);
-    let upgraded = rusqlite_connection(&dir.join("history.db"));
-    let version: i32 = upgraded
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(version, 2);
-    let marks: i64 = upgraded
+    assert_eq!(format_version(&dir), 3);
+    let marks: i64 = rusqlite_connection(&dir.join("history.db"))
         .query_row("SELECT count(*) FROM forgotten_marks", [], |row| row.get(0))
         .unwrap();
     assert_eq!(marks, 0);
+}
+
+/// A data directory of format 2 (before idempotency keys) is upgraded in
+/// place when opened: history intact, keys remembered from then on.
+#[tokio::test]
+async fn a_format_2_directory_is_upgraded_and_remembers_keys() {
+    let dir = fresh_dir("format-2");
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    append(&store, "a", "kept").await;
+    drop(store);
+    downgrade(&dir, 2);
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    assert_eq!(all(&store, "a").await, ["kept"]);
+    let draft = || Draft {
+        idempotency_key: Some(IdempotencyKey::new("k").unwrap()),
+        ..Draft::new(
+            channel("a"),
+            EventType::message(),
+            Data::from("x".to_string()),
+        )
+    };
+    let first = store.append_batch(vec![draft()]).await.unwrap();
+    assert!(matches!(first[0], Appended::Stored(_)));
+    drop(store);
+    assert_eq!(format_version(&dir), 3);
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    let again = store.append_batch(vec![draft()]).await.unwrap();
+    assert!(
+        matches!(again[0], Appended::Repeat(_)),
+        "the key survived the restart"
+    );
+    assert_eq!(store.footprint().idempotency_keys, 1);
 }
 
 /// Subscribers catching up on the same history from disk share one

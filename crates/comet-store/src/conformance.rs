@@ -9,9 +9,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use comet_protocol::{ChannelName, Data, EventType, Message, Seq};
+use comet_protocol::{ChannelName, Data, EventType, IdempotencyKey, Message, Seq};
 
-use crate::{CommitListener, ManualClock, ReadLimit, Retention, Store, StoreOptions};
+use crate::{
+    AppendError, Appended, CommitListener, Draft, IdempotencyOptions, ManualClock, Original,
+    ReadLimit, Retention, Store, StoreOptions,
+};
 
 /// Expands to one test per conformance check for the store built by
 /// `$factory`, an `async fn(StoreOptions) -> Arc<dyn Store>` (or a closure
@@ -40,6 +43,12 @@ macro_rules! store_conformance {
             summary_reports_retained_count_and_last_id,
             channels_are_listed_in_name_order_by_pages,
             health_is_ok,
+            a_batch_is_stored_in_order_and_announced_in_order,
+            a_repeated_key_gets_the_original_answer_and_stores_nothing,
+            a_key_reused_for_other_content_stores_nothing_of_the_batch,
+            keys_repeated_within_one_batch_are_judged_like_any_other,
+            keys_are_forgotten_after_the_window_and_beyond_the_bound,
+            appends_racing_with_one_key_store_one_message,
         );
     };
     (@tests $factory:expr; $($check:ident),* $(,)?) => {
@@ -95,6 +104,7 @@ fn options(retention: Retention) -> (StoreOptions, ManualClock) {
     let options = StoreOptions {
         retention,
         clock: Arc::new(clock.clone()),
+        idempotency: IdempotencyOptions::default(),
     };
     (options, clock)
 }
@@ -750,4 +760,275 @@ pub async fn channels_are_listed_in_name_order_by_pages(factory: impl StoreFacto
 pub async fn health_is_ok(factory: impl StoreFactory) {
     let store = factory.build(default_options()).await;
     store.check_health().await.expect("healthy");
+}
+
+fn keyed(channel: &str, data: &str, key: &str, subscribers: u64) -> Draft {
+    Draft {
+        idempotency_key: Some(IdempotencyKey::new(key).expect("valid test key")),
+        subscribers,
+        ..Draft::new(name(channel), EventType::message(), text(data))
+    }
+}
+
+fn plain(channel: &str, data: &str) -> Draft {
+    Draft::new(name(channel), EventType::message(), text(data))
+}
+
+/// The message of a draft that was stored; panics on a repeat.
+fn stored(appended: &Appended) -> &Arc<Message> {
+    match appended {
+        Appended::Stored(message) => message,
+        Appended::Repeat(original) => {
+            panic!("expected a stored message, got a repeat of {original:?}")
+        }
+    }
+}
+
+fn repeat_of(appended: &Appended) -> Original {
+    match appended {
+        Appended::Repeat(original) => *original,
+        Appended::Stored(message) => panic!("expected a repeat, got message {}", message.seq()),
+    }
+}
+
+async fn all_of(store: &dyn Store, channel: &str) -> Vec<String> {
+    let history = store
+        .read(
+            &name(channel),
+            Seq::ZERO,
+            Seq(u64::MAX),
+            ReadLimit::messages(10_000),
+        )
+        .await
+        .expect("read");
+    datas(&history.messages)
+}
+
+/// A batch takes consecutive sequence numbers in its order, across
+/// channels, and the listener hears its messages in that order.
+pub async fn a_batch_is_stored_in_order_and_announced_in_order(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
+    let recorder = Arc::new(Recorder::default());
+    store.set_commit_listener(recorder.clone());
+    append(&*store, "a", "before").await;
+    let drafts = vec![
+        plain("b", "1"),
+        plain("a", "2"),
+        plain("b", "3"),
+        plain("c", "4"),
+    ];
+    let appended = store.append_batch(drafts).await.expect("batch");
+    let seqs: Vec<Seq> = appended.iter().map(|a| stored(a).seq()).collect();
+    assert_eq!(seqs, vec![Seq(2), Seq(3), Seq(4), Seq(5)]);
+    assert_eq!(stored(&appended[2]).channel().as_str(), "b");
+    assert_eq!(store.head(), Seq(5));
+    let heard = recorder.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(heard, vec![Seq(1), Seq(2), Seq(3), Seq(4), Seq(5)]);
+    assert_eq!(all_of(&*store, "b").await, vec!["1", "3"]);
+    assert_eq!(all_of(&*store, "a").await, vec!["before", "2"]);
+    assert!(
+        store
+            .append_batch(Vec::new())
+            .await
+            .expect("empty batch")
+            .is_empty()
+    );
+    assert_eq!(store.head(), Seq(5), "an empty batch stores nothing");
+}
+
+/// A key its channel stored within the window, with the same content, is a
+/// repeat: the original's position and subscribers, nothing stored. The
+/// same key on another channel is another publish.
+pub async fn a_repeated_key_gets_the_original_answer_and_stores_nothing(
+    factory: impl StoreFactory,
+) {
+    let store = factory.build(default_options()).await;
+    let recorder = Arc::new(Recorder::default());
+    store.set_commit_listener(recorder.clone());
+    let first = store
+        .append_batch(vec![keyed("a", "x", "k1", 3)])
+        .await
+        .expect("first");
+    let seq = stored(&first[0]).seq();
+    append(&*store, "a", "between").await;
+    let again = store
+        .append_batch(vec![keyed("a", "x", "k1", 9)])
+        .await
+        .expect("again");
+    assert_eq!(
+        repeat_of(&again[0]),
+        Original {
+            seq,
+            subscribers: 3
+        }
+    );
+    assert_eq!(all_of(&*store, "a").await, vec!["x", "between"]);
+    let other_channel = store
+        .append_batch(vec![keyed("b", "x", "k1", 0)])
+        .await
+        .expect("b");
+    assert_eq!(stored(&other_channel[0]).seq(), Seq(3));
+    assert_eq!(
+        recorder.0.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        3
+    );
+    assert_eq!(store.footprint().idempotency_keys, 2);
+}
+
+/// The same key with another event type or other data is a conflict: the
+/// whole batch is refused, the valid drafts before it included.
+pub async fn a_key_reused_for_other_content_stores_nothing_of_the_batch(
+    factory: impl StoreFactory,
+) {
+    let store = factory.build(default_options()).await;
+    store
+        .append_batch(vec![keyed("a", "x", "k", 0)])
+        .await
+        .expect("first");
+    let other_data = vec![
+        plain("a", "fine"),
+        plain("b", "fine"),
+        keyed("a", "y", "k", 0),
+    ];
+    match store.append_batch(other_data).await {
+        Err(AppendError::IdempotencyConflict { index }) => assert_eq!(index, 2),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let mut other_event = keyed("a", "x", "k", 0);
+    other_event.event = EventType::new("price").expect("event");
+    match store.append_batch(vec![other_event]).await {
+        Err(AppendError::IdempotencyConflict { index }) => assert_eq!(index, 0),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.head(), Seq(1), "nothing of a refused batch is stored");
+    assert_eq!(all_of(&*store, "a").await, vec!["x"]);
+    assert!(all_of(&*store, "b").await.is_empty());
+    let next = append(&*store, "a", "after").await;
+    assert_eq!(
+        next.seq(),
+        Seq(2),
+        "a refused batch uses no sequence numbers"
+    );
+}
+
+/// A key given twice in one batch: the second is a repeat of the first
+/// (same content) or a conflict (other content).
+pub async fn keys_repeated_within_one_batch_are_judged_like_any_other(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
+    let drafts = vec![
+        keyed("a", "x", "k", 1),
+        plain("a", "y"),
+        keyed("a", "x", "k", 2),
+    ];
+    let appended = store.append_batch(drafts).await.expect("batch");
+    let first = stored(&appended[0]).seq();
+    assert_eq!(stored(&appended[1]).seq(), Seq(2));
+    assert_eq!(
+        repeat_of(&appended[2]),
+        Original {
+            seq: first,
+            subscribers: 1
+        }
+    );
+    assert_eq!(all_of(&*store, "a").await, vec!["x", "y"]);
+    let conflicting = vec![keyed("a", "p", "j", 0), keyed("a", "q", "j", 0)];
+    match store.append_batch(conflicting).await {
+        Err(AppendError::IdempotencyConflict { index }) => assert_eq!(index, 1),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.head(), Seq(2));
+}
+
+/// Keys older than the window are forgotten (the same key then publishes
+/// anew), and beyond the bound the oldest keys go first.
+pub async fn keys_are_forgotten_after_the_window_and_beyond_the_bound(factory: impl StoreFactory) {
+    let (mut options, clock) = options(Retention::default());
+    options.idempotency = IdempotencyOptions {
+        window: Duration::from_secs(60),
+        max_keys: 100,
+    };
+    let store = factory.build(options).await;
+    store
+        .append_batch(vec![keyed("a", "x", "old", 0)])
+        .await
+        .expect("old");
+    clock.advance(Duration::from_secs(59));
+    let within = store
+        .append_batch(vec![keyed("a", "x", "old", 0)])
+        .await
+        .expect("within");
+    repeat_of(&within[0]);
+    clock.advance(Duration::from_secs(2));
+    let after = store
+        .append_batch(vec![keyed("a", "x", "old", 0)])
+        .await
+        .expect("after");
+    assert_eq!(
+        stored(&after[0]).seq(),
+        Seq(2),
+        "past the window, a key publishes anew"
+    );
+    let other_content = store.append_batch(vec![keyed("a", "y", "gone", 0)]).await;
+    stored(&other_content.expect("a fresh key")[0]);
+
+    let drafts: Vec<Draft> = (0..150)
+        .map(|i| keyed("b", "z", &format!("k{i}"), 0))
+        .collect();
+    store.append_batch(drafts).await.expect("many keys");
+    assert!(
+        store.footprint().idempotency_keys <= 100 + 100 / 16,
+        "keys beyond the bound are let go: {}",
+        store.footprint().idempotency_keys
+    );
+    let newest = store
+        .append_batch(vec![keyed("b", "z", "k149", 0)])
+        .await
+        .expect("newest");
+    repeat_of(&newest[0]);
+    let oldest = store
+        .append_batch(vec![keyed("b", "z", "k0", 0)])
+        .await
+        .expect("oldest");
+    stored(&oldest[0]);
+}
+
+/// Appends with the same key racing from many tasks store one message;
+/// every other one is answered with its position.
+pub async fn appends_racing_with_one_key_store_one_message(factory: impl StoreFactory) {
+    let store = factory.build(default_options()).await;
+    for round in 0..20 {
+        let key = format!("race-{round}");
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .append_batch(vec![keyed("r", "same", &key, 0)])
+                    .await
+                    .expect("append")
+            }));
+        }
+        let mut seqs = Vec::new();
+        let mut stored_count = 0;
+        for task in tasks {
+            let appended = task.await.expect("task").remove(0);
+            match appended {
+                Appended::Stored(message) => {
+                    stored_count += 1;
+                    seqs.push(message.seq());
+                }
+                Appended::Repeat(original) => seqs.push(original.seq),
+            }
+        }
+        assert_eq!(
+            stored_count, 1,
+            "round {round}: one of the racing appends stores"
+        );
+        assert!(
+            seqs.windows(2).all(|w| w[0] == w[1]),
+            "every answer names the one message"
+        );
+    }
+    assert_eq!(all_of(&*store, "r").await.len(), 20);
 }

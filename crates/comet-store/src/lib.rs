@@ -22,6 +22,7 @@ mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod forgotten;
+pub mod idempotency;
 mod memory;
 
 use std::sync::Arc;
@@ -29,7 +30,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
-use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, Message, Seq};
+use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, IdempotencyKey, Message, Seq};
+pub use idempotency::{IdempotencyOptions, Original};
 pub use memory::MemoryStore;
 
 /// How much history each channel keeps.
@@ -107,6 +109,8 @@ pub struct Footprint {
     pub messages: u64,
     /// Their size, by [`stored_size`].
     pub bytes: u64,
+    /// Idempotency keys remembered (see [`idempotency`]).
+    pub idempotency_keys: u64,
 }
 
 /// What a message counts for against [`Retention::max_bytes`]: its data,
@@ -125,6 +129,8 @@ pub struct StoreOptions {
     pub retention: Retention,
     /// The clock that stamps messages for retention by age.
     pub clock: Arc<dyn Clock>,
+    /// How long and how many idempotency keys are remembered.
+    pub idempotency: IdempotencyOptions,
 }
 
 impl Default for StoreOptions {
@@ -132,8 +138,63 @@ impl Default for StoreOptions {
         Self {
             retention: Retention::default(),
             clock: Arc::new(SystemClock),
+            idempotency: IdempotencyOptions::default(),
         }
     }
+}
+
+/// A message to store.
+#[derive(Clone, Debug)]
+pub struct Draft {
+    /// Its channel.
+    pub channel: ChannelName,
+    /// Its event type.
+    pub event: EventType,
+    /// Its data.
+    pub data: Data,
+    /// Its idempotency key, if the publisher gave one.
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// The subscriber count its publish reports; kept with the key, to
+    /// answer a repeat as the original was answered.
+    pub subscribers: u64,
+}
+
+impl Draft {
+    /// A draft without an idempotency key.
+    pub fn new(channel: ChannelName, event: EventType, data: Data) -> Self {
+        Self {
+            channel,
+            event,
+            data,
+            idempotency_key: None,
+            subscribers: 0,
+        }
+    }
+}
+
+/// What became of one draft of an append.
+#[derive(Clone, Debug)]
+pub enum Appended {
+    /// Stored as this message.
+    Stored(Arc<Message>),
+    /// A repeat of a publish with the same idempotency key and content:
+    /// nothing was stored.
+    Repeat(Original),
+}
+
+/// Why an append stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The draft at `index` reuses an idempotency key of its channel for
+    /// other content (within the window, or earlier in the same append).
+    #[error("draft {index} reuses an idempotency key for other content")]
+    IdempotencyConflict {
+        /// The position of the draft.
+        index: usize,
+    },
 }
 
 /// A slice of one channel's history.
@@ -196,15 +257,38 @@ pub trait Store: Send + Sync + 'static {
     /// one listener; installing another replaces it.
     fn set_commit_listener(&self, listener: Arc<dyn CommitListener>);
 
-    /// Stores a message at the next sequence number and returns it. When it
-    /// returns, the message is stored (durably, for a durable store) and the
-    /// listener has been told.
+    /// Stores `drafts` at the next sequence numbers, in order, all or
+    /// nothing, and says what became of each (in the drafts' order). A
+    /// draft with an idempotency key its channel already stored with the
+    /// same content (within the window, or earlier in these drafts) is not
+    /// stored again: it is a [`Appended::Repeat`]; with other content the
+    /// whole append fails with [`AppendError::IdempotencyConflict`]. When
+    /// it returns, the messages and their keys are stored (durably, for a
+    /// durable store, in one commit) and the listener has been told; two
+    /// appends racing with the same key store one message.
+    async fn append_batch(&self, drafts: Vec<Draft>) -> Result<Vec<Appended>, AppendError>;
+
+    /// Stores one message without an idempotency key and returns it.
     async fn append(
         &self,
         channel: &ChannelName,
         event: EventType,
         data: Data,
-    ) -> Result<Arc<Message>, StoreError>;
+    ) -> Result<Arc<Message>, StoreError> {
+        let draft = Draft::new(channel.clone(), event, data);
+        match self.append_batch(vec![draft]).await {
+            Ok(mut appended) => match appended.pop() {
+                Some(Appended::Stored(message)) => Ok(message),
+                _ => Err(StoreError::Unavailable(
+                    "the store did not store a message without a key".into(),
+                )),
+            },
+            Err(AppendError::Store(error)) => Err(error),
+            Err(AppendError::IdempotencyConflict { .. }) => Err(StoreError::Unavailable(
+                "the store found a conflict for a message without a key".into(),
+            )),
+        }
+    }
 
     /// Messages of `channel` with `after < seq <= upto`, oldest first, as
     /// many as `limit` allows, and the channel's trimmed-up-to mark (for a

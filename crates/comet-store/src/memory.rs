@@ -30,12 +30,14 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, Message, Seq};
+use comet_protocol::{ChannelName, Cursor, Epoch, IdempotencyKey, Message, Seq};
 
 use crate::forgotten::FoldedMarks;
+use crate::idempotency::{Fingerprint, KeyRecord, KeyTable, Lookup};
 use crate::{
-    ChannelSummary, Clock, CommitListener, Footprint, History, ReadLimit, Retention, Store,
-    StoreError, StoreOptions, new_epoch, stored_size,
+    AppendError, Appended, ChannelSummary, Clock, CommitListener, Draft, Footprint, History,
+    IdempotencyOptions, Original, ReadLimit, Retention, Store, StoreError, StoreOptions, new_epoch,
+    stored_size,
 };
 
 /// Most messages an age sweep removes under one hold of the lock.
@@ -45,6 +47,7 @@ pub const SWEEP_STEP: usize = 4096;
 pub struct MemoryStore {
     epoch: Epoch,
     retention: Retention,
+    idempotency: IdempotencyOptions,
     clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
     /// Held while the listener is told of a message; taken before `inner`
@@ -67,6 +70,8 @@ struct Inner {
     count: usize,
     /// Append order (see the module doc).
     order: VecDeque<(Seq, ChannelName)>,
+    /// Idempotency keys of recent publishes.
+    keys: KeyTable,
 }
 
 struct ChannelLog {
@@ -255,6 +260,7 @@ impl MemoryStore {
         Self {
             epoch: new_epoch(),
             retention: options.retention,
+            idempotency: options.idempotency,
             clock: options.clock,
             inner: Mutex::new(Inner::default()),
             announcing: Mutex::new(()),
@@ -305,6 +311,71 @@ impl MemoryStore {
         }
     }
 
+    /// Stores `draft` at the next sequence number (the caller checked
+    /// there is one), remembers its key, and applies retention.
+    fn store_one(&self, inner: &mut Inner, draft: Draft, now: u64) -> Arc<Message> {
+        let keep_forgotten = self.retention.forgotten_channels;
+        let seq = Seq(inner.head.0 + 1);
+        let Draft {
+            channel,
+            event,
+            data,
+            idempotency_key,
+            subscribers,
+        } = draft;
+        if let Some(key) = idempotency_key {
+            let record = KeyRecord {
+                fingerprint: Fingerprint::of(&event, data.bytes()),
+                original: Original { seq, subscribers },
+                at_ms: now,
+            };
+            inner.keys.remember(channel.clone(), key, record);
+        }
+        let message = Arc::new(Message::new(
+            self.epoch.clone(),
+            seq,
+            channel.clone(),
+            event,
+            data,
+            now,
+        ));
+        if let Some(log) = inner.channels.get_mut(&channel) {
+            log.messages.push_back(message.clone());
+            log.last_seq = seq;
+        } else {
+            // A channel this store forgot may have had messages: readers
+            // from before then get a gap.
+            let trimmed_upto = inner.forgotten.revive(&channel);
+            inner.channels.insert(
+                channel.clone(),
+                ChannelLog {
+                    messages: VecDeque::from([message.clone()]),
+                    trimmed_upto,
+                    last_seq: seq,
+                },
+            );
+            inner.names.insert(channel.clone());
+        }
+        inner.bytes += stored_size(&message);
+        inner.count += 1;
+        inner.head = seq;
+        if self.retention.max_bytes.is_some() || self.retention.max_age.is_some() {
+            // Only the byte limit and the age sweep need the store-wide
+            // order.
+            inner.order.push_back((seq, channel.clone()));
+        }
+        inner.trim_channel(
+            &channel,
+            self.retention.max_messages.max(1),
+            self.oldest_kept_ms(),
+            keep_forgotten,
+        );
+        if let Some(max_bytes) = self.retention.max_bytes {
+            inner.trim_to_bytes(max_bytes, keep_forgotten);
+        }
+        message
+    }
+
     fn summary_of(&self, log: &ChannelLog) -> ChannelSummary {
         ChannelSummary {
             retained: log.messages.len() as u64,
@@ -327,72 +398,47 @@ impl Store for MemoryStore {
         self.lock().listener = Some(listener);
     }
 
-    async fn append(
-        &self,
-        channel: &ChannelName,
-        event: EventType,
-        data: Data,
-    ) -> Result<Arc<Message>, StoreError> {
+    async fn append_batch(&self, drafts: Vec<Draft>) -> Result<Vec<Appended>, AppendError> {
         let now = self.clock.now_ms();
-        let keep_forgotten = self.retention.forgotten_channels;
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let seq = inner
-            .head
-            .checked_next()
-            .ok_or(StoreError::SequenceExhausted)?;
-        let message = Arc::new(Message::new(
-            self.epoch.clone(),
-            seq,
-            channel.clone(),
-            event,
-            data,
-            now,
-        ));
-        if let Some(log) = inner.channels.get_mut(channel) {
-            log.messages.push_back(message.clone());
-            log.last_seq = seq;
-        } else {
-            // A channel this store forgot may have had messages: readers
-            // from before then get a gap.
-            let trimmed_upto = inner.forgotten.revive(channel);
-            inner.channels.insert(
-                channel.clone(),
-                ChannelLog {
-                    messages: VecDeque::from([message.clone()]),
-                    trimmed_upto,
-                    last_seq: seq,
-                },
-            );
-            inner.names.insert(channel.clone());
+        let oldest_key_kept = self.idempotency.oldest_kept_ms(now);
+        inner
+            .keys
+            .forget_old(oldest_key_kept, self.idempotency.max_keys);
+        let outcomes = plan(inner, &drafts, oldest_key_kept)?;
+        let stored_count = outcomes.iter().filter(|o| o.is_none()).count() as u64;
+        if inner.head.0.checked_add(stored_count).is_none() {
+            return Err(StoreError::SequenceExhausted.into());
         }
-        inner.bytes += stored_size(&message);
-        inner.count += 1;
-        inner.head = seq;
-        if self.retention.max_bytes.is_some() || self.retention.max_age.is_some() {
-            // Only the byte limit and the age sweep need the store-wide
-            // order.
-            inner.order.push_back((seq, channel.clone()));
+        let mut appended = Vec::with_capacity(drafts.len());
+        let mut stored = Vec::with_capacity(stored_count as usize);
+        for (draft, outcome) in drafts.into_iter().zip(outcomes) {
+            match outcome {
+                Some(original) => appended.push(Appended::Repeat(original)),
+                None => {
+                    let message = self.store_one(inner, draft, now);
+                    stored.push(message.clone());
+                    appended.push(Appended::Stored(message));
+                }
+            }
         }
-        inner.trim_channel(
-            channel,
-            self.retention.max_messages.max(1),
-            self.oldest_kept_ms(),
-            keep_forgotten,
-        );
-        if let Some(max_bytes) = self.retention.max_bytes {
-            inner.trim_to_bytes(max_bytes, keep_forgotten);
-        } else {
+        inner
+            .keys
+            .forget_old(oldest_key_kept, self.idempotency.max_keys);
+        if self.retention.max_bytes.is_none() {
             inner.compact_order();
         }
         let listener = inner.listener.clone();
         let announcing = self.announcing.lock().unwrap_or_else(|e| e.into_inner());
         drop(guard);
         if let Some(listener) = listener {
-            listener.committed(&message);
+            for message in &stored {
+                listener.committed(message);
+            }
         }
         drop(announcing);
-        Ok(message)
+        Ok(appended)
     }
 
     async fn read(
@@ -466,6 +512,13 @@ impl Store for MemoryStore {
     }
 
     async fn enforce_retention(&self) -> Result<(), StoreError> {
+        {
+            let oldest_key_kept = self.idempotency.oldest_kept_ms(self.clock.now_ms());
+            let mut inner = self.lock();
+            inner
+                .keys
+                .forget_old(oldest_key_kept, self.idempotency.max_keys);
+        }
         loop {
             let Some(oldest_kept_ms) = self.oldest_kept_ms() else {
                 return Ok(());
@@ -490,12 +543,60 @@ impl Store for MemoryStore {
             forgotten_channels: inner.forgotten.last_seq.len() as u64,
             messages: inner.count as u64,
             bytes: inner.bytes,
+            idempotency_keys: inner.keys.len() as u64,
         }
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// What each of `drafts` will be, decided before anything is stored: a
+/// repeat of what `inner` remembers of its key (or of an earlier draft of
+/// the same key), or `None`, to be stored. A key reused for other content
+/// fails the whole append.
+fn plan(
+    inner: &Inner,
+    drafts: &[Draft],
+    oldest_key_kept: u64,
+) -> Result<Vec<Option<Original>>, AppendError> {
+    let mut outcomes = Vec::with_capacity(drafts.len());
+    // Keys of earlier drafts of this append, with where they will be stored.
+    let mut drafted: HashMap<(&ChannelName, &IdempotencyKey), (Fingerprint, Original)> =
+        HashMap::new();
+    let mut next = inner.head.0;
+    for (index, draft) in drafts.iter().enumerate() {
+        let Some(key) = &draft.idempotency_key else {
+            next = next.saturating_add(1);
+            outcomes.push(None);
+            continue;
+        };
+        let fingerprint = Fingerprint::of(&draft.event, draft.data.bytes());
+        let lookup = match drafted.get(&(&draft.channel, key)) {
+            Some((earlier, original)) if *earlier == fingerprint => Lookup::Repeat(*original),
+            Some(_) => Lookup::Conflict,
+            None => Lookup::judge(
+                inner.keys.get(&draft.channel, key),
+                fingerprint,
+                oldest_key_kept,
+            ),
+        };
+        match lookup {
+            Lookup::Repeat(original) => outcomes.push(Some(original)),
+            Lookup::Conflict => return Err(AppendError::IdempotencyConflict { index }),
+            Lookup::New => {
+                next = next.saturating_add(1);
+                let original = Original {
+                    seq: Seq(next),
+                    subscribers: draft.subscribers,
+                };
+                drafted.insert((&draft.channel, key), (fingerprint, original));
+                outcomes.push(None);
+            }
+        }
+    }
+    Ok(outcomes)
 }
 
 /// Gives other tasks a turn, without depending on a runtime: this crate's

@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
+use comet_protocol::{ChannelName, Epoch, Seq};
 use comet_store::{
-    ChannelSummary, CommitListener, Footprint, History, MemoryStore, ReadLimit, Store, StoreError,
-    StoreOptions,
+    AppendError, Appended, ChannelSummary, CommitListener, Draft, Footprint, History, MemoryStore,
+    ReadLimit, Store, StoreError, StoreOptions,
 };
 
 /// The memory store, with two of a cluster's behaviours on demand: a
@@ -59,13 +59,8 @@ impl Store for WrappedStore {
         *self.listener.lock().unwrap() = Some(listener.clone());
         self.inner.set_commit_listener(listener);
     }
-    async fn append(
-        &self,
-        channel: &ChannelName,
-        event: EventType,
-        data: Data,
-    ) -> Result<Arc<Message>, StoreError> {
-        self.inner.append(channel, event, data).await
+    async fn append_batch(&self, drafts: Vec<Draft>) -> Result<Vec<Appended>, AppendError> {
+        self.inner.append_batch(drafts).await
     }
     async fn read(
         &self,
