@@ -25,9 +25,9 @@ mod subscription;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, Message};
+use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, IdempotencyKey};
 pub use comet_protocol::{Gap, GapReason};
-use comet_store::Retention;
+use comet_store::{AppendError, Appended, Draft, Retention};
 pub use comet_store::{Footprint, Store, StoreError};
 pub use park::{Catch, Parked};
 pub use stats::{HubStats, StatsSnapshot};
@@ -73,15 +73,60 @@ pub enum HubError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The publication at `index` reuses an idempotency key of its channel
+    /// for other content: nothing was published.
+    #[error("publication {index} reuses an idempotency key for other content")]
+    IdempotencyConflict {
+        /// Its position in the batch.
+        index: usize,
+    },
 }
 
-/// The result of a publish.
+impl From<AppendError> for HubError {
+    fn from(error: AppendError) -> Self {
+        match error {
+            AppendError::Store(error) => Self::Store(error),
+            AppendError::IdempotencyConflict { index } => Self::IdempotencyConflict { index },
+        }
+    }
+}
+
+/// One message to publish.
 #[derive(Clone, Debug)]
+pub struct Publication {
+    /// Its channel.
+    pub channel: ChannelName,
+    /// Its event type.
+    pub event: EventType,
+    /// Its data.
+    pub data: Data,
+    /// Its idempotency key, if the publisher gave one.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl Publication {
+    /// A publication without an idempotency key.
+    pub fn new(channel: ChannelName, event: EventType, data: Data) -> Self {
+        Self {
+            channel,
+            event,
+            data,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// The result of one publication.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
-    /// The stored message.
-    pub message: Arc<Message>,
-    /// Subscribers to its channel on this hub when it was stored.
+    /// The message's id (for a repeat, the original's).
+    pub id: Cursor,
+    /// Subscribers to its channel on this hub when it was published (for
+    /// a repeat, as the original reported).
     pub subscribers: usize,
+    /// True when this was a repeat of an earlier publication with the same
+    /// idempotency key and content: nothing new was stored.
+    pub repeat: bool,
 }
 
 /// What the hub knows of one channel.
@@ -135,17 +180,63 @@ impl Hub {
         event: EventType,
         data: Data,
     ) -> Result<Published, HubError> {
-        let publishing = self.shared.feed.publishing();
-        let appended = self.shared.store.append(channel, event, data).await;
+        let publication = Publication::new(channel.clone(), event, data);
+        let mut published = self.publish_batch(vec![publication]).await?;
+        Ok(published.remove(0))
+    }
+
+    /// Stores `publications` together, in order, all or nothing, and
+    /// delivers them; the results are in the same order. A publication
+    /// whose idempotency key its channel stored with the same content
+    /// within the window is a repeat (nothing stored, the original's id);
+    /// with other content nothing is published
+    /// ([`HubError::IdempotencyConflict`]).
+    pub async fn publish_batch(
+        &self,
+        publications: Vec<Publication>,
+    ) -> Result<Vec<Published>, HubError> {
+        let feed = &self.shared.feed;
+        let drafts: Vec<Draft> = publications
+            .into_iter()
+            .map(|publication| Draft {
+                subscribers: feed.subscriber_count(&publication.channel) as u64,
+                channel: publication.channel,
+                event: publication.event,
+                data: publication.data,
+                idempotency_key: publication.idempotency_key,
+            })
+            .collect();
+        let subscribers: Vec<usize> = drafts.iter().map(|d| d.subscribers as usize).collect();
+        let publishing = feed.publishing();
+        let appended = self.shared.store.append_batch(drafts).await;
         // Answer the long polls this publish (or one before it) caught,
         // before anything else gets to run.
         drop(publishing);
-        let message = appended?;
-        self.shared.stats.record_published();
-        Ok(Published {
-            subscribers: self.shared.feed.subscriber_count(channel),
-            message,
-        })
+        let appended = appended?;
+        let epoch = &self.shared.epoch;
+        let mut repeats = 0;
+        let published: Vec<Published> = appended
+            .into_iter()
+            .zip(subscribers)
+            .map(|(appended, subscribers)| match appended {
+                Appended::Stored(message) => Published {
+                    id: message.cursor(),
+                    subscribers,
+                    repeat: false,
+                },
+                Appended::Repeat(original) => {
+                    repeats += 1;
+                    Published {
+                        id: Cursor::new(epoch.clone(), original.seq),
+                        subscribers: original.subscribers as usize,
+                        repeat: true,
+                    }
+                }
+            })
+            .collect();
+        let stored = published.len() as u64 - repeats;
+        self.shared.stats.record_published(stored, repeats);
+        Ok(published)
     }
 
     /// Starts a subscription to `channels` from `start`.

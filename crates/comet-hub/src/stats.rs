@@ -9,6 +9,7 @@ use comet_protocol::GapReason;
 #[derive(Debug, Default)]
 pub struct HubStats {
     published: AtomicU64,
+    repeats: AtomicU64,
     gaps_trimmed: AtomicU64,
     gaps_reset: AtomicU64,
     fell_behind: AtomicU64,
@@ -19,6 +20,9 @@ pub struct HubStats {
 pub struct StatsSnapshot {
     /// Messages stored through this hub.
     pub published: u64,
+    /// Publishes answered as repeats of an earlier one (same idempotency
+    /// key and content): nothing stored.
+    pub repeats: u64,
     /// Gap signals because retention removed unread messages.
     pub gaps_trimmed: u64,
     /// Gap signals because a cursor came from another history.
@@ -29,8 +33,13 @@ pub struct StatsSnapshot {
 }
 
 impl HubStats {
-    pub(crate) fn record_published(&self) {
-        self.published.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn record_published(&self, stored: u64, repeats: u64) {
+        if stored > 0 {
+            self.published.fetch_add(stored, Ordering::Relaxed);
+        }
+        if repeats > 0 {
+            self.repeats.fetch_add(repeats, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn record_gap(&self, reason: GapReason) {
@@ -49,6 +58,7 @@ impl HubStats {
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             published: self.published.load(Ordering::Relaxed),
+            repeats: self.repeats.load(Ordering::Relaxed),
             gaps_trimmed: self.gaps_trimmed.load(Ordering::Relaxed),
             gaps_reset: self.gaps_reset.load(Ordering::Relaxed),
             fell_behind: self.fell_behind.load(Ordering::Relaxed),

@@ -5,9 +5,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comet_hub::{BatchLimit, Gap, GapReason, Hub, HubConfig, Item, Start, Subscription};
-use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, Seq};
-use comet_store::{MemoryStore, Retention, StoreOptions};
+use comet_hub::{
+    BatchLimit, Gap, GapReason, Hub, HubConfig, HubError, Item, Publication, Published, Start,
+    Subscription,
+};
+use comet_protocol::{
+    ChannelList, ChannelName, Cursor, Data, Epoch, EventType, IdempotencyKey, Seq,
+};
+use comet_store::{MemoryStore, ReadLimit, Retention, Store, StoreOptions};
 use common::WrappedStore;
 
 fn hub_with(retention: Retention, live_window: usize) -> Hub {
@@ -44,8 +49,7 @@ async fn publish(hub: &Hub, channel: &str, data: &str) -> Cursor {
     )
     .await
     .expect("publish")
-    .message
-    .cursor()
+    .id
 }
 
 /// Reads items until `count` messages arrived, failing after 10 s.
@@ -123,7 +127,7 @@ async fn publish_reports_local_subscribers() {
     let info = hub.channel_info(&name("news")).await.unwrap().unwrap();
     assert_eq!(info.subscribers, 1);
     assert_eq!(info.retained, 2);
-    assert_eq!(info.last_id, published.message.cursor());
+    assert_eq!(info.last_id, published.id);
     assert!(hub.channel_info(&name("never")).await.unwrap().is_none());
 }
 
@@ -550,18 +554,19 @@ async fn a_message_announced_again_is_not_delivered_again() {
     let store = Arc::new(WrappedStore::new());
     let hub = Hub::new(store.clone(), HubConfig::default());
     let mut sub = hub.subscribe(&channels("a"), Start::Now).await.unwrap();
-    let mut replayed = Vec::new();
     for data in ["one", "two", "three"] {
-        let published = hub
-            .publish(
-                &name("a"),
-                EventType::message(),
-                Data::from(data.to_string()),
-            )
-            .await
-            .unwrap();
-        replayed.push(published.message);
+        publish(&hub, "a", data).await;
     }
+    let replayed = store
+        .read(
+            &name("a"),
+            Seq::ZERO,
+            Seq(u64::MAX),
+            ReadLimit::messages(10),
+        )
+        .await
+        .unwrap()
+        .messages;
     let now = hub.now();
     store.listener().committed(&replayed[1]);
     assert_eq!(hub.now(), now, "the watermark went back");
@@ -613,4 +618,84 @@ async fn live_windows_keep_within_their_byte_budget_and_readers_lose_nothing() {
     drop(a);
     drop(b);
     assert_eq!(hub.live_window_bytes(), 0);
+}
+
+fn publication(channel: &str, data: &str, key: Option<&str>) -> Publication {
+    Publication {
+        idempotency_key: key.map(|key| IdempotencyKey::new(key).expect("valid key")),
+        ..Publication::new(
+            name(channel),
+            EventType::message(),
+            Data::from(data.to_string()),
+        )
+    }
+}
+
+/// A batch reaches a subscriber of several of its channels in the batch's
+/// order; results come in the same order; a repeated key is answered as
+/// the original was (its id and subscribers) and delivered once.
+#[tokio::test]
+async fn a_batch_is_delivered_in_its_order_and_repeats_are_not_delivered() {
+    let hub = hub();
+    let mut both = hub.subscribe(&channels("a,b"), Start::Now).await.unwrap();
+    let batch = vec![
+        publication("b", "1", None),
+        publication("a", "2", Some("k")),
+        publication("b", "3", None),
+        publication("a", "2", Some("k")),
+    ];
+    let published = hub.publish_batch(batch).await.unwrap();
+    assert_eq!(published.len(), 4);
+    assert!(
+        published[..3]
+            .iter()
+            .all(|p| !p.repeat && p.subscribers == 1)
+    );
+    assert!(published[3].repeat);
+    assert_eq!(published[3].id, published[1].id);
+    let seqs: Vec<u64> = published.iter().map(|p| p.id.seq.0).collect();
+    assert_eq!(seqs, [1, 2, 3, 2]);
+    let later = hub.subscribe(&channels("a"), Start::Now).await.unwrap();
+    let again = hub
+        .publish_batch(vec![publication("a", "2", Some("k"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        again[0],
+        Published {
+            repeat: true,
+            ..published[1].clone()
+        }
+    );
+    drop(later);
+    publish(&hub, "a", "last").await;
+    let (messages, gaps) = take_messages(&mut both, 4).await;
+    assert_eq!(messages, ["b:1", "a:2", "b:3", "a:last"]);
+    assert!(gaps.is_empty());
+    let stats = hub.stats();
+    assert_eq!((stats.published, stats.repeats), (4, 2));
+}
+
+/// A key reused for other content fails the whole batch, naming the
+/// publication; nothing of it is stored or delivered.
+#[tokio::test]
+async fn a_conflicting_key_publishes_nothing_of_the_batch() {
+    let hub = hub();
+    let mut sub = hub.subscribe(&channels("a"), Start::Now).await.unwrap();
+    hub.publish_batch(vec![publication("a", "x", Some("k"))])
+        .await
+        .unwrap();
+    let refused = hub
+        .publish_batch(vec![
+            publication("a", "fine", None),
+            publication("a", "y", Some("k")),
+        ])
+        .await;
+    assert!(matches!(
+        refused,
+        Err(HubError::IdempotencyConflict { index: 1 })
+    ));
+    publish(&hub, "a", "after").await;
+    let (messages, _) = take_messages(&mut sub, 2).await;
+    assert_eq!(messages, ["a:x", "a:after"]);
 }

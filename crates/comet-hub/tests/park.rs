@@ -26,7 +26,7 @@ async fn subscribe(hub: &Hub, list: &str, start: Start) -> Subscription {
     hub.subscribe(&channels, start).await.expect("subscribe")
 }
 
-async fn publish(hub: &Hub, channel: &str, data: &str) -> Arc<Message> {
+async fn publish(hub: &Hub, channel: &str, data: &str) -> Cursor {
     hub.publish(
         &ChannelName::new(channel).expect("valid name"),
         EventType::message(),
@@ -34,7 +34,7 @@ async fn publish(hub: &Hub, channel: &str, data: &str) -> Arc<Message> {
     )
     .await
     .expect("publish")
-    .message
+    .id
 }
 
 fn everything() -> BatchLimit {
@@ -170,7 +170,7 @@ async fn a_position_beyond_the_watermark_waits_for_a_message_after_it() {
     let hub = Hub::new(store.clone(), HubConfig::default());
     let first = publish(&hub, "a", "0").await;
     store.head_ahead_by(2);
-    let ahead = Cursor::new(hub.epoch().clone(), Seq(first.seq().0 + 2));
+    let ahead = Cursor::new(hub.epoch().clone(), Seq(first.seq.0 + 2));
     let mut sub = subscribe(&hub, "a", Start::Since(ahead)).await;
     let (recorder, parked) = park_after_empty_read(&mut sub).await;
     publish(&hub, "a", "1").await;

@@ -9,8 +9,13 @@ pub use crate::cors::CorsPolicy;
 /// default (see [`ServerConfig::default`]).
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Largest publish body accepted, in bytes (413 beyond).
+    /// Largest publish body accepted, in bytes (413 beyond); also the
+    /// largest data of one message of a batch.
     pub max_body_bytes: usize,
+    /// Most messages in one batch publish (413 beyond).
+    pub max_batch_messages: usize,
+    /// Largest batch publish body accepted, in bytes (413 beyond).
+    pub max_batch_bytes: usize,
     /// Most distinct channels in one subscription (400 beyond).
     pub max_channels_per_subscription: usize,
     /// Longest long-poll `wait`; longer requests are held this long.
@@ -60,6 +65,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            max_batch_messages: 1000,
+            max_batch_bytes: 8 * 1024 * 1024,
             max_channels_per_subscription: 32,
             max_wait: Duration::from_secs(60),
             sse_retry: Duration::from_millis(3000),
@@ -139,8 +146,13 @@ impl ServerConfig {
     /// tests' servers both call it before serving.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         let fail = |message: String| Err(InvalidConfig(message));
-        let positive: [(&str, usize); 8] = [
+        let positive: [(&str, usize); 10] = [
             ("max_body_bytes (--max-body)", self.max_body_bytes),
+            (
+                "max_batch_messages (--max-batch-messages)",
+                self.max_batch_messages,
+            ),
+            ("max_batch_bytes (--max-batch-body)", self.max_batch_bytes),
             (
                 "max_channels_per_subscription (--max-channels)",
                 self.max_channels_per_subscription,

@@ -20,6 +20,9 @@ pub struct ApiError {
     pub message: String,
     /// The `WWW-Authenticate` challenge of a 401.
     pub challenge: Option<&'static str>,
+    /// For an error of one message of a batch publish: its position
+    /// (`"index"` in the JSON).
+    pub index: Option<usize>,
 }
 
 impl ApiError {
@@ -30,7 +33,28 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: None,
+            index: None,
         }
+    }
+
+    /// The same error, about the message at `index` of a batch.
+    pub fn at(mut self, index: usize) -> Self {
+        self.index = Some(index);
+        if !self.message.starts_with("message ") {
+            self.message = format!("message {index} of the batch: {}", self.message);
+        }
+        self
+    }
+
+    /// 409: an idempotency key reused for other content.
+    pub fn idempotency_conflict() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "this idempotency key was used on this channel for a publish with another event \
+             type or other data, within the idempotency window; a retry must send the same \
+             message, and a new message needs a new key",
+        )
     }
 
     /// The same error with a `WWW-Authenticate` challenge.
@@ -46,7 +70,10 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> Bytes {
-        let value = serde_json::json!({ "error": self.code, "message": self.message });
+        let mut value = serde_json::json!({ "error": self.code, "message": self.message });
+        if let Some(index) = self.index {
+            value["index"] = index.into();
+        }
         Bytes::from(value.to_string())
     }
 }
@@ -55,6 +82,9 @@ impl From<HubError> for ApiError {
     /// The store's own words (file paths, SQLite's messages) go to the
     /// server's log, never to the client.
     fn from(error: HubError) -> Self {
+        if let HubError::IdempotencyConflict { index } = error {
+            return Self::idempotency_conflict().at(index);
+        }
         tracing::warn!(%error, "store failure");
         let message = match error {
             HubError::Store(StoreError::SequenceExhausted) => {

@@ -13,6 +13,7 @@
 
 mod assets;
 pub mod auth;
+mod batch;
 pub mod config;
 pub mod connection;
 mod cors;
@@ -167,6 +168,7 @@ pub fn bind(address: std::net::SocketAddr) -> std::io::Result<std::net::TcpListe
 
 fn router(state: AppState) -> Router {
     assets::routes(Router::new())
+        .route("/pub", post(batch::publish_batch))
         .route("/pub/{channel}", post(publish::publish))
         .route("/poll/{channels}", get(transport::poll::poll))
         .route("/stream/{channels}", get(transport::ndjson::stream))

@@ -319,6 +319,14 @@ impl Collector for HubCollector {
             published.metric_type(),
         )?)?;
 
+        let repeats = ConstCounter::new(stats.repeats);
+        repeats.encode(encoder.encode_descriptor(
+            "publish_repeats",
+            "Publishes answered as repeats of an earlier one with the same idempotency key and content: nothing stored.",
+            None,
+            repeats.metric_type(),
+        )?)?;
+
         let gaps = Family::<ReasonLabel, Counter>::default();
         gaps.get_or_create(&ReasonLabel { reason: "trimmed" })
             .inc_by(stats.gaps_trimmed);
@@ -382,6 +390,11 @@ impl Collector for HubCollector {
                 "store_bytes",
                 "What the retained messages count against --max-store-bytes.",
                 footprint.bytes,
+            ),
+            (
+                "store_idempotency_keys",
+                "Idempotency keys the store remembers (--idempotency-window and --idempotency-max-keys bound them).",
+                footprint.idempotency_keys,
             ),
         ];
         for (name, help, value) in gauges.into_iter().chain(store_gauges) {

@@ -71,9 +71,14 @@ pub(crate) fn channel_name(raw: &str) -> Result<ChannelName, ApiError> {
 
 /// Validates the optional `event` parameter of a publish.
 pub(crate) fn event_type(query: &Query) -> Result<EventType, ApiError> {
-    let Some(raw) = query.get("event") else {
-        return Ok(EventType::message());
-    };
+    match query.get("event") {
+        Some(raw) => publishable_event(raw),
+        None => Ok(EventType::message()),
+    }
+}
+
+/// Validates an event type a publisher gives.
+pub(crate) fn publishable_event(raw: &str) -> Result<EventType, ApiError> {
     let event = EventType::new(raw).map_err(|reason| {
         ApiError::bad_request("invalid_event", format!("invalid event type: {reason}"))
     })?;

@@ -1,12 +1,12 @@
 //! `POST /pub/{channel}`: validate, authorize, store, answer 201 with the
-//! id.
+//! id (or 200 with the original's, for a repeat of an `Idempotency-Key`).
 //!
-//! The channel, the query and the credentials are checked first
-//! ([`check`]), before any of the body is read: an unauthorized publisher
-//! cannot make the server read a megabyte. The body is the message data,
-//! read up to the configured limit (413 beyond, decided from
-//! `Content-Length` before reading when it is given). The answer is sent
-//! only once the store has the message ([`store`]).
+//! The channel, the query, the idempotency key and the credentials are
+//! checked first ([`check`]), before any of the body is read: an
+//! unauthorized publisher cannot make the server read a megabyte. The body
+//! is the message data, read up to the configured limit (413 beyond,
+//! decided from `Content-Length` before reading when it is given). The
+//! answer is sent only once the store has the message ([`store`]).
 
 use axum::Extension;
 use axum::body::Body;
@@ -18,7 +18,8 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use comet_protocol::{ChannelName, Data, EventType};
+use comet_hub::{HubError, Publication, Published};
+use comet_protocol::{ChannelName, Data, EventType, IdempotencyKey};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
@@ -48,19 +49,16 @@ pub(crate) async fn publish(
     // Hyper hands the body out as a slice of its read buffer; a retained
     // message must not keep that whole buffer alive.
     let body = Bytes::copy_from_slice(&body);
-    let answer = store(&state, checked, body).await?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::CONTENT_TYPE, "application/json")],
-        answer,
-    )
-        .into_response())
+    let (status, answer) = store(&state, checked, body).await?;
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], answer).into_response())
 }
 
-/// A publish whose channel, event type and credentials are checked.
+/// A publish whose channel, event type, idempotency key and credentials
+/// are checked.
 pub(crate) struct Checked {
     channel: ChannelName,
     event: EventType,
+    idempotency_key: Option<IdempotencyKey>,
 }
 
 /// Checks a publish to `channel` (a path segment, decoded) with the
@@ -75,38 +73,106 @@ pub(crate) fn check(
     let channel = channel_name(channel)?;
     let query = Query::parse(query)?;
     let event = event_type(&query)?;
+    let idempotency_key = idempotency_key(headers)?;
     let token = auth::token(headers, &query);
     state
         .rules
         .current()
         .publish(token, peer, std::slice::from_ref(&channel))
         .map_err(|refusal| auth::refused(state, refusal, token.is_some()))?;
-    Ok(Checked { channel, event })
+    Ok(Checked {
+        channel,
+        event,
+        idempotency_key,
+    })
 }
 
-/// Publishes `body` as checked; the JSON answer of a `201 Created`.
-pub(crate) async fn store(
-    state: &AppState,
-    checked: Checked,
-    body: Bytes,
-) -> Result<Bytes, ApiError> {
-    let Checked { channel, event } = checked;
-    let data = Data::from_utf8(body).map_err(|error| {
+/// The `Idempotency-Key` header, validated; one at most.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "give one Idempotency-Key header at most",
+        ));
+    }
+    IdempotencyKey::from_bytes(value.as_bytes())
+        .map(Some)
+        .map_err(|error| ApiError::bad_request("invalid_idempotency_key", error.to_string()))
+}
+
+/// The header that makes a publish safe to retry.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The message data of a publish body: UTF-8 text.
+pub(crate) fn message_data(body: Bytes) -> Result<Data, ApiError> {
+    Data::from_utf8(body).map_err(|error| {
         ApiError::bad_request(
             "invalid_data",
             format!("message data must be UTF-8 text: {error}"),
         )
+    })
+}
+
+/// Publishes `body` as checked: `201 Created` and the JSON answer, or
+/// `200` and the original's answer for a repeat of its idempotency key.
+pub(crate) async fn store(
+    state: &AppState,
+    checked: Checked,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), ApiError> {
+    let Checked {
+        channel,
+        event,
+        idempotency_key,
+    } = checked;
+    let data = message_data(body)?;
+    let published = match idempotency_key {
+        None => state.hub.publish(&channel, event, data).await,
+        Some(key) => {
+            let publication = Publication {
+                idempotency_key: Some(key),
+                ..Publication::new(channel.clone(), event, data)
+            };
+            state
+                .hub
+                .publish_batch(vec![publication])
+                .await
+                .map(|mut published| published.remove(0))
+        }
+    };
+    let published = published.map_err(|error| match error {
+        HubError::IdempotencyConflict { .. } => ApiError::idempotency_conflict(),
+        other => ApiError::from(other),
     })?;
-    let published = state.hub.publish(&channel, event, data).await?;
-    // Written by hand: this answer is on the hottest path. Channel names
-    // and ids are JSON-safe by construction, but are escaped anyway.
     let mut answer = String::with_capacity(96);
+    push_result(&mut answer, &channel, &published);
+    let status = if published.repeat {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Bytes::from(answer)))
+}
+
+/// Appends the JSON answer of one publish: `{"channel","id","subscribers"}`
+/// and `"duplicate": true` for a repeat. Written by hand: this answer is on
+/// the hottest path. Channel names and ids are JSON-safe by construction,
+/// but are escaped anyway.
+pub(crate) fn push_result(answer: &mut String, channel: &ChannelName, published: &Published) {
     answer.push_str("{\"channel\":");
-    push_json_string(&mut answer, channel.as_str());
+    push_json_string(answer, channel.as_str());
     answer.push_str(",\"id\":");
-    push_json_display(&mut answer, &published.message.id());
-    let _ = write!(answer, ",\"subscribers\":{}}}", published.subscribers);
-    Ok(Bytes::from(answer))
+    // The message's id: its cursor and its channel.
+    push_json_display(answer, &format_args!("{}/{}", published.id, channel));
+    let _ = write!(answer, ",\"subscribers\":{}", published.subscribers);
+    if published.repeat {
+        answer.push_str(",\"duplicate\":true");
+    }
+    answer.push('}');
 }
 
 /// Appends `value` as a JSON string, formatted in place (no string of its
@@ -148,7 +214,11 @@ pub(crate) fn too_large(limit: usize) -> ApiError {
     )
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || too_large(limit);
     let declared = headers
         .get(header::CONTENT_LENGTH)

@@ -332,6 +332,27 @@ pub struct ServeArgs {
     #[arg(long, env = "COMET_MAX_CHANNELS", default_value_t = 32)]
     pub max_channels: usize,
 
+    /// Most messages in one batch publish (`POST /pub`); 413 beyond.
+    #[arg(long, env = "COMET_MAX_BATCH_MESSAGES", default_value_t = 1000)]
+    pub max_batch_messages: usize,
+
+    /// Largest batch publish body (`POST /pub`); 413 beyond. Each message's
+    /// data is also held to --max-body.
+    #[arg(long, env = "COMET_MAX_BATCH_BODY", default_value = "8MiB")]
+    pub max_batch_body: ByteSize,
+
+    /// How long a publish's `Idempotency-Key` is remembered: a retry within
+    /// this long of the original is answered with the original and stores
+    /// nothing (e.g. 1h, 24h, 7d).
+    #[arg(long, env = "COMET_IDEMPOTENCY_WINDOW", default_value = "24h")]
+    pub idempotency_window: Seconds,
+
+    /// Most idempotency keys remembered; beyond it the oldest are let go
+    /// before their window ends (the metric
+    /// comet_store_idempotency_keys shows how many are held).
+    #[arg(long, env = "COMET_IDEMPOTENCY_MAX_KEYS", default_value_t = 1_000_000)]
+    pub idempotency_max_keys: usize,
+
     /// Longest long-poll wait; longer `wait` values are capped to it.
     #[arg(long, env = "COMET_MAX_WAIT", default_value = "60s")]
     pub max_wait: Seconds,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use comet_hub::{Hub, HubConfig};
 use comet_server::{CorsPolicy, Rules, Server, ServerConfig};
-use comet_store::{MemoryStore, Retention, Store, StoreOptions};
+use comet_store::{IdempotencyOptions, MemoryStore, Retention, Store, StoreOptions};
 use comet_store_disk::DiskStore;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -88,6 +88,12 @@ fn validate(
     if args.retention_messages == 0 {
         bail!("--retention-messages must be at least 1");
     }
+    if args.idempotency_window.0 < Duration::from_secs(1) {
+        bail!("--idempotency-window must be at least 1s");
+    }
+    if args.idempotency_max_keys == 0 {
+        bail!("--idempotency-max-keys must be at least 1");
+    }
     if args.max_connections == Some(0) {
         bail!("--max-connections must be at least 1");
     }
@@ -108,8 +114,14 @@ fn validate(
         live_window_bytes: usize::try_from(args.live_window_bytes.0)
             .context("--live-window-bytes must fit the address space")?,
     };
+    let max_batch_bytes = usize::try_from(args.max_batch_body.0)
+        .ok()
+        .filter(|size| *size > 0)
+        .context("--max-batch-body must be between 1 byte and the address space")?;
     let server = ServerConfig {
         max_body_bytes: max_body,
+        max_batch_messages: args.max_batch_messages,
+        max_batch_bytes,
         max_channels_per_subscription: args.max_channels,
         max_wait: args.max_wait.0,
         sse_retry: args.sse_retry.0,
@@ -153,6 +165,10 @@ pub fn cors_policy(origins: &[String]) -> anyhow::Result<CorsPolicy> {
 fn open_store(args: &ServeArgs, retention: &Retention) -> anyhow::Result<Arc<dyn Store>> {
     let options = StoreOptions {
         retention: retention.clone(),
+        idempotency: IdempotencyOptions {
+            window: args.idempotency_window.0,
+            max_keys: args.idempotency_max_keys,
+        },
         ..StoreOptions::default()
     };
     if args.memory {

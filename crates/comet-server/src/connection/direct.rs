@@ -307,12 +307,15 @@ async fn publish(
     // buffer alive for as long as the message is retained.
     let body = Bytes::copy_from_slice(&buffer[..length]);
     buffer.advance(length);
-    let answer = Box::pin(publish::store(state, checked, body)).await;
+    let (status, body) = match Box::pin(publish::store(state, checked, body)).await {
+        Ok((status, answer)) => (status, Ok(answer)),
+        Err(error) => (error.status, Err(error)),
+    };
     Handled::Answer(
         stream,
         Answer {
-            status: StatusCode::CREATED,
-            body: answer,
+            status,
+            body,
             cache_control: "",
         },
     )

@@ -32,8 +32,8 @@ pub(super) struct Request {
     pub(super) target: String,
     pub(super) query: Option<String>,
     /// The header fields; for a publish without `Origin`, only those that
-    /// may carry a token (building the whole map is most of a publish's
-    /// own cost).
+    /// may carry a token and its idempotency key (building the whole map
+    /// is most of a publish's own cost).
     pub(super) headers: HeaderMap,
     /// The body's length (only a publish has one).
     pub(super) body_length: usize,
@@ -59,7 +59,7 @@ impl Request {
         let keep = if route != Route::Publish || judges_an_origin {
             Keep::All
         } else {
-            Keep::Credentials
+            Keep::Publishing
         };
         let fields = Fields::read(parsed.headers, keep)?;
         if route != Route::Publish && fields.body_length > 0 {
@@ -111,8 +111,9 @@ fn split_target(rest: &str) -> Option<(&str, Option<&str>)> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Keep {
     All,
-    /// `Authorization` and `Cookie` only (a publish without `Origin`).
-    Credentials,
+    /// What a publish without `Origin` reads: `Authorization`, `Cookie`
+    /// and `Idempotency-Key`.
+    Publishing,
 }
 
 impl Keep {
@@ -120,6 +121,7 @@ impl Keep {
         self == Keep::All
             || name.eq_ignore_ascii_case("authorization")
             || name.eq_ignore_ascii_case("cookie")
+            || name.eq_ignore_ascii_case("idempotency-key")
     }
 }
 
@@ -221,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn a_publish_without_an_origin_keeps_only_its_credentials() {
+    fn a_publish_without_an_origin_keeps_only_its_credentials_and_key() {
         let plain = check("POST /pub/a HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\n\r\n").unwrap();
         assert!(plain.headers.is_empty());
         let cross = check(
@@ -235,6 +237,12 @@ mod tests {
         assert_eq!(authorized.headers["authorization"], "Bearer k");
         let cookie = check("POST /pub/a HTTP/1.1\r\ncookie: comet_token=t\r\n\r\n").unwrap();
         assert_eq!(cookie.headers["cookie"], "comet_token=t");
+        let keyed = check(
+            "POST /pub/a HTTP/1.1\r\nx-other: 1\r\nidempotency-key: k-1\r\ncontent-length: 1\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(keyed.headers.len(), 1);
+        assert_eq!(keyed.headers["idempotency-key"], "k-1");
         let poll = check("GET /poll/a HTTP/1.1\r\nlast-event-id: e-1\r\n\r\n").unwrap();
         assert_eq!(poll.headers["last-event-id"], "e-1");
     }
