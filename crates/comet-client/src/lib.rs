@@ -21,7 +21,10 @@
 //! # }
 //! ```
 //!
-//! - [`Client::publish`] sends a message and returns its id.
+//! - [`Client::publish`] sends a message and returns its id;
+//!   [`Client::publish_batch`] sends many at once. A publish whose outcome
+//!   could not be learned (a timeout, a dropped connection, a 503) is sent
+//!   again with the same idempotency key, so it is stored once.
 //! - [`Client::subscribe`] follows channels over SSE, HTTP streaming, long
 //!   or short polling as one `Stream` of [`Item`]s: messages, and gap
 //!   signals as their own variant. It resumes by itself after every
@@ -36,6 +39,7 @@
 
 mod error;
 mod event_source;
+mod publish;
 mod reconnect;
 mod subscription;
 
@@ -43,6 +47,7 @@ use bytes::Bytes;
 pub use comet_protocol::sse::{Event as SseEvent, ParserLimits};
 pub use error::Error;
 pub use event_source::{EventSource, EventSourceOptions};
+pub use publish::{DEFAULT_PUBLISH_RETRIES, Publication, Published, new_idempotency_key};
 pub use reconnect::Reconnect;
 use serde::Deserialize;
 pub use subscription::{Gap, Item, Message, SubscribeOptions, Subscription, Transport};
@@ -53,23 +58,13 @@ pub struct Client {
     http: reqwest::Client,
     base: reqwest::Url,
     publish_timeout: std::time::Duration,
+    publish_retries: u32,
     token: Option<String>,
 }
 
 /// How long a publish may take, answer included, unless set otherwise
 /// ([`Client::with_publish_timeout`]).
 pub const DEFAULT_PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The server's answer to a publish.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub struct Published {
-    /// The channel.
-    pub channel: String,
-    /// The message's id, usable as a cursor.
-    pub id: String,
-    /// Subscribers connected to that server for the channel.
-    pub subscribers: u64,
-}
 
 impl Client {
     /// A client for the server at `base` (for example
@@ -106,6 +101,7 @@ impl Client {
             http,
             base,
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            publish_retries: DEFAULT_PUBLISH_RETRIES,
             token: None,
         })
     }
@@ -125,12 +121,21 @@ impl Client {
         }
     }
 
-    /// The same client, giving a publish at most `timeout` (from sending
-    /// the request to reading the answer) before failing with
-    /// [`Error::Timeout`]. A publish that timed out may or may not have
-    /// been stored.
+    /// The same client, giving each attempt of a publish at most `timeout`
+    /// (from sending the request to reading the answer); a publish whose
+    /// attempts all time out fails with [`Error::Timeout`].
     pub fn with_publish_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.publish_timeout = timeout;
+        self
+    }
+
+    /// The same client, sending a publish whose outcome could not be
+    /// learned (a timeout, a dropped connection, 408, 429, 500, 502, 503,
+    /// 504) up to `retries` more times, with the same idempotency key (made
+    /// for every publish that has none). `0`: no retries and no keys made;
+    /// a failed publish may or may not have been stored.
+    pub fn with_publish_retries(mut self, retries: u32) -> Self {
+        self.publish_retries = retries;
         self
     }
 
@@ -159,29 +164,7 @@ impl Client {
         event: Option<&str>,
         data: impl Into<Bytes>,
     ) -> Result<Published, Error> {
-        let name =
-            comet_protocol::ChannelName::new(channel).map_err(|error| Error::InvalidChannel {
-                name: channel.to_string(),
-                reason: error.to_string(),
-            })?;
-        let mut url = self.url(&format!("pub/{name}"))?;
-        if let Some(event) = event {
-            url.query_pairs_mut().append_pair("event", event);
-        }
-        let request = self.authorized(self.http.post(url)).body(data.into());
-        let exchange = async {
-            let response = request.send().await?;
-            if response.status() != reqwest::StatusCode::CREATED {
-                return Err(status_error(response).await);
-            }
-            response
-                .json::<Published>()
-                .await
-                .map_err(|error| Error::Protocol(format!("the publish answer: {error}")))
-        };
-        tokio::time::timeout(self.publish_timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout(self.publish_timeout))?
+        self.publish_with_key(channel, event, data, None).await
     }
 
     /// Follows `channels`. Without `since` or `backlog`, the subscription

@@ -19,6 +19,38 @@ pub const HEARTBEAT_LINE: &[u8] = b"{\"heartbeat\":true}\n";
 /// The NDJSON line that ends a stream whose credential expired.
 pub const EXPIRED_LINE: &[u8] = b"{\"expired\":true}\n";
 
+/// The data a batch message's JSON `data` value stands for (API.md,
+/// `POST /pub`): a string's text as it is, any other value's compact JSON
+/// text (the whitespace between tokens dropped, strings and numbers kept
+/// exactly as written). `value` must be valid JSON text.
+pub fn data_of_json_value(value: &str) -> Result<String, serde_json::Error> {
+    let value = value.trim();
+    if value.starts_with('"') {
+        return serde_json::from_str(value);
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in value.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
 /// Appends `text` as a JSON string literal, quotes included.
 pub fn put_json_string(out: &mut BytesMut, text: &str) {
     let mut writer = out.writer();

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use comet_auth::Refusal;
 use comet_hub::Publication;
+use comet_protocol::json::data_of_json_value;
 use comet_protocol::{ChannelName, Data, EventType, IdempotencyKey};
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
@@ -205,42 +206,12 @@ fn item(raw: &RawValue, max_data_bytes: usize) -> Result<Publication, ApiError> 
 /// A message's data: a JSON string's text, or any other value's compact
 /// JSON text.
 fn data_text(raw: &RawValue) -> Result<String, ApiError> {
-    let text = raw.get();
-    if text.starts_with('"') {
-        return serde_json::from_str(text).map_err(|error| {
-            ApiError::bad_request(
-                "invalid_data",
-                format!("the data string is invalid: {error}"),
-            )
-        });
-    }
-    Ok(compact(text))
-}
-
-/// Valid JSON text without the whitespace between its tokens; strings and
-/// numbers are kept exactly as written.
-fn compact(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in json.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            out.push(c);
-        }
-    }
-    out
+    data_of_json_value(raw.get()).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_data",
+            format!("the data string is invalid: {error}"),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -41,12 +41,36 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct PubArgs {
     /// The channel.
-    pub channel: String,
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+    pub channel: Option<String>,
     /// The message data; `-` or nothing reads it from standard input.
+    #[arg(conflicts_with = "batch")]
     pub data: Option<String>,
     /// The event type (default: message).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "batch")]
     pub event: Option<String>,
+    /// The publish's idempotency key: a repeat within the server's
+    /// idempotency window is answered with the original (`"duplicate":
+    /// true`) and stores nothing. Default: a key of its own, so that its
+    /// retries never store it twice.
+    #[arg(long, conflicts_with = "batch")]
+    pub idempotency_key: Option<String>,
+    /// Publish the NDJSON lines of FILE (`-`: standard input), each
+    /// `{"channel", "data", "event"?, "idempotency_key"?}` (`data` a string,
+    /// or any JSON value, stored as its compact JSON text), in batches of
+    /// --batch-size: each batch is stored whole or not at all. Prints one
+    /// answer line per message.
+    #[arg(long, value_name = "FILE")]
+    pub batch: Option<String>,
+    /// Messages per batch request with --batch (at most the server's
+    /// --max-batch-messages).
+    #[arg(long, default_value_t = 1000, requires = "batch")]
+    pub batch_size: usize,
+    /// Times a publish whose outcome could not be learned (a timeout, a
+    /// dropped connection, a 503) is sent again, with the same idempotency
+    /// key; 0 sends no key of its own.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
     /// The Comet server.
     #[arg(long, env = "COMET_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
