@@ -578,3 +578,60 @@ async fn preflights_allow_the_authorization_header_and_credentials_for_named_ori
         "{head}"
     );
 }
+
+/// A batch needs a grant for the channel of every message: 401 without a
+/// token (before the body is read), 403 naming the first message of a
+/// channel not granted, and nothing of the batch stored.
+#[tokio::test]
+async fn a_batch_needs_a_grant_for_every_message() {
+    let server = server(None, None);
+    let batch = r#"{"messages":[{"channel":"news","data":"1"},{"channel":"sport","data":"2"},{"channel":"news","data":"3"}]}"#;
+    let json = ("content-type", "application/json");
+    let none = send(&server, "POST", "/pub", &[json], batch).await;
+    assert_eq!(
+        (none.status, none.error_code().as_str()),
+        (401, "unauthorized")
+    );
+    for credential in [token(&["news"], &[], 60), KEY_NEWS.to_string()] {
+        let partial = send(
+            &server,
+            "POST",
+            "/pub",
+            &[json, ("authorization", &bearer(&credential))],
+            batch,
+        )
+        .await;
+        assert_eq!(partial.status, 403);
+        assert_eq!(partial.json()["index"], 1, "the first message of sport");
+    }
+    let reader = token(&[], &["news"], 60);
+    let poll = send(
+        &server,
+        "GET",
+        "/poll/news?since=",
+        &[("authorization", &bearer(&reader))],
+        "",
+    )
+    .await;
+    assert_eq!(
+        poll.json()["messages"],
+        json!([]),
+        "nothing of a refused batch was stored"
+    );
+    for credential in [token(&["news", "sport"], &[], 60), KEY_ALL.to_string()] {
+        let granted = send(
+            &server,
+            "POST",
+            "/pub",
+            &[json, ("authorization", &bearer(&credential))],
+            batch,
+        )
+        .await;
+        assert_eq!(
+            granted.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&granted.body)
+        );
+    }
+}
