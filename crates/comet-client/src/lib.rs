@@ -47,7 +47,10 @@ use bytes::Bytes;
 pub use comet_protocol::sse::{Event as SseEvent, ParserLimits};
 pub use error::Error;
 pub use event_source::{EventSource, EventSourceOptions};
-pub use publish::{DEFAULT_PUBLISH_RETRIES, Publication, Published, new_idempotency_key};
+pub use publish::{
+    DEFAULT_PUBLISH_RETRIES, DEFAULT_PUBLISH_RETRY_DELAY, Publication, Published,
+    new_idempotency_key,
+};
 pub use reconnect::Reconnect;
 use serde::Deserialize;
 pub use subscription::{Gap, Item, Message, SubscribeOptions, Subscription, Transport};
@@ -59,6 +62,7 @@ pub struct Client {
     base: reqwest::Url,
     publish_timeout: std::time::Duration,
     publish_retries: u32,
+    publish_retry_delay: std::time::Duration,
     token: Option<String>,
 }
 
@@ -102,6 +106,7 @@ impl Client {
             base,
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
             publish_retries: DEFAULT_PUBLISH_RETRIES,
+            publish_retry_delay: DEFAULT_PUBLISH_RETRY_DELAY,
             token: None,
         })
     }
@@ -136,6 +141,13 @@ impl Client {
     /// a failed publish may or may not have been stored.
     pub fn with_publish_retries(mut self, retries: u32) -> Self {
         self.publish_retries = retries;
+        self
+    }
+
+    /// The same client, waiting `delay` before the first retry of a
+    /// publish (doubled before each next one).
+    pub fn with_publish_retry_delay(mut self, delay: std::time::Duration) -> Self {
+        self.publish_retry_delay = delay;
         self
     }
 

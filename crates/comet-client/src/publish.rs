@@ -21,8 +21,9 @@ use crate::{Client, Error, status_error};
 /// otherwise ([`Client::with_publish_retries`]).
 pub const DEFAULT_PUBLISH_RETRIES: u32 = 3;
 
-/// The wait before the first retry; doubled before each next one.
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// The wait before the first retry, unless set otherwise
+/// ([`Client::with_publish_retry_delay`]); doubled before each next one.
+pub const DEFAULT_PUBLISH_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 /// The server's answer to a publish.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -206,7 +207,7 @@ impl Client {
                 .unwrap_or(Err(Error::Timeout(self.publish_timeout)));
             match outcome {
                 Err(error) if retries < self.publish_retries && outcome_unknown(&error) => {
-                    let delay = FIRST_RETRY_DELAY.saturating_mul(1 << retries.min(8));
+                    let delay = self.publish_retry_delay.saturating_mul(1 << retries.min(8));
                     tracing::debug!(%error, retry = retries + 1, ?delay, "publishing again");
                     tokio::time::sleep(delay).await;
                     retries += 1;

@@ -7,12 +7,15 @@
 //!   only a process shows: signals, exit codes, memory.
 //! - [`SseStream`], [`NdjsonStream`], [`raw`]: readers that know nothing of
 //!   Comet's code, so the server's bytes are checked independently.
+//! - [`AnswerLosingProxy`]: a TCP proxy that loses the server's answers,
+//!   for publishers that must retry without publishing twice.
 //!
 //! Every wait is bounded by [`TIMEOUT`]: a broken server fails a test, it
 //! never hangs it.
 
 pub mod node;
 mod process;
+mod proxy;
 pub mod raw;
 mod readers;
 mod server;
@@ -20,6 +23,7 @@ mod server;
 use std::time::Duration;
 
 pub use process::ServerProcess;
+pub use proxy::{AnswerLosingProxy, Losing};
 pub use readers::{NdjsonStream, SseEvent, SseStream};
 pub use server::{TestServer, TestServerBuilder, TestStore};
 
