@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use comet_testkit::node::EventSourceClient;
-use comet_testkit::{NdjsonStream, ServerProcess, SseStream, client, encode, get_json, within};
+use comet_testkit::{
+    AnswerLosingProxy, Losing, NdjsonStream, ServerProcess, SseStream, client, encode, get_json,
+    within,
+};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -464,4 +467,144 @@ async fn a_client_ahead_of_a_restored_backup_gets_a_reset_gap() {
         .map(|message| message["data"].as_str().unwrap())
         .collect();
     assert_eq!(data, ["one"]);
+}
+
+/// The epoch of the server at `base`, from a poll's cursor.
+async fn current_epoch(base: &str) -> String {
+    let answer = get_json(&client(), &format!("{base}/poll/any")).await;
+    let cursor = answer["cursor"].as_str().expect("a cursor").to_string();
+    epoch_of(&cursor).to_string()
+}
+
+/// A publish whose answer was lost, then `kill -9` and a restart before its
+/// retry: the retry (the Rust client's own, with its idempotency key) is
+/// answered with the original, and the message is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_kill_and_restart_is_answered_with_the_original() {
+    let dir = fresh_dir("retry-kill");
+    let dir_arg = dir.to_str().unwrap().to_string();
+    let args = ["--data-dir", dir_arg.as_str()];
+    let server = ServerProcess::spawn(binary(), &args);
+    let address = server.address().to_string();
+    let epoch = current_epoch(server.base()).await;
+    let proxy = AnswerLosingProxy::start(address.parse().unwrap(), Losing::Everything).await;
+    let publisher = comet_client::Client::new(&proxy.base())
+        .unwrap()
+        .with_publish_retries(12)
+        .with_publish_retry_delay(Duration::from_millis(20))
+        .with_publish_timeout(Duration::from_secs(5));
+    let publishing = tokio::spawn(async move {
+        publisher
+            .publish_with_key("orders", None, "order 42", Some("order-42"))
+            .await
+    });
+    let base = server.base().to_string();
+    let stored = within("the publish to be stored", async {
+        loop {
+            let stored = history(&base, "orders", &epoch).await;
+            if !stored.is_empty() {
+                return stored;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    server.signal("KILL");
+    drop(server);
+    let server = ServerProcess::spawn_at(binary(), &address, &args);
+    proxy.lose(Losing::Nothing);
+    let published = within("the retried publish", publishing)
+        .await
+        .unwrap()
+        .expect("the retry succeeds");
+    assert!(proxy.lost() >= 1, "the first answer was lost");
+    assert!(published.duplicate, "answered as a repeat: {published:?}");
+    assert_eq!(published.id, stored[0].0, "with the original's id");
+    let after = history(server.base(), "orders", &epoch).await;
+    assert_eq!(after, stored, "stored once");
+}
+
+/// Batches published while the server is killed, again and again: after
+/// each restart every batch is all there or not there at all, and every
+/// acknowledged batch is all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_all_there_or_not_at_all_across_kill_nines() {
+    const BATCH: usize = 200;
+    let dir = fresh_dir("batch-kill");
+    let dir_arg = dir.to_str().unwrap().to_string();
+    let args = [
+        "--data-dir",
+        dir_arg.as_str(),
+        "--retention-messages",
+        "1000000",
+        "--max-store-bytes",
+        "0",
+    ];
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut epoch = None;
+    for round in 0..4 {
+        let server = ServerProcess::spawn(binary(), &args);
+        let current = current_epoch(server.base()).await;
+        assert_eq!(epoch.get_or_insert(current.clone()), &current);
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for channel in CHANNELS {
+            for (_, data) in history(server.base(), channel, &current).await {
+                let (batch, _) = data.split_once(':').expect("batch:item");
+                *counts.entry(batch.to_string()).or_default() += 1;
+            }
+        }
+        for (batch, count) in &counts {
+            assert_eq!(*count, BATCH, "batch {batch} is whole or absent");
+        }
+        for batch in acknowledged.lock().unwrap().iter() {
+            assert!(
+                counts.contains_key(batch),
+                "acknowledged batch {batch} is there"
+            );
+        }
+        if round == 3 {
+            break;
+        }
+        let target = acknowledged.lock().unwrap().len() + 10;
+        let mut writers = Vec::new();
+        for writer in 0..3 {
+            let base = server.base().to_string();
+            let acknowledged = acknowledged.clone();
+            writers.push(tokio::spawn(async move {
+                let http = client();
+                for n in 0.. {
+                    let name = format!("r{round}w{writer}b{n}");
+                    let items: Vec<Value> = (0..BATCH)
+                        .map(|i| {
+                            let channel = CHANNELS[i % CHANNELS.len()];
+                            serde_json::json!({"channel": channel, "data": format!("{name}:{i}")})
+                        })
+                        .collect();
+                    let sent = http
+                        .post(format!("{base}/pub"))
+                        .json(&serde_json::json!({ "messages": items }))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status() == 201 => {
+                            acknowledged.lock().unwrap().push(name);
+                        }
+                        _ => return,
+                    }
+                }
+            }));
+        }
+        within("batches to be acknowledged", async {
+            while acknowledged.lock().unwrap().len() < target {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        server.signal("KILL");
+        for writer in writers {
+            within("a writer to notice the kill", writer).await.unwrap();
+        }
+        drop(server);
+    }
+    assert!(acknowledged.lock().unwrap().len() >= 30);
 }
