@@ -338,3 +338,93 @@ async fn pub_and_sub_take_tokens_and_say_when_one_expired() {
         );
     }
 }
+
+/// `comet pub --idempotency-key`: a repeat prints the original with
+/// `"duplicate":true`. `comet pub --batch -`: NDJSON lines published in
+/// batches, one answer line each, in order; a bad line is named and
+/// nothing is published.
+#[tokio::test]
+async fn pub_takes_an_idempotency_key_and_batches_of_ndjson() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-batch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = ServerProcess::spawn(
+        binary(),
+        &[
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--retention-messages",
+            "5000",
+        ],
+    );
+    let base = server.base();
+    let first = publish(base, &["news", "hello", "--idempotency-key", "k-1"], b"");
+    let again = publish(base, &["news", "hello", "--idempotency-key", "k-1"], b"");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["duplicate"], true);
+    assert!(first.get("duplicate").is_none(), "{first}");
+
+    let mut lines = String::new();
+    for i in 0..2500 {
+        let channel = ["a", "b"][i % 2];
+        if i == 7 {
+            lines.push_str(&format!(
+                "{{\"channel\":\"{channel}\",\"event\":\"tick\",\"data\":{{\"n\": {i}}}}}\n\n"
+            ));
+        } else {
+            lines.push_str(&format!(
+                "{{\"channel\":\"{channel}\",\"data\":\"m{i}\"}}\n"
+            ));
+        }
+    }
+    let output = run(&["pub", "--server", base, "--batch", "-"], lines.as_bytes());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers = stdout_lines(&output);
+    assert_eq!(answers.len(), 2500);
+    let stored = all_messages(base, "a,b").await;
+    assert_eq!(stored.len(), 2500);
+    for (i, (answer, message)) in answers.iter().zip(&stored).enumerate() {
+        let answer: serde_json::Value = serde_json::from_str(answer).unwrap();
+        assert_eq!(answer["id"], message["id"], "answer {i} in order");
+    }
+    assert_eq!(stored[7]["event"], "tick");
+    assert_eq!(stored[7]["data"], r#"{"n":7}"#);
+
+    let bad = "{\"channel\":\"a\",\"data\":\"fine\"}\n{\"channel\":\"a\"}\n";
+    let output = run(&["pub", "--server", base, "--batch", "-"], bad.as_bytes());
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("-, line 2") && stderr.contains("data"),
+        "{stderr}"
+    );
+    assert_eq!(
+        all_messages(base, "a").await.len(),
+        1250,
+        "nothing more published"
+    );
+}
+
+/// Every retained message of `channels`, polling page by page.
+async fn all_messages(base: &str, channels: &str) -> Vec<serde_json::Value> {
+    let http = comet_testkit::client();
+    let mut url = format!("{base}/poll/{channels}?since=&backlog=100000");
+    let mut all = Vec::new();
+    loop {
+        let answer = comet_testkit::get_json(&http, &url).await;
+        let messages = answer["messages"].as_array().unwrap();
+        if messages.is_empty() {
+            return all;
+        }
+        all.extend(messages.iter().cloned());
+        let cursor = answer["cursor"].as_str().unwrap();
+        url = format!(
+            "{base}/poll/{channels}?since={}",
+            comet_testkit::encode(cursor)
+        );
+    }
+}
