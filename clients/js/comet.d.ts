@@ -185,6 +185,9 @@ export declare class HttpError extends Error {
   readonly status: number;
   /** The server's error code, e.g. "reserved_event", when it sent one. */
   readonly code?: string;
+  /** A batch publish: the index of the message the server refused (the first bad one), when it
+   * named one. */
+  readonly index?: number;
   /** Whether the same request may succeed later (any status but a 4xx, and 408 and 429). */
   readonly retryable: boolean;
 }
@@ -194,6 +197,11 @@ export interface PublishOptions {
   server?: string;
   /** The event type (default `message`). */
   event?: string;
+  /** Sent as `Idempotency-Key` (1 to 255 printable ASCII characters, no spaces): a retry with the
+   * same key and message (within the server's idempotency window) stores nothing new and resolves
+   * with the original's id and `duplicate: true`; the same key with another message is an
+   * HttpError 409 `idempotency_conflict`. */
+  idempotencyKey?: string;
   /** Aborts the request. */
   signal?: AbortSignal;
   /** Aborts the request after this many ms (a TimeoutError). */
@@ -204,17 +212,49 @@ export interface PublishOptions {
   withCredentials?: boolean;
 }
 
+/** The options of a batch publish: `event` and `idempotencyKey` belong to each message. */
+export type PublishBatchOptions = Omit<PublishOptions, 'event' | 'idempotencyKey'>;
+
+/** A message of a batch publish. */
+export interface PublishMessage {
+  channel: string;
+  /** A string is the data as it is; a plain JSON value is stored as its compact JSON text. */
+  data: unknown;
+  /** The event type (default `message`). */
+  event?: string;
+  /** As PublishOptions' `idempotencyKey`, for this message. */
+  idempotencyKey?: string;
+}
+
+/** What the server answers for a published message. */
+export interface PublishResult {
+  channel: string;
+  /** The message's id (its cursor and channel). */
+  id: string;
+  /** Subscribers connected for the channel when it was published. */
+  subscribers: number;
+  /** Present when an idempotency key matched an earlier publish: nothing new was stored, and
+   * `id` and `subscribers` are the original's. */
+  duplicate?: true;
+}
+
 /**
  * Publishes `data` to `channel`: a string as it is; a plain JSON value (object, array, finite
  * number, boolean, null, at any depth) as its JSON text. Rejects with a TypeError for a channel
  * name the server would refuse (1 to 200 of `A-Z a-z 0-9 _ - . : @ ~`) or other data (Blob,
  * ArrayBuffer, Date, Map, class instances, …: checked when called, since TypeScript cannot tell
- * plain objects from others), with an HttpError when the server refuses (401 without a valid
- * token, 403 when it does not grant the channel), and with the signal's reason when aborted or
- * timed out.
+ * plain objects from others) or an `idempotencyKey` it would refuse, with an HttpError when the
+ * server refuses (401 without a valid token, 403 when it does not grant the channel, 409
+ * `idempotency_conflict` for a key already used for another message), and with the signal's
+ * reason when aborted or timed out.
  */
-export declare function publish(
-  channel: string,
-  data: unknown,
-  options?: PublishOptions,
-): Promise<{ channel: string; id: string; subscribers: number }>;
+export declare function publish(channel: string, data: unknown, options?: PublishOptions): Promise<PublishResult>;
+/**
+ * Publishes `messages` as one batch (`POST /pub`): all stored or none, each channel's in the
+ * array's order; resolves with their results, in the same order. Rejects with a TypeError naming
+ * the index of a message with a bad channel name, data, event type or idempotency key (nothing is
+ * sent), with an HttpError when the server refuses (`index`: the message it refused, e.g. 400 for
+ * a reserved event type or 409 `idempotency_conflict`; 413 beyond the server's limits), and with
+ * the signal's reason when aborted or timed out.
+ */
+export declare function publish(messages: readonly PublishMessage[], options?: PublishBatchOptions): Promise<PublishResult[]>;

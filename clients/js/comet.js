@@ -101,6 +101,10 @@ const CLOSED = 2;
 // A channel name, as the server accepts it.
 const CHANNEL = /^[A-Za-z0-9_.:@~-]{1,200}$/;
 
+// An idempotency key, as the server accepts it: 1 to 255 printable ASCII
+// characters (0x21 to 0x7E).
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
 // Types the server refuses to publish: the subscription's own events
 // (`open`, `error`, `comet-gap`, `comet-transport`, `comet-token`) and
 // Comet's signals.
@@ -557,14 +561,16 @@ export class Subscription extends EventTarget {
   }
 }
 
-/** An HTTP answer that is not a success: its `status`, and the server's
- * error `code` (e.g. `reserved_event`) when it sent one. */
+/** An HTTP answer that is not a success: its `status`, the server's error
+ * `code` (e.g. `reserved_event`) when it sent one, and the `index` of the
+ * message a batch publish was refused for, when the server named one. */
 export class HttpError extends Error {
-  constructor(message, status, code) {
+  constructor(message, status, code, index) {
     super(message);
     this.name = 'HttpError';
     this.status = status;
     this.code = code;
+    this.index = index;
   }
 
   /** Whether the same request may succeed later: every status but a 4xx,
@@ -577,14 +583,16 @@ export class HttpError extends Error {
 function httpError(status, text) {
   let message = `HTTP ${status}`;
   let code;
+  let index;
   try {
     const body = JSON.parse(text);
     code = body.error;
+    if (Number.isInteger(body.index)) index = body.index;
     if (body.message) message = `${body.error}: ${body.message}`;
   } catch {
     // not a Comet error body
   }
-  return new HttpError(message, status, code);
+  return new HttpError(message, status, code, index);
 }
 
 // Network failures, timeouts and answers like 503 may go away; a 4xx will not.
@@ -1437,27 +1445,36 @@ const WORKERS = {
 /** Publishes `data` to `channel`; resolves with `{channel, id, subscribers}`.
  * A string is sent as it is; a plain JSON value (object, array, number,
  * boolean, null) as its JSON text. Options: `server`, `event` (the type),
- * `signal` (an AbortSignal), `timeout` (ms), `token` (sent as
- * `Authorization: Bearer`), `withCredentials` (send cookies to a server of
- * another origin too). Rejects with a TypeError for a channel name the
- * server would refuse or data that is neither, with an HttpError when the
- * server refuses (`status`, `code`; 401 and 403 for a missing or refused
- * token), and with the signal's reason when aborted or timed out. */
-export async function publish(channel, data, { server = '', event, signal, timeout, token, withCredentials = false } = {}) {
-  if (typeof channel !== 'string' || !CHANNEL.test(channel)) {
-    throw new TypeError(`publish: ${JSON.stringify(channel)} is not a channel name (1 to 200 of A-Z a-z 0-9 _ - . : @ ~)`);
-  }
-  if (channel === '.' || channel === '..') {
-    // URLs drop such path segments: the request would go to another path.
-    throw new TypeError(`publish: the channel ${channel} cannot be named in a URL`);
-  }
-  const body = publishBody(data);
-  const base = (server || globalThis.location?.origin || '').replace(/\/$/, '');
+ * `idempotencyKey` (sent as `Idempotency-Key`: a retry with the same key
+ * and message is stored once, and answered with the original's id and
+ * `duplicate: true`), `signal` (an AbortSignal), `timeout` (ms), `token`
+ * (sent as `Authorization: Bearer`), `withCredentials` (send cookies to a
+ * server of another origin too). Rejects with a TypeError for a channel
+ * name the server would refuse, data that is neither or a key that is not
+ * 1 to 255 printable ASCII characters, with an HttpError when the server
+ * refuses (`status`, `code`; 401 and 403 for a missing or refused token,
+ * 409 `idempotency_conflict` for a key used for another message), and with
+ * the signal's reason when aborted or timed out.
+ *
+ * `publish(messages, options)`, with an array of `{channel, data, event?,
+ * idempotencyKey?}`, publishes them as one batch: all stored or none, each
+ * channel's in the array's order; it resolves with their results, in
+ * order. A TypeError names the index of the message it refuses; so does
+ * an HttpError (`index`) for a message the server refuses. Options:
+ * `server`, `signal`, `timeout`, `token`, `withCredentials`. */
+export async function publish(channel, data, options) {
+  if (Array.isArray(channel)) return publishBatch(channel, data);
+  const { server = '', event, idempotencyKey, signal, timeout, token, withCredentials = false } = options ?? {};
+  checkChannel(channel, 'publish');
+  const body = publishBody(data, 'publish');
+  checkIdempotencyKey(idempotencyKey, 'publish');
   const query = event === undefined || event === null || event === '' ? '' : `?event=${encodeURIComponent(event)}`;
-  const response = await fetch(`${base}/pub/${channel}${query}`, {
+  const headers = bearer(token);
+  if (idempotencyKey != null) headers['Idempotency-Key'] = idempotencyKey;
+  const response = await fetch(`${publishBase(server)}/pub/${channel}${query}`, {
     method: 'POST',
     body,
-    headers: bearer(token),
+    headers,
     credentials: withCredentials ? 'include' : 'same-origin',
     signal: requestSignal(signal, timeout),
   });
@@ -1466,14 +1483,90 @@ export async function publish(channel, data, { server = '', event, signal, timeo
   return JSON.parse(text);
 }
 
-function publishBody(data) {
-  if (typeof data === 'string') return data;
-  if (!isJsonValue(data, new Set())) {
+// A batch (`POST /pub`): every message checked first, then one request.
+async function publishBatch(messages, options) {
+  if (options != null && (typeof options !== 'object' || Array.isArray(options))) {
+    throw new TypeError('publish: with an array of messages, the second argument is the options');
+  }
+  const { server = '', event, idempotencyKey, signal, timeout, token, withCredentials = false } = options ?? {};
+  if (event != null || idempotencyKey != null) {
+    throw new TypeError('publish: in a batch, `event` and `idempotencyKey` belong to each message, not to the options');
+  }
+  const items = [];
+  for (let index = 0; index < messages.length; index += 1) items.push(batchItem(messages[index], index));
+  const response = await fetch(`${publishBase(server)}/pub`, {
+    method: 'POST',
+    body: JSON.stringify({ messages: items }),
+    headers: { 'Content-Type': 'application/json', ...bearer(token) },
+    credentials: withCredentials ? 'include' : 'same-origin',
+    signal: requestSignal(signal, timeout),
+  });
+  const text = await response.text();
+  if (!response.ok) throw httpError(response.status, text);
+  return JSON.parse(text).results;
+}
+
+// A batch's message as the server reads it: `data` as it is (a string is
+// the data; any other JSON value is stored as its compact JSON text).
+function batchItem(message, index) {
+  const what = `publish: message ${index} of the batch`;
+  if (message === null || typeof message !== 'object' || Array.isArray(message)) {
+    throw new TypeError(`${what} is not an object {channel, data, event?, idempotencyKey?}`);
+  }
+  const { channel, data, event, idempotencyKey } = message;
+  checkChannel(channel, what);
+  checkData(data, what);
+  checkIdempotencyKey(idempotencyKey, what);
+  const item = { channel, data };
+  if (event !== undefined && event !== null && event !== '') {
+    if (typeof event !== 'string') throw new TypeError(`${what}: the event type ${JSON.stringify(event)} is not a string`);
+    item.event = event;
+  }
+  if (idempotencyKey != null) item.idempotency_key = idempotencyKey;
+  return item;
+}
+
+function publishBase(server) {
+  return (server || globalThis.location?.origin || '').replace(/\/$/, '');
+}
+
+// Throws a TypeError, its message starting with `what`, for a channel name
+// the server would refuse, or one a URL cannot name.
+function checkChannel(channel, what) {
+  if (typeof channel !== 'string' || !CHANNEL.test(channel)) {
+    throw new TypeError(`${what}: ${JSON.stringify(channel)} is not a channel name (1 to 200 of A-Z a-z 0-9 _ - . : @ ~)`);
+  }
+  if (channel === '.' || channel === '..') {
+    // URLs drop such path segments: a request naming it (a publish, a
+    // subscription) would go to another path.
+    throw new TypeError(`${what}: the channel ${channel} cannot be named in a URL`);
+  }
+}
+
+// Throws a TypeError for an idempotency key the server would refuse
+// (undefined and null: no key).
+function checkIdempotencyKey(key, what) {
+  if (key != null && (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key))) {
     throw new TypeError(
-      'publish: data must be a string or a plain JSON value (object, array, finite number, boolean, null); encode other data as text first',
+      `${what}: ${JSON.stringify(key)} is not an idempotency key (1 to 255 printable ASCII characters, no spaces)`,
     );
   }
-  return JSON.stringify(data);
+}
+
+// The body of a single publish: a string as it is, a plain JSON value as
+// its JSON text.
+function publishBody(data, what) {
+  checkData(data, what);
+  return typeof data === 'string' ? data : JSON.stringify(data);
+}
+
+// Throws a TypeError for data that is neither a string nor a plain JSON value.
+function checkData(data, what) {
+  if (typeof data !== 'string' && !isJsonValue(data, new Set())) {
+    throw new TypeError(
+      `${what}: data must be a string or a plain JSON value (object, array, finite number, boolean, null); encode other data as text first`,
+    );
+  }
 }
 
 // Whether JSON.stringify gives exactly this value back when parsed: no

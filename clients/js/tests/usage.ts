@@ -1,6 +1,14 @@
 // Type-checked by the test suite (tsc --noEmit): the declarations in
 // comet.d.ts describe the client as documented.
-import { HttpError, publish, subscribe, Subscription, type CometMessageEvent } from '../comet.js';
+import {
+  HttpError,
+  publish,
+  subscribe,
+  Subscription,
+  type CometMessageEvent,
+  type PublishMessage,
+  type PublishResult,
+} from '../comet.js';
 
 const sub: Subscription = subscribe('news,sport', {
   server: 'https://push.example.com',
@@ -64,3 +72,23 @@ void answer;
 publish('news', 'text', { timeout: 5000, signal: new AbortController().signal }).catch((error: unknown) => {
   if (error instanceof HttpError) console.log(error.status, error.code, error.retryable);
 });
+
+// Idempotency keys and batches.
+void publish('orders', { id: 42 }, { idempotencyKey: 'order-42' }).then((result) => {
+  const repeated: boolean = result.duplicate === true;
+  console.log(result.id, result.subscribers, repeated);
+});
+const batch: Promise<PublishResult[]> = publish(
+  [
+    { channel: 'news', data: 'text' },
+    { channel: 'prices', event: 'update', data: { price: 3 }, idempotencyKey: 'price-3' },
+  ],
+  { token: 'an-api-key-of-16-bytes', timeout: 5000 },
+);
+batch.catch((error: unknown) => {
+  if (error instanceof HttpError && error.index !== undefined) console.log('message', error.index, error.code);
+});
+const outbox: PublishMessage[] = [{ channel: 'news', data: null }];
+void publish(outbox);
+// @ts-expect-error: in a batch, the event type belongs to each message.
+void publish(outbox, { event: 'update' });

@@ -88,7 +88,15 @@ async fn scenario(command: BenchCommand) -> anyhow::Result<String> {
                 channels: args.channels.max(1),
                 fresh_channels: args.fresh_channels,
                 token: args.token.clone(),
+                batch: args.batch.max(1),
+                idempotency_keys: args.idempotency_keys,
             };
+            if plan.batch > 1 && plan.fresh_channels {
+                bail!("--batch and --fresh-channels do not go together");
+            }
+            if plan.batch > 1 && args.target.target != TargetKind::Comet {
+                bail!("--batch needs a Comet server: Nchan takes one message per request");
+            }
             let report = publish::run(&plan).await.context("publishing")?;
             let channels = if plan.fresh_channels {
                 "fresh".to_string()
@@ -96,11 +104,13 @@ async fn scenario(command: BenchCommand) -> anyhow::Result<String> {
                 plan.channels.to_string()
             };
             format!(
-                "publish target={} publishers={} size={} channels={}: publishes_per_s={:.0} acknowledged={} refused={} {}",
+                "publish target={} publishers={} size={} channels={} batch={} keys={}: publishes_per_s={:.0} acknowledged={} refused={} {}",
                 kind(&args.target),
                 plan.publishers,
                 plan.size,
                 channels,
+                plan.batch,
+                plan.idempotency_keys,
                 report.rate(),
                 report.acknowledged,
                 report.failed,

@@ -299,6 +299,13 @@ pub struct BenchPublishArgs {
     /// Publish with this token (an API key or a JWT).
     #[arg(long)]
     pub token: Option<String>,
+    /// Messages per request: 1 publishes one message per request to
+    /// `/pub/{channel}`; more sends batches to `POST /pub` (Comet only).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Give every message an idempotency key of its own.
+    #[arg(long)]
+    pub idempotency_keys: bool,
 }
 
 /// Options of `comet serve`. Every option can also be set through the
