@@ -105,7 +105,12 @@ pub async fn run(plan: &PublishPlan) -> Result<PublishReport, HttpError> {
                     .map(|value| ("authorization", value.as_str()))
                     .collect();
                 if batch > 1 {
-                    body = batch_body(&batch_channel, &data, batch, keys.then_some((run, publisher, sent_count)));
+                    body = batch_body(
+                        &batch_channel,
+                        &data,
+                        batch,
+                        keys.then_some((run, publisher, sent_count)),
+                    );
                     headers.push(("content-type", "application/json"));
                 } else if keys {
                     key.clear();
@@ -148,7 +153,12 @@ pub async fn run(plan: &PublishPlan) -> Result<PublishReport, HttpError> {
 
 /// A batch body of `count` messages of `data` to `channel`, each with a key
 /// of its own when `keys` names the run, publisher and request.
-fn batch_body(channel: &str, data: &str, count: usize, keys: Option<(u128, usize, u64)>) -> Vec<u8> {
+fn batch_body(
+    channel: &str,
+    data: &str,
+    count: usize,
+    keys: Option<(u128, usize, u64)>,
+) -> Vec<u8> {
     let mut body = String::with_capacity(16 + count * (data.len() + channel.len() + 80));
     body.push_str("{\"messages\":[");
     for i in 0..count {
@@ -157,7 +167,10 @@ fn batch_body(channel: &str, data: &str, count: usize, keys: Option<(u128, usize
         }
         let _ = write!(body, "{{\"channel\":\"{channel}\",\"data\":\"{data}\"");
         if let Some((run, publisher, request)) = keys {
-            let _ = write!(body, ",\"idempotency_key\":\"bench-{run}-{publisher}-{request}-{i}\"");
+            let _ = write!(
+                body,
+                ",\"idempotency_key\":\"bench-{run}-{publisher}-{request}-{i}\""
+            );
         }
         body.push('}');
     }

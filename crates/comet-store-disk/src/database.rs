@@ -17,10 +17,12 @@
 //!   by `(channel_id, seq)` so reading a channel after a position is one
 //!   range scan, with an index on `seq` for the store-wide order (trimming
 //!   by total size and by age);
-//! - `idempotency_keys(channel, key, fingerprint, seq, subscribers,
-//!   created)` (format 3): the keys of recent keyed publishes (see
-//!   `comet_store::idempotency`), written in the transaction that stores
-//!   their message, with an index on `created` to let the oldest go.
+//! - `idempotency_keys(seq, key_hash, fingerprint, subscribers, created)`
+//!   (format 3): the keys of recent keyed publishes (see
+//!   `comet_store::idempotency`), by the position of the message each
+//!   stored, written in the transaction that stores it. Rows are appended
+//!   at the end and let go from the start; lookups are made in memory, in
+//!   the copy loaded at start.
 //!
 //! Settings: WAL journal with `synchronous=FULL`, so a commit is on disk,
 //! fsync'd, when it returns, and a crash loses nothing committed (SQLite
@@ -32,6 +34,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use comet_protocol::{ChannelName, Epoch, Seq};
+use comet_store::Original;
+use comet_store::idempotency::{Fingerprint, KeyHash, KeyRecord, KeyTable};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
@@ -52,7 +56,7 @@ pub(crate) struct ChannelRow {
 
 /// The writer's in-memory copy of `meta` and of the `channels` rows with
 /// retained messages (tombstones stay on disk only, counted).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Catalog {
     pub(crate) channels: HashMap<ChannelName, ChannelRow>,
     pub(crate) names: HashMap<i64, ChannelName>,
@@ -62,8 +66,8 @@ pub(crate) struct Catalog {
     pub(crate) next_id: i64,
     /// Tombstone rows on disk.
     pub(crate) forgotten: u64,
-    /// Idempotency keys on disk.
-    pub(crate) keys: u64,
+    /// The idempotency keys on disk.
+    pub(crate) keys: KeyTable,
 }
 
 /// The highest sequence number SQLite's signed 64-bit integers hold: the
@@ -169,14 +173,11 @@ const FORMAT_2: &str =
 
 /// What format 3 added to format 2: idempotency keys.
 const FORMAT_3: &str = "CREATE TABLE idempotency_keys (
-         channel TEXT NOT NULL,
-         key TEXT NOT NULL,
+         seq INTEGER PRIMARY KEY,
+         key_hash BLOB NOT NULL,
          fingerprint BLOB NOT NULL,
-         seq INTEGER NOT NULL,
          subscribers INTEGER NOT NULL,
-         created INTEGER NOT NULL,
-         PRIMARY KEY (channel, key)) WITHOUT ROWID;
-     CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created);";
+         created INTEGER NOT NULL);";
 
 /// Brings a database of an older format (checked to be Comet's) to this
 /// one, in one transaction.
@@ -294,16 +295,9 @@ pub(crate) fn load(connection: &Connection, path: &Path) -> Result<Loaded, OpenE
             |row| row.get(0),
         )
         .map_err(sqlite("counting the idempotency keys"))?;
-    let keys: i64 = if has_keys {
-        connection
-            .query_row("SELECT count(*) FROM idempotency_keys", [], |row| {
-                row.get(0)
-            })
-            .map_err(sqlite("counting the idempotency keys"))?
-    } else {
-        0
-    };
-    catalog.keys = keys as u64;
+    if has_keys {
+        catalog.keys = load_keys(connection)?;
+    }
     // Ids of tombstones are not reused by new channels.
     catalog.next_id = catalog.next_id.max(highest_id.unwrap_or(0) + 1);
     Ok(Loaded {
@@ -311,6 +305,43 @@ pub(crate) fn load(connection: &Connection, path: &Path) -> Result<Loaded, OpenE
         catalog,
         unclean,
     })
+}
+
+/// The idempotency keys, oldest first.
+fn load_keys(connection: &Connection) -> Result<KeyTable, OpenError> {
+    let mut keys = KeyTable::default();
+    let mut statement = connection
+        .prepare(
+            "SELECT seq, key_hash, fingerprint, subscribers, created FROM idempotency_keys
+             ORDER BY seq",
+        )
+        .map_err(sqlite("reading the idempotency keys"))?;
+    let rows = statement
+        .query_map([], |row| {
+            let hash: Vec<u8> = row.get(1)?;
+            let fingerprint: Vec<u8> = row.get(2)?;
+            let record = KeyRecord {
+                fingerprint: Fingerprint(sixteen(&fingerprint)),
+                original: Original {
+                    seq: Seq(row.get::<_, i64>(0)? as u64),
+                    subscribers: row.get::<_, i64>(3)? as u64,
+                },
+                at_ms: row.get::<_, i64>(4)? as u64,
+            };
+            Ok((KeyHash(sixteen(&hash)), record))
+        })
+        .map_err(sqlite("reading the idempotency keys"))?;
+    for row in rows {
+        let (hash, record) = row.map_err(sqlite("reading the idempotency keys"))?;
+        keys.remember(hash, record);
+    }
+    Ok(keys)
+}
+
+/// 16 bytes from a blob; one of another length (never written) gives
+/// zeros, which match nothing real.
+fn sixteen(blob: &[u8]) -> [u8; 16] {
+    blob.try_into().unwrap_or([0; 16])
 }
 
 /// Records whether the database is open (`clean = 0`) or was closed in

@@ -124,7 +124,7 @@ impl DiskStore {
             head = loaded.catalog.head.0,
             channels = loaded.catalog.channels.len(),
             forgotten_channels = loaded.catalog.forgotten,
-            idempotency_keys = loaded.catalog.keys,
+            idempotency_keys = loaded.catalog.keys.len(),
             bytes = loaded.catalog.bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "history opened"

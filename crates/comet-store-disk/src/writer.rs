@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 
-use comet_protocol::{ChannelName, Epoch, IdempotencyKey, Message, Seq};
+use comet_protocol::{ChannelName, Epoch, Message, Seq};
 use comet_store::forgotten::folded_mark_index;
-use comet_store::idempotency::{Fingerprint, KeyRecord, Lookup};
+use comet_store::idempotency::{Fingerprint, KeyHash, KeyRecord, KeyTable, Lookup};
 use comet_store::{
     AppendError, Appended, Clock, CommitListener, Draft as MessageDraft, IdempotencyOptions,
     Original, Retention, StoreError, stored_size,
@@ -72,7 +72,8 @@ impl Counters {
         self.forgotten.store(catalog.forgotten, Ordering::Relaxed);
         self.messages.store(catalog.messages, Ordering::Relaxed);
         self.bytes.store(catalog.bytes, Ordering::Relaxed);
-        self.keys.store(catalog.keys, Ordering::Relaxed);
+        self.keys
+            .store(catalog.keys.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -139,25 +140,21 @@ impl PendingAppend {
 
 /// A key to remember with its message.
 struct NewKey {
-    channel: ChannelName,
-    key: IdempotencyKey,
-    fingerprint: Fingerprint,
-    original: Original,
-    /// A row for it (beyond the window) is on disk already.
-    replaces: bool,
+    hash: KeyHash,
+    record: KeyRecord,
 }
 
 /// What a draft will be, judged before anything is numbered.
 enum Planned {
-    /// Stored; `replaces` as for [`NewKey`].
-    Store { replaces: bool },
+    /// Stored.
+    Store,
     /// A repeat of a stored publish.
     Repeat(Original),
 }
 
 /// Keys stored by earlier appends of the group (or drafts of the append),
 /// with what they stored.
-type DraftedKeys = HashMap<(ChannelName, IdempotencyKey), (Fingerprint, Original)>;
+type DraftedKeys = HashMap<KeyHash, (Fingerprint, Original)>;
 
 impl Writer {
     /// Serves commands until every sender is gone, then closes in order.
@@ -207,7 +204,7 @@ impl Writer {
         let mut pending = Vec::with_capacity(appends.len());
         for request in appends {
             let planned = plan(
-                &self.connection,
+                &self.catalog.keys,
                 &request.drafts,
                 &drafted,
                 draft.head,
@@ -216,13 +213,6 @@ impl Writer {
             let planned = match planned {
                 Ok(planned) => planned,
                 Err(error) => {
-                    let error = match error {
-                        AppendError::Store(StoreError::Unavailable(what)) => {
-                            self.healthy.store(false, Ordering::Release);
-                            AppendError::Store(StoreError::Unavailable(what))
-                        }
-                        other => other,
-                    };
                     let _ = request.reply.send(Err(error));
                     continue;
                 }
@@ -245,31 +235,23 @@ impl Writer {
             let mut outcomes = Vec::with_capacity(planned.len());
             let mut keys = Vec::new();
             for (message, planned) in request.drafts.into_iter().zip(planned) {
-                let replaces = match planned {
-                    Planned::Repeat(original) => {
-                        outcomes.push(Appended::Repeat(original));
-                        continue;
-                    }
-                    Planned::Store { replaces } => replaces,
-                };
+                if let Planned::Repeat(original) = planned {
+                    outcomes.push(Appended::Repeat(original));
+                    continue;
+                }
                 draft.head = Seq(draft.head.0 + 1);
-                if let Some(key) = message.idempotency_key {
-                    let fingerprint = Fingerprint::of(&message.event, message.data.bytes());
-                    let original = Original {
-                        seq: draft.head,
-                        subscribers: message.subscribers,
+                if let Some(key) = &message.idempotency_key {
+                    let hash = KeyHash::of(&message.channel, key);
+                    let record = KeyRecord {
+                        fingerprint: Fingerprint::of(&message.event, message.data.bytes()),
+                        original: Original {
+                            seq: draft.head,
+                            subscribers: message.subscribers,
+                        },
+                        at_ms: now,
                     };
-                    drafted.insert(
-                        (message.channel.clone(), key.clone()),
-                        (fingerprint, original),
-                    );
-                    keys.push(NewKey {
-                        channel: message.channel.clone(),
-                        key,
-                        fingerprint,
-                        original,
-                        replaces,
-                    });
+                    drafted.insert(hash, (record.fingerprint, record.original));
+                    keys.push(NewKey { hash, record });
                 }
                 outcomes.push(Appended::Stored(Arc::new(Message::new(
                     self.epoch.clone(),
@@ -289,16 +271,26 @@ impl Writer {
         if pending.is_empty() {
             return;
         }
-        let limits = CommitLimits {
-            retention: &self.retention,
-            idempotency: &self.idempotency,
-            oldest_key_kept,
-        };
-        let outcome = commit_group(&self.connection, &limits, &mut draft, &pending);
+        let new_keys = pending.iter().map(|append| append.keys.len()).sum();
+        let (forgotten_keys, forget_upto) =
+            self.catalog
+                .keys
+                .to_forget(oldest_key_kept, self.idempotency.max_keys, new_keys);
+        let outcome = commit_group(
+            &self.connection,
+            &self.retention,
+            &mut draft,
+            &pending,
+            (forgotten_keys > 0).then_some(forget_upto),
+        );
         let changes = draft.finish();
         match outcome {
             Ok(()) => {
                 changes.apply(&mut self.catalog);
+                self.catalog.keys.forget_oldest(forgotten_keys);
+                for key in pending.iter().flat_map(|append| &append.keys) {
+                    self.catalog.keys.remember(key.hash, key.record);
+                }
                 self.counters.update(&self.catalog);
                 self.healthy.store(true, Ordering::Release);
                 let listener = self
@@ -328,19 +320,14 @@ impl Writer {
     /// store-wide; true if more may remain. After the last step, returns
     /// freed pages to the file system.
     fn sweep(&mut self) -> rusqlite::Result<bool> {
-        if self.catalog.keys > 0 {
-            let oldest_key_kept = self.idempotency.oldest_kept_ms(self.clock.now_ms());
-            let mut draft = Draft::new(&self.catalog);
-            let transaction =
-                Transaction::new_unchecked(&self.connection, TransactionBehavior::Immediate)?;
-            forget_keys(
-                &transaction,
-                &mut draft,
-                oldest_key_kept,
-                self.idempotency.max_keys,
-            )?;
-            transaction.commit()?;
-            draft.finish().apply(&mut self.catalog);
+        let oldest_key_kept = self.idempotency.oldest_kept_ms(self.clock.now_ms());
+        let (forgotten_keys, forget_upto) =
+            self.catalog
+                .keys
+                .to_forget(oldest_key_kept, self.idempotency.max_keys, 0);
+        if forgotten_keys > 0 {
+            forget_keys(&self.connection, forget_upto)?;
+            self.catalog.keys.forget_oldest(forgotten_keys);
             self.counters.update(&self.catalog);
         }
         if let Some(max_age) = self.retention.max_age {
@@ -397,21 +384,14 @@ fn clone_error(error: &StoreError) -> StoreError {
     }
 }
 
-/// What bounds a commit applies.
-struct CommitLimits<'a> {
-    retention: &'a Retention,
-    idempotency: &'a IdempotencyOptions,
-    /// Keys remembered before this time are beyond the window.
-    oldest_key_kept: u64,
-}
-
-/// Stores one group of appends, their keys and retention, in one
-/// transaction.
+/// Stores one group of appends and their keys, lets go of the keys up to
+/// `forget_keys_upto`, and applies retention, in one transaction.
 fn commit_group(
     connection: &Connection,
-    limits: &CommitLimits<'_>,
+    retention: &Retention,
     draft: &mut Draft<'_>,
     pending: &[PendingAppend],
+    forget_keys_upto: Option<Seq>,
 ) -> rusqlite::Result<()> {
     let transaction = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
     {
@@ -438,34 +418,29 @@ fn commit_group(
             ])?;
         }
     }
-    remember_keys(&transaction, draft, pending)?;
+    if let Some(upto) = forget_keys_upto {
+        forget_keys(&transaction, upto)?;
+    }
+    remember_keys(&transaction, pending)?;
     let touched: Vec<ChannelName> = pending
         .iter()
         .flat_map(PendingAppend::messages)
         .map(|message| message.channel().clone())
         .collect();
-    trim_by_count(&transaction, draft, &touched, limits.retention.max_messages)?;
-    if let Some(max_bytes) = limits.retention.max_bytes {
+    trim_by_count(&transaction, draft, &touched, retention.max_messages)?;
+    if let Some(max_bytes) = retention.max_bytes {
         let newest = draft.head;
         trim_by_bytes(&transaction, draft, max_bytes, newest)?;
     }
-    if draft.keys > 0 {
-        forget_keys(
-            &transaction,
-            draft,
-            limits.oldest_key_kept,
-            limits.idempotency.max_keys,
-        )?;
-    }
     draft.save(&transaction)?;
-    evict_tombstones(&transaction, draft, limits.retention.forgotten_channels)?;
+    evict_tombstones(&transaction, draft, retention.forgotten_channels)?;
     transaction.commit()
 }
 
-/// What a keyed draft will be: looked up among the keys drafted before it
-/// (in this group and this append) and on disk. Nothing is written.
+/// What each draft of an append will be: its key looked up among the keys
+/// drafted before it (in this append and this group) and those remembered.
 fn plan(
-    connection: &Connection,
+    remembered: &KeyTable,
     drafts: &[MessageDraft],
     group: &DraftedKeys,
     head: Seq,
@@ -477,30 +452,15 @@ fn plan(
     for (index, draft) in drafts.iter().enumerate() {
         let Some(key) = &draft.idempotency_key else {
             next = next.saturating_add(1);
-            planned.push(Planned::Store { replaces: false });
+            planned.push(Planned::Store);
             continue;
         };
         let fingerprint = Fingerprint::of(&draft.event, draft.data.bytes());
-        let entry = (draft.channel.clone(), key.clone());
-        let earlier = this_append.get(&entry).or_else(|| group.get(&entry));
-        let (lookup, replaces) = match earlier {
-            Some((earlier, original)) if *earlier == fingerprint => {
-                (Lookup::Repeat(*original), false)
-            }
-            Some(_) => (Lookup::Conflict, false),
-            None => {
-                let record = remembered(connection, &draft.channel, key).map_err(|error| {
-                    tracing::error!(%error, "looking up an idempotency key failed");
-                    StoreError::Unavailable(format!(
-                        "looking up an idempotency key failed: {error}"
-                    ))
-                })?;
-                let replaces = record.is_some();
-                (
-                    Lookup::judge(record.as_ref(), fingerprint, oldest_key_kept),
-                    replaces,
-                )
-            }
+        let hash = KeyHash::of(&draft.channel, key);
+        let lookup = match this_append.get(&hash).or_else(|| group.get(&hash)) {
+            Some((earlier, original)) if *earlier == fingerprint => Lookup::Repeat(*original),
+            Some(_) => Lookup::Conflict,
+            None => Lookup::judge(remembered.get(&hash), fingerprint, oldest_key_kept),
         };
         match lookup {
             Lookup::Repeat(original) => planned.push(Planned::Repeat(original)),
@@ -511,100 +471,40 @@ fn plan(
                     seq: Seq(next),
                     subscribers: draft.subscribers,
                 };
-                this_append.insert(entry, (fingerprint, original));
-                planned.push(Planned::Store { replaces });
+                this_append.insert(hash, (fingerprint, original));
+                planned.push(Planned::Store);
             }
         }
     }
     Ok(planned)
 }
 
-/// What the database remembers of `key` on `channel`, whatever its age.
-fn remembered(
-    connection: &Connection,
-    channel: &ChannelName,
-    key: &IdempotencyKey,
-) -> rusqlite::Result<Option<KeyRecord>> {
-    connection
-        .prepare_cached(
-            "SELECT fingerprint, seq, subscribers, created FROM idempotency_keys
-             WHERE channel = ?1 AND key = ?2",
-        )?
-        .query_row([channel.as_str(), key.as_str()], |row| {
-            let stored: Vec<u8> = row.get(0)?;
-            // A fingerprint of another length matches nothing: a conflict.
-            let mut fingerprint = [0; 16];
-            if stored.len() == fingerprint.len() {
-                fingerprint.copy_from_slice(&stored);
-            }
-            Ok(KeyRecord {
-                fingerprint: Fingerprint(fingerprint),
-                original: Original {
-                    seq: Seq(row.get::<_, i64>(1)? as u64),
-                    subscribers: row.get::<_, i64>(2)? as u64,
-                },
-                at_ms: row.get::<_, i64>(3)? as u64,
-            })
-        })
-        .optional()
-}
-
-/// Writes the keys of the group's stored messages.
-fn remember_keys(
-    transaction: &Transaction<'_>,
-    draft: &mut Draft<'_>,
-    pending: &[PendingAppend],
-) -> rusqlite::Result<()> {
-    let now = pending
-        .iter()
-        .flat_map(PendingAppend::messages)
-        .next()
-        .map_or(0, |message| message.published_at_ms());
+/// Appends the keys of the group's stored messages.
+fn remember_keys(transaction: &Transaction<'_>, pending: &[PendingAppend]) -> rusqlite::Result<()> {
     let mut insert = transaction.prepare_cached(
-        "INSERT INTO idempotency_keys (channel, key, fingerprint, seq, subscribers, created)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (channel, key) DO UPDATE SET fingerprint = ?3, seq = ?4, subscribers = ?5,
-             created = ?6",
+        "INSERT INTO idempotency_keys (seq, key_hash, fingerprint, subscribers, created)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for key in pending.iter().flat_map(|append| &append.keys) {
+        let record = &key.record;
         insert.execute(params![
-            key.channel.as_str(),
-            key.key.as_str(),
-            &key.fingerprint.0[..],
-            key.original.seq.0 as i64,
-            key.original.subscribers as i64,
-            now as i64,
+            record.original.seq.0 as i64,
+            &key.hash.0[..],
+            &record.fingerprint.0[..],
+            record.original.subscribers as i64,
+            record.at_ms as i64,
         ])?;
-        if !key.replaces {
-            draft.keys += 1;
-        }
     }
     Ok(())
 }
 
-/// Lets go of up to [`EVICT_STEP`] keys beyond the window, then, once the
-/// keys exceed `max_keys` by a batch (a sixteenth of it, at most
-/// [`EVICT_STEP`]), of the oldest beyond it.
-fn forget_keys(
-    transaction: &Transaction<'_>,
-    draft: &mut Draft<'_>,
-    oldest_kept: u64,
-    max_keys: usize,
-) -> rusqlite::Result<()> {
-    let mut forget_oldest = transaction.prepare_cached(
-        "DELETE FROM idempotency_keys WHERE (channel, key) IN (
-             SELECT channel, key FROM idempotency_keys WHERE created < ?1
-             ORDER BY created LIMIT ?2)",
-    )?;
-    let expired = forget_oldest.execute(params![oldest_kept as i64, EVICT_STEP as i64])?;
-    draft.keys = draft.keys.saturating_sub(expired as u64);
-    let batch = (max_keys / 16).clamp(1, EVICT_STEP) as u64;
-    let excess = draft.keys.saturating_sub(max_keys as u64);
-    if excess >= batch {
-        let forgotten = forget_oldest.execute(params![i64::MAX, excess as i64])?;
-        draft.keys = draft.keys.saturating_sub(forgotten as u64);
-    }
-    Ok(())
+/// Deletes the keys of messages up to `upto`: the oldest, chosen by the
+/// writer's [`KeyTable`].
+fn forget_keys(connection: &Connection, upto: Seq) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached("DELETE FROM idempotency_keys WHERE seq <= ?1")?
+        .execute([upto.0 as i64])
+        .map(drop)
 }
 
 /// Lets go of a batch of the oldest tombstones once a batch is beyond
@@ -779,8 +679,6 @@ struct Draft<'a> {
     next_id: i64,
     /// Tombstones deleted (folded into the marks).
     evicted: u64,
-    /// Idempotency keys on disk.
-    keys: u64,
 }
 
 impl<'a> Draft<'a> {
@@ -795,7 +693,6 @@ impl<'a> Draft<'a> {
             messages: catalog.messages,
             next_id: catalog.next_id,
             evicted: 0,
-            keys: catalog.keys,
         }
     }
 
@@ -937,7 +834,6 @@ impl<'a> Draft<'a> {
             bytes: self.bytes,
             messages: self.messages,
             next_id: self.next_id,
-            keys: self.keys,
         }
     }
 }
@@ -950,7 +846,6 @@ struct Changes {
     messages: u64,
     next_id: i64,
     forgotten: u64,
-    keys: u64,
 }
 
 impl Changes {
@@ -970,6 +865,5 @@ impl Changes {
         catalog.messages = self.messages;
         catalog.next_id = self.next_id;
         catalog.forgotten = self.forgotten;
-        catalog.keys = self.keys;
     }
 }

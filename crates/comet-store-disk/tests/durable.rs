@@ -359,8 +359,7 @@ fn rusqlite_connection(path: &Path) -> rusqlite::Connection {
 /// Makes the store in `dir` look as a build of format `version` left it.
 fn downgrade(dir: &Path, version: i32) {
     let old = rusqlite_connection(&dir.join("history.db"));
-    let mut steps =
-        String::from("DROP INDEX idempotency_keys_by_age; DROP TABLE idempotency_keys;");
+    let mut steps = String::from("DROP TABLE idempotency_keys;");
     if version < 2 {
         steps.push_str("DROP INDEX channels_forgotten; DROP TABLE forgotten_marks;");
     }

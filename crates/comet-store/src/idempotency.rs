@@ -12,11 +12,16 @@
 //!   batch is stored.
 //!
 //! Keys are bounded two ways ([`IdempotencyOptions`]): by age (the window)
-//! and by count (the oldest go first once there are more). Content is
-//! compared by a 128-bit prefix of its SHA-256 ([`Fingerprint`]), so a
-//! remembered key costs the same whatever the message's size.
+//! and by count (the oldest go first once there are more). A key is known
+//! by a 128-bit prefix of the SHA-256 of its channel and itself
+//! ([`KeyHash`]), and content by one of its event type and data
+//! ([`Fingerprint`]): a remembered key costs the same whatever the key's
+//! and the message's size.
 //!
-//! [`KeyTable`] is the in-memory form, used by the memory store.
+//! [`KeyTable`] holds them in memory, oldest first: the memory store's keys,
+//! and the durable store's index of the keys it keeps on disk (looked up
+//! without reading the disk; rows appended in sequence order, so
+//! remembering and forgetting touch the end and the start of one table).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -51,24 +56,43 @@ impl IdempotencyOptions {
     }
 }
 
+/// The first 128 bits of the SHA-256 of `short` (at most 255 bytes, its
+/// length first so that `("ab", "c")` and `("a", "bc")` differ) and `rest`.
+fn digest_of(short: &[u8], rest: &[u8]) -> [u8; 16] {
+    let mut input = Vec::with_capacity(1 + short.len() + rest.len());
+    input.push(short.len() as u8);
+    input.extend_from_slice(short);
+    input.extend_from_slice(rest);
+    let hash = digest(&SHA256, &input);
+    let mut prefix = [0; 16];
+    prefix.copy_from_slice(&hash.as_ref()[..16]);
+    prefix
+}
+
+/// Which key of which channel: what keys are looked up by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KeyHash(pub [u8; 16]);
+
+impl KeyHash {
+    /// The hash of `key` on `channel` (a channel name is at most 200
+    /// bytes).
+    pub fn of(channel: &ChannelName, key: &IdempotencyKey) -> Self {
+        Self(digest_of(
+            channel.as_str().as_bytes(),
+            key.as_str().as_bytes(),
+        ))
+    }
+}
+
 /// What a keyed publish published: compared to tell a repeat from a
 /// conflict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 16]);
 
 impl Fingerprint {
-    /// The fingerprint of an event type and data.
+    /// The fingerprint of an event type (at most 64 bytes) and data.
     pub fn of(event: &EventType, data: &[u8]) -> Self {
-        let mut input = Vec::with_capacity(1 + event.as_str().len() + data.len());
-        // The event type is at most 64 bytes: its length fits a byte and
-        // keeps `("ab", "c")` apart from `("a", "bc")`.
-        input.push(event.as_str().len() as u8);
-        input.extend_from_slice(event.as_str().as_bytes());
-        input.extend_from_slice(data);
-        let hash = digest(&SHA256, &input);
-        let mut prefix = [0; 16];
-        prefix.copy_from_slice(&hash.as_ref()[..16]);
-        Self(prefix)
+        Self(digest_of(event.as_str().as_bytes(), data))
     }
 }
 
@@ -127,45 +151,68 @@ impl Lookup {
 /// Remembered keys in memory, oldest first.
 #[derive(Default)]
 pub struct KeyTable {
-    records: HashMap<(ChannelName, IdempotencyKey), KeyRecord>,
-    /// Keys in the order they were remembered (so by time), with that
-    /// time: an entry whose key was remembered again since is stale and
-    /// skipped.
-    order: VecDeque<(u64, ChannelName, IdempotencyKey)>,
+    records: HashMap<KeyHash, KeyRecord>,
+    /// Keys in the order they were remembered (so by time and by
+    /// position), with their position: an entry whose key was remembered
+    /// again since is stale, and lets go of nothing.
+    order: VecDeque<(KeyHash, Seq)>,
 }
 
 impl KeyTable {
-    /// What is remembered of `key` on `channel`.
-    pub fn get(&self, channel: &ChannelName, key: &IdempotencyKey) -> Option<&KeyRecord> {
-        self.records.get(&(channel.clone(), key.clone()))
+    /// What is remembered of a key.
+    pub fn get(&self, key: &KeyHash) -> Option<&KeyRecord> {
+        self.records.get(key)
     }
 
-    /// Remembers `key` on `channel` (replacing what was remembered of it
-    /// beyond the window).
-    pub fn remember(&mut self, channel: ChannelName, key: IdempotencyKey, record: KeyRecord) {
-        self.order
-            .push_back((record.at_ms, channel.clone(), key.clone()));
-        self.records.insert((channel, key), record);
+    /// Remembers a key (replacing what was remembered of it beyond the
+    /// window). Keys are remembered in position order.
+    pub fn remember(&mut self, key: KeyHash, record: KeyRecord) {
+        self.order.push_back((key, record.original.seq));
+        self.records.insert(key, record);
+    }
+
+    /// How many of the oldest entries to let go so that, with `adding`
+    /// more, none is older than `oldest_kept_ms` and at most `max_keys`
+    /// remain; and the position of the last of them.
+    pub fn to_forget(&self, oldest_kept_ms: u64, max_keys: usize, adding: usize) -> (usize, Seq) {
+        let excess = (self.records.len() + adding).saturating_sub(max_keys);
+        let mut count = 0;
+        let mut last = Seq::ZERO;
+        for (key, seq) in &self.order {
+            let expired = self
+                .records
+                .get(key)
+                .is_none_or(|record| record.original.seq != *seq || record.at_ms < oldest_kept_ms);
+            if !expired && count >= excess {
+                break;
+            }
+            count += 1;
+            last = *seq;
+        }
+        (count, last)
+    }
+
+    /// Lets go of the `count` oldest entries.
+    pub fn forget_oldest(&mut self, count: usize) {
+        for _ in 0..count {
+            let Some((key, seq)) = self.order.pop_front() else {
+                return;
+            };
+            if self
+                .records
+                .get(&key)
+                .is_some_and(|record| record.original.seq == seq)
+            {
+                self.records.remove(&key);
+            }
+        }
     }
 
     /// Lets go of keys older than `oldest_kept_ms`, and of the oldest ones
     /// beyond `max_keys`.
     pub fn forget_old(&mut self, oldest_kept_ms: u64, max_keys: usize) {
-        while let Some((at_ms, channel, key)) = self.order.pop_front() {
-            let entry = (channel, key);
-            let current = self
-                .records
-                .get(&entry)
-                .is_some_and(|record| record.at_ms == at_ms);
-            if !current {
-                continue;
-            }
-            if at_ms >= oldest_kept_ms && self.records.len() <= max_keys {
-                self.order.push_front((at_ms, entry.0, entry.1));
-                return;
-            }
-            self.records.remove(&entry);
-        }
+        let (count, _) = self.to_forget(oldest_kept_ms, max_keys, 0);
+        self.forget_oldest(count);
     }
 
     /// Keys remembered.
@@ -234,18 +281,45 @@ mod tests {
 
     #[test]
     fn the_table_forgets_by_age_and_beyond_its_bound() {
+        let hash = |i: u64| KeyHash::of(&name("c"), &key(&format!("k{i}")));
         let mut table = KeyTable::default();
-        for i in 0..10 {
-            table.remember(name("c"), key(&format!("k{i}")), record(i, i * 100));
+        for i in 1..=10 {
+            table.remember(hash(i), record(i, i * 100));
         }
-        table.forget_old(300, 100);
+        assert_eq!(table.to_forget(350, 100, 0), (3, Seq(3)));
+        assert_eq!(table.to_forget(0, 8, 1), (3, Seq(3)), "room for one more");
+        table.forget_old(350, 100);
         assert_eq!(table.len(), 7);
-        assert!(table.get(&name("c"), &key("k2")).is_none());
-        assert!(table.get(&name("c"), &key("k3")).is_some());
+        assert!(table.get(&hash(3)).is_none());
+        assert!(table.get(&hash(4)).is_some());
         table.forget_old(0, 4);
         assert_eq!(table.len(), 4);
-        assert!(table.get(&name("c"), &key("k5")).is_none());
-        assert!(table.get(&name("c"), &key("k6")).is_some());
-        assert!(table.get(&name("other"), &key("k9")).is_none());
+        assert!(table.get(&hash(6)).is_none());
+        assert!(table.get(&hash(7)).is_some());
+        assert!(
+            table
+                .get(&KeyHash::of(&name("other"), &key("k9")))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_key_remembered_again_outlives_its_first_entry() {
+        let mut table = KeyTable::default();
+        let k = KeyHash::of(&name("c"), &key("k"));
+        table.remember(k, record(1, 100));
+        table.remember(KeyHash::of(&name("c"), &key("other")), record(2, 200));
+        table.remember(k, record(3, 300));
+        table.forget_old(150, 100);
+        assert_eq!(table.get(&k).map(|r| r.original.seq), Some(Seq(3)));
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn keys_hash_apart_by_channel_and_key() {
+        let a = KeyHash::of(&name("ab"), &key("c"));
+        assert_ne!(a, KeyHash::of(&name("a"), &key("bc")));
+        assert_ne!(a, KeyHash::of(&name("ab"), &key("d")));
+        assert_eq!(a, KeyHash::of(&name("ab"), &key("c")));
     }
 }

@@ -326,7 +326,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError>;
 
     /// Applies retention by age to every channel now, not just on access,
-    /// in steps: appends are never held up behind a large sweep.
+    /// in steps: appends are never held up behind a large sweep; and lets
+    /// go of idempotency keys beyond their window or their bound (a batch
+    /// may take the keys beyond the bound until the next append or this).
     async fn enforce_retention(&self) -> Result<(), StoreError>;
 
     /// What the store holds now.

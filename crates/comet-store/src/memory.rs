@@ -30,10 +30,10 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use comet_protocol::{ChannelName, Cursor, Epoch, IdempotencyKey, Message, Seq};
+use comet_protocol::{ChannelName, Cursor, Epoch, Message, Seq};
 
 use crate::forgotten::FoldedMarks;
-use crate::idempotency::{Fingerprint, KeyRecord, KeyTable, Lookup};
+use crate::idempotency::{Fingerprint, KeyHash, KeyRecord, KeyTable, Lookup};
 use crate::{
     AppendError, Appended, ChannelSummary, Clock, CommitListener, Draft, Footprint, History,
     IdempotencyOptions, Original, ReadLimit, Retention, Store, StoreError, StoreOptions, new_epoch,
@@ -329,7 +329,7 @@ impl MemoryStore {
                 original: Original { seq, subscribers },
                 at_ms: now,
             };
-            inner.keys.remember(channel.clone(), key, record);
+            inner.keys.remember(KeyHash::of(&channel, &key), record);
         }
         let message = Arc::new(Message::new(
             self.epoch.clone(),
@@ -563,8 +563,7 @@ fn plan(
 ) -> Result<Vec<Option<Original>>, AppendError> {
     let mut outcomes = Vec::with_capacity(drafts.len());
     // Keys of earlier drafts of this append, with where they will be stored.
-    let mut drafted: HashMap<(&ChannelName, &IdempotencyKey), (Fingerprint, Original)> =
-        HashMap::new();
+    let mut drafted: HashMap<KeyHash, (Fingerprint, Original)> = HashMap::new();
     let mut next = inner.head.0;
     for (index, draft) in drafts.iter().enumerate() {
         let Some(key) = &draft.idempotency_key else {
@@ -573,14 +572,11 @@ fn plan(
             continue;
         };
         let fingerprint = Fingerprint::of(&draft.event, draft.data.bytes());
-        let lookup = match drafted.get(&(&draft.channel, key)) {
+        let hash = KeyHash::of(&draft.channel, key);
+        let lookup = match drafted.get(&hash) {
             Some((earlier, original)) if *earlier == fingerprint => Lookup::Repeat(*original),
             Some(_) => Lookup::Conflict,
-            None => Lookup::judge(
-                inner.keys.get(&draft.channel, key),
-                fingerprint,
-                oldest_key_kept,
-            ),
+            None => Lookup::judge(inner.keys.get(&hash), fingerprint, oldest_key_kept),
         };
         match lookup {
             Lookup::Repeat(original) => outcomes.push(Some(original)),
@@ -591,7 +587,7 @@ fn plan(
                     seq: Seq(next),
                     subscribers: draft.subscribers,
                 };
-                drafted.insert((&draft.channel, key), (fingerprint, original));
+                drafted.insert(hash, (fingerprint, original));
                 outcomes.push(None);
             }
         }
