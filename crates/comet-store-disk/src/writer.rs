@@ -219,7 +219,7 @@ impl Writer {
             };
             let stored = planned
                 .iter()
-                .filter(|p| matches!(p, Planned::Store { .. }))
+                .filter(|p| matches!(p, Planned::Store))
                 .count() as u64;
             let room = draft
                 .head
