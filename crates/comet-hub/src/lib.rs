@@ -180,9 +180,20 @@ impl Hub {
         event: EventType,
         data: Data,
     ) -> Result<Published, HubError> {
-        let publication = Publication::new(channel.clone(), event, data);
-        let mut published = self.publish_batch(vec![publication]).await?;
-        Ok(published.remove(0))
+        let feed = &self.shared.feed;
+        let subscribers = feed.subscriber_count(channel);
+        let publishing = feed.publishing();
+        let appended = self.shared.store.append(channel, event, data).await;
+        // Answer the long polls this publish (or one before it) caught,
+        // before anything else gets to run.
+        drop(publishing);
+        let message = appended?;
+        self.shared.stats.record_published(1, 0);
+        Ok(Published {
+            id: message.cursor(),
+            subscribers,
+            repeat: false,
+        })
     }
 
     /// Stores `publications` together, in order, all or nothing, and

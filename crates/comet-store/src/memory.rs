@@ -30,7 +30,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use comet_protocol::{ChannelName, Cursor, Epoch, Message, Seq};
+use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, Message, Seq};
 
 use crate::forgotten::FoldedMarks;
 use crate::idempotency::{Fingerprint, KeyHash, KeyRecord, KeyTable, Lookup};
@@ -376,6 +376,28 @@ impl MemoryStore {
         message
     }
 
+    /// Finishes an append: tidies the order queue, lets go of the store's
+    /// lock and tells the listener of `stored`, in order, under the
+    /// announcing lock (taken before the store's is let go).
+    fn announce<'a>(
+        &self,
+        mut guard: MutexGuard<'_, Inner>,
+        stored: impl Iterator<Item = &'a Arc<Message>>,
+    ) {
+        if self.retention.max_bytes.is_none() {
+            guard.compact_order();
+        }
+        let listener = guard.listener.clone();
+        let announcing = self.announcing.lock().unwrap_or_else(|e| e.into_inner());
+        drop(guard);
+        if let Some(listener) = listener {
+            for message in stored {
+                listener.committed(message);
+            }
+        }
+        drop(announcing);
+    }
+
     fn summary_of(&self, log: &ChannelLog) -> ChannelSummary {
         ChannelSummary {
             retained: log.messages.len() as u64,
@@ -412,33 +434,41 @@ impl Store for MemoryStore {
             return Err(StoreError::SequenceExhausted.into());
         }
         let mut appended = Vec::with_capacity(drafts.len());
-        let mut stored = Vec::with_capacity(stored_count as usize);
         for (draft, outcome) in drafts.into_iter().zip(outcomes) {
-            match outcome {
-                Some(original) => appended.push(Appended::Repeat(original)),
-                None => {
-                    let message = self.store_one(inner, draft, now);
-                    stored.push(message.clone());
-                    appended.push(Appended::Stored(message));
-                }
-            }
+            appended.push(match outcome {
+                Some(original) => Appended::Repeat(original),
+                None => Appended::Stored(self.store_one(inner, draft, now)),
+            });
         }
         inner
             .keys
             .forget_old(oldest_key_kept, self.idempotency.max_keys);
-        if self.retention.max_bytes.is_none() {
-            inner.compact_order();
-        }
-        let listener = inner.listener.clone();
-        let announcing = self.announcing.lock().unwrap_or_else(|e| e.into_inner());
-        drop(guard);
-        if let Some(listener) = listener {
-            for message in &stored {
-                listener.committed(message);
-            }
-        }
-        drop(announcing);
+        self.announce(
+            guard,
+            appended.iter().filter_map(|outcome| match outcome {
+                Appended::Stored(message) => Some(message),
+                Appended::Repeat(_) => None,
+            }),
+        );
         Ok(appended)
+    }
+
+    /// One message without a key: the batch path without its bookkeeping
+    /// (this is every plain publish).
+    async fn append(
+        &self,
+        channel: &ChannelName,
+        event: EventType,
+        data: Data,
+    ) -> Result<Arc<Message>, StoreError> {
+        let now = self.clock.now_ms();
+        let mut guard = self.lock();
+        if guard.head.checked_next().is_none() {
+            return Err(StoreError::SequenceExhausted);
+        }
+        let message = self.store_one(&mut guard, Draft::new(channel.clone(), event, data), now);
+        self.announce(guard, std::iter::once(&message));
+        Ok(message)
     }
 
     async fn read(
