@@ -15,7 +15,7 @@
 //! for a subscriber, and subscribers never wait for each other.
 //!
 //! Messages are shared (`Arc<Message>`), and so are their encoded frames,
-//! which [`Message`] computes once per transport.
+//! which [`Message`](comet_protocol::Message) computes once per transport.
 
 mod feed;
 mod park;
