@@ -155,7 +155,8 @@ async fn bad_publishes_get_a_clear_json_error_and_the_server_keeps_serving() {
         ("/pub/a", b"ok\xc3".to_vec(), 400, "invalid_data"),
         ("/pub/a", vec![b'x'; 1001], 413, "payload_too_large"),
         ("/pub/", b"x".to_vec(), 404, "not_found"),
-        ("/pub", b"x".to_vec(), 404, "not_found"),
+        // `POST /pub` is a batch: JSON only.
+        ("/pub", b"x".to_vec(), 415, "unsupported_media_type"),
     ];
     let too_long_event = format!("/pub/a?event={}", "e".repeat(65));
     let mut cases = cases;
