@@ -28,7 +28,9 @@ forbid comet-store 'hyper|axum|http|comet-hub|comet-server' \
   "storage knows nothing of HTTP or the hub"
 forbid comet-store-disk 'hyper|axum|http|comet-hub|comet-server' \
   "storage knows nothing of HTTP or the hub"
-forbid comet-hub 'hyper|axum|http|comet-server|comet-store-disk' \
+forbid comet-store-redis 'hyper|axum|http|comet-hub|comet-server' \
+  "storage knows nothing of HTTP or the hub"
+forbid comet-hub 'hyper|axum|http|comet-server|comet-store-disk|comet-store-redis' \
   "the hub knows nothing of HTTP"
 forbid comet-auth 'tokio|hyper|axum|http|comet-store|comet-store-disk|comet-hub|comet-server' \
   "authorization decides from tokens and rules alone, with no I/O of requests"

@@ -12,8 +12,10 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the tests drive: curl (the README's round trip), Chromium
-# and a font for the browser tests (never a downloaded browser).
-debian_packages=(curl chromium fonts-dejavu-core)
+# and a font for the browser tests (never a downloaded browser), and
+# redis-server (the Redis store's tests start their own, on free loopback
+# ports; the package's own service is not needed).
+debian_packages=(curl chromium fonts-dejavu-core redis-server)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

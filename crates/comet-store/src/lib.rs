@@ -117,9 +117,12 @@ pub struct Footprint {
 /// event type and channel name, plus a fixed 64 bytes for the id, time and
 /// bookkeeping. The same measure in every backend.
 pub fn stored_size(message: &Message) -> u64 {
-    (message.data().len() + message.event().as_str().len() + message.channel().as_str().len())
-        as u64
-        + 64
+    stored_size_of(message.channel(), message.event(), message.data().len())
+}
+
+/// [`stored_size`] of a message not built yet.
+pub fn stored_size_of(channel: &ChannelName, event: &EventType, data_len: usize) -> u64 {
+    (data_len + event.as_str().len() + channel.as_str().len()) as u64 + 64
 }
 
 /// What every store is built from, whatever the backend.

@@ -9,6 +9,7 @@
 //!   Comet's code, so the server's bytes are checked independently.
 //! - [`AnswerLosingProxy`]: a TCP proxy that loses the server's answers,
 //!   for publishers that must retry without publishing twice.
+//! - [`RedisServer`]: a real `redis-server` on a free loopback port.
 //!
 //! Every wait is bounded by [`TIMEOUT`]: a broken server fails a test, it
 //! never hangs it.
@@ -18,6 +19,7 @@ mod process;
 mod proxy;
 pub mod raw;
 mod readers;
+mod redis;
 mod server;
 
 use std::time::Duration;
@@ -25,6 +27,7 @@ use std::time::Duration;
 pub use process::ServerProcess;
 pub use proxy::{AnswerLosingProxy, Losing};
 pub use readers::{NdjsonStream, SseEvent, SseStream};
+pub use redis::RedisServer;
 pub use server::{TestServer, TestServerBuilder, TestStore};
 
 /// The longest any single wait in a test may take.

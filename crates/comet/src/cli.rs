@@ -334,6 +334,14 @@ pub struct ServeArgs {
     #[arg(long, env = "COMET_MEMORY", conflicts_with = "data_dir")]
     pub memory: bool,
 
+    /// Keep history in Redis (`redis://[:PASSWORD@]HOST:PORT[/DB]`), so
+    /// that every node pointed at the same Redis serves the same channels.
+    /// The Redis must not evict keys (`maxmemory-policy noeviction`); what
+    /// a crash of it can lose follows its persistence settings, which the
+    /// log states at start.
+    #[arg(long, env = "COMET_REDIS", conflicts_with = "memory")]
+    pub redis: Option<String>,
+
     /// Directory of the durable history store (the default store): every
     /// acknowledged publish is on disk before its answer, and history and
     /// ids continue across restarts. Created if missing; one server per

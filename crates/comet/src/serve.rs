@@ -11,6 +11,7 @@ use comet_hub::{Hub, HubConfig};
 use comet_server::{CorsPolicy, Rules, Server, ServerConfig};
 use comet_store::{IdempotencyOptions, MemoryStore, Retention, Store, StoreOptions};
 use comet_store_disk::DiskStore;
+use comet_store_redis::{RedisOptions, RedisStore};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::reload::Handle;
@@ -49,7 +50,7 @@ pub fn run(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> anyhow::Result<Exi
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let store = open_store(&args, &retention)?;
+    let store = runtime.block_on(open_store(&args, &retention))?;
     runtime.block_on(async move {
         let hub = Hub::new(store, hub_config.within(&retention));
         let listener = comet_server::bind(args.listen)
@@ -162,7 +163,7 @@ pub fn cors_policy(origins: &[String]) -> anyhow::Result<CorsPolicy> {
     Ok(CorsPolicy::Origins(origins.to_vec()))
 }
 
-fn open_store(args: &ServeArgs, retention: &Retention) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(args: &ServeArgs, retention: &Retention) -> anyhow::Result<Arc<dyn Store>> {
     let options = StoreOptions {
         retention: retention.clone(),
         idempotency: IdempotencyOptions {
@@ -174,6 +175,10 @@ fn open_store(args: &ServeArgs, retention: &Retention) -> anyhow::Result<Arc<dyn
     if args.memory {
         tracing::info!("history is kept in memory only (--memory)");
         return Ok(Arc::new(MemoryStore::new(options)));
+    }
+    if let Some(url) = &args.redis {
+        let store = RedisStore::open(RedisOptions::new(url.clone()), options).await?;
+        return Ok(Arc::new(store));
     }
     let store = DiskStore::open(&args.data_dir, options)
         .with_context(|| format!("cannot use the data directory {}", args.data_dir.display()))?;

@@ -1,0 +1,169 @@
+//! Following the shared log: every node hears of every message, in
+//! sequence order, whichever node published it.
+//!
+//! One task per node reads `P:log` with `XREAD BLOCK` on a connection of
+//! its own (a blocking read would hold up every command multiplexed behind
+//! it), from the last position it announced, and tells the listener of
+//! each message in order. A publish on this node waits until the feed has
+//! passed its message ([`Feed::reached`]), so its listener heard of it
+//! before the publish returns, as on the other stores. A read that fails
+//! (Redis restarted, the connection dropped) is retried on a new
+//! connection from the same position: nothing is skipped or repeated.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
+use comet_store::{CommitListener, StoreError};
+use redis::streams::StreamReadReply;
+use tokio::sync::watch;
+
+/// Most messages one read of the log takes.
+const READ_COUNT: usize = 1024;
+
+/// How long one read waits for a message (then it asks again).
+const BLOCK_MS: u64 = 1000;
+
+/// The wait before reconnecting after a failed read.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// What the feed announced, and to whom.
+pub(crate) struct Feed {
+    head: watch::Sender<Seq>,
+    listener: Mutex<Option<Arc<dyn CommitListener>>>,
+}
+
+impl Feed {
+    pub(crate) fn new(head: Seq) -> Self {
+        Self {
+            head: watch::Sender::new(head),
+            listener: Mutex::new(None),
+        }
+    }
+
+    /// The newest message announced.
+    pub(crate) fn head(&self) -> Seq {
+        *self.head.borrow()
+    }
+
+    pub(crate) fn set_listener(&self, listener: Arc<dyn CommitListener>) {
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener);
+    }
+
+    /// Waits until the feed announced `seq`.
+    pub(crate) async fn reached(&self, seq: Seq, limit: Duration) -> Result<(), StoreError> {
+        let mut head = self.head.subscribe();
+        match tokio::time::timeout(limit, head.wait_for(|head| *head >= seq)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(StoreError::Unavailable(format!(
+                "message {seq} is stored in Redis, but this node's feed did not reach it within \
+                 {limit:?}"
+            ))),
+        }
+    }
+
+    /// Announces one message of the log (skipping one announced already).
+    fn announce(&self, message: &Arc<Message>) {
+        if message.seq() <= self.head() {
+            return;
+        }
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(listener) = listener {
+            listener.committed(message);
+        }
+        self.head.send_replace(message.seq());
+    }
+}
+
+/// Follows the log at `key` forever (until the task is aborted).
+pub(crate) async fn follow(client: redis::Client, key: String, epoch: Epoch, feed: Arc<Feed>) {
+    let mut connection = None;
+    loop {
+        let live = match connection.take() {
+            Some(live) => live,
+            None => match client.get_multiplexed_async_connection().await {
+                Ok(fresh) => fresh,
+                Err(error) => {
+                    tracing::warn!(%error, "the feed cannot reach Redis; trying again");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    continue;
+                }
+            },
+        };
+        let mut live = live;
+        let from = feed.head();
+        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(BLOCK_MS)
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(format!("{from}-0"))
+            .query_async(&mut live)
+            .await;
+        match read {
+            Ok(reply) => {
+                for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                    match message_of(&epoch, &entry) {
+                        Ok(message) => {
+                            if message.seq().0 > feed.head().0 + 1 {
+                                tracing::warn!(
+                                    from = feed.head().0,
+                                    to = message.seq().0,
+                                    "the shared log no longer holds messages this node had not \
+                                     announced"
+                                );
+                            }
+                            feed.announce(&message);
+                        }
+                        Err(error) => {
+                            tracing::error!(id = %entry.id, %error, "an entry of the shared log is not a message");
+                        }
+                    }
+                }
+                connection = Some(live);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the shared log failed; reconnecting");
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+fn message_of(epoch: &Epoch, entry: &redis::streams::StreamId) -> Result<Arc<Message>, String> {
+    let seq = entry
+        .id
+        .split('-')
+        .next()
+        .and_then(|seq| seq.parse::<u64>().ok())
+        .ok_or("a bad id")?;
+    let text = |name: &str| -> Result<Vec<u8>, String> {
+        match entry.map.get(name) {
+            Some(redis::Value::BulkString(bytes)) => Ok(bytes.clone()),
+            _ => Err(format!("no field {name}")),
+        }
+    };
+    let channel = String::from_utf8(text("c")?).map_err(|e| e.to_string())?;
+    let channel = ChannelName::new(&channel).map_err(|e| e.to_string())?;
+    let event = String::from_utf8(text("e")?).map_err(|e| e.to_string())?;
+    let event = EventType::new(&event).map_err(|e| e.to_string())?;
+    let data = Data::from_utf8(text("d")?.into()).map_err(|e| e.to_string())?;
+    let published_at = String::from_utf8(text("t")?)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or("a bad time")?;
+    Ok(Arc::new(Message::new(
+        epoch.clone(),
+        Seq(seq),
+        channel,
+        event,
+        data,
+        published_at,
+    )))
+}

@@ -1,0 +1,658 @@
+//! Comet's history in Redis, so that several nodes serve one set of
+//! channels.
+//!
+//! One Redis holds what the durable store holds on one machine: one
+//! store-wide sequence (so a cursor stays one number, valid on every node),
+//! each channel's retained messages (a stream whose ids are the sequence
+//! numbers), what gap detection needs of forgotten channels, idempotency
+//! keys, and a log of every message in order. Every change is one Lua
+//! script (`lua/`), so a publish is numbered, stored, trimmed and logged in
+//! one atomic step: no node can see a number without its message, or two
+//! messages in another order than their numbers.
+//!
+//! Every node follows the log ([`feed`]): it tells its hub of each message
+//! in sequence order, whichever node published it. A publish returns once
+//! this node's feed has passed it, so the store's promise to its listener
+//! (told of every message, in order, before the append that stored it
+//! returns) holds on every node.
+//!
+//! All keys share one hash tag (`{prefix}`), so a Redis Cluster keeps them
+//! in one slot: Redis gives availability here, not sharding.
+
+mod feed;
+mod reply;
+mod scripts;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, Message, Seq};
+use comet_store::forgotten::folded_mark_index;
+use comet_store::idempotency::{Fingerprint, KeyHash};
+use comet_store::{
+    AppendError, Appended, ChannelSummary, Clock, CommitListener, Draft, Footprint, History,
+    IdempotencyOptions, Original, ReadLimit, Retention, Store, StoreError, StoreOptions, new_epoch,
+    stored_size_of,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::feed::Feed;
+use crate::reply::Reply;
+use crate::scripts::Scripts;
+
+/// How long a command may take before it is counted as failed.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a publish waits for this node's feed to pass it.
+const FEED_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most messages an age sweep removes in one script.
+const SWEEP_STEP: usize = 4096;
+
+/// Where the history lives in Redis.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`.
+    pub url: String,
+    /// What every key starts with (inside a hash tag: `{comet}:…`): several
+    /// histories can share one Redis under different prefixes.
+    pub prefix: String,
+    /// Messages the shared log keeps for nodes that fall behind.
+    pub log_length: usize,
+}
+
+impl RedisOptions {
+    /// The history at `url`, under the prefix `comet`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "comet".into(),
+            log_length: 100_000,
+        }
+    }
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL: {0}")]
+    Url(String),
+    /// Redis could not be reached or refused the first commands.
+    #[error("cannot use Redis at {url}: {error}")]
+    Redis {
+        /// The URL, without its password.
+        url: String,
+        /// What failed.
+        error: String,
+    },
+}
+
+/// What the store holds, as of the last script that said.
+#[derive(Default)]
+struct Counters {
+    channels: AtomicU64,
+    forgotten: AtomicU64,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    keys: AtomicU64,
+}
+
+impl Counters {
+    /// Takes the five counters a script returns at `reply`'s position.
+    fn update(&self, reply: &mut Reply) -> Result<(), StoreError> {
+        for counter in [
+            &self.channels,
+            &self.forgotten,
+            &self.messages,
+            &self.bytes,
+            &self.keys,
+        ] {
+            counter.store(reply.number()?, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// A [`Store`] in Redis. See the crate documentation.
+pub struct RedisStore {
+    epoch: Epoch,
+    prefix: String,
+    connection: ConnectionManager,
+    scripts: Scripts,
+    retention: Retention,
+    idempotency: IdempotencyOptions,
+    clock: Arc<dyn Clock>,
+    log_length: usize,
+    feed: Arc<Feed>,
+    counters: Counters,
+    following: tokio::task::JoinHandle<()>,
+}
+
+impl RedisStore {
+    /// Connects to Redis, makes the history there if there is none (a new
+    /// epoch), and starts following its log from its head.
+    pub async fn open(redis: RedisOptions, options: StoreOptions) -> Result<Self, OpenError> {
+        let shown = without_password(&redis.url);
+        let fail = |error: redis::RedisError| OpenError::Redis {
+            url: shown.clone(),
+            error: error.to_string(),
+        };
+        let client =
+            redis::Client::open(redis.url.as_str()).map_err(|e| OpenError::Url(e.to_string()))?;
+        let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let mut connection = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(fail)?;
+        check_settings(&mut connection, &shown).await?;
+        let prefix = format!("{{{}}}", redis.prefix);
+        let scripts = Scripts::new();
+        let reply: Vec<redis::Value> = scripts
+            .open
+            .key(&prefix)
+            .arg(&prefix)
+            .arg(new_epoch().as_str())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(fail)?;
+        let mut reply = Reply::new(reply);
+        let unexpected = |error: StoreError| OpenError::Redis {
+            url: shown.clone(),
+            error: error.to_string(),
+        };
+        let epoch = reply.text().map_err(unexpected)?;
+        let epoch = Epoch::new(&epoch).map_err(|_| OpenError::Redis {
+            url: shown.clone(),
+            error: format!("the history's epoch {epoch:?} is not one Comet made"),
+        })?;
+        let head = reply.number().map_err(unexpected)?;
+        let counters = Counters::default();
+        counters.update(&mut reply).map_err(unexpected)?;
+        let feed = Arc::new(Feed::new(Seq(head)));
+        let following = tokio::spawn(feed::follow(
+            client,
+            format!("{prefix}:log"),
+            epoch.clone(),
+            feed.clone(),
+        ));
+        tracing::info!(url = %shown, epoch = %epoch, head, "history in Redis opened");
+        Ok(Self {
+            epoch,
+            prefix,
+            connection,
+            scripts,
+            retention: options.retention,
+            idempotency: options.idempotency,
+            clock: options.clock,
+            log_length: redis.log_length,
+            feed,
+            counters,
+            following,
+        })
+    }
+
+    /// Messages published before this are too old to keep (0: no limit).
+    fn age_cutoff(&self) -> u64 {
+        self.retention.max_age.map_or(0, |max_age| {
+            self.clock
+                .now_ms()
+                .saturating_sub(max_age.as_millis() as u64)
+                .max(1)
+        })
+    }
+
+    /// Whether scripts keep the store-wide order of messages (needed by
+    /// retention by age and by total bytes).
+    fn tracks_order(&self) -> bool {
+        self.retention.max_age.is_some() || self.retention.max_bytes.is_some()
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    fn message(
+        &self,
+        channel: &ChannelName,
+        seq: u64,
+        event: &str,
+        data: Vec<u8>,
+        published_at: u64,
+    ) -> Result<Arc<Message>, StoreError> {
+        let event = EventType::new(event).map_err(|e| corrupt(format!("event type: {e}")))?;
+        let data = Data::from_utf8(data.into()).map_err(|e| corrupt(format!("data: {e}")))?;
+        Ok(Arc::new(Message::new(
+            self.epoch.clone(),
+            Seq(seq),
+            channel.clone(),
+            event,
+            data,
+            published_at,
+        )))
+    }
+}
+
+/// Refuses a Redis that may evict Comet's keys, and says what a crash of
+/// this Redis can lose of what was acknowledged.
+async fn check_settings(connection: &mut ConnectionManager, url: &str) -> Result<(), OpenError> {
+    let setting = |name: &'static str| {
+        let mut connection = connection.clone();
+        async move {
+            let pair: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut connection)
+                .await?;
+            Ok::<_, redis::RedisError>(pair.get(1).cloned().unwrap_or_default())
+        }
+    };
+    let policy = match setting("maxmemory-policy").await {
+        Ok(policy) => policy,
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "cannot read Redis's settings (CONFIG GET refused); make sure its \
+                 maxmemory-policy is noeviction, or Redis may delete Comet's history"
+            );
+            return Ok(());
+        }
+    };
+    if policy != "noeviction" {
+        return Err(OpenError::Redis {
+            url: url.to_string(),
+            error: format!(
+                "its maxmemory-policy is {policy}: Redis could evict Comet's history, ids and \
+                 idempotency keys when memory runs short. Set `maxmemory-policy noeviction` \
+                 (CONFIG SET maxmemory-policy noeviction, and in redis.conf)"
+            ),
+        });
+    }
+    let appendonly = setting("appendonly").await.unwrap_or_default();
+    let appendfsync = setting("appendfsync").await.unwrap_or_default();
+    let save = setting("save").await.unwrap_or_default();
+    match (appendonly.as_str(), appendfsync.as_str()) {
+        ("yes", "always") => tracing::info!(
+            "Redis fsyncs every write (appendonly yes, appendfsync always): a Redis crash \
+             loses nothing acknowledged"
+        ),
+        ("yes", "everysec") => tracing::warn!(
+            "Redis fsyncs once a second (appendfsync everysec): a crash of the Redis machine \
+             can lose up to about a second of acknowledged publishes; appendfsync always \
+             loses none"
+        ),
+        ("yes", other) => tracing::warn!(
+            "Redis leaves fsync to the operating system (appendfsync {other}): a crash of the \
+             Redis machine can lose the last tens of seconds of acknowledged publishes"
+        ),
+        _ if save.trim().is_empty() => tracing::warn!(
+            "Redis keeps nothing on disk (appendonly no, no save points): a Redis restart \
+             loses the whole history; appendonly yes with appendfsync always loses nothing \
+             acknowledged"
+        ),
+        _ => tracing::warn!(
+            save = %save,
+            "Redis only takes snapshots (appendonly no): a Redis crash loses what was \
+             acknowledged since the last one; appendonly yes with appendfsync always loses \
+             nothing acknowledged"
+        ),
+    }
+    Ok(())
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.following.abort();
+    }
+}
+
+/// A Redis failure, for the request at hand (a 503).
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("Redis: {error}"))
+}
+
+/// Something in Redis that Comet did not write.
+fn corrupt(what: String) -> StoreError {
+    StoreError::Unavailable(format!("unexpected content in Redis: {what}"))
+}
+
+/// The URL with its password replaced, for logs and errors.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A position as a stream id: `SEQ-0`, or `+` beyond what Redis's numbers
+/// hold exactly.
+fn stream_id(seq: u64) -> String {
+    if seq >= 1 << 53 {
+        "+".to_string()
+    } else {
+        format!("{seq}-0")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn epoch(&self) -> Epoch {
+        self.epoch.clone()
+    }
+
+    fn head(&self) -> Seq {
+        self.feed.head()
+    }
+
+    fn set_commit_listener(&self, listener: Arc<dyn CommitListener>) {
+        self.feed.set_listener(listener);
+    }
+
+    async fn append_batch(&self, drafts: Vec<Draft>) -> Result<Vec<Appended>, AppendError> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now_ms();
+        let mut invocation = self.scripts.append.prepare_invoke();
+        invocation
+            .key(&self.prefix)
+            .arg(&self.prefix)
+            .arg(self.epoch.as_str())
+            .arg(now)
+            .arg(self.retention.max_messages.max(1))
+            .arg(self.age_cutoff())
+            .arg(self.retention.max_bytes.unwrap_or(0))
+            .arg(u8::from(self.tracks_order()))
+            .arg(self.retention.forgotten_channels)
+            .arg(self.log_length)
+            .arg(self.idempotency.window.as_millis() as u64)
+            .arg(self.idempotency.max_keys)
+            .arg(drafts.len());
+        for draft in &drafts {
+            invocation
+                .arg(draft.channel.as_str())
+                .arg(folded_mark_index(&draft.channel))
+                .arg(draft.event.as_str())
+                .arg(&draft.data.bytes()[..])
+                .arg(stored_size_of(
+                    &draft.channel,
+                    &draft.event,
+                    draft.data.len(),
+                ));
+            match &draft.idempotency_key {
+                Some(key) => invocation
+                    .arg(hex(&KeyHash::of(&draft.channel, key).0))
+                    .arg(hex(&Fingerprint::of(&draft.event, draft.data.bytes()).0)),
+                None => invocation.arg("").arg(""),
+            };
+            invocation.arg(draft.subscribers);
+        }
+        let reply: Vec<redis::Value> = invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let mut reply = Reply::new(reply);
+        match reply.text()?.as_str() {
+            "ok" => {}
+            "conflict" => {
+                let index = reply.number()? as usize;
+                return Err(AppendError::IdempotencyConflict { index });
+            }
+            "reset" => {
+                return Err(StoreError::Unavailable(format!(
+                    "the history in Redis is not the one this node serves (epoch {}, found {:?}): \
+                     Redis lost its data or another history took its place; restart the node",
+                    self.epoch,
+                    reply.text().unwrap_or_default()
+                ))
+                .into());
+            }
+            other => return Err(corrupt(format!("append answered {other:?}")).into()),
+        }
+        let mut appended = Vec::with_capacity(drafts.len());
+        let mut newest = None;
+        for draft in drafts {
+            let result = reply.text()?;
+            let mut parts = result.split(' ');
+            let kind = parts.next().unwrap_or_default();
+            let mut number = || {
+                parts
+                    .next()
+                    .and_then(|part| part.parse::<u64>().ok())
+                    .ok_or_else(|| corrupt(format!("append result {result:?}")))
+            };
+            appended.push(match kind {
+                "s" => {
+                    let seq = number()?;
+                    newest = Some(seq);
+                    Appended::Stored(Arc::new(Message::new(
+                        self.epoch.clone(),
+                        Seq(seq),
+                        draft.channel,
+                        draft.event,
+                        draft.data,
+                        now,
+                    )))
+                }
+                "r" => Appended::Repeat(Original {
+                    seq: Seq(number()?),
+                    subscribers: number()?,
+                }),
+                _ => return Err(corrupt(format!("append result {result:?}")).into()),
+            });
+        }
+        self.counters.update(&mut reply)?;
+        if let Some(newest) = newest {
+            self.feed.reached(Seq(newest), FEED_TIMEOUT).await?;
+        }
+        Ok(appended)
+    }
+
+    async fn read(
+        &self,
+        channel: &ChannelName,
+        after: Seq,
+        upto: Seq,
+        limit: ReadLimit,
+    ) -> Result<History, StoreError> {
+        // Nothing to read: a range that holds nothing (`+` to `-`), for the
+        // channel's mark alone.
+        let (first, last, count) = if after >= upto || limit.messages == 0 {
+            ("+".to_string(), "-".to_string(), 0)
+        } else {
+            (
+                stream_id(after.0.saturating_add(1)),
+                stream_id(upto.0),
+                limit.messages,
+            )
+        };
+        let reply: Vec<redis::Value> = self
+            .scripts
+            .read
+            .key(&self.prefix)
+            .arg(&self.prefix)
+            .arg(channel.as_str())
+            .arg(folded_mark_index(channel))
+            .arg(first)
+            .arg(last)
+            .arg(count)
+            .arg(limit.bytes.min(i64::MAX as u64))
+            .arg(self.age_cutoff())
+            .arg(self.retention.max_messages.max(1))
+            .arg(self.retention.forgotten_channels)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let mut reply = Reply::new(reply);
+        let trimmed_upto = Seq(reply.number()?);
+        let truncated = reply.number()? == 1;
+        let mut messages = Vec::new();
+        while !reply.is_empty() {
+            let seq = reply.number()?;
+            let event = reply.text()?;
+            let data = reply.bytes()?;
+            let published_at = reply.number()?;
+            messages.push(self.message(channel, seq, &event, data, published_at)?);
+        }
+        Ok(History {
+            messages,
+            trimmed_upto,
+            truncated,
+        })
+    }
+
+    async fn backlog_start(
+        &self,
+        channel: &ChannelName,
+        count: usize,
+        upto: Seq,
+    ) -> Result<Seq, StoreError> {
+        let reply: redis::Value = self
+            .scripts
+            .backlog
+            .key(&self.prefix)
+            .arg(&self.prefix)
+            .arg(channel.as_str())
+            .arg(folded_mark_index(channel))
+            .arg(stream_id(upto.0))
+            .arg(count)
+            .arg(self.age_cutoff())
+            .arg(self.retention.max_messages.max(1))
+            .arg(self.retention.forgotten_channels)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(Seq(Reply::new(vec![reply]).number()?))
+    }
+
+    async fn summary(&self, channel: &ChannelName) -> Result<Option<ChannelSummary>, StoreError> {
+        let reply: Vec<redis::Value> = self
+            .scripts
+            .summary
+            .key(&self.prefix)
+            .arg(&self.prefix)
+            .arg(channel.as_str())
+            .arg(self.age_cutoff())
+            .arg(self.retention.max_messages.max(1))
+            .arg(self.retention.forgotten_channels)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let mut reply = Reply::new(reply);
+        if reply.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ChannelSummary {
+            retained: reply.number()?,
+            last_id: Cursor::new(self.epoch.clone(), Seq(reply.number()?)),
+        }))
+    }
+
+    async fn channels(
+        &self,
+        after: Option<&ChannelName>,
+        limit: usize,
+    ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError> {
+        let reply: Vec<redis::Value> = self
+            .scripts
+            .channels
+            .key(&self.prefix)
+            .arg(&self.prefix)
+            .arg(after.map_or("", |name| name.as_str()))
+            .arg(limit)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let mut reply = Reply::new(reply);
+        let mut page = Vec::new();
+        while !reply.is_empty() {
+            let name = reply.text()?;
+            let name =
+                ChannelName::new(&name).map_err(|e| corrupt(format!("channel name: {e}")))?;
+            let retained = reply.number()?;
+            let last = reply.number()?;
+            page.push((
+                name,
+                ChannelSummary {
+                    retained,
+                    last_id: Cursor::new(self.epoch.clone(), Seq(last)),
+                },
+            ));
+        }
+        Ok(page)
+    }
+
+    async fn enforce_retention(&self) -> Result<(), StoreError> {
+        loop {
+            let reply: Vec<redis::Value> = self
+                .scripts
+                .sweep
+                .key(&self.prefix)
+                .arg(&self.prefix)
+                .arg(self.age_cutoff())
+                .arg(SWEEP_STEP)
+                .arg(self.retention.forgotten_channels)
+                .arg(self.clock.now_ms())
+                .arg(self.idempotency.window.as_millis() as u64)
+                .arg(self.idempotency.max_keys)
+                .invoke_async(&mut self.connection())
+                .await
+                .map_err(unavailable)?;
+            let mut reply = Reply::new(reply);
+            let more = reply.number()? == 1;
+            self.counters.update(&mut reply)?;
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    fn footprint(&self) -> Footprint {
+        let counters = &self.counters;
+        Footprint {
+            channels: counters.channels.load(Ordering::Relaxed),
+            forgotten_channels: counters.forgotten.load(Ordering::Relaxed),
+            messages: counters.messages.load(Ordering::Relaxed),
+            bytes: counters.bytes.load(Ordering::Relaxed),
+            idempotency_keys: counters.keys.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn check_health(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_a_log_line() {
+        assert_eq!(
+            without_password("redis://:secret@10.0.0.1:6379/2"),
+            "redis://***@10.0.0.1:6379/2"
+        );
+        assert_eq!(
+            without_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn positions_beyond_exact_numbers_read_to_the_end() {
+        assert_eq!(stream_id(42), "42-0");
+        assert_eq!(stream_id(u64::MAX), "+");
+    }
+}

@@ -1,0 +1,122 @@
+-- Stores a batch of drafts, all or nothing. ARGV: prefix, the epoch this
+-- node serves, now (ms), max messages per channel, age cutoff (ms, 0:
+-- none), max total bytes (0: none), track order (1/0), tombstones kept,
+-- log length, key window (ms), max keys, draft count, then per draft:
+-- channel, its mark, event, data, stored size, key hash ('' without a
+-- key), fingerprint, subscribers.
+-- Returns {'ok', results..., counters...} with a result per draft
+-- ('s SEQ' stored, 'r SEQ SUBSCRIBERS' a repeat), {'conflict', index}, or
+-- {'reset', epoch} when the history is not the one this node serves.
+local expected = ARGV[2]
+local now = tonumber(ARGV[3])
+local max_messages = tonumber(ARGV[4])
+local cutoff = tonumber(ARGV[5])
+local max_bytes = tonumber(ARGV[6])
+local track_order = ARGV[7] == '1'
+local keep = tonumber(ARGV[8])
+local log_max = ARGV[9]
+local key_window = tonumber(ARGV[10])
+local max_keys = tonumber(ARGV[11])
+local n = tonumber(ARGV[12])
+local FIRST, FIELDS = 12, 8
+
+local epoch = redis.call('HGET', META, 'epoch')
+if epoch ~= expected then return {'reset', epoch or ''} end
+
+forget_keys(now - key_window, max_keys)
+
+-- Judge every keyed draft before anything is stored.
+local head = tonumber(redis.call('HGET', META, 'seq'))
+local next = head
+local drafted = {}
+local repeats = {}
+for i = 0, n - 1 do
+  local b = FIRST + i * FIELDS
+  local hash = ARGV[b + 6]
+  local found = nil
+  if hash ~= '' then
+    found = drafted[hash]
+    if not found then
+      local kept = redis.call('GET', P .. ':k:' .. hash)
+      if kept then
+        local fp, seq, subs, at = string.match(kept, '^(%x+) (%d+) (%d+) (%d+)$')
+        if fp and tonumber(at) >= now - key_window then found = {fp, seq, subs} end
+      end
+    end
+  end
+  if found then
+    if found[1] ~= ARGV[b + 7] then return {'conflict', i} end
+    repeats[i] = found
+  else
+    next = next + 1
+    if hash ~= '' then drafted[hash] = {ARGV[b + 7], num(next), ARGV[b + 8]} end
+  end
+end
+
+local results = {'ok'}
+local touched, seen = {}, {}
+local newest = head
+for i = 0, n - 1 do
+  local b = FIRST + i * FIELDS
+  local found = repeats[i]
+  if found then
+    results[#results + 1] = 'r ' .. found[2] .. ' ' .. found[3]
+  else
+    local seq = redis.call('HINCRBY', META, 'seq', 1)
+    newest = seq
+    local channel, mark, event, data = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+    local size = tonumber(ARGV[b + 5])
+    local cm = P .. ':cm:' .. channel
+    local held = tonumber(redis.call('HGET', cm, 'n') or '-1')
+    if held <= 0 then
+      -- New, or revived from its tombstone or its mark: a reader from
+      -- before then gets a gap.
+      local trimmed = remembered(channel, mark)
+      if held == 0 then
+        redis.call('ZREM', P .. ':forgotten', channel)
+        redis.call('HINCRBY', META, 'forgotten', -1)
+      end
+      redis.call('HSET', cm, 'trimmed', trimmed, 'n', 0, 'b', 0, 'm', mark)
+      redis.call('ZADD', P .. ':names', 0, channel)
+      redis.call('HINCRBY', META, 'channels', 1)
+    end
+    local id = num(seq) .. '-0'
+    redis.call('XADD', P .. ':ch:' .. channel, id, 'e', event, 'd', data, 't', num(now), 's', num(size))
+    redis.call('HSET', cm, 'last', num(seq))
+    redis.call('HINCRBY', cm, 'n', 1)
+    redis.call('HINCRBY', cm, 'b', size)
+    redis.call('HINCRBY', META, 'messages', 1)
+    redis.call('HINCRBY', META, 'bytes', size)
+    if track_order then redis.call('ZADD', P .. ':order', seq, num(seq) .. ':' .. channel) end
+    redis.call('XADD', P .. ':log', 'MAXLEN', '~', log_max, id, 'c', channel, 'e', event, 'd', data, 't', num(now))
+    local hash = ARGV[b + 6]
+    if hash ~= '' then
+      redis.call('SET', P .. ':k:' .. hash, ARGV[b + 7] .. ' ' .. num(seq) .. ' ' .. ARGV[b + 8] .. ' ' .. num(now), 'PX', key_window)
+      redis.call('ZADD', P .. ':korder', now, hash)
+    end
+    if not seen[channel] then
+      seen[channel] = true
+      touched[#touched + 1] = channel
+    end
+    results[#results + 1] = 's ' .. num(seq)
+  end
+end
+
+for _, channel in ipairs(touched) do
+  trim_channel(channel, max_messages, cutoff, keep)
+end
+if max_bytes > 0 then
+  while tonumber(redis.call('HGET', META, 'bytes')) > max_bytes
+    and tonumber(redis.call('HGET', META, 'messages')) > 1 do
+    local oldest = redis.call('ZRANGE', P .. ':order', 0, 0)[1]
+    if not oldest then break end
+    local seq, channel = string.match(oldest, '^(%d+):(.*)$')
+    if tonumber(seq) >= newest then break end
+    if not drop_oldest(channel, keep) then
+      redis.call('ZREM', P .. ':order', oldest)
+    end
+  end
+end
+forget_keys(now - key_window, max_keys)
+for _, c in ipairs(counters()) do results[#results + 1] = c end
+return results

@@ -1,0 +1,14 @@
+-- A page of the channels held, in name order. ARGV: prefix, the name to
+-- start after ('' from the first), page size. Returns name, retained,
+-- last for each.
+local start = '-'
+if ARGV[2] ~= '' then start = '(' .. ARGV[2] end
+local names = redis.call('ZRANGEBYLEX', P .. ':names', start, '+', 'LIMIT', 0, tonumber(ARGV[3]))
+local result = {}
+for _, name in ipairs(names) do
+  local held = redis.call('HMGET', P .. ':cm:' .. name, 'n', 'last')
+  result[#result + 1] = name
+  result[#result + 1] = held[1] or '0'
+  result[#result + 1] = held[2] or '0'
+end
+return result

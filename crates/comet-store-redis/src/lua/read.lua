@@ -1,0 +1,28 @@
+-- Messages of a channel after a position. ARGV: prefix, channel, its mark,
+-- first id, last id (or '+'), most messages, most bytes, age cutoff (ms, 0:
+-- none), max messages per channel, tombstones kept.
+-- Returns {trimmed, truncated (0/1), then seq, event, data, time per message}.
+local channel, mark = ARGV[2], ARGV[3]
+local first, last = ARGV[4], ARGV[5]
+local max_count, max_bytes = tonumber(ARGV[6]), tonumber(ARGV[7])
+trim_channel(channel, tonumber(ARGV[9]), tonumber(ARGV[8]), tonumber(ARGV[10]))
+local cm = P .. ':cm:' .. channel
+local held = tonumber(redis.call('HGET', cm, 'n') or '0')
+if held <= 0 then return {remembered(channel, mark), 0} end
+local result = {redis.call('HGET', cm, 'trimmed'), 0}
+local entries = redis.call('XRANGE', P .. ':ch:' .. channel, first, last, 'COUNT', max_count + 1)
+local count, total = 0, 0
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  total = total + tonumber(field(fields, 's'))
+  if count >= max_count or (count > 0 and total > max_bytes) then
+    result[2] = 1
+    break
+  end
+  count = count + 1
+  result[#result + 1] = num(seq_of(entry[1]))
+  result[#result + 1] = field(fields, 'e')
+  result[#result + 1] = field(fields, 'd')
+  result[#result + 1] = field(fields, 't')
+end
+return result
