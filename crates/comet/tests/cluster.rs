@@ -1,0 +1,122 @@
+//! Several `comet serve --redis` nodes on one real `redis-server`: what a
+//! client sees is what one server gives, whichever node each request
+//! reaches.
+
+use comet_testkit::{
+    NdjsonStream, RedisServer, ServerProcess, SseStream, client, encode, get_json, within,
+};
+use serde_json::Value;
+use std::path::Path;
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_comet"))
+}
+
+fn node(redis: &RedisServer) -> ServerProcess {
+    ServerProcess::spawn(binary(), &["--redis", &redis.url()])
+}
+
+async fn publish(http: &reqwest::Client, base: &str, channel: &str, data: &str) -> String {
+    let answer: Value = http
+        .post(format!("{base}/pub/{channel}"))
+        .body(data.to_string())
+        .send()
+        .await
+        .expect("publish")
+        .json()
+        .await
+        .expect("a JSON answer");
+    answer["id"].as_str().expect("an id").to_string()
+}
+
+/// Publishes on both nodes reach subscribers on both, once each, in one
+/// order with the same ids everywhere; a cursor from one node resumes
+/// exactly on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_on_either_node_reach_subscribers_on_both_in_one_order() {
+    let redis = RedisServer::start();
+    let a = node(&redis);
+    let b = node(&redis);
+    let http = client();
+    let mut sse_on_b = SseStream::new(
+        http.get(format!("{}/sse/news", b.base()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    within("the SSE stream to open", sse_on_b.opening_id()).await;
+    let mut ndjson_on_a = NdjsonStream::new(
+        http.get(format!("{}/stream/news,sport", a.base()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    within("the NDJSON stream to open", ndjson_on_a.next_value()).await;
+
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let (base, channel) = match i % 4 {
+            0 => (a.base(), "news"),
+            1 => (b.base(), "news"),
+            2 => (a.base(), "sport"),
+            _ => (b.base(), "sport"),
+        };
+        let id = publish(&http, base, channel, &format!("m{i}")).await;
+        ids.push((channel, format!("m{i}"), id));
+    }
+    let news: Vec<&(&str, String, String)> = ids.iter().filter(|(c, _, _)| *c == "news").collect();
+    let events = within("every news message on B", sse_on_b.events(news.len())).await;
+    for (event, (_, data, id)) in events.iter().zip(&news) {
+        assert_eq!(
+            (&event.data, &event.id),
+            (data, id),
+            "B's SSE, in order, same ids"
+        );
+    }
+    for (_, data, id) in &ids {
+        let line = within("every message on A", ndjson_on_a.next_item())
+            .await
+            .expect("a line");
+        assert_eq!(line["data"].as_str(), Some(data.as_str()));
+        assert_eq!(line["id"].as_str(), Some(id.as_str()));
+    }
+
+    // A cursor handed out by A resumes exactly on B.
+    let (_, _, middle) = &ids[49];
+    let url = format!(
+        "{}/poll/news,sport?since={}&backlog=0",
+        b.base(),
+        encode(middle)
+    );
+    let resumed = get_json(&http, &url).await;
+    let data: Vec<&str> = resumed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = ids[50..].iter().map(|(_, d, _)| d.as_str()).collect();
+    assert_eq!(data, expected);
+}
+
+/// A long poll parked on B is answered by a publish on A (its wait, 30 s,
+/// is longer than any wait of the test: an answer with the message came
+/// from the publish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_on_one_node_is_answered_by_a_publish_on_the_other() {
+    let redis = RedisServer::start();
+    let a = node(&redis);
+    let b = node(&redis);
+    let http = client();
+    let start = publish(&http, a.base(), "news", "before").await;
+    let poll = {
+        let http = http.clone();
+        let url = format!("{}/poll/news?since={}&wait=30", b.base(), encode(&start));
+        tokio::spawn(async move { get_json(&http, &url).await })
+    };
+    comet_testkit::wait_for_metric(&http, b.base(), "comet_parked_polls 1").await;
+    let id = publish(&http, a.base(), "news", "after").await;
+    let answer = within("the parked poll's answer", poll).await.unwrap();
+    assert_eq!(answer["messages"][0]["data"], "after");
+    assert_eq!(answer["messages"][0]["id"].as_str(), Some(id.as_str()));
+}
