@@ -269,6 +269,7 @@ async fn the_example_file_covers_every_option_and_works() {
             ![
                 "data_dir",
                 "memory",
+                "redis",
                 "max_connections",
                 "max_subscribers",
                 "jwt_",
