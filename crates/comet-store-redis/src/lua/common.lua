@@ -54,21 +54,26 @@ local function forget(channel, keep)
   evict_tombstones(keep)
 end
 
--- Removes the oldest message of CHANNEL; false when it holds none.
-local function drop_oldest(channel, keep)
+-- Removes the COUNT oldest messages of CHANNEL (fewer if it holds fewer);
+-- false when it holds none.
+local function drop_oldest(channel, keep, count)
+  count = count or 1
   local stream = P .. ':ch:' .. channel
-  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
-  if not first then return false end
-  local id, fields = first[1], first[2]
-  local size = tonumber(field(fields, 's'))
-  local seq = seq_of(id)
-  redis.call('XDEL', stream, id)
-  redis.call('ZREM', P .. ':order', num(seq) .. ':' .. channel)
+  local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', count)
+  if #oldest == 0 then return false end
+  local ids, members, size, seq = {}, {}, 0, 0
+  for i, entry in ipairs(oldest) do
+    ids[i] = entry[1]
+    seq = seq_of(entry[1])
+    members[i] = num(seq) .. ':' .. channel
+    size = size + tonumber(field(entry[2], 's'))
+  end
+  redis.call('XDEL', stream, unpack(ids))
+  redis.call('ZREM', P .. ':order', unpack(members))
   local cm = P .. ':cm:' .. channel
-  redis.call('HSET', cm, 'trimmed', num(seq))
-  local left = redis.call('HINCRBY', cm, 'n', -1)
-  redis.call('HINCRBY', cm, 'b', -size)
-  redis.call('HINCRBY', META, 'messages', -1)
+  local left = tonumber(redis.call('HGET', cm, 'n')) - #oldest
+  redis.call('HSET', cm, 'trimmed', num(seq), 'n', left)
+  redis.call('HINCRBY', META, 'messages', -#oldest)
   redis.call('HINCRBY', META, 'bytes', -size)
   if left <= 0 then forget(channel, keep) end
   return true
@@ -84,16 +89,14 @@ end
 -- Keeps at most MAX messages of CHANNEL, none published before CUTOFF
 -- (0: no age limit).
 local function trim_channel(channel, max, cutoff, keep)
+  local n = tonumber(redis.call('HGET', P .. ':cm:' .. channel, 'n') or '0')
+  if n > max then
+    drop_oldest(channel, keep, n - max)
+  end
+  if cutoff <= 0 then return end
   while true do
-    local n = tonumber(redis.call('HGET', P .. ':cm:' .. channel, 'n') or '0')
-    if n <= 0 then return end
-    local too_many = n > max
-    local too_old = false
-    if not too_many and cutoff > 0 then
-      local t = oldest_time(channel)
-      too_old = t ~= nil and t < cutoff
-    end
-    if not (too_many or too_old) then return end
+    local t = oldest_time(channel)
+    if t == nil or t >= cutoff then return end
     if not drop_oldest(channel, keep) then return end
   end
 end
@@ -117,10 +120,12 @@ local function forget_keys(cutoff, max)
   if count > max then
     local gone = redis.call('ZPOPMIN', korder, count - max)
     for i = 1, #gone, 2 do redis.call('DEL', P .. ':k:' .. gone[i]) end
+    count = max
   end
+  redis.call('HSET', META, 'keys', count)
 end
 
 local function counters()
-  local c = redis.call('HMGET', META, 'channels', 'forgotten', 'messages', 'bytes')
-  return {c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0', redis.call('ZCARD', P .. ':korder')}
+  local c = redis.call('HMGET', META, 'channels', 'forgotten', 'messages', 'bytes', 'keys')
+  return {c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0', c[5] or '0'}
 end
