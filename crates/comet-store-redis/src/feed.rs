@@ -24,6 +24,10 @@ const READ_COUNT: usize = 1024;
 /// How long one read waits for a message (then it asks again).
 const BLOCK_MS: u64 = 1000;
 
+/// How long beyond its block time a read may take before the connection is
+/// counted as lost.
+const RESPONSE_MARGIN: Duration = Duration::from_secs(5);
+
 /// The wait before reconnecting after a failed read.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 
@@ -31,6 +35,9 @@ const RETRY_DELAY: Duration = Duration::from_millis(100);
 pub(crate) struct Feed {
     head: watch::Sender<Seq>,
     listener: Mutex<Option<Arc<dyn CommitListener>>>,
+    /// Set when the history in Redis is no longer the one this node
+    /// serves: the feed stopped, and says why.
+    lost: std::sync::OnceLock<String>,
 }
 
 impl Feed {
@@ -38,7 +45,13 @@ impl Feed {
         Self {
             head: watch::Sender::new(head),
             listener: Mutex::new(None),
+            lost: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Why the feed stopped, if it did.
+    pub(crate) fn lost(&self) -> Option<&str> {
+        self.lost.get().map(String::as_str)
     }
 
     /// The newest message announced.
@@ -79,13 +92,26 @@ impl Feed {
     }
 }
 
-/// Follows the log at `key` forever (until the task is aborted).
-pub(crate) async fn follow(client: redis::Client, key: String, epoch: Epoch, feed: Arc<Feed>) {
+/// Follows the log of the history under `prefix` until the task is
+/// aborted, or until the history in Redis is no longer `epoch` (Redis lost
+/// its data, or another history took its place): then it stops, so that
+/// messages of another history never reach this node's subscribers under
+/// this history's ids, and says why (the node reports itself unhealthy).
+pub(crate) async fn follow(client: redis::Client, prefix: String, epoch: Epoch, feed: Arc<Feed>) {
+    let key = format!("{prefix}:log");
+    let meta = format!("{prefix}:meta");
     let mut connection = None;
     loop {
         let live = match connection.take() {
             Some(live) => live,
-            None => match client.get_multiplexed_async_connection().await {
+            None => match client
+                .get_multiplexed_async_connection_with_config(
+                    &redis::AsyncConnectionConfig::new().set_response_timeout(Some(
+                        Duration::from_millis(BLOCK_MS) + RESPONSE_MARGIN,
+                    )),
+                )
+                .await
+            {
                 Ok(fresh) => fresh,
                 Err(error) => {
                     tracing::warn!(%error, "the feed cannot reach Redis; trying again");
@@ -106,6 +132,36 @@ pub(crate) async fn follow(client: redis::Client, key: String, epoch: Epoch, fee
             .arg(format!("{from}-0"))
             .query_async(&mut live)
             .await;
+        // What was read belongs to this history only if the history is
+        // still this one after the read.
+        let current: redis::RedisResult<Option<String>> = match &read {
+            Ok(_) => {
+                redis::cmd("HGET")
+                    .arg(&meta)
+                    .arg("epoch")
+                    .query_async(&mut live)
+                    .await
+            }
+            Err(_) => Ok(None),
+        };
+        if let (Ok(_), Ok(current)) = (&read, &current)
+            && current.as_deref() != Some(epoch.as_str())
+        {
+            let reason = format!(
+                "the history in Redis is no longer the one this node serves (epoch {epoch}, now \
+                 {}): Redis lost its data or was replaced. This node stopped delivering and \
+                 publishing; restart it to serve the new history (its clients are told of the \
+                 change with a reset gap)",
+                current.as_deref().unwrap_or("none")
+            );
+            tracing::error!("{reason}");
+            let _ = feed.lost.set(reason);
+            return;
+        }
+        let read = match current {
+            Ok(_) => read,
+            Err(error) => Err(error),
+        };
         match read {
             Ok(reply) => {
                 for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {

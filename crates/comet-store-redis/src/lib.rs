@@ -173,7 +173,7 @@ impl RedisStore {
         let feed = Arc::new(Feed::new(Seq(head)));
         let following = tokio::spawn(feed::follow(
             client,
-            format!("{prefix}:log"),
+            prefix.clone(),
             epoch.clone(),
             feed.clone(),
         ));
@@ -406,11 +406,16 @@ impl Store for RedisStore {
                 return Err(AppendError::IdempotencyConflict { index });
             }
             "reset" => {
+                let found = reply.text().unwrap_or_default();
+                tracing::error!(
+                    epoch = %self.epoch,
+                    found = %found,
+                    "the history in Redis is not the one this node serves: Redis lost its data \
+                     or another history took its place; restart this node to serve the new one"
+                );
                 return Err(StoreError::Unavailable(format!(
-                    "the history in Redis is not the one this node serves (epoch {}, found {:?}): \
-                     Redis lost its data or another history took its place; restart the node",
-                    self.epoch,
-                    reply.text().unwrap_or_default()
+                    "the history in Redis is not the one this node serves (epoch {}, found {:?})",
+                    self.epoch, found
                 ))
                 .into());
             }
@@ -626,6 +631,9 @@ impl Store for RedisStore {
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {
+        if let Some(reason) = self.feed.lost() {
+            return Err(StoreError::Unavailable(reason.to_string()));
+        }
         let _: String = redis::cmd("PING")
             .query_async(&mut self.connection())
             .await

@@ -65,6 +65,26 @@ impl RedisServer {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends one command (`["FLUSHALL"]`, `["CONFIG", "SET", …]`) and
+    /// returns the first line of its answer (`+OK`, `-ERR …`, `:1`, …).
+    pub fn command(&self, words: &[&str]) -> String {
+        let mut request = format!("*{}\r\n", words.len());
+        for word in words {
+            request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+        }
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a read timeout");
+        stream.write_all(request.as_bytes()).expect("send to redis");
+        let mut answer = Vec::new();
+        let mut byte = [0];
+        while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+            answer.push(byte[0]);
+        }
+        String::from_utf8_lossy(&answer).trim_end().to_string()
+    }
 }
 
 impl Drop for RedisServer {

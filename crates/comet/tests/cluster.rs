@@ -120,3 +120,61 @@ async fn a_long_poll_on_one_node_is_answered_by_a_publish_on_the_other() {
     assert_eq!(answer["messages"][0]["data"], "after");
     assert_eq!(answer["messages"][0]["id"].as_str(), Some(id.as_str()));
 }
+
+/// Redis loses its data under running nodes: they refuse to publish (503)
+/// and report themselves unhealthy rather than mix the new history's
+/// messages into the old one's ids; a node started afterwards serves the
+/// new history, under a new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_whose_history_was_lost_refuse_rather_than_mix_histories() {
+    let redis = RedisServer::start();
+    let a = node(&redis);
+    let http = client();
+    let mut sse_on_a = SseStream::new(
+        http.get(format!("{}/sse/news", a.base()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    within("the SSE stream to open", sse_on_a.opening_id()).await;
+    let before = publish(&http, a.base(), "news", "before").await;
+    assert_eq!(
+        within("the first message", sse_on_a.events(1)).await[0].data,
+        "before"
+    );
+
+    assert_eq!(redis.command(&["FLUSHALL"]), "+OK");
+    let refused = http
+        .post(format!("{}/pub/news", a.base()))
+        .body("lost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    within("node A to report itself unhealthy", async {
+        loop {
+            let health = http
+                .get(format!("{}/healthz", a.base()))
+                .send()
+                .await
+                .unwrap();
+            if health.status() == 503 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    let c = node(&redis);
+    let after = publish(&http, c.base(), "news", "new history").await;
+    // Beyond A's old head too: a feed that went on would take it for the
+    // next message of the old history.
+    publish(&http, c.base(), "news", "new history, again").await;
+    let epoch = |id: &str| id.split_once('-').map(|(epoch, _)| epoch.to_string());
+    assert_ne!(epoch(&after), epoch(&before), "a new history, a new epoch");
+    // A's subscriber is not handed the new history's message under the
+    // old history's ids: its next event is nothing within a second.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(1), sse_on_a.events(1)).await;
+    assert!(next.is_err(), "node A delivered {next:?}");
+}
