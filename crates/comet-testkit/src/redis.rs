@@ -13,6 +13,7 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: PathBuf,
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -31,24 +32,39 @@ impl RedisServer {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--dir", dir.to_str().expect("a UTF-8 path")])
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start redis-server (Debian's redis-server package; scripts/test.sh installs it)");
+            let mut child = spawn(port, &dir, &args);
             if answers_ping(port, Duration::from_secs(10)) {
-                return Self { child, port, dir };
+                return Self {
+                    child,
+                    port,
+                    dir,
+                    args,
+                };
             }
             // The port was taken between looking and binding: another one.
             let _ = child.kill();
             let _ = child.wait();
         }
         panic!("redis-server did not start");
+    }
+
+    /// Kills it (`SIGKILL`): what it had not written to disk is lost.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again after [`kill`](Self::kill), on the same port with
+    /// the same directory (and so whatever it persisted there).
+    pub fn start_again(&mut self) {
+        self.child = spawn(self.port, &self.dir, &self.args);
+        assert!(
+            answers_ping(self.port, Duration::from_secs(10)),
+            "redis-server did not start again"
+        );
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -93,6 +109,17 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn spawn(port: u16, dir: &std::path::Path, args: &[String]) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--dir", dir.to_str().expect("a UTF-8 path")])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start redis-server (Debian's redis-server package; scripts/test.sh installs it)")
 }
 
 fn free_port() -> u16 {

@@ -178,3 +178,90 @@ async fn nodes_whose_history_was_lost_refuse_rather_than_mix_histories() {
     let next = tokio::time::timeout(std::time::Duration::from_secs(1), sse_on_a.events(1)).await;
     assert!(next.is_err(), "node A delivered {next:?}");
 }
+
+/// Redis goes away under a serving node and comes back with its data
+/// (`appendfsync always`): meanwhile publishes answer 503 and an open
+/// stream stays open with heartbeats; afterwards publishing resumes by
+/// itself and the stream receives the next messages, the history
+/// continuing exactly (same epoch, next sequence numbers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_rides_out_a_redis_restart_with_its_data() {
+    let mut redis = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]);
+    let a = ServerProcess::spawn(binary(), &["--redis", &redis.url(), "--heartbeat", "200ms"]);
+    let http = client();
+    let mut stream = NdjsonStream::new(
+        http.get(format!("{}/stream/news", a.base()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    within("the stream to open", stream.next_value()).await;
+    let first = publish(&http, a.base(), "news", "before").await;
+    let line = within("the first message", stream.next_item())
+        .await
+        .expect("a line");
+    assert_eq!(line["data"], "before");
+
+    redis.kill();
+    let refused = within(
+        "a publish while Redis is down",
+        http.post(format!("{}/pub/news", a.base()))
+            .body("while down")
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 503);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"], "store_unavailable");
+    // The stream is still open: heartbeats keep coming.
+    for _ in 0..2 {
+        let beat = within("a heartbeat while Redis is down", stream.next_value())
+            .await
+            .expect("the stream stays open");
+        assert_eq!(beat["heartbeat"], true, "{beat}");
+    }
+
+    redis.start_again();
+    let next = within("publishing to resume", async {
+        loop {
+            let answer = http
+                .post(format!("{}/pub/news", a.base()))
+                .body("after")
+                .send()
+                .await
+                .unwrap();
+            if answer.status() == 201 {
+                let answer: Value = answer.json().await.unwrap();
+                return answer["id"].as_str().unwrap().to_string();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let seq = |id: &str| -> (String, u64) {
+        let position = id.split('/').next().unwrap();
+        let (epoch, seq) = position.rsplit_once('-').unwrap();
+        (epoch.to_string(), seq.parse().unwrap())
+    };
+    let (epoch_before, seq_before) = seq(&first);
+    let (epoch_after, seq_after) = seq(&next);
+    assert_eq!(epoch_after, epoch_before, "the same history");
+    assert_eq!(
+        seq_after,
+        seq_before + 1,
+        "nothing was stored while Redis was down"
+    );
+    let line = within("the message after the restart", stream.next_item())
+        .await
+        .expect("the stream is still open");
+    assert_eq!(line["data"], "after");
+    assert_eq!(line["id"].as_str(), Some(next.as_str()));
+}
