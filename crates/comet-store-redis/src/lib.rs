@@ -10,7 +10,7 @@
 //! one atomic step: no node can see a number without its message, or two
 //! messages in another order than their numbers.
 //!
-//! Every node follows the log ([`feed`]): it tells its hub of each message
+//! Every node follows the log (`feed.rs`): it tells its hub of each message
 //! in sequence order, whichever node published it. A publish returns once
 //! this node's feed has passed it, so the store's promise to its listener
 //! (told of every message, in order, before the append that stored it
