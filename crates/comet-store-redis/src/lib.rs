@@ -142,10 +142,7 @@ impl RedisStore {
         };
         let client =
             redis::Client::open(redis.url.as_str()).map_err(|e| OpenError::Url(e.to_string()))?;
-        let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let mut connection = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(fail)?;
+        let mut connection = connect(&client, &shown).await.map_err(fail)?;
         check_settings(&mut connection, &shown).await?;
         let prefix = format!("{{{}}}", redis.prefix);
         let scripts = Scripts::new();
@@ -231,6 +228,31 @@ impl RedisStore {
             data,
             published_at,
         )))
+    }
+}
+
+/// Connects, waiting for a Redis that cannot be reached yet (it is
+/// starting, or the network is not up): every attempt that fails is
+/// logged, and tried again after a delay that doubles up to 5 s. Any
+/// other failure (a wrong password, a URL Redis refuses) is final.
+async fn connect(client: &redis::Client, url: &str) -> redis::RedisResult<ConnectionManager> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        match ConnectionManager::new_with_config(client.clone(), config).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) if error.is_io_error() || error.is_timeout() => {
+                tracing::warn!(
+                    url,
+                    %error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "Redis cannot be reached; waiting for it"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
     }
 }
 

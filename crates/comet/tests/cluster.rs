@@ -265,3 +265,37 @@ async fn a_node_rides_out_a_redis_restart_with_its_data() {
     assert_eq!(line["data"], "after");
     assert_eq!(line["id"].as_str(), Some(next.as_str()));
 }
+
+/// A node started before its Redis waits for it (saying so in its log)
+/// and serves once Redis is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waits_for_redis_at_start() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let log = std::env::temp_dir().join(format!("comet-wait-for-redis-{}.log", std::process::id()));
+    let mut command = std::process::Command::new(binary());
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis", &redis.url()])
+        .env("COMET_LOG", "warn")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let starting = tokio::task::spawn_blocking(move || ServerProcess::spawn_command(command));
+    within("the node to say it waits for Redis", async {
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Redis cannot be reached; waiting for it") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(!starting.is_finished(), "the node started without Redis");
+    redis.start_again();
+    let a = within("the node to start once Redis is up", starting)
+        .await
+        .unwrap();
+    let http = client();
+    let id = publish(&http, a.base(), "news", "hello").await;
+    assert!(id.ends_with("-1/news"), "{id}");
+    let _ = std::fs::remove_file(&log);
+}
