@@ -278,6 +278,20 @@ impl Feed {
         }
     }
 
+    /// Every followed channel with its subscribers on this hub.
+    pub(crate) fn subscriber_counts(&self) -> Vec<(ChannelName, u64)> {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|(name, entry)| {
+                (
+                    name.clone(),
+                    entry.subscribers.load(Ordering::Relaxed) as u64,
+                )
+            })
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+
     pub(crate) fn followed_channels(&self) -> usize {
         self.channels
             .read()

@@ -121,8 +121,9 @@ impl Publication {
 pub struct Published {
     /// The message's id (for a repeat, the original's).
     pub id: Cursor,
-    /// Subscribers to its channel on this hub when it was published (for
-    /// a repeat, as the original reported).
+    /// Subscribers to its channel when it was published: on this hub, and
+    /// on the other nodes of a shared store (for a repeat, as the original
+    /// reported).
     pub subscribers: usize,
     /// True when this was a repeat of an earlier publication with the same
     /// idempotency key and content: nothing new was stored.
@@ -132,7 +133,8 @@ pub struct Published {
 /// What the hub knows of one channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelInfo {
-    /// Subscribers on this hub now.
+    /// Subscribers on this hub now, and on the other nodes of a shared
+    /// store as of their last share.
     pub subscribers: usize,
     /// Messages retained.
     pub retained: u64,
@@ -181,7 +183,7 @@ impl Hub {
         data: Data,
     ) -> Result<Published, HubError> {
         let feed = &self.shared.feed;
-        let subscribers = feed.subscriber_count(channel);
+        let subscribers = self.subscriber_count(channel);
         let publishing = feed.publishing();
         let appended = self.shared.store.append(channel, event, data).await;
         // Answer the long polls this publish (or one before it) caught,
@@ -210,7 +212,7 @@ impl Hub {
         let drafts: Vec<Draft> = publications
             .into_iter()
             .map(|publication| Draft {
-                subscribers: feed.subscriber_count(&publication.channel) as u64,
+                subscribers: self.subscriber_count(&publication.channel) as u64,
                 channel: publication.channel,
                 event: publication.event,
                 data: publication.data,
@@ -267,7 +269,7 @@ impl Hub {
     ) -> Result<Option<ChannelInfo>, HubError> {
         let summary = self.shared.store.summary(channel).await?;
         Ok(summary.map(|summary| ChannelInfo {
-            subscribers: self.shared.feed.subscriber_count(channel),
+            subscribers: self.subscriber_count(channel),
             retained: summary.retained,
             last_id: summary.last_id,
         }))
@@ -285,13 +287,35 @@ impl Hub {
             .into_iter()
             .map(|(name, summary)| {
                 let info = ChannelInfo {
-                    subscribers: self.shared.feed.subscriber_count(&name),
+                    subscribers: self.subscriber_count(&name),
                     retained: summary.retained,
                     last_id: summary.last_id,
                 };
                 (name, info)
             })
             .collect())
+    }
+
+    /// Subscribers of `channel` on this hub and, with a store shared by
+    /// several nodes, on the others (as of their last share).
+    pub fn subscriber_count(&self, channel: &ChannelName) -> usize {
+        self.shared.feed.subscriber_count(channel)
+            + self.shared.store.subscribers_elsewhere(channel) as usize
+    }
+
+    /// Shares this hub's subscriber counts with the other nodes of a shared
+    /// store every `interval`, forever (a store of one node ignores them).
+    /// Spawn it.
+    pub async fn share_subscribers_every(&self, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let counts = self.shared.feed.subscriber_counts();
+            if let Err(error) = self.shared.store.share_subscribers(counts).await {
+                tracing::warn!(%error, "sharing subscriber counts failed");
+            }
+        }
     }
 
     /// A cursor at the newest message announced so far: "now".

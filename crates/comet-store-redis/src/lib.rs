@@ -129,6 +129,11 @@ pub struct RedisStore {
     feed: Arc<Feed>,
     counters: Counters,
     following: tokio::task::JoinHandle<()>,
+    /// This node, among those sharing the history (random per process).
+    node: String,
+    /// Subscribers on the other live nodes, per channel, as of the last
+    /// share.
+    elsewhere: std::sync::RwLock<std::collections::HashMap<ChannelName, u64>>,
 }
 
 impl RedisStore {
@@ -187,6 +192,8 @@ impl RedisStore {
             feed,
             counters,
             following,
+            node: format!("{:016x}", rand::random::<u64>()),
+            elsewhere: std::sync::RwLock::default(),
         })
     }
 
@@ -650,6 +657,41 @@ impl Store for RedisStore {
             bytes: counters.bytes.load(Ordering::Relaxed),
             idempotency_keys: counters.keys.load(Ordering::Relaxed),
         }
+    }
+
+    async fn share_subscribers(&self, counts: Vec<(ChannelName, u64)>) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.share.prepare_invoke();
+        invocation
+            .key(&self.prefix)
+            .arg(&self.prefix)
+            .arg(&self.node);
+        for (channel, count) in &counts {
+            invocation.arg(channel.as_str()).arg(*count);
+        }
+        let reply: Vec<redis::Value> = invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let mut reply = Reply::new(reply);
+        let mut elsewhere = std::collections::HashMap::new();
+        while !reply.is_empty() {
+            let name = reply.text()?;
+            let count = reply.number()?;
+            if let Ok(name) = ChannelName::new(&name) {
+                elsewhere.insert(name, count);
+            }
+        }
+        *self.elsewhere.write().unwrap_or_else(|e| e.into_inner()) = elsewhere;
+        Ok(())
+    }
+
+    fn subscribers_elsewhere(&self, channel: &ChannelName) -> u64 {
+        self.elsewhere
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(channel)
+            .copied()
+            .unwrap_or(0)
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {

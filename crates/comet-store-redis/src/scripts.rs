@@ -14,6 +14,7 @@ pub(crate) struct Scripts {
     pub(crate) summary: Script,
     pub(crate) channels: Script,
     pub(crate) sweep: Script,
+    pub(crate) share: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -30,6 +31,7 @@ impl Scripts {
             summary: script(include_str!("lua/summary.lua")),
             channels: script(include_str!("lua/channels.lua")),
             sweep: script(include_str!("lua/sweep.lua")),
+            share: script(include_str!("lua/share.lua")),
         }
     }
 }

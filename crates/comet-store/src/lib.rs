@@ -339,6 +339,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Succeeds when the store can accept and serve messages.
     async fn check_health(&self) -> Result<(), StoreError>;
+
+    /// Tells a store shared by several nodes how many subscribers this
+    /// node has on each channel it follows (the others have none); the
+    /// hub calls it about once a second. A store of one node ignores it.
+    async fn share_subscribers(&self, _counts: Vec<(ChannelName, u64)>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Subscribers of `channel` on the other live nodes sharing this
+    /// store, as of the last share (0 for a store of one node).
+    fn subscribers_elsewhere(&self, _channel: &ChannelName) -> u64 {
+        0
+    }
 }
 
 /// A fresh random epoch for a new history.

@@ -66,6 +66,10 @@ pub fn run(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> anyhow::Result<Exi
                 .enforce_retention_every(Duration::from_secs(1))
                 .await;
         });
+        let sharer = hub.clone();
+        tokio::spawn(async move {
+            sharer.share_subscribers_every(Duration::from_secs(1)).await;
+        });
         let reloader = Reloader {
             argv,
             running: args.clone(),

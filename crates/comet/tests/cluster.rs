@@ -299,3 +299,53 @@ async fn a_node_waits_for_redis_at_start() {
     assert!(id.ends_with("-1/news"), "{id}");
     let _ = std::fs::remove_file(&log);
 }
+
+/// `subscribers` counts every live node's subscribers (shared about once
+/// a second), in publish answers and in `GET /channels/{channel}`; a
+/// killed node's stop counting within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_counts_cover_every_live_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis);
+    let b = node(&redis);
+    let http = client();
+    let mut streams = Vec::new();
+    for base in [a.base(), b.base(), b.base()] {
+        let mut stream = SseStream::new(http.get(format!("{base}/sse/news")).send().await.unwrap());
+        within("a stream to open", stream.opening_id()).await;
+        streams.push(stream);
+    }
+    let count_on_a = || {
+        let http = http.clone();
+        let url = format!("{}/channels/news", a.base());
+        async move {
+            let info = get_json(&http, &url).await;
+            info["subscribers"].as_u64()
+        }
+    };
+    publish(&http, a.base(), "news", "make the channel exist").await;
+    within("A to count B's subscribers", async {
+        while count_on_a().await != Some(3) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let answer: Value = http
+        .post(format!("{}/pub/news", a.base()))
+        .body("counted")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["subscribers"], 3, "{answer}");
+
+    b.signal("KILL");
+    within("A to stop counting the killed node", async {
+        while count_on_a().await != Some(1) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
