@@ -349,3 +349,47 @@ async fn subscriber_counts_cover_every_live_node() {
     })
     .await;
 }
+
+/// Every Redis connection of both nodes is killed while one node publishes
+/// and the other streams: the publisher's retries (with their idempotency
+/// keys) store each message once, and the stream on the other node
+/// catches up from Redis with no gap and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_redis_connections_lose_and_repeat_nothing() {
+    let redis = RedisServer::start();
+    let a = node(&redis);
+    let b = node(&redis);
+    let http = client();
+    let mut stream = NdjsonStream::new(
+        http.get(format!("{}/stream/news", b.base()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    within("the stream to open", stream.next_value()).await;
+    let publisher = comet_client::Client::new(a.base())
+        .unwrap()
+        .with_publish_retries(50)
+        .with_publish_retry_delay(std::time::Duration::from_millis(10));
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        if i == 100 || i == 200 {
+            let killed = redis.command(&["CLIENT", "KILL", "TYPE", "normal"]);
+            let count: u32 = killed.trim_start_matches(':').parse().unwrap_or(0);
+            // Each node's commands and feed at least.
+            assert!(count >= 4, "killed {killed}");
+        }
+        let published = within("a publish", publisher.publish("news", format!("m{i}")))
+            .await
+            .expect("published despite the killed connections");
+        ids.push(published.id);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let line = within("every message on B", stream.next_item())
+            .await
+            .expect("a line");
+        assert!(line.get("gap").is_none(), "{line}");
+        assert_eq!(line["data"].as_str(), Some(format!("m{i}").as_str()));
+        assert_eq!(line["id"].as_str(), Some(id.as_str()));
+    }
+}
