@@ -376,8 +376,9 @@ async fn killed_redis_connections_lose_and_repeat_nothing() {
         if i == 100 || i == 200 {
             let killed = redis.command(&["CLIENT", "KILL", "TYPE", "normal"]);
             let count: u32 = killed.trim_start_matches(':').parse().unwrap_or(0);
-            // Each node's commands and feed at least.
-            assert!(count >= 4, "killed {killed}");
+            // The nodes' feeds and command connections (a connection that
+            // is reconnecting at that moment is not there to kill).
+            assert!(count >= 2, "killed {killed}");
         }
         let published = within("a publish", publisher.publish("news", format!("m{i}")))
             .await
