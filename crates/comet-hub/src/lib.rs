@@ -344,6 +344,11 @@ impl Hub {
         self.shared.feed.live_window_bytes()
     }
 
+    /// The store's own figures for operators.
+    pub fn store_metrics(&self) -> Vec<comet_store::StoreMetric> {
+        self.shared.store.metrics()
+    }
+
     /// What the store holds.
     pub fn store_footprint(&self) -> Footprint {
         self.shared.store.footprint()

@@ -401,6 +401,25 @@ impl Collector for HubCollector {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        for metric in self.hub.store_metrics() {
+            if metric.counter {
+                let counter = ConstCounter::new(metric.value);
+                counter.encode(encoder.encode_descriptor(
+                    metric.name,
+                    metric.help,
+                    None,
+                    counter.metric_type(),
+                )?)?;
+            } else {
+                let gauge = ConstGauge::new(i64::try_from(metric.value).unwrap_or(i64::MAX));
+                gauge.encode(encoder.encode_descriptor(
+                    metric.name,
+                    metric.help,
+                    None,
+                    gauge.metric_type(),
+                )?)?;
+            }
+        }
         Ok(())
     }
 }

@@ -10,8 +10,9 @@
 //! (Redis restarted, the connection dropped) is retried on a new
 //! connection from the same position: nothing is skipped or repeated.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
 use comet_store::{CommitListener, StoreError};
@@ -38,6 +39,19 @@ pub(crate) struct Feed {
     /// Set when the history in Redis is no longer the one this node
     /// serves: the feed stopped, and says why.
     lost: std::sync::OnceLock<String>,
+    /// Figures for operators.
+    pub(crate) figures: Figures,
+}
+
+/// What the feed measures.
+#[derive(Default)]
+pub(crate) struct Figures {
+    /// Messages in Redis this node had not announced, at the last look.
+    pub(crate) lag: AtomicU64,
+    /// The last round trip to Redis, in microseconds.
+    pub(crate) round_trip_us: AtomicU64,
+    /// Reads of the log that failed (the connection is made again).
+    pub(crate) reconnects: AtomicU64,
 }
 
 impl Feed {
@@ -46,6 +60,7 @@ impl Feed {
             head: watch::Sender::new(head),
             listener: Mutex::new(None),
             lost: std::sync::OnceLock::new(),
+            figures: Figures::default(),
         }
     }
 
@@ -133,17 +148,31 @@ pub(crate) async fn follow(client: redis::Client, prefix: String, epoch: Epoch, 
             .query_async(&mut live)
             .await;
         // What was read belongs to this history only if the history is
-        // still this one after the read.
-        let current: redis::RedisResult<Option<String>> = match &read {
+        // still this one after the read. The same look gives Redis's head
+        // (for the lag) and a round trip.
+        let asked = Instant::now();
+        let looked: redis::RedisResult<(Option<String>, Option<u64>)> = match &read {
             Ok(_) => {
-                redis::cmd("HGET")
+                redis::cmd("HMGET")
                     .arg(&meta)
                     .arg("epoch")
+                    .arg("seq")
                     .query_async(&mut live)
                     .await
             }
-            Err(_) => Ok(None),
+            Err(_) => Ok((None, None)),
         };
+        let redis_head = match (&read, &looked) {
+            (Ok(_), Ok((_, head))) => {
+                let round_trip = asked.elapsed().as_micros() as u64;
+                feed.figures
+                    .round_trip_us
+                    .store(round_trip, Ordering::Relaxed);
+                *head
+            }
+            _ => None,
+        };
+        let current = looked.map(|(epoch, _)| epoch);
         if let (Ok(_), Ok(current)) = (&read, &current)
             && current.as_deref() != Some(epoch.as_str())
         {
@@ -182,9 +211,14 @@ pub(crate) async fn follow(client: redis::Client, prefix: String, epoch: Epoch, 
                         }
                     }
                 }
+                if let Some(redis_head) = redis_head {
+                    let lag = redis_head.saturating_sub(feed.head().0);
+                    feed.figures.lag.store(lag, Ordering::Relaxed);
+                }
                 connection = Some(live);
             }
             Err(error) => {
+                feed.figures.reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, "reading the shared log failed; reconnecting");
                 tokio::time::sleep(RETRY_DELAY).await;
             }

@@ -33,8 +33,8 @@ use comet_store::forgotten::folded_mark_index;
 use comet_store::idempotency::{Fingerprint, KeyHash};
 use comet_store::{
     AppendError, Appended, ChannelSummary, Clock, CommitListener, Draft, Footprint, History,
-    IdempotencyOptions, Original, ReadLimit, Retention, Store, StoreError, StoreOptions, new_epoch,
-    stored_size_of,
+    IdempotencyOptions, Original, ReadLimit, Retention, Store, StoreError, StoreMetric,
+    StoreOptions, new_epoch, stored_size_of,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -134,6 +134,8 @@ pub struct RedisStore {
     /// Subscribers on the other live nodes, per channel, as of the last
     /// share.
     elsewhere: std::sync::RwLock<std::collections::HashMap<ChannelName, u64>>,
+    /// Commands that failed.
+    errors: AtomicU64,
 }
 
 impl RedisStore {
@@ -194,6 +196,7 @@ impl RedisStore {
             following,
             node: format!("{:016x}", rand::random::<u64>()),
             elsewhere: std::sync::RwLock::default(),
+            errors: AtomicU64::new(0),
         })
     }
 
@@ -211,6 +214,12 @@ impl RedisStore {
     /// retention by age and by total bytes).
     fn tracks_order(&self) -> bool {
         self.retention.max_age.is_some() || self.retention.max_bytes.is_some()
+    }
+
+    /// A command that failed: counted, and a 503 for its request.
+    fn failed(&self, error: redis::RedisError) -> StoreError {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        unavailable(error)
     }
 
     fn connection(&self) -> ConnectionManager {
@@ -426,7 +435,7 @@ impl Store for RedisStore {
         let reply: Vec<redis::Value> = invocation
             .invoke_async(&mut self.connection())
             .await
-            .map_err(unavailable)?;
+            .map_err(|error| self.failed(error))?;
         let mut reply = Reply::new(reply);
         match reply.text()?.as_str() {
             "ok" => {}
@@ -523,7 +532,7 @@ impl Store for RedisStore {
             .arg(self.retention.forgotten_channels)
             .invoke_async(&mut self.connection())
             .await
-            .map_err(unavailable)?;
+            .map_err(|error| self.failed(error))?;
         let mut reply = Reply::new(reply);
         let trimmed_upto = Seq(reply.number()?);
         let truncated = reply.number()? == 1;
@@ -562,7 +571,7 @@ impl Store for RedisStore {
             .arg(self.retention.forgotten_channels)
             .invoke_async(&mut self.connection())
             .await
-            .map_err(unavailable)?;
+            .map_err(|error| self.failed(error))?;
         Ok(Seq(Reply::new(vec![reply]).number()?))
     }
 
@@ -578,7 +587,7 @@ impl Store for RedisStore {
             .arg(self.retention.forgotten_channels)
             .invoke_async(&mut self.connection())
             .await
-            .map_err(unavailable)?;
+            .map_err(|error| self.failed(error))?;
         let mut reply = Reply::new(reply);
         if reply.is_empty() {
             return Ok(None);
@@ -603,7 +612,7 @@ impl Store for RedisStore {
             .arg(limit)
             .invoke_async(&mut self.connection())
             .await
-            .map_err(unavailable)?;
+            .map_err(|error| self.failed(error))?;
         let mut reply = Reply::new(reply);
         let mut page = Vec::new();
         while !reply.is_empty() {
@@ -638,7 +647,7 @@ impl Store for RedisStore {
                 .arg(self.idempotency.max_keys)
                 .invoke_async(&mut self.connection())
                 .await
-                .map_err(unavailable)?;
+                .map_err(|error| self.failed(error))?;
             let mut reply = Reply::new(reply);
             let more = reply.number()? == 1;
             self.counters.update(&mut reply)?;
@@ -671,7 +680,7 @@ impl Store for RedisStore {
         let reply: Vec<redis::Value> = invocation
             .invoke_async(&mut self.connection())
             .await
-            .map_err(unavailable)?;
+            .map_err(|error| self.failed(error))?;
         let mut reply = Reply::new(reply);
         let mut elsewhere = std::collections::HashMap::new();
         while !reply.is_empty() {
@@ -683,6 +692,42 @@ impl Store for RedisStore {
         }
         *self.elsewhere.write().unwrap_or_else(|e| e.into_inner()) = elsewhere;
         Ok(())
+    }
+
+    fn metrics(&self) -> Vec<StoreMetric> {
+        let figures = &self.feed.figures;
+        vec![
+            StoreMetric {
+                name: "redis_feed_lag_messages",
+                help: "Messages in Redis this node had not yet announced to its subscribers, at the feed's last look (about once a second when idle).",
+                counter: false,
+                value: figures.lag.load(Ordering::Relaxed),
+            },
+            StoreMetric {
+                name: "redis_round_trip_microseconds",
+                help: "The last round trip of the feed's look at Redis.",
+                counter: false,
+                value: figures.round_trip_us.load(Ordering::Relaxed),
+            },
+            StoreMetric {
+                name: "redis_feed_reconnects",
+                help: "Reads of the shared log that failed; each makes the connection again and resumes where it stopped.",
+                counter: true,
+                value: figures.reconnects.load(Ordering::Relaxed),
+            },
+            StoreMetric {
+                name: "redis_errors",
+                help: "Commands to Redis that failed (each answered 503 to its request).",
+                counter: true,
+                value: self.errors.load(Ordering::Relaxed),
+            },
+            StoreMetric {
+                name: "redis_history_lost",
+                help: "1 when the history in Redis is no longer the one this node serves (Redis lost its data): the node must be restarted.",
+                counter: false,
+                value: u64::from(self.feed.lost().is_some()),
+            },
+        ]
     }
 
     fn subscribers_elsewhere(&self, channel: &ChannelName) -> u64 {
@@ -701,7 +746,7 @@ impl Store for RedisStore {
         let _: String = redis::cmd("PING")
             .query_async(&mut self.connection())
             .await
-            .map_err(unavailable)?;
+            .map_err(|error| self.failed(error))?;
         Ok(())
     }
 }

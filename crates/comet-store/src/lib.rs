@@ -352,6 +352,25 @@ pub trait Store: Send + Sync + 'static {
     fn subscribers_elsewhere(&self, _channel: &ChannelName) -> u64 {
         0
     }
+
+    /// Figures for operators beyond the footprint (none by default).
+    fn metrics(&self) -> Vec<StoreMetric> {
+        Vec::new()
+    }
+}
+
+/// A figure a store reports for operators beyond its [`Footprint`] (a
+/// shared store's connection and lag), shown by the server's metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreMetric {
+    /// Its name, without the server's prefix (`redis_feed_lag_messages`).
+    pub name: &'static str,
+    /// What it means.
+    pub help: &'static str,
+    /// A counter (only grows) rather than a gauge.
+    pub counter: bool,
+    /// Its value.
+    pub value: u64,
 }
 
 /// A fresh random epoch for a new history.

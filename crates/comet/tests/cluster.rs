@@ -166,6 +166,12 @@ async fn nodes_whose_history_was_lost_refuse_rather_than_mix_histories() {
     })
     .await;
 
+    let text = comet_testkit::metrics(&http, a.base()).await;
+    assert_eq!(
+        comet_testkit::metric_value(&text, "comet_redis_history_lost"),
+        1,
+        "{text}"
+    );
     let c = node(&redis);
     let after = publish(&http, c.base(), "news", "new history").await;
     // Beyond A's old head too: a feed that went on would take it for the
