@@ -108,10 +108,12 @@ impl Feed {
 }
 
 /// Follows the log of the history under `prefix` until the task is
-/// aborted, or until the history in Redis is no longer `epoch` (Redis lost
-/// its data, or another history took its place): then it stops, so that
-/// messages of another history never reach this node's subscribers under
-/// this history's ids, and says why (the node reports itself unhealthy).
+/// aborted, or until it can no longer announce every message in order:
+/// the history in Redis is no longer `epoch` (Redis lost its data, or
+/// another history took its place), or the log was trimmed past this
+/// node's position (it fell behind by more than the log's length). Then
+/// it stops, so that nothing is delivered out of place, and says why (the
+/// node reports itself unhealthy).
 pub(crate) async fn follow(client: redis::Client, prefix: String, epoch: Epoch, feed: Arc<Feed>) {
     let key = format!("{prefix}:log");
     let meta = format!("{prefix}:meta");
@@ -197,12 +199,22 @@ pub(crate) async fn follow(client: redis::Client, prefix: String, epoch: Epoch, 
                     match message_of(&epoch, &entry) {
                         Ok(message) => {
                             if message.seq().0 > feed.head().0 + 1 {
-                                tracing::warn!(
-                                    from = feed.head().0,
-                                    to = message.seq().0,
-                                    "the shared log no longer holds messages this node had not \
-                                     announced"
+                                // Every stored message has its entry: a
+                                // hole means the log was trimmed past
+                                // this node's position, and its live
+                                // windows would silently lack the
+                                // missing messages.
+                                let reason = format!(
+                                    "this node fell behind the shared log by more than its \
+                                     length (it had announced up to {}, the log now starts \
+                                     after {}): it stopped delivering and publishing; restart \
+                                     it (its clients resume exactly from their ids)",
+                                    feed.head().0,
+                                    message.seq().0 - 1
                                 );
+                                tracing::error!("{reason}");
+                                let _ = feed.lost.set(reason);
+                                return;
                             }
                             feed.announce(&message);
                         }

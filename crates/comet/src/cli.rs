@@ -342,6 +342,12 @@ pub struct ServeArgs {
     #[arg(long, env = "COMET_REDIS", conflicts_with = "memory")]
     pub redis: Option<String>,
 
+    /// Messages the shared log in Redis keeps (about): how far a node may
+    /// fall behind (paused, overloaded) and still catch up; beyond it the
+    /// node stops and reports itself unhealthy until restarted.
+    #[arg(long, env = "COMET_REDIS_LOG_LENGTH", default_value_t = 100_000)]
+    pub redis_log_length: usize,
+
     /// Directory of the durable history store (the default store): every
     /// acknowledged publish is on disk before its answer, and history and
     /// ids continue across restarts. Created if missing; one server per

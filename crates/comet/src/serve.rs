@@ -181,7 +181,11 @@ async fn open_store(args: &ServeArgs, retention: &Retention) -> anyhow::Result<A
         return Ok(Arc::new(MemoryStore::new(options)));
     }
     if let Some(url) = &args.redis {
-        let store = RedisStore::open(RedisOptions::new(url.clone()), options).await?;
+        let redis = RedisOptions {
+            log_length: args.redis_log_length.max(1),
+            ..RedisOptions::new(url.clone())
+        };
+        let store = RedisStore::open(redis, options).await?;
         return Ok(Arc::new(store));
     }
     let store = DiskStore::open(&args.data_dir, options)

@@ -400,3 +400,43 @@ async fn killed_redis_connections_lose_and_repeat_nothing() {
         assert_eq!(line["id"].as_str(), Some(id.as_str()));
     }
 }
+
+/// A node that falls behind by more than the shared log holds (paused while
+/// another publishes) stops and reports itself unhealthy rather than
+/// deliver with a hole; once restarted, its clients resume exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_whole_log_stops_rather_than_skip() {
+    let redis = RedisServer::start();
+    let args = ["--redis", &redis.url(), "--redis-log-length", "10"];
+    let a = ServerProcess::spawn(binary(), &args);
+    let b = ServerProcess::spawn(binary(), &args);
+    let http = client();
+    let first = publish(&http, a.base(), "news", "m0").await;
+    b.signal("STOP");
+    for i in 1..1000 {
+        publish(&http, a.base(), "news", &format!("m{i}")).await;
+    }
+    b.signal("CONT");
+    within("B to report itself unhealthy", async {
+        loop {
+            let text = comet_testkit::metrics(&http, b.base()).await;
+            if comet_testkit::metric_value(&text, "comet_redis_history_lost") == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let health = http
+        .get(format!("{}/healthz", b.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+
+    // A node started afterwards serves everything from the same ids.
+    let c = ServerProcess::spawn(binary(), &args);
+    let url = format!("{}/poll/news?since={}", c.base(), encode(&first));
+    let answer = get_json(&http, &url).await;
+    assert_eq!(answer["messages"][0]["data"], "m1", "{answer}");
+}
