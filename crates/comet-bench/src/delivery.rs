@@ -2,7 +2,8 @@
 //! `channels` (N subscribers, each on its own channel). Subscribers read SSE
 //! on one thread; a publisher publishes `messages` messages to every
 //! channel, as fast as acknowledgements allow or at a fixed rate. Figures:
-//! deliveries per second (from the first publish to the last delivery),
+//! deliveries per second (from the first publish to the last delivery,
+//! published on the subscribers' server or on another node of a cluster),
 //! publish→receive latency, and completeness (missing, duplicated, out of
 //! order), per subscriber.
 
@@ -41,6 +42,9 @@ pub struct DeliveryPlan {
     /// A token (an API key or a JWT) to subscribe with (the `token` query
     /// parameter) and publish with (`Authorization: Bearer`).
     pub token: Option<String>,
+    /// Publish to this server instead of the subscribers' (another node
+    /// of a cluster: latency across nodes).
+    pub publish_address: Option<std::net::SocketAddr>,
 }
 
 /// What happened.
@@ -158,7 +162,8 @@ pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
     let publisher = {
         let plan = plan.clone();
         tokio::task::spawn_local(async move {
-            let mut connection = Connection::open(plan.target.address).await?;
+            let address = plan.publish_address.unwrap_or(plan.target.address);
+            let mut connection = Connection::open(address).await?;
             let authorization = plan.token.as_ref().map(|token| format!("Bearer {token}"));
             let headers: Vec<(&str, &str)> = authorization
                 .iter()

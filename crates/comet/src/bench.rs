@@ -135,6 +135,7 @@ async fn delivery_line(
         connect_concurrency: args.concurrency.max(1),
         quiet_limit: Duration::from_secs(10),
         token: args.token.clone(),
+        publish_address: args.publish_server.as_deref().map(loopback).transpose()?,
     })
     .await
     .with_context(|| format!("the {name} scenario"))?;

@@ -254,6 +254,11 @@ pub struct BenchDeliveryArgs {
     /// API key or a JWT).
     #[arg(long)]
     pub token: Option<String>,
+    /// Publish to this server instead (another node of a cluster sharing
+    /// one Redis: latency from a publish on one node to a delivery on
+    /// another).
+    #[arg(long)]
+    pub publish_server: Option<String>,
 }
 
 /// Options of `comet bench longpoll`.
