@@ -247,17 +247,25 @@ impl RedisStore {
     }
 }
 
-/// Connects, waiting for a Redis that cannot be reached yet (it is
-/// starting, or the network is not up): every attempt that fails is
-/// logged, and tried again after a delay that doubles up to 5 s. Any
-/// other failure (a wrong password, a URL Redis refuses) is final.
+/// Connects, waiting for a Redis that cannot be reached yet (refused,
+/// dropped or timed out: it is starting, or the network is not up): every
+/// attempt that fails is logged, and tried again after a delay that doubles
+/// up to 5 s. Any other failure (a wrong password, a certificate that
+/// cannot be verified, a URL Redis refuses) is final.
 async fn connect(client: &redis::Client, url: &str) -> redis::RedisResult<ConnectionManager> {
     let mut delay = Duration::from_millis(100);
     loop {
-        let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        // One attempt each: this loop retries, saying so.
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1);
         match ConnectionManager::new_with_config(client.clone(), config).await {
             Ok(connection) => return Ok(connection),
-            Err(error) if error.is_io_error() || error.is_timeout() => {
+            Err(error)
+                if error.is_connection_refusal()
+                    || error.is_timeout()
+                    || error.is_connection_dropped() =>
+            {
                 tracing::warn!(
                     url,
                     %error,

@@ -51,6 +51,67 @@ impl RedisServer {
         panic!("redis-server did not start");
     }
 
+    /// Starts one that speaks only TLS, with a certificate for 127.0.0.1
+    /// signed by a CA of its own (`ca.pem` in [`dir`](Self::dir)), made
+    /// with `openssl`.
+    pub fn start_tls() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "comet-redis-tls-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a directory for the certificates");
+        make_certificates(&dir);
+        let file = |name: &str| dir.join(name).to_str().expect("a UTF-8 path").to_string();
+        let port = free_port();
+        let args: Vec<String> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &file("server.pem"),
+            "--tls-key-file",
+            &file("server.key"),
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--dir", &file("")])
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server (TLS) did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            child,
+            port,
+            dir,
+            args: Vec::new(),
+        }
+    }
+
+    /// Its directory (for a TLS one, where `ca.pem` is).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Kills it (`SIGKILL`): what it had not written to disk is lost.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -120,6 +181,66 @@ fn spawn(port: u16, dir: &std::path::Path, args: &[String]) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start redis-server (Debian's redis-server package; scripts/test.sh installs it)")
+}
+
+/// A CA (`ca.pem`) and a certificate it signed for 127.0.0.1
+/// (`server.pem`, `server.key`) in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("write san.cnf");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=comet test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+        "-out",
+        "server.pem",
+    ]);
 }
 
 fn free_port() -> u16 {

@@ -339,8 +339,9 @@ pub struct ServeArgs {
     #[arg(long, env = "COMET_MEMORY", conflicts_with = "data_dir")]
     pub memory: bool,
 
-    /// Keep history in Redis (`redis://[:PASSWORD@]HOST:PORT[/DB]`), so
-    /// that every node pointed at the same Redis serves the same channels.
+    /// Keep history in Redis (`redis://[:PASSWORD@]HOST:PORT[/DB]`, or
+    /// `rediss://` for TLS), so that every node pointed at the same Redis
+    /// serves the same channels.
     /// The Redis must not evict keys (`maxmemory-policy noeviction`); what
     /// a crash of it can lose follows its persistence settings, which the
     /// log states at start.

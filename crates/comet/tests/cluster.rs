@@ -440,3 +440,41 @@ async fn a_node_behind_the_whole_log_stops_rather_than_skip() {
     let answer = get_json(&http, &url).await;
     assert_eq!(answer["messages"][0]["data"], "m1", "{answer}");
 }
+
+/// `rediss://`: a node talks to a Redis that speaks only TLS, verifying
+/// its certificate (here against a private CA named by `SSL_CERT_FILE`);
+/// a certificate it cannot verify stops it with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaches_redis_over_verified_tls() {
+    let redis = RedisServer::start_tls();
+    let url = format!("rediss://127.0.0.1:{}", redis.port());
+    let ca = redis.dir().join("ca.pem");
+    let mut command = std::process::Command::new(binary());
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis", &url])
+        .env("SSL_CERT_FILE", &ca)
+        .env("COMET_LOG", "error");
+    let a = ServerProcess::spawn_command(command);
+    let http = client();
+    let id = publish(&http, a.base(), "news", "over TLS").await;
+    assert!(id.ends_with("-1/news"), "{id}");
+
+    // Without the CA, the certificate cannot be verified: the node says so
+    // and exits, instead of waiting for a Redis that is there.
+    let refused = within(
+        "the node to exit",
+        tokio::process::Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--redis", &url])
+            .env_remove("SSL_CERT_FILE")
+            .env("COMET_LOG", "error")
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("certificate") || stderr.contains("Certificate"),
+        "{stderr}"
+    );
+}
