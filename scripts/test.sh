@@ -12,10 +12,11 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the tests drive: curl (the README's round trip), Chromium
-# and a font for the browser tests (never a downloaded browser), and
+# and a font for the browser tests (never a downloaded browser),
 # redis-server (the Redis store's tests start their own, on free loopback
-# ports; the package's own service is not needed).
-debian_packages=(curl chromium fonts-dejavu-core redis-server)
+# ports; the package's own service is not needed) and openssl (the
+# certificates of the TLS Redis test).
+debian_packages=(curl chromium fonts-dejavu-core redis-server openssl)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
