@@ -50,15 +50,45 @@ pub fn run(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> anyhow::Result<Exi
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let store = runtime.block_on(open_store(&args, &retention))?;
+    // The local stores open before the node listens (a data directory
+    // another server holds stops it at once); with Redis the node listens
+    // first and answers 503 until Redis is reached.
+    let local = if args.redis.is_none() {
+        Some(runtime.block_on(open_store(&args, &retention))?)
+    } else {
+        None
+    };
     runtime.block_on(async move {
-        let hub = Hub::new(store, hub_config.within(&retention));
         let listener = comet_server::bind(args.listen)
             .and_then(tokio::net::TcpListener::from_std)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
         let shutdown = shutdown_signal()?;
         announce(&format!("listening on http://{address}"));
+        let store = match local {
+            Some(store) => store,
+            None => {
+                let waiting = "the node is reaching its Redis; it serves once Redis answers";
+                let opening = async {
+                    tokio::select! {
+                        store = open_store(&args, &retention) => store.map(Some),
+                        () = shutdown_signal()? => Ok(None),
+                    }
+                };
+                let opened = comet_server::connection::unavailable_until(
+                    &listener,
+                    opening,
+                    waiting.to_string(),
+                )
+                .await?;
+                let Some(store) = opened else {
+                    tracing::info!("stopped before Redis was reached");
+                    return Ok(ExitCode::SUCCESS);
+                };
+                store
+            }
+        };
+        let hub = Hub::new(store, hub_config.within(&retention));
         tracing::info!(%address, "comet serving");
         let sweeper = hub.clone();
         tokio::spawn(async move {

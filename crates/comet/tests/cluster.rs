@@ -12,8 +12,26 @@ fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_comet"))
 }
 
-fn node(redis: &RedisServer) -> ServerProcess {
-    ServerProcess::spawn(binary(), &["--redis", &redis.url()])
+/// A node on `redis`, once it serves (it listens before Redis answers).
+async fn node(redis: &RedisServer) -> ServerProcess {
+    ready(ServerProcess::spawn(binary(), &["--redis", &redis.url()])).await
+}
+
+/// `node`, once its `/healthz` answers 200.
+async fn ready(node: ServerProcess) -> ServerProcess {
+    let http = client();
+    within("the node to serve", async {
+        loop {
+            if let Ok(health) = http.get(format!("{}/healthz", node.base())).send().await
+                && health.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    node
 }
 
 async fn publish(http: &reqwest::Client, base: &str, channel: &str, data: &str) -> String {
@@ -35,8 +53,8 @@ async fn publish(http: &reqwest::Client, base: &str, channel: &str, data: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_on_either_node_reach_subscribers_on_both_in_one_order() {
     let redis = RedisServer::start();
-    let a = node(&redis);
-    let b = node(&redis);
+    let a = node(&redis).await;
+    let b = node(&redis).await;
     let http = client();
     let mut sse_on_b = SseStream::new(
         http.get(format!("{}/sse/news", b.base()))
@@ -105,8 +123,8 @@ async fn publishes_on_either_node_reach_subscribers_on_both_in_one_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_on_one_node_is_answered_by_a_publish_on_the_other() {
     let redis = RedisServer::start();
-    let a = node(&redis);
-    let b = node(&redis);
+    let a = node(&redis).await;
+    let b = node(&redis).await;
     let http = client();
     let start = publish(&http, a.base(), "news", "before").await;
     let poll = {
@@ -128,7 +146,7 @@ async fn a_long_poll_on_one_node_is_answered_by_a_publish_on_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_whose_history_was_lost_refuse_rather_than_mix_histories() {
     let redis = RedisServer::start();
-    let a = node(&redis);
+    let a = node(&redis).await;
     let http = client();
     let mut sse_on_a = SseStream::new(
         http.get(format!("{}/sse/news", a.base()))
@@ -172,7 +190,7 @@ async fn nodes_whose_history_was_lost_refuse_rather_than_mix_histories() {
         1,
         "{text}"
     );
-    let c = node(&redis);
+    let c = node(&redis).await;
     let after = publish(&http, c.base(), "news", "new history").await;
     // Beyond A's old head too: a feed that went on would take it for the
     // next message of the old history.
@@ -200,7 +218,11 @@ async fn a_node_rides_out_a_redis_restart_with_its_data() {
         "--appendfsync",
         "always",
     ]);
-    let a = ServerProcess::spawn(binary(), &["--redis", &redis.url(), "--heartbeat", "200ms"]);
+    let a = ready(ServerProcess::spawn(
+        binary(),
+        &["--redis", &redis.url(), "--heartbeat", "200ms"],
+    ))
+    .await;
     let http = client();
     let mut stream = NdjsonStream::new(
         http.get(format!("{}/stream/news", a.base()))
@@ -272,8 +294,9 @@ async fn a_node_rides_out_a_redis_restart_with_its_data() {
     assert_eq!(line["id"].as_str(), Some(next.as_str()));
 }
 
-/// A node started before its Redis waits for it (saying so in its log)
-/// and serves once Redis is there.
+/// A node started before its Redis listens at once and answers every
+/// request `503 store_unavailable` (health checks included) while it waits
+/// for Redis, saying so in its log; it serves once Redis is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_waits_for_redis_at_start() {
     let mut redis = RedisServer::start();
@@ -284,7 +307,22 @@ async fn a_node_waits_for_redis_at_start() {
         .args(["serve", "--listen", "127.0.0.1:0", "--redis", &redis.url()])
         .env("COMET_LOG", "warn")
         .stderr(std::fs::File::create(&log).unwrap());
-    let starting = tokio::task::spawn_blocking(move || ServerProcess::spawn_command(command));
+    let a = ServerProcess::spawn_command(command);
+    let http = client();
+    for (method, path) in [
+        ("GET", "/healthz"),
+        ("POST", "/pub/news"),
+        ("GET", "/sse/news"),
+    ] {
+        let answer = http
+            .request(method.parse().unwrap(), format!("{}{path}", a.base()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 503, "{method} {path}");
+        let error: Value = answer.json().await.unwrap();
+        assert_eq!(error["error"], "store_unavailable", "{method} {path}");
+    }
     within("the node to say it waits for Redis", async {
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -295,12 +333,18 @@ async fn a_node_waits_for_redis_at_start() {
         }
     })
     .await;
-    assert!(!starting.is_finished(), "the node started without Redis");
     redis.start_again();
-    let a = within("the node to start once Redis is up", starting)
-        .await
-        .unwrap();
-    let http = client();
+    within("the node to serve once Redis is up", async {
+        loop {
+            if let Ok(health) = http.get(format!("{}/healthz", a.base())).send().await
+                && health.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     let id = publish(&http, a.base(), "news", "hello").await;
     assert!(id.ends_with("-1/news"), "{id}");
     let _ = std::fs::remove_file(&log);
@@ -312,8 +356,8 @@ async fn a_node_waits_for_redis_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_counts_cover_every_live_node() {
     let redis = RedisServer::start();
-    let a = node(&redis);
-    let b = node(&redis);
+    let a = node(&redis).await;
+    let b = node(&redis).await;
     let http = client();
     let mut streams = Vec::new();
     for base in [a.base(), b.base(), b.base()] {
@@ -363,8 +407,8 @@ async fn subscriber_counts_cover_every_live_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_redis_connections_lose_and_repeat_nothing() {
     let redis = RedisServer::start();
-    let a = node(&redis);
-    let b = node(&redis);
+    let a = node(&redis).await;
+    let b = node(&redis).await;
     let http = client();
     let mut stream = NdjsonStream::new(
         http.get(format!("{}/stream/news", b.base()))
@@ -408,8 +452,8 @@ async fn killed_redis_connections_lose_and_repeat_nothing() {
 async fn a_node_behind_the_whole_log_stops_rather_than_skip() {
     let redis = RedisServer::start();
     let args = ["--redis", &redis.url(), "--redis-log-length", "10"];
-    let a = ServerProcess::spawn(binary(), &args);
-    let b = ServerProcess::spawn(binary(), &args);
+    let a = ready(ServerProcess::spawn(binary(), &args)).await;
+    let b = ready(ServerProcess::spawn(binary(), &args)).await;
     let http = client();
     let first = publish(&http, a.base(), "news", "m0").await;
     b.signal("STOP");
@@ -435,7 +479,7 @@ async fn a_node_behind_the_whole_log_stops_rather_than_skip() {
     assert_eq!(health.status(), 503);
 
     // A node started afterwards serves everything from the same ids.
-    let c = ServerProcess::spawn(binary(), &args);
+    let c = ready(ServerProcess::spawn(binary(), &args)).await;
     let url = format!("{}/poll/news?since={}", c.base(), encode(&first));
     let answer = get_json(&http, &url).await;
     assert_eq!(answer["messages"][0]["data"], "m1", "{answer}");
@@ -454,7 +498,7 @@ async fn a_node_reaches_redis_over_verified_tls() {
         .args(["serve", "--listen", "127.0.0.1:0", "--redis", &url])
         .env("SSL_CERT_FILE", &ca)
         .env("COMET_LOG", "error");
-    let a = ServerProcess::spawn_command(command);
+    let a = ready(ServerProcess::spawn_command(command)).await;
     let http = client();
     let id = publish(&http, a.base(), "news", "over TLS").await;
     assert!(id.ends_with("-1/news"), "{id}");

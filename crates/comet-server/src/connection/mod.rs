@@ -19,16 +19,21 @@
 //!   client closed, it was idle, the socket failed, or a bug panicked its
 //!   task, which is caught and logged): never an unexplained close.
 //!
+//! Before the server is ready (its store is still being reached), the
+//! listener answers every request `503 store_unavailable` (`starting`).
+//!
 //! At shutdown the listener closes first, then the shared cancellation
 //! token ends open streams and held polls, then connections get the grace
 //! period to finish.
 
 mod direct;
 pub(crate) use direct::body_timeout;
+pub use starting::unavailable_until;
 mod head;
 mod io;
 mod parked;
 mod request;
+mod starting;
 
 use std::future::Future;
 use std::net::IpAddr;
