@@ -115,12 +115,19 @@ impl Subscription {
             position,
             pending: VecDeque::new(),
         };
+        // A cursor beyond what this node heard of may come from another
+        // node that announced it first: the shared store says whether the
+        // history reached it.
+        let reached = match &start {
+            Start::Since(cursor) if cursor.epoch == subscription.shared.epoch => {
+                let store = &subscription.shared.store;
+                cursor.seq <= store.head() || cursor.seq <= store.confirmed_head().await?
+            }
+            _ => false,
+        };
         match start {
             Start::Now | Start::Backlog(0) => {}
-            Start::Since(cursor)
-                if cursor.epoch == subscription.shared.epoch
-                    && cursor.seq <= subscription.shared.store.head() =>
-            {
+            Start::Since(cursor) if reached => {
                 // A position beyond the watermark (but not beyond the
                 // store's head) is legitimate when another node announced
                 // it first; reading simply waits for it.

@@ -316,3 +316,25 @@ async fn a_commit_no_publisher_waits_for_wakes_its_polls_at_once() {
     assert!(recorder.delivered().is_empty());
     assert_eq!(parked.caught().unwrap().data().as_str(), "direct");
 }
+
+/// A cursor from another node, beyond what this node heard of and beyond
+/// what it thinks the store holds, is legitimate when the shared store
+/// confirms its history reached it: the subscription waits for it instead
+/// of reporting a reset.
+#[tokio::test]
+async fn a_cursor_only_the_shared_store_has_reached_waits_instead_of_resetting() {
+    let store = Arc::new(WrappedStore::new());
+    let hub = Hub::new(store.clone(), HubConfig::default());
+    let first = publish(&hub, "a", "0").await;
+    store.confirmed_ahead_by(1);
+    let ahead = Cursor::new(hub.epoch().clone(), Seq(first.seq.0 + 1));
+    let mut sub = subscribe(&hub, "a", Start::Since(ahead)).await;
+    let (recorder, _parked) = park_after_empty_read(&mut sub).await;
+    publish(&hub, "a", "1").await;
+    publish(&hub, "a", "2").await;
+    assert_eq!(
+        recorder.delivered(),
+        ["2"],
+        "no reset gap, and only what came after the cursor"
+    );
+}

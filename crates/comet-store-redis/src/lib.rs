@@ -397,6 +397,16 @@ impl Store for RedisStore {
         self.feed.head()
     }
 
+    async fn confirmed_head(&self) -> Result<Seq, StoreError> {
+        let head: Option<u64> = redis::cmd("HGET")
+            .arg(format!("{}:meta", self.prefix))
+            .arg("seq")
+            .query_async(&mut self.connection())
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(Seq(head.unwrap_or(0)))
+    }
+
     fn set_commit_listener(&self, listener: Arc<dyn CommitListener>) {
         self.feed.set_listener(listener);
     }

@@ -25,6 +25,9 @@ impl Store for WithServer {
     fn head(&self) -> Seq {
         self.store.head()
     }
+    async fn confirmed_head(&self) -> Result<Seq, StoreError> {
+        self.store.confirmed_head().await
+    }
     fn set_commit_listener(&self, listener: Arc<dyn CommitListener>) {
         self.store.set_commit_listener(listener);
     }

@@ -256,6 +256,13 @@ pub trait Store: Send + Sync + 'static {
     /// The sequence number of the newest stored message (`Seq::ZERO` if none).
     fn head(&self) -> Seq;
 
+    /// The newest sequence number the history holds, as the backend says
+    /// now: for a store shared by several nodes, it may be ahead of
+    /// [`head`](Store::head), which is what this node heard of.
+    async fn confirmed_head(&self) -> Result<Seq, StoreError> {
+        Ok(self.head())
+    }
+
     /// Installs the listener that is told of every stored message. A store has
     /// one listener; installing another replaces it.
     fn set_commit_listener(&self, listener: Arc<dyn CommitListener>);

@@ -19,6 +19,7 @@ pub struct WrappedStore {
     inner: MemoryStore,
     listener: Mutex<Option<Arc<dyn CommitListener>>>,
     head_ahead_by: AtomicU64,
+    confirmed_ahead_by: AtomicU64,
 }
 
 impl WrappedStore {
@@ -27,7 +28,15 @@ impl WrappedStore {
             inner: MemoryStore::new(StoreOptions::default()),
             listener: Mutex::new(None),
             head_ahead_by: AtomicU64::new(0),
+            confirmed_ahead_by: AtomicU64::new(0),
         }
+    }
+
+    /// From now on, `confirmed_head()` is `by` beyond `head()`: the shared
+    /// history is ahead of what this node heard of.
+    #[allow(dead_code)]
+    pub fn confirmed_ahead_by(&self, by: u64) {
+        self.confirmed_ahead_by.store(by, Ordering::SeqCst);
     }
 
     /// From now on, `head()` is `by` beyond what was stored here.
@@ -54,6 +63,11 @@ impl Store for WrappedStore {
     }
     fn head(&self) -> Seq {
         Seq(self.inner.head().0 + self.head_ahead_by.load(Ordering::SeqCst))
+    }
+    async fn confirmed_head(&self) -> Result<Seq, StoreError> {
+        Ok(Seq(
+            self.head().0 + self.confirmed_ahead_by.load(Ordering::SeqCst)
+        ))
     }
     fn set_commit_listener(&self, listener: Arc<dyn CommitListener>) {
         *self.listener.lock().unwrap() = Some(listener.clone());
