@@ -29,14 +29,7 @@ async fn keyed(
 }
 
 async fn retained(http: &reqwest::Client, server: &TestServer, channel: &str) -> Vec<String> {
-    let url = server.url(&format!("/poll/{channel}?since=&backlog=1000"));
-    let answer = comet_testkit::get_json(http, &url).await;
-    answer["messages"]
-        .as_array()
-        .expect("a poll answer")
-        .iter()
-        .map(|message| message["data"].as_str().unwrap_or_default().to_string())
-        .collect()
+    comet_testkit::retained(http, &server.base(), channel).await
 }
 
 /// The original answer, `200` and `duplicate: true`, on the direct path

@@ -216,6 +216,34 @@ impl RedisStore {
         self.retention.max_age.is_some() || self.retention.max_bytes.is_some()
     }
 
+    /// An invocation of `script` with what every script takes first: the
+    /// prefix, as its key (for the slot) and its first argument.
+    fn invocation<'a>(&self, script: &'a redis::Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(&self.prefix).arg(&self.prefix);
+        invocation
+    }
+
+    /// The arguments that trim a channel as it is read (`trim_channel` in
+    /// `common.lua`): the age cutoff, the count limit, the tombstones kept.
+    fn channel_retention(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        invocation
+            .arg(self.age_cutoff())
+            .arg(self.retention.max_messages.max(1))
+            .arg(self.retention.forgotten_channels);
+    }
+
+    /// Runs a script; a failure is counted and is a 503 for its request.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
     /// A command that failed: counted, and a 503 for its request.
     fn failed(&self, error: redis::RedisError) -> StoreError {
         self.errors.fetch_add(1, Ordering::Relaxed);
@@ -416,10 +444,8 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let now = self.clock.now_ms();
-        let mut invocation = self.scripts.append.prepare_invoke();
+        let mut invocation = self.invocation(&self.scripts.append);
         invocation
-            .key(&self.prefix)
-            .arg(&self.prefix)
             .arg(self.epoch.as_str())
             .arg(now)
             .arg(self.retention.max_messages.max(1))
@@ -450,10 +476,7 @@ impl Store for RedisStore {
             };
             invocation.arg(draft.subscribers);
         }
-        let reply: Vec<redis::Value> = invocation
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(|error| self.failed(error))?;
+        let reply: Vec<redis::Value> = self.run(&invocation).await?;
         let mut reply = Reply::new(reply);
         match reply.text()?.as_str() {
             "ok" => {}
@@ -534,23 +557,16 @@ impl Store for RedisStore {
                 limit.messages,
             )
         };
-        let reply: Vec<redis::Value> = self
-            .scripts
-            .read
-            .key(&self.prefix)
-            .arg(&self.prefix)
+        let mut invocation = self.invocation(&self.scripts.read);
+        invocation
             .arg(channel.as_str())
             .arg(folded_mark_index(channel))
             .arg(first)
             .arg(last)
             .arg(count)
-            .arg(limit.bytes.min(i64::MAX as u64))
-            .arg(self.age_cutoff())
-            .arg(self.retention.max_messages.max(1))
-            .arg(self.retention.forgotten_channels)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(|error| self.failed(error))?;
+            .arg(limit.bytes.min(i64::MAX as u64));
+        self.channel_retention(&mut invocation);
+        let reply: Vec<redis::Value> = self.run(&invocation).await?;
         let mut reply = Reply::new(reply);
         let trimmed_upto = Seq(reply.number()?);
         let truncated = reply.number()? == 1;
@@ -575,37 +591,22 @@ impl Store for RedisStore {
         count: usize,
         upto: Seq,
     ) -> Result<Seq, StoreError> {
-        let reply: redis::Value = self
-            .scripts
-            .backlog
-            .key(&self.prefix)
-            .arg(&self.prefix)
+        let mut invocation = self.invocation(&self.scripts.backlog);
+        invocation
             .arg(channel.as_str())
             .arg(folded_mark_index(channel))
             .arg(stream_id(upto.0))
-            .arg(count)
-            .arg(self.age_cutoff())
-            .arg(self.retention.max_messages.max(1))
-            .arg(self.retention.forgotten_channels)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(|error| self.failed(error))?;
+            .arg(count);
+        self.channel_retention(&mut invocation);
+        let reply: redis::Value = self.run(&invocation).await?;
         Ok(Seq(Reply::new(vec![reply]).number()?))
     }
 
     async fn summary(&self, channel: &ChannelName) -> Result<Option<ChannelSummary>, StoreError> {
-        let reply: Vec<redis::Value> = self
-            .scripts
-            .summary
-            .key(&self.prefix)
-            .arg(&self.prefix)
-            .arg(channel.as_str())
-            .arg(self.age_cutoff())
-            .arg(self.retention.max_messages.max(1))
-            .arg(self.retention.forgotten_channels)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(|error| self.failed(error))?;
+        let mut invocation = self.invocation(&self.scripts.summary);
+        invocation.arg(channel.as_str());
+        self.channel_retention(&mut invocation);
+        let reply: Vec<redis::Value> = self.run(&invocation).await?;
         let mut reply = Reply::new(reply);
         if reply.is_empty() {
             return Ok(None);
@@ -621,16 +622,11 @@ impl Store for RedisStore {
         after: Option<&ChannelName>,
         limit: usize,
     ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError> {
-        let reply: Vec<redis::Value> = self
-            .scripts
-            .channels
-            .key(&self.prefix)
-            .arg(&self.prefix)
+        let mut invocation = self.invocation(&self.scripts.channels);
+        invocation
             .arg(after.map_or("", |name| name.as_str()))
-            .arg(limit)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(|error| self.failed(error))?;
+            .arg(limit);
+        let reply: Vec<redis::Value> = self.run(&invocation).await?;
         let mut reply = Reply::new(reply);
         let mut page = Vec::new();
         while !reply.is_empty() {
@@ -652,20 +648,15 @@ impl Store for RedisStore {
 
     async fn enforce_retention(&self) -> Result<(), StoreError> {
         loop {
-            let reply: Vec<redis::Value> = self
-                .scripts
-                .sweep
-                .key(&self.prefix)
-                .arg(&self.prefix)
+            let mut invocation = self.invocation(&self.scripts.sweep);
+            invocation
                 .arg(self.age_cutoff())
                 .arg(SWEEP_STEP)
                 .arg(self.retention.forgotten_channels)
                 .arg(self.clock.now_ms())
                 .arg(self.idempotency.window.as_millis() as u64)
-                .arg(self.idempotency.max_keys)
-                .invoke_async(&mut self.connection())
-                .await
-                .map_err(|error| self.failed(error))?;
+                .arg(self.idempotency.max_keys);
+            let reply: Vec<redis::Value> = self.run(&invocation).await?;
             let mut reply = Reply::new(reply);
             let more = reply.number()? == 1;
             self.counters.update(&mut reply)?;
@@ -687,18 +678,12 @@ impl Store for RedisStore {
     }
 
     async fn share_subscribers(&self, counts: Vec<(ChannelName, u64)>) -> Result<(), StoreError> {
-        let mut invocation = self.scripts.share.prepare_invoke();
-        invocation
-            .key(&self.prefix)
-            .arg(&self.prefix)
-            .arg(&self.node);
+        let mut invocation = self.invocation(&self.scripts.share);
+        invocation.arg(&self.node);
         for (channel, count) in &counts {
             invocation.arg(channel.as_str()).arg(*count);
         }
-        let reply: Vec<redis::Value> = invocation
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(|error| self.failed(error))?;
+        let reply: Vec<redis::Value> = self.run(&invocation).await?;
         let mut reply = Reply::new(reply);
         let mut elsewhere = std::collections::HashMap::new();
         while !reply.is_empty() {

@@ -79,6 +79,19 @@ pub async fn publish_event(
         .to_string()
 }
 
+/// The data of the messages `channel` retains on the server at `base` (up
+/// to one poll answer's worth), oldest first.
+pub async fn retained(client: &reqwest::Client, base: &str, channel: &str) -> Vec<String> {
+    let url = format!("{base}/poll/{channel}?since=&backlog=1000");
+    let answer = get_json(client, &url).await;
+    answer["messages"]
+        .as_array()
+        .expect("a poll answer")
+        .iter()
+        .map(|message| message["data"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// `GET` `url` and parse the answer as JSON (any status).
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     within("a JSON answer", async {
