@@ -127,6 +127,17 @@ async fn a_long_poll_on_one_node_is_answered_by_a_publish_on_the_other() {
     let b = node(&redis).await;
     let http = client();
     let start = publish(&http, a.base(), "news", "before").await;
+    // B has heard of it (a long poll from a cursor B has not heard of yet
+    // waits too, but not as a parked poll, which is what this test counts).
+    within("B to hear of the first message", async {
+        while comet_testkit::retained(&http, b.base(), "news")
+            .await
+            .is_empty()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     let poll = {
         let http = http.clone();
         let url = format!("{}/poll/news?since={}&wait=30", b.base(), encode(&start));
