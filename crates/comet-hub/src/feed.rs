@@ -28,7 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
-use comet_protocol::{ChannelName, Message, Seq};
+use comet_protocol::{ChannelName, Epoch, Message, Seq};
 use comet_store::CommitListener;
 use tokio::sync::Notify;
 
@@ -38,6 +38,10 @@ use crate::park::{ParkedList, Slot};
 pub(crate) struct Feed {
     channels: RwLock<HashMap<ChannelName, Arc<ChannelEntry>>>,
     watermark: AtomicU64,
+    /// The history the watermark counts in.
+    epoch: RwLock<Epoch>,
+    /// Moves on twice per change of history: odd while it is being made.
+    generation: AtomicU64,
     live_window: usize,
     live_bytes: Mutex<LiveBytes>,
     /// Parked polls caught by a commit and not yet handed their message
@@ -179,10 +183,17 @@ impl ChannelEntry {
 }
 
 impl Feed {
-    pub(crate) fn new(head: Seq, live_window: usize, live_window_bytes: usize) -> Self {
+    pub(crate) fn new(
+        epoch: Epoch,
+        head: Seq,
+        live_window: usize,
+        live_window_bytes: usize,
+    ) -> Self {
         Self {
             channels: RwLock::new(HashMap::new()),
             watermark: AtomicU64::new(head.0),
+            epoch: RwLock::new(epoch),
+            generation: AtomicU64::new(0),
             live_window,
             live_bytes: Mutex::new(LiveBytes {
                 limit: live_window_bytes,
@@ -199,6 +210,17 @@ impl Feed {
     /// readable (see the module invariant).
     pub(crate) fn watermark(&self) -> Seq {
         Seq(self.watermark.load(Ordering::Acquire))
+    }
+
+    /// The history announced now.
+    pub(crate) fn epoch(&self) -> Epoch {
+        self.epoch.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Which history the feed announces: it changes with the history, and
+    /// is odd while the change is being made (see the module docs).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Starts following `channels` for one more subscriber each.
@@ -240,6 +262,32 @@ impl Feed {
                     live.removed(Some(message));
                 }
                 map.remove(name);
+            }
+        }
+    }
+
+    /// Empties every window and starts it after `base`: whatever a
+    /// subscriber reads up to there comes from the store.
+    fn rebase(&self, map: &HashMap<ChannelName, Arc<ChannelEntry>>, base: Seq) {
+        let mut live = self.live_bytes();
+        for entry in map.values() {
+            let mut window = entry.window();
+            for message in std::mem::take(&mut window.messages) {
+                live.removed(Some(&message));
+            }
+            window.base = base;
+        }
+        live.order.clear();
+    }
+
+    /// Wakes every subscriber and lets every parked poll go with nothing
+    /// caught, so that each reads again.
+    fn wake_everyone(&self, map: &HashMap<ChannelName, Arc<ChannelEntry>>) {
+        for entry in map.values() {
+            entry.notify.notify_waiters();
+            let released = entry.parked().withdraw_all();
+            for slot in released {
+                slot.catch.wake();
             }
         }
     }
@@ -353,5 +401,27 @@ impl CommitListener for Feed {
                 }
             }
         }
+    }
+
+    fn skipped_to(&self, seq: Seq) {
+        let map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        if seq <= self.watermark() {
+            return;
+        }
+        // Windows first, then the watermark: a subscriber that sees the
+        // new watermark finds the windows starting after the skip.
+        self.rebase(&map, seq);
+        self.watermark.store(seq.0, Ordering::Release);
+        self.wake_everyone(&map);
+    }
+
+    fn epoch_changed(&self, epoch: Epoch) {
+        let map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *self.epoch.write().unwrap_or_else(|e| e.into_inner()) = epoch;
+        self.rebase(&map, Seq::ZERO);
+        self.watermark.store(0, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.wake_everyone(&map);
     }
 }

@@ -150,7 +150,6 @@ pub struct Hub {
 
 struct Shared {
     store: Arc<dyn Store>,
-    epoch: Epoch,
     feed: Arc<Feed>,
     stats: Arc<HubStats>,
 }
@@ -160,18 +159,14 @@ impl Hub {
     pub fn new(store: Arc<dyn Store>, config: HubConfig) -> Self {
         let stats = Arc::new(HubStats::default());
         let feed = Arc::new(Feed::new(
+            store.epoch(),
             store.head(),
             config.live_window.max(1),
             config.live_window_bytes,
         ));
         store.set_commit_listener(feed.clone());
         Self {
-            shared: Arc::new(Shared {
-                epoch: store.epoch(),
-                store,
-                feed,
-                stats,
-            }),
+            shared: Arc::new(Shared { store, feed, stats }),
         }
     }
 
@@ -226,7 +221,7 @@ impl Hub {
         // before anything else gets to run.
         drop(publishing);
         let appended = appended?;
-        let epoch = &self.shared.epoch;
+        let epoch = self.shared.feed.epoch();
         let mut repeats = 0;
         let published: Vec<Published> = appended
             .into_iter()
@@ -320,12 +315,13 @@ impl Hub {
 
     /// A cursor at the newest message announced so far: "now".
     pub fn now(&self) -> Cursor {
-        Cursor::new(self.shared.epoch.clone(), self.shared.feed.watermark())
+        Cursor::new(self.shared.feed.epoch(), self.shared.feed.watermark())
     }
 
-    /// The epoch of the history behind this hub.
-    pub fn epoch(&self) -> &Epoch {
-        &self.shared.epoch
+    /// The epoch of the history behind this hub (a shared store may move
+    /// to another while running).
+    pub fn epoch(&self) -> Epoch {
+        self.shared.feed.epoch()
     }
 
     /// Counters for metrics.

@@ -119,6 +119,16 @@ impl ParkedList {
         });
     }
 
+    /// Takes out every slot and withdraws it (those a commit caught are
+    /// already on their way): the slots to wake, so their polls read again.
+    pub(crate) fn withdraw_all(&mut self) -> Vec<Arc<Slot>> {
+        self.sweep_at = 0;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter(|slot| slot.withdraw())
+            .collect()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }

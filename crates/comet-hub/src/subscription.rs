@@ -12,6 +12,10 @@
 //! batch by batch. Store reads are bounded by the batch's byte budget, so a
 //! batch of large messages reads only what it delivers.
 //!
+//! When the history behind the hub is replaced (a shared store lost its
+//! data: a new epoch), the subscription reports a reset gap for each of its
+//! channels and reads the new history from its start.
+//!
 //! Both reading methods are cancel-safe: state changes only after the last
 //! `.await`, so a transport may race them against a heartbeat timer.
 
@@ -21,7 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use comet_protocol::{ChannelList, ChannelName, Cursor, Gap, GapReason, Message, Seq};
+use comet_protocol::{ChannelList, ChannelName, Cursor, Epoch, Gap, GapReason, Message, Seq};
 
 use comet_store::ReadLimit;
 
@@ -93,6 +97,10 @@ pub struct Subscription {
     entries: Arc<[Arc<ChannelEntry>]>,
     following: Vec<Following>,
     position: Seq,
+    /// The history the position counts in, and the feed's generation for
+    /// it.
+    epoch: Epoch,
+    generation: u64,
     /// Signals due before anything else (reset gaps): at most one per
     /// channel.
     pending: VecDeque<Item>,
@@ -105,6 +113,10 @@ impl Subscription {
         start: Start,
     ) -> Result<Self, HubError> {
         let names = channels.names().to_vec();
+        // The generation first: a change of history after this look is
+        // found by the first read.
+        let generation = shared.feed.generation();
+        let epoch = shared.feed.epoch();
         let entries: Arc<[Arc<ChannelEntry>]> = shared.feed.follow(&names).into();
         let position = shared.feed.watermark();
         let mut subscription = Self {
@@ -113,13 +125,15 @@ impl Subscription {
             names,
             entries,
             position,
+            epoch,
+            generation,
             pending: VecDeque::new(),
         };
         // A cursor beyond what this node heard of may come from another
         // node that announced it first: the shared store says whether the
         // history reached it.
         let reached = match &start {
-            Start::Since(cursor) if cursor.epoch == subscription.shared.epoch => {
+            Start::Since(cursor) if cursor.epoch == subscription.epoch => {
                 let store = &subscription.shared.store;
                 cursor.seq <= store.head() || cursor.seq <= store.confirmed_head().await?
             }
@@ -137,19 +151,8 @@ impl Subscription {
                 // Another history, or a position this history never
                 // reached (its data was restored from an older backup):
                 // the ids the client holds may name other messages here.
-                for (name, following) in subscription
-                    .names
-                    .iter()
-                    .zip(subscription.following.iter_mut())
-                {
-                    subscription.pending.push_back(Item::Gap(Gap {
-                        channel: name.clone(),
-                        reason: GapReason::Reset,
-                    }));
-                    subscription.shared.stats.record_gap(GapReason::Reset);
-                    following.reset_announced = true;
-                }
-                subscription.position = Seq::ZERO;
+                let gaps = subscription.start_over();
+                subscription.pending.extend(gaps);
             }
             Start::Backlog(count) => {
                 // Each channel starts just before its newest `count`; the
@@ -187,7 +190,7 @@ impl Subscription {
     /// message delivered, when nothing of these channels lies in between).
     /// Items of a batch not yet taken are not covered.
     pub fn cursor(&self) -> Cursor {
-        Cursor::new(self.shared.epoch.clone(), self.position)
+        Cursor::new(self.epoch.clone(), self.position)
     }
 
     /// What is deliverable now within `limit` (pending signals and backlog
@@ -270,6 +273,7 @@ impl Subscription {
         if !self.pending.is_empty() {
             return None;
         }
+        let generation = self.generation;
         let slot = Arc::new(Slot::new(self.position, catch));
         // Every list stays locked from the push to the look at the
         // watermark. A commit raises the watermark before it takes the
@@ -283,7 +287,10 @@ impl Subscription {
             list.push(slot.clone());
         }
         between();
-        if self.shared.feed.watermark() > self.position {
+        // A change of history moves the generation before it takes these
+        // lists to let their polls go.
+        let feed = &self.shared.feed;
+        if feed.generation() != generation || feed.watermark() > self.position {
             for list in &mut lists {
                 list.pop();
             }
@@ -305,8 +312,39 @@ impl Subscription {
         Some(self.pending.drain(..count).collect())
     }
 
+    /// Reports a reset gap for every channel and goes back to the start of
+    /// the history: what the client holds names nothing in this one.
+    fn start_over(&mut self) -> Vec<Item> {
+        self.position = Seq::ZERO;
+        self.names
+            .iter()
+            .zip(self.following.iter_mut())
+            .map(|(name, following)| {
+                *following = Following {
+                    reset_announced: true,
+                    ..Following::default()
+                };
+                self.shared.stats.record_gap(GapReason::Reset);
+                Item::Gap(Gap {
+                    channel: name.clone(),
+                    reason: GapReason::Reset,
+                })
+            })
+            .collect()
+    }
+
     /// Reads what lies between the position and the watermark.
     async fn collect(&mut self, budget: &mut Budget) -> Result<Vec<Item>, HubError> {
+        let generation = self.shared.feed.generation();
+        if generation != self.generation {
+            if generation % 2 == 1 {
+                // The history is being replaced; its end wakes everyone.
+                return Ok(Vec::new());
+            }
+            self.generation = generation;
+            self.epoch = self.shared.feed.epoch();
+            return Ok(self.start_over());
+        }
         let per_channel_limit = budget.messages_left().max(1);
         let watermark = self.shared.feed.watermark();
         if watermark <= self.position {
@@ -367,6 +405,10 @@ impl Subscription {
         }
 
         // Everything below is synchronous: the state changes together.
+        if self.shared.feed.generation() != generation {
+            // The history changed under the reads: they may mix two.
+            return Ok(Vec::new());
+        }
         let mut items: Vec<Item> = Vec::new();
         for gap in gaps {
             self.shared.stats.record_gap(gap.reason);
@@ -512,7 +554,7 @@ mod tests {
         let feed = hub.shared.feed.clone();
         let position = feed.watermark();
         let message = Arc::new(Message::new(
-            hub.epoch().clone(),
+            hub.epoch(),
             Seq(position.0 + 1),
             channel.clone(),
             EventType::message(),

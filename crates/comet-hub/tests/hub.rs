@@ -699,3 +699,85 @@ async fn a_conflicting_key_publishes_nothing_of_the_batch() {
     let (messages, _) = take_messages(&mut sub, 2).await;
     assert_eq!(messages, ["a:x", "a:after"]);
 }
+
+/// A node whose feed fell behind skips ahead (messages stored, never
+/// announced to it): its subscribers read the skipped messages from the
+/// store, in order, with no gap, then go on live.
+#[tokio::test]
+async fn after_the_store_skips_ahead_subscribers_read_what_was_skipped() {
+    let store = Arc::new(WrappedStore::new());
+    let hub = Hub::new(store.clone(), HubConfig::default());
+    let mut sub = hub.subscribe(&channels("a,b"), Start::Now).await.unwrap();
+    publish(&hub, "a", "1").await;
+    assert_eq!(take_messages(&mut sub, 1).await.0, ["a:1"]);
+    store.mute(true);
+    for (channel, data) in [("b", "2"), ("a", "3"), ("b", "4"), ("a", "5")] {
+        publish(&hub, channel, data).await;
+    }
+    store.mute(false);
+    store.listener().skipped_to(store.head());
+    assert_eq!(hub.now().seq, store.head(), "now moved past the skip");
+    publish(&hub, "a", "6").await;
+    let (messages, gaps) = take_messages(&mut sub, 5).await;
+    assert_eq!(messages, ["b:2", "a:3", "b:4", "a:5", "a:6"]);
+    assert!(gaps.is_empty(), "{gaps:?}");
+}
+
+/// The history behind the hub is replaced while it runs (a shared store
+/// lost its data): a subscriber waiting for its next batch is woken with a
+/// reset gap for each of its channels, then receives the new history's
+/// messages under the new epoch; "now" and cursors are in the new epoch.
+#[tokio::test]
+async fn a_new_history_is_a_reset_gap_for_every_live_subscription_then_goes_on() {
+    let store = Arc::new(WrappedStore::new());
+    let hub = Hub::new(store.clone(), HubConfig::default());
+    let mut sub = hub.subscribe(&channels("a,b"), Start::Now).await.unwrap();
+    let old = publish(&hub, "a", "old").await;
+    assert_eq!(take_messages(&mut sub, 1).await.0, ["a:old"]);
+    let waiting = tokio::spawn(async move {
+        let batch = tokio::time::timeout(
+            Duration::from_secs(10),
+            sub.next_batch(BatchLimit::messages(64)),
+        )
+        .await
+        .expect("woken by the change")
+        .expect("batch");
+        (sub, batch)
+    });
+    tokio::task::yield_now().await;
+    let epoch = store.replace_history();
+    let (mut sub, batch) = waiting.await.unwrap();
+    let gaps: Vec<_> = batch
+        .iter()
+        .map(|item| match item {
+            Item::Gap(gap) => (gap.channel.to_string(), gap.reason),
+            Item::Message(m) => panic!("a message before the gaps: {m:?}"),
+        })
+        .collect();
+    assert_eq!(
+        gaps,
+        [
+            ("a".to_string(), GapReason::Reset),
+            ("b".to_string(), GapReason::Reset)
+        ]
+    );
+    assert_eq!(hub.epoch(), epoch);
+    assert_eq!(hub.now().epoch, epoch);
+    let new = publish(&hub, "b", "new").await;
+    assert_eq!(new.epoch, epoch);
+    assert_ne!(new.epoch, old.epoch);
+    let (messages, gaps) = take_messages(&mut sub, 1).await;
+    assert_eq!(messages, ["b:new"]);
+    assert!(gaps.is_empty(), "one reset, not two: {gaps:?}");
+    assert_eq!(sub.cursor(), new);
+    // A client coming back with an id of the old history is told too.
+    let mut late = hub
+        .subscribe(&channels("a"), Start::Since(old))
+        .await
+        .unwrap();
+    let batch = late.ready_batch(BatchLimit::messages(64)).await.unwrap();
+    assert!(
+        matches!(&batch[..], [Item::Gap(gap)] if gap.reason == GapReason::Reset),
+        "{batch:?}"
+    );
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use comet_hub::{BatchLimit, Catch, Hub, HubConfig, Item, Parked, Start, Subscription};
 use comet_protocol::{ChannelList, ChannelName, Cursor, Data, EventType, Message, Seq};
-use comet_store::{MemoryStore, StoreOptions};
+use comet_store::{MemoryStore, Store, StoreOptions};
 use tokio::sync::Notify;
 
 mod common;
@@ -170,7 +170,7 @@ async fn a_position_beyond_the_watermark_waits_for_a_message_after_it() {
     let hub = Hub::new(store.clone(), HubConfig::default());
     let first = publish(&hub, "a", "0").await;
     store.head_ahead_by(2);
-    let ahead = Cursor::new(hub.epoch().clone(), Seq(first.seq.0 + 2));
+    let ahead = Cursor::new(hub.epoch(), Seq(first.seq.0 + 2));
     let mut sub = subscribe(&hub, "a", Start::Since(ahead)).await;
     let (recorder, parked) = park_after_empty_read(&mut sub).await;
     publish(&hub, "a", "1").await;
@@ -327,7 +327,7 @@ async fn a_cursor_only_the_shared_store_has_reached_waits_instead_of_resetting()
     let hub = Hub::new(store.clone(), HubConfig::default());
     let first = publish(&hub, "a", "0").await;
     store.confirmed_ahead_by(1);
-    let ahead = Cursor::new(hub.epoch().clone(), Seq(first.seq.0 + 1));
+    let ahead = Cursor::new(hub.epoch(), Seq(first.seq.0 + 1));
     let mut sub = subscribe(&hub, "a", Start::Since(ahead)).await;
     let (recorder, _parked) = park_after_empty_read(&mut sub).await;
     publish(&hub, "a", "1").await;
@@ -336,5 +336,70 @@ async fn a_cursor_only_the_shared_store_has_reached_waits_instead_of_resetting()
         recorder.delivered(),
         ["2"],
         "no reset gap, and only what came after the cursor"
+    );
+}
+
+/// Parked polls are let go, with nothing caught, when the store skips
+/// ahead: a later message would otherwise be handed over as the next one
+/// while the skipped ones were never delivered. Read again, they find the
+/// skipped messages.
+#[tokio::test]
+async fn parked_subscriptions_are_let_go_when_the_store_skips_ahead() {
+    let store = Arc::new(WrappedStore::new());
+    let hub = Hub::new(store.clone(), HubConfig::default());
+    let mut sub = subscribe(&hub, "a", Start::Now).await;
+    let (recorder, parked) = park_after_empty_read(&mut sub).await;
+    store.mute(true);
+    publish(&hub, "a", "skipped").await;
+    store.mute(false);
+    store.listener().skipped_to(store.head());
+    publish(&hub, "a", "after").await;
+    assert_eq!(recorder.wakes(), 1, "let go");
+    assert!(
+        recorder.delivered().is_empty(),
+        "{:?}",
+        recorder.delivered()
+    );
+    assert!(parked.caught().is_none());
+    drop(parked);
+    let batch = sub.ready_batch(everything()).await.unwrap();
+    let data: Vec<_> = batch
+        .iter()
+        .filter_map(|item| match item {
+            Item::Message(message) => Some(message.data().as_str().to_string()),
+            Item::Gap(_) => None,
+        })
+        .collect();
+    assert_eq!(data, ["skipped", "after"]);
+}
+
+/// When the history is replaced, parked polls are let go with nothing
+/// caught, a poll that parks afterwards without reading first is refused,
+/// and reading gives the reset gap.
+#[tokio::test]
+async fn parked_subscriptions_are_let_go_when_the_history_is_replaced() {
+    let store = Arc::new(WrappedStore::new());
+    let hub = Hub::new(store.clone(), HubConfig::default());
+    publish(&hub, "a", "old").await;
+    let mut sub = subscribe(&hub, "a", Start::Now).await;
+    let (recorder, parked) = park_after_empty_read(&mut sub).await;
+    store.replace_history();
+    publish(&hub, "a", "new").await;
+    assert_eq!(recorder.wakes(), 1, "let go");
+    assert!(
+        recorder.delivered().is_empty(),
+        "{:?}",
+        recorder.delivered()
+    );
+    assert!(parked.caught().is_none());
+    drop(parked);
+    assert!(
+        sub.park(Arc::new(Recorder::default())).is_none(),
+        "parked in a history it has not read"
+    );
+    let batch = sub.ready_batch(everything()).await.unwrap();
+    assert!(
+        matches!(&batch[0], Item::Gap(gap) if gap.reason == comet_hub::GapReason::Reset),
+        "{batch:?}"
     );
 }

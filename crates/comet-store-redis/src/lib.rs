@@ -118,7 +118,6 @@ impl Counters {
 
 /// A [`Store`] in Redis. See the crate documentation.
 pub struct RedisStore {
-    epoch: Epoch,
     prefix: String,
     connection: ConnectionManager,
     scripts: Scripts,
@@ -174,16 +173,15 @@ impl RedisStore {
         let head = reply.number().map_err(unexpected)?;
         let counters = Counters::default();
         counters.update(&mut reply).map_err(unexpected)?;
-        let feed = Arc::new(Feed::new(Seq(head)));
+        tracing::info!(url = %shown, epoch = %epoch, head, "history in Redis opened");
+        let feed = Arc::new(Feed::new(epoch, Seq(head)));
         let following = tokio::spawn(feed::follow(
             client,
             prefix.clone(),
-            epoch.clone(),
+            scripts.open.clone(),
             feed.clone(),
         ));
-        tracing::info!(url = %shown, epoch = %epoch, head, "history in Redis opened");
         Ok(Self {
-            epoch,
             prefix,
             connection,
             scripts,
@@ -253,26 +251,27 @@ impl RedisStore {
     fn connection(&self) -> ConnectionManager {
         self.connection.clone()
     }
+}
 
-    fn message(
-        &self,
-        channel: &ChannelName,
-        seq: u64,
-        event: &str,
-        data: Vec<u8>,
-        published_at: u64,
-    ) -> Result<Arc<Message>, StoreError> {
-        let event = EventType::new(event).map_err(|e| corrupt(format!("event type: {e}")))?;
-        let data = Data::from_utf8(data.into()).map_err(|e| corrupt(format!("data: {e}")))?;
-        Ok(Arc::new(Message::new(
-            self.epoch.clone(),
-            Seq(seq),
-            channel.clone(),
-            event,
-            data,
-            published_at,
-        )))
-    }
+/// A message of `epoch` read back from Redis.
+fn message(
+    epoch: &Epoch,
+    channel: &ChannelName,
+    seq: u64,
+    event: &str,
+    data: Vec<u8>,
+    published_at: u64,
+) -> Result<Arc<Message>, StoreError> {
+    let event = EventType::new(event).map_err(|e| corrupt(format!("event type: {e}")))?;
+    let data = Data::from_utf8(data.into()).map_err(|e| corrupt(format!("data: {e}")))?;
+    Ok(Arc::new(Message::new(
+        epoch.clone(),
+        Seq(seq),
+        channel.clone(),
+        event,
+        data,
+        published_at,
+    )))
 }
 
 /// Connects, waiting for a Redis that cannot be reached yet (refused,
@@ -418,7 +417,7 @@ fn hex(bytes: &[u8]) -> String {
 #[async_trait]
 impl Store for RedisStore {
     fn epoch(&self) -> Epoch {
-        self.epoch.clone()
+        self.feed.epoch()
     }
 
     fn head(&self) -> Seq {
@@ -444,9 +443,10 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let now = self.clock.now_ms();
+        let epoch = self.feed.epoch();
         let mut invocation = self.invocation(&self.scripts.append);
         invocation
-            .arg(self.epoch.as_str())
+            .arg(epoch.as_str())
             .arg(now)
             .arg(self.retention.max_messages.max(1))
             .arg(self.age_cutoff())
@@ -486,15 +486,10 @@ impl Store for RedisStore {
             }
             "reset" => {
                 let found = reply.text().unwrap_or_default();
-                tracing::error!(
-                    epoch = %self.epoch,
-                    found = %found,
-                    "the history in Redis is not the one this node serves: Redis lost its data \
-                     or another history took its place; restart this node to serve the new one"
-                );
                 return Err(StoreError::Unavailable(format!(
-                    "the history in Redis is not the one this node serves (epoch {}, found {:?})",
-                    self.epoch, found
+                    "the history in Redis is not the one this node serves (epoch {epoch}, found \
+                     {found:?}): Redis lost its data. Nothing was stored; this node moves to the \
+                     new history within seconds"
                 ))
                 .into());
             }
@@ -517,7 +512,7 @@ impl Store for RedisStore {
                     let seq = number()?;
                     newest = Some(seq);
                     Appended::Stored(Arc::new(Message::new(
-                        self.epoch.clone(),
+                        epoch.clone(),
                         Seq(seq),
                         draft.channel,
                         draft.event,
@@ -534,7 +529,7 @@ impl Store for RedisStore {
         }
         self.counters.update(&mut reply)?;
         if let Some(newest) = newest {
-            self.feed.reached(Seq(newest), FEED_TIMEOUT).await?;
+            self.feed.reached(&epoch, Seq(newest), FEED_TIMEOUT).await?;
         }
         Ok(appended)
     }
@@ -566,6 +561,8 @@ impl Store for RedisStore {
             .arg(count)
             .arg(limit.bytes.min(i64::MAX as u64));
         self.channel_retention(&mut invocation);
+        let epoch = self.feed.epoch();
+        invocation.arg(epoch.as_str());
         let reply: Vec<redis::Value> = self.run(&invocation).await?;
         let mut reply = Reply::new(reply);
         let trimmed_upto = Seq(reply.number()?);
@@ -576,7 +573,7 @@ impl Store for RedisStore {
             let event = reply.text()?;
             let data = reply.bytes()?;
             let published_at = reply.number()?;
-            messages.push(self.message(channel, seq, &event, data, published_at)?);
+            messages.push(message(&epoch, channel, seq, &event, data, published_at)?);
         }
         Ok(History {
             messages,
@@ -598,6 +595,7 @@ impl Store for RedisStore {
             .arg(stream_id(upto.0))
             .arg(count);
         self.channel_retention(&mut invocation);
+        invocation.arg(self.feed.epoch().as_str());
         let reply: redis::Value = self.run(&invocation).await?;
         Ok(Seq(Reply::new(vec![reply]).number()?))
     }
@@ -613,7 +611,7 @@ impl Store for RedisStore {
         }
         Ok(Some(ChannelSummary {
             retained: reply.number()?,
-            last_id: Cursor::new(self.epoch.clone(), Seq(reply.number()?)),
+            last_id: Cursor::new(self.feed.epoch(), Seq(reply.number()?)),
         }))
     }
 
@@ -629,6 +627,7 @@ impl Store for RedisStore {
         let reply: Vec<redis::Value> = self.run(&invocation).await?;
         let mut reply = Reply::new(reply);
         let mut page = Vec::new();
+        let epoch = self.feed.epoch();
         while !reply.is_empty() {
             let name = reply.text()?;
             let name =
@@ -639,7 +638,7 @@ impl Store for RedisStore {
                 name,
                 ChannelSummary {
                     retained,
-                    last_id: Cursor::new(self.epoch.clone(), Seq(last)),
+                    last_id: Cursor::new(epoch.clone(), Seq(last)),
                 },
             ));
         }
@@ -707,6 +706,12 @@ impl Store for RedisStore {
                 value: figures.lag.load(Ordering::Relaxed),
             },
             StoreMetric {
+                name: "redis_feed_lag_milliseconds",
+                help: "How long ago the newest message this node announced was published (by the publishing node's clock), when more were waiting at the feed's last look; 0 when none was.",
+                counter: false,
+                value: figures.lag_ms.load(Ordering::Relaxed),
+            },
+            StoreMetric {
                 name: "redis_round_trip_microseconds",
                 help: "The last round trip of the feed's look at Redis.",
                 counter: false,
@@ -725,10 +730,16 @@ impl Store for RedisStore {
                 value: self.errors.load(Ordering::Relaxed),
             },
             StoreMetric {
-                name: "redis_history_lost",
-                help: "1 when the history in Redis is no longer the one this node serves (Redis lost its data): the node must be restarted.",
-                counter: false,
-                value: u64::from(self.feed.lost().is_some()),
+                name: "redis_epoch_resets",
+                help: "Times the history in Redis was replaced under this node (Redis lost its data): every subscription was told with a reset gap and went on in the new history.",
+                counter: true,
+                value: figures.epoch_resets.load(Ordering::Relaxed),
+            },
+            StoreMetric {
+                name: "redis_feed_skips",
+                help: "Times this node fell behind the shared log by more than its length: its subscribers read what it skipped from each channel's history.",
+                counter: true,
+                value: figures.skips.load(Ordering::Relaxed),
             },
         ]
     }
@@ -743,9 +754,6 @@ impl Store for RedisStore {
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {
-        if let Some(reason) = self.feed.lost() {
-            return Err(StoreError::Unavailable(reason.to_string()));
-        }
         let _: String = redis::cmd("PING")
             .query_async(&mut self.connection())
             .await

@@ -245,6 +245,23 @@ pub trait CommitListener: Send + Sync {
     /// itself, before the `append` that stored the message returns. It must
     /// be quick and must not call back into the store.
     fn committed(&self, message: &Arc<Message>);
+
+    /// The store moves on to `seq` without announcing the messages up to
+    /// it that were not announced yet (a node that fell behind a shared log
+    /// by more than its length): they are in the store, readable as any
+    /// history. Every message after `seq` is announced as usual. Called in
+    /// sequence with [`Self::committed`]. Stores of one node never call it.
+    fn skipped_to(&self, seq: Seq) {
+        let _ = seq;
+    }
+
+    /// The history was replaced by another, `epoch` (a shared store lost its
+    /// data): nothing announced so far belongs to it, and its messages are
+    /// announced from its start. Called in sequence with
+    /// [`Self::committed`]. Stores of one node never call it.
+    fn epoch_changed(&self, epoch: Epoch) {
+        let _ = epoch;
+    }
 }
 
 /// A channel history backend.

@@ -349,8 +349,9 @@ pub struct ServeArgs {
     pub redis: Option<String>,
 
     /// Messages the shared log in Redis keeps (about): how far a node may
-    /// fall behind (paused, overloaded) and still catch up; beyond it the
-    /// node stops and reports itself unhealthy until restarted.
+    /// fall behind (paused, overloaded) and still catch up from the log;
+    /// beyond it the node skips ahead and its subscribers read what it
+    /// skipped from each channel's history (one read per channel).
     #[arg(long, env = "COMET_REDIS_LOG_LENGTH", default_value_t = 100_000)]
     pub redis_log_length: usize,
 

@@ -91,11 +91,11 @@ pub(super) async fn poll(
             continue;
         };
         let counted = state.metrics.parked_poll();
-        let left = tokio::select! {
-            () = catch.woken.notified() => false,
-            () = &mut wait => false,
-            () = state.shutdown.cancelled() => false,
-            () = client_left(&shared) => true,
+        let (left, woken) = tokio::select! {
+            () = catch.woken.notified() => (false, true),
+            () = &mut wait => (false, false),
+            () = state.shutdown.cancelled() => (false, false),
+            () = client_left(&shared) => (true, false),
         };
         drop((shared, counted));
         let (taken, socket) = catch.take_back();
@@ -112,8 +112,15 @@ pub(super) async fn poll(
             Outcome::Failed => (stream, Polled::Failed),
             Outcome::Untouched => {
                 // Caught, but the publisher has not got to it yet: answer
-                // here. Not caught: the wait ended; answer with nothing.
-                let answer = match parked.caught() {
+                // here. Woken with nothing caught: the hub let the poll go
+                // (its store skipped ahead, or the history changed); read
+                // again. Otherwise the wait ended; answer with nothing.
+                let caught = parked.caught();
+                if caught.is_none() && woken {
+                    drop(parked);
+                    continue;
+                }
+                let answer = match caught {
                     Some(message) => {
                         state.metrics.delivered(Transport::LongPoll, 1);
                         poll::caught_answer(&message)

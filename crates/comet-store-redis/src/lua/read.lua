@@ -1,7 +1,10 @@
 -- Messages of a channel after a position. ARGV: prefix, channel, its mark,
 -- first id, last id (or '+'), most messages, most bytes, age cutoff (ms, 0:
--- none), max messages per channel, tombstones kept.
--- Returns {trimmed, truncated (0/1), then seq, event, data, time per message}.
+-- none), max messages per channel, tombstones kept, the epoch this node
+-- serves.
+-- Returns {trimmed, truncated (0/1), then seq, event, data, time per message};
+-- nothing from another history (the node is about to learn of it).
+if redis.call('HGET', META, 'epoch') ~= ARGV[11] then return {0, 0} end
 local channel, mark = ARGV[2], ARGV[3]
 local first, last = ARGV[4], ARGV[5]
 local max_count, max_bytes = tonumber(ARGV[6]), tonumber(ARGV[7])
