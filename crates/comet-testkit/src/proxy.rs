@@ -6,10 +6,14 @@
 //! connections are closed and the client learns nothing of the outcome.
 //! Which answers are lost under [`Losing::Half`] is decided by a seeded
 //! generator: the same run of requests loses the same answers.
+//!
+//! Its upstream can be changed while it runs ([`AnswerLosingProxy::route_to`]):
+//! new connections go to the new one, as a load balancer moves clients off
+//! a node that died.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,7 +30,7 @@ pub enum Losing {
 }
 
 struct Shared {
-    upstream: SocketAddr,
+    upstream: Mutex<SocketAddr>,
     mode: AtomicU8,
     lost: AtomicU64,
     /// The generator's state (xorshift64).
@@ -66,7 +70,7 @@ impl AnswerLosingProxy {
             .expect("bind a proxy");
         let address = listener.local_addr().expect("the proxy's address");
         let shared = Arc::new(Shared {
-            upstream,
+            upstream: Mutex::new(upstream),
             mode: AtomicU8::new(0),
             lost: AtomicU64::new(0),
             state: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
@@ -95,6 +99,12 @@ impl AnswerLosingProxy {
         self.shared.mode.store(value, Ordering::SeqCst);
     }
 
+    /// Sends new connections to `upstream` from now on (open ones stay
+    /// where they are).
+    pub fn route_to(&self, upstream: SocketAddr) {
+        *self.shared.upstream.lock().unwrap() = upstream;
+    }
+
     /// Answers lost so far.
     pub fn lost(&self) -> u64 {
         self.shared.lost.load(Ordering::SeqCst)
@@ -115,7 +125,8 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
 
 /// Relays one connection until either side closes or an answer is lost.
 async fn relay(mut client: TcpStream, shared: Arc<Shared>) {
-    let Ok(mut server) = TcpStream::connect(shared.upstream).await else {
+    let upstream = *shared.upstream.lock().unwrap();
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
         return;
     };
     let (mut from_client, mut to_client) = client.split();

@@ -143,6 +143,15 @@ impl RedisServer {
         self.child.id()
     }
 
+    /// Sends it a signal (`STOP` pauses it, `CONT` resumes it) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Sends one command (`["FLUSHALL"]`, `["CONFIG", "SET", …]`) and
     /// returns the first line of its answer (`+OK`, `-ERR …`, `:1`, …).
     pub fn command(&self, words: &[&str]) -> String {

@@ -2,8 +2,10 @@
 //! client sees is what one server gives, whichever node each request
 //! reaches.
 
+use comet_testkit::node::EventSourceClient;
 use comet_testkit::{
-    NdjsonStream, RedisServer, ServerProcess, SseStream, client, encode, get_json, within,
+    AnswerLosingProxy, Losing, NdjsonStream, RedisServer, ServerProcess, SseStream, client, encode,
+    get_json, within,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -647,4 +649,118 @@ async fn a_node_reaches_redis_over_verified_tls() {
         stderr.contains("certificate") || stderr.contains("Certificate"),
         "{stderr}"
     );
+}
+
+/// A node is killed (`kill -9`) under a real `EventSource` client (npm
+/// `eventsource`) that reaches it through a load balancer: the balancer
+/// sends the client's reconnection to the other node, which resumes it
+/// from its `Last-Event-ID` exactly, nothing missing, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eventsource_client_of_a_killed_node_resumes_exactly_on_another() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let http = client();
+    let balancer = AnswerLosingProxy::start(a.address().parse().unwrap(), Losing::Nothing).await;
+    let mut eventsource = EventSourceClient::start(&format!("{}/sse/news", balancer.base()), 10);
+    eventsource.opened().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(publish(&http, a.base(), "news", &format!("m{i}")).await);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let event = eventsource.next_event().await;
+        assert_eq!(event["data"], format!("m{i}"), "{event}");
+        assert_eq!(event["lastEventId"].as_str(), Some(id.as_str()));
+    }
+
+    a.signal("KILL");
+    balancer.route_to(b.address().parse().unwrap());
+    for i in 5..10 {
+        ids.push(publish(&http, b.base(), "news", &format!("m{i}")).await);
+    }
+    for (i, id) in ids.iter().enumerate().skip(5) {
+        let event = eventsource.next_event().await;
+        assert_eq!(event["type"], "message", "{event}");
+        assert_eq!(event["data"], format!("m{i}"), "{event}");
+        assert_eq!(event["lastEventId"].as_str(), Some(id.as_str()));
+    }
+    assert!(eventsource.finished().await, "the client saw all ten");
+}
+
+/// Redis stops answering (paused with `SIGSTOP`): a publish answers 503
+/// within the node's response timeout, `/healthz` answers 503, an open
+/// stream stays open with heartbeats. When Redis answers again, everything
+/// goes on by itself: the refused publish, retried with its idempotency key,
+/// is stored once (Redis may have run the first attempt when it woke), and
+/// the stream receives every message once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_is_ridden_out() {
+    let redis = RedisServer::start();
+    let a = ready(ServerProcess::spawn(
+        binary(),
+        &["--redis", &redis.url(), "--heartbeat", "1s"],
+    ))
+    .await;
+    let http = client();
+    let mut stream = NdjsonStream::new(
+        http.get(format!("{}/stream/news", a.base()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    within("the stream to open", stream.next_value()).await;
+    let first = publish(&http, a.base(), "news", "m0").await;
+    assert_eq!(
+        stream.next_item().await.unwrap()["id"].as_str(),
+        Some(first.as_str())
+    );
+
+    redis.signal("STOP");
+    let keyed = |data: &str| {
+        http.post(format!("{}/pub/news", a.base()))
+            .header("Idempotency-Key", "paused-1")
+            .body(data.to_string())
+            .send()
+    };
+    let refused = within("the publish to be refused", keyed("m1"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"], "store_unavailable", "{error}");
+    let health = http
+        .get(format!("{}/healthz", a.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    for _ in 0..2 {
+        let line = within("a heartbeat while Redis is paused", stream.next_value())
+            .await
+            .expect("the stream stays open");
+        assert!(line.get("heartbeat").is_some(), "{line}");
+    }
+
+    redis.signal("CONT");
+    let id = within("the retried publish to be stored", async {
+        loop {
+            let answer = keyed("m1").await.unwrap();
+            if answer.status() == 200 {
+                let answer: Value = answer.json().await.unwrap();
+                return answer["id"].as_str().unwrap().to_string();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let last = publish(&http, a.base(), "news", "m2").await;
+    for (data, id) in [("m1", &id), ("m2", &last)] {
+        let line = stream.next_item().await.unwrap();
+        assert!(line.get("gap").is_none(), "{line}");
+        assert_eq!(
+            (line["data"].as_str(), line["id"].as_str()),
+            (Some(data), Some(id.as_str()))
+        );
+    }
 }
