@@ -45,6 +45,9 @@ pub struct DeliveryPlan {
     /// Publish to this server instead of the subscribers' (another node
     /// of a cluster: latency across nodes).
     pub publish_address: Option<std::net::SocketAddr>,
+    /// Every other subscriber subscribes here instead (the second node of
+    /// a cluster: subscribers split over two nodes).
+    pub also_subscribe_address: Option<std::net::SocketAddr>,
 }
 
 /// What happened.
@@ -89,8 +92,11 @@ pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
     };
     // Subscribe everyone first, a batch at a time.
     let started = Instant::now();
+    let addresses: Vec<_> = std::iter::once(plan.target.address)
+        .chain(plan.also_subscribe_address)
+        .collect();
     let readers = SseReader::open_many(
-        plan.target.address,
+        &addresses,
         plan.subscribers,
         plan.connect_concurrency,
         |i| {

@@ -67,7 +67,7 @@ pub async fn run(plan: &IdlePlan) -> Result<IdleReport, HttpError> {
     let before = resident_bytes(plan.server_pid)?;
     let started = Instant::now();
     let readers = SseReader::open_many(
-        plan.target.address,
+        &[plan.target.address],
         plan.connections,
         plan.connect_concurrency,
         |i| {

@@ -28,10 +28,10 @@ pub struct SseReader {
 }
 
 impl SseReader {
-    /// Opens `count` streams, `concurrency` at a time; `path(i)` is the
-    /// path of the `i`-th.
+    /// Opens `count` streams, `concurrency` at a time; the `i`-th on
+    /// `addresses[i % addresses.len()]`, at `path(i)`.
     pub async fn open_many(
-        address: SocketAddr,
+        addresses: &[SocketAddr],
         count: usize,
         concurrency: usize,
         path: impl Fn(usize) -> String,
@@ -42,6 +42,7 @@ impl SseReader {
             let batch = concurrency.max(1).min(count - first);
             let opens = (first..first + batch).map(|i| {
                 let path = path(i);
+                let address = addresses[i % addresses.len()];
                 async move { Self::open(address, &path).await }
             });
             for reader in futures::future::join_all(opens).await {

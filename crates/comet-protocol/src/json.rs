@@ -8,7 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{Gap, Message};
+use crate::{Gap, Message, ws};
 
 /// The media type of an HTTP streaming response.
 pub const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson";
@@ -60,7 +60,16 @@ pub fn put_json_string(out: &mut BytesMut, text: &str) {
 
 /// One NDJSON line: the message object and LF.
 pub fn encode_message_line(message: &Message) -> Bytes {
-    let mut out = BytesMut::with_capacity(message.data().len() + 96);
+    encode_message_frames(message).slice(ws::MAX_HEADER..)
+}
+
+/// The message object with room before it, where the header of a
+/// WebSocket text frame holding it ends, and LF after it: one buffer from
+/// which both the NDJSON line and the WebSocket frame are sliced (see
+/// [`Message::ws_frame`]).
+pub fn encode_message_frames(message: &Message) -> Bytes {
+    let mut out = BytesMut::with_capacity(ws::MAX_HEADER + message.data().len() + 96);
+    out.put_bytes(0, ws::MAX_HEADER);
     out.put_slice(b"{\"id\":\"");
     out.put_slice(message.id().to_string().as_bytes());
     out.put_slice(b"\",\"channel\":\"");
@@ -71,6 +80,8 @@ pub fn encode_message_line(message: &Message) -> Bytes {
     out.put_slice(b",\"data\":");
     put_json_string(&mut out, message.data().as_str());
     out.put_slice(b"}\n");
+    let object = out.len() - ws::MAX_HEADER - 1;
+    ws::put_text_header_before(&mut out[..ws::MAX_HEADER], object);
     out.freeze()
 }
 

@@ -4,7 +4,7 @@
 //! and the clients: validated names ([`ChannelName`], [`ChannelList`],
 //! [`EventType`], [`IdempotencyKey`]), positions in a history ([`Epoch`], [`Seq`], [`Cursor`]),
 //! the [`Message`] itself, and the byte-exact encodings every transport sends
-//! ([`sse`], [`json`]).
+//! ([`sse`], [`json`], [`ws`]).
 //!
 //! It does no I/O and knows no async runtime: everything here is a pure
 //! function of its input, so it is tested byte by byte without sockets.
@@ -18,6 +18,7 @@ mod idempotency;
 pub mod json;
 mod message;
 pub mod sse;
+pub mod ws;
 
 pub use channel::{
     ChannelList, ChannelName, InvalidChannel, InvalidChannelList, MAX_CHANNEL_NAME_LEN,

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use crate::{ChannelName, Cursor, Epoch, EventType, MessageId, Seq, json, sse};
+use crate::{ChannelName, Cursor, Epoch, EventType, MessageId, Seq, json, sse, ws};
 
 /// Message data: UTF-8 text, possibly with LF, CR or CRLF. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -85,7 +85,9 @@ pub struct Message {
     data: Data,
     published_at_ms: u64,
     sse_frame: OnceLock<Bytes>,
-    json_line: OnceLock<Bytes>,
+    /// The JSON object, with a WebSocket frame header before it and LF
+    /// after it (`json::encode_message_frames`).
+    json_frames: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -106,7 +108,7 @@ impl Message {
             data,
             published_at_ms,
             sse_frame: OnceLock::new(),
-            json_line: OnceLock::new(),
+            json_frames: OnceLock::new(),
         }
     }
 
@@ -160,17 +162,31 @@ impl Message {
         self.sse_frame.get_or_init(|| sse::encode_message(self))
     }
 
-    /// The JSON object followed by LF (one NDJSON line), encoded once and
-    /// shared.
-    pub fn json_line(&self) -> &Bytes {
-        self.json_line
-            .get_or_init(|| json::encode_message_line(self))
+    fn json_frames(&self) -> &Bytes {
+        self.json_frames
+            .get_or_init(|| json::encode_message_frames(self))
     }
 
-    /// The JSON object alone (the line without its LF), sharing the same bytes.
+    /// The JSON object followed by LF (one NDJSON line), encoded once and
+    /// shared.
+    pub fn json_line(&self) -> Bytes {
+        self.json_frames().slice(ws::MAX_HEADER..)
+    }
+
+    /// The JSON object alone (the line without its LF), sharing the same
+    /// bytes.
     pub fn json_object(&self) -> Bytes {
-        let line = self.json_line();
-        line.slice(..line.len() - 1)
+        let frames = self.json_frames();
+        frames.slice(ws::MAX_HEADER..frames.len() - 1)
+    }
+
+    /// The WebSocket text frame holding the JSON object, sharing the same
+    /// bytes: the same object for every subscriber, encoded once.
+    pub fn ws_frame(&self) -> Bytes {
+        let frames = self.json_frames();
+        let object = frames.len() - ws::MAX_HEADER - 1;
+        let header = ws::text_header_len(object);
+        frames.slice(ws::MAX_HEADER - header..frames.len() - 1)
     }
 }
 

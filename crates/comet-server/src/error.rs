@@ -18,8 +18,10 @@ pub struct ApiError {
     pub code: &'static str,
     /// Explanation, for people.
     pub message: String,
-    /// The `WWW-Authenticate` challenge of a 401.
-    pub challenge: Option<&'static str>,
+    /// A header field the answer carries (the `WWW-Authenticate`
+    /// challenge of a 401, the `Sec-WebSocket-Version` of a refused
+    /// WebSocket handshake): name (lowercase) and value.
+    pub header: Option<(&'static str, &'static str)>,
     /// For an error of one message of a batch publish: its position
     /// (`"index"` in the JSON).
     pub index: Option<usize>,
@@ -32,7 +34,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            challenge: None,
+            header: None,
             index: None,
         }
     }
@@ -58,8 +60,13 @@ impl ApiError {
     }
 
     /// The same error with a `WWW-Authenticate` challenge.
-    pub fn with_challenge(mut self, challenge: &'static str) -> Self {
-        self.challenge = Some(challenge);
+    pub fn with_challenge(self, challenge: &'static str) -> Self {
+        self.with_header("www-authenticate", challenge)
+    }
+
+    /// The same error with the header field `name` (lowercase): `value`.
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.header = Some((name, value));
         self
     }
 
@@ -107,10 +114,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some(challenge) = self.challenge {
+        if let Some((name, value)) = self.header {
             response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
             );
         }
         response

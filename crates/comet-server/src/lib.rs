@@ -173,6 +173,7 @@ fn router(state: AppState) -> Router {
         .route("/poll/{channels}", get(transport::poll::poll))
         .route("/stream/{channels}", get(transport::ndjson::stream))
         .route("/sse/{channels}", get(transport::sse::sse))
+        .route("/ws/{channels}", get(transport::websocket::through_router))
         .route("/channels", get(inspect::channels))
         .route("/channels/{channel}", get(inspect::channel))
         .route("/healthz", get(inspect::healthz))

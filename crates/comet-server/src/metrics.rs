@@ -27,14 +27,17 @@ pub enum Transport {
     Stream,
     /// Server-Sent Events.
     Sse,
+    /// WebSocket.
+    WebSocket,
 }
 
 impl Transport {
-    const ALL: [Transport; 4] = [
+    const ALL: [Transport; 5] = [
         Transport::Poll,
         Transport::LongPoll,
         Transport::Stream,
         Transport::Sse,
+        Transport::WebSocket,
     ];
 
     /// The label value.
@@ -44,6 +47,7 @@ impl Transport {
             Transport::LongPoll => "longpoll",
             Transport::Stream => "stream",
             Transport::Sse => "sse",
+            Transport::WebSocket => "ws",
         }
     }
 }
@@ -111,8 +115,8 @@ pub struct Metrics {
     registry: Registry,
     /// Each transport's series, looked up once (in `Transport::ALL` order):
     /// counting a delivery is then one atomic add, not a labelled lookup.
-    deliveries: [Counter; 4],
-    subscribers: [Gauge; 4],
+    deliveries: [Counter; Transport::ALL.len()],
+    subscribers: [Gauge; Transport::ALL.len()],
     connections: Gauge,
     parked_polls: Gauge,
     refused: Family<ReasonLabel, Counter>,

@@ -635,3 +635,42 @@ async fn a_batch_needs_a_grant_for_every_message() {
         );
     }
 }
+
+/// A WebSocket handshake is authorized as every other subscription (the
+/// usual 401 and 403 instead of a `101`), and an open WebSocket closes with
+/// 4401 when its token expires.
+#[tokio::test]
+async fn websockets_are_authorized_like_every_transport_and_close_with_4401_at_expiry() {
+    use comet_testkit::ws::{Frame, RawWebSocket};
+    let server = server(None, None);
+    let news = token(&[], &["news"], 60);
+    let handshake = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nhost: comet\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+             sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+    };
+    let none = raw::exchange(server.address(), handshake("/ws/news").as_bytes()).await;
+    assert_eq!(
+        (none.status, none.error_code().as_str()),
+        (401, "unauthorized")
+    );
+    assert!(none.header("www-authenticate").is_some(), "{}", none.head);
+    let half = raw::exchange(
+        server.address(),
+        handshake(&format!("/ws/news,sport?token={news}")).as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (half.status, half.error_code().as_str()),
+        (403, "forbidden")
+    );
+    RawWebSocket::connect(server.address(), "/ws/lobby").await;
+    RawWebSocket::connect(server.address(), &format!("/ws/lobby,news?token={news}")).await;
+
+    let short = token(&[], &["news"], 2);
+    let mut socket =
+        RawWebSocket::connect(server.address(), &format!("/ws/news?token={short}")).await;
+    let frames = within("the expiry", socket.rest()).await;
+    assert_eq!(frames.last(), Some(&Frame::Close(Some(4401))), "{frames:?}");
+}

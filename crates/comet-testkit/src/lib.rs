@@ -21,6 +21,7 @@ pub mod raw;
 mod readers;
 mod redis;
 mod server;
+pub mod ws;
 
 use std::time::Duration;
 

@@ -136,6 +136,7 @@ async fn delivery_line(
         quiet_limit: Duration::from_secs(10),
         token: args.token.clone(),
         publish_address: args.publish_server.as_deref().map(loopback).transpose()?,
+        also_subscribe_address: args.also_server.as_deref().map(loopback).transpose()?,
     })
     .await
     .with_context(|| format!("the {name} scenario"))?;

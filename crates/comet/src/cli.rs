@@ -259,6 +259,10 @@ pub struct BenchDeliveryArgs {
     /// another).
     #[arg(long)]
     pub publish_server: Option<String>,
+    /// Subscribe every other subscriber to this server instead (a second
+    /// node of a cluster: subscribers split over two nodes).
+    #[arg(long)]
+    pub also_server: Option<String>,
 }
 
 /// Options of `comet bench longpoll`.

@@ -36,7 +36,7 @@ use crate::cors::{self, AllowOrigin, Verdict};
 use crate::error::ApiError;
 use crate::publish;
 use crate::transport::live::{Framing, Live};
-use crate::transport::socket;
+use crate::transport::{socket, websocket};
 
 /// What became of a connection.
 pub(crate) enum Outcome {
@@ -95,6 +95,7 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: PeerIp, state: &AppState)
                 open_stream(stream, &mut buffer, &served, framing, state).await
             }
             Route::Poll => poll(stream, &mut buffer, &served, state).await,
+            Route::WebSocket => open_websocket(stream, &served, state).await,
             Route::Publish => publish(stream, &mut buffer, &served, peer, state).await,
         };
         let answer = match handled {
@@ -218,6 +219,32 @@ async fn open_stream(
     };
     let response_head = socket::response_head(framing, served.allow_origin.as_ref());
     Handled::End(Outcome::Stream(stream, live, response_head))
+}
+
+/// `GET /ws/…`: a valid handshake whose subscription opens takes the
+/// connection for good; anything else is answered with its JSON error and
+/// the connection closes (the client may be about to send frames).
+async fn open_websocket(stream: TcpStream, served: &Served, state: &AppState) -> Handled {
+    let request = &served.request;
+    let accept = match websocket::accept(&request.headers) {
+        Ok(accept) => accept,
+        Err(error) => return Handled::End(Outcome::Refused(stream, error)),
+    };
+    let opened = Box::pin(Live::open(
+        state.clone(),
+        &request.target,
+        request.query.as_deref(),
+        &request.headers,
+        Framing::WebSocket,
+    ))
+    .await;
+    match opened {
+        Ok(live) => {
+            let head = websocket::response_head(&accept, &request.headers);
+            Handled::End(Outcome::Stream(stream, live, head))
+        }
+        Err(error) => Handled::End(Outcome::Refused(stream, error)),
+    }
 }
 
 /// `GET /poll/…`: answered at once, or parked with the connection
@@ -352,9 +379,9 @@ async fn write_answer(
     keep_alive: bool,
     state: &AppState,
 ) -> bool {
-    let (status, body, challenge) = match answer.body {
+    let (status, body, header) = match answer.body {
         Ok(body) => (answer.status, body, None),
-        Err(error) => (error.status, error.body(), error.challenge),
+        Err(error) => (error.status, error.body(), error.header),
     };
     let head = socket::answer_head(
         status,
@@ -362,7 +389,7 @@ async fn write_answer(
         answer.cache_control,
         allow_origin,
         keep_alive,
-        challenge,
+        header,
     );
     let timeout = state.config.write_timeout;
     let sent = socket::send(stream, &[&head], &[body], b"", timeout, state).await;

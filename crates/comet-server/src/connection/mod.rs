@@ -54,7 +54,9 @@ use crate::config::refusals_in_flight;
 use crate::error::ApiError;
 use crate::metrics::{Closed, ConnectionRefusal};
 use crate::throttle::Throttled;
+use crate::transport::live::Framing;
 use crate::transport::socket::{answer_head, stream_to};
+use crate::transport::websocket;
 use crate::{AppState, REFUSAL_WARNING_INTERVAL};
 use futures::FutureExt;
 use head::HeadError;
@@ -137,7 +139,11 @@ pub(crate) async fn serve(
                         tracker.spawn(guarded(state.clone(), async move {
                             let _place = place;
                             let _counted = counted;
-                            stream_to(stream, live, response_head, &state).await;
+                            if live.framing() == Framing::WebSocket {
+                                websocket::stream_to(stream, live, response_head, &state).await;
+                            } else {
+                                stream_to(stream, live, response_head, &state).await;
+                            }
                         }));
                         return;
                     }
@@ -288,7 +294,7 @@ impl HeadError {
 /// so that closing does not reset the connection under the answer.
 async fn refuse(mut stream: TcpStream, error: ApiError) {
     let body = error.body();
-    let head = answer_head(error.status, body.len(), "", None, false, error.challenge);
+    let head = answer_head(error.status, body.len(), "", None, false, error.header);
     let mut discard = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut discard)).await;
     if stream.write_all(&head).await.is_ok() && stream.write_all(&body).await.is_ok() {

@@ -5,7 +5,7 @@
 //!
 //! Anything unusual is left to the router, which answers it as it always
 //! did: another route or method, HTTP/1.0, a chunked body, `Expect`, an
-//! upgrade, a percent-encoded or nested path, a repeated or non-decimal
+//! upgrade anywhere but `/ws/`, a percent-encoded or nested path, a repeated or non-decimal
 //! `Content-Length`, a body on a `GET`, a header value `HeaderValue` would
 //! refuse.
 
@@ -22,6 +22,9 @@ pub(super) enum Route {
     Poll,
     /// `POST /pub/{channel}`.
     Publish,
+    /// `GET /ws/{channels}`: a WebSocket handshake (judged by its handler,
+    /// which answers a malformed one).
+    WebSocket,
 }
 
 /// A request the direct path serves.
@@ -61,7 +64,7 @@ impl Request {
         } else {
             Keep::Publishing
         };
-        let fields = Fields::read(parsed.headers, keep)?;
+        let fields = Fields::read(parsed.headers, keep, route == Route::WebSocket)?;
         if route != Route::Publish && fields.body_length > 0 {
             return None;
         }
@@ -85,6 +88,8 @@ fn route<'a>(method: &str, path: &'a str) -> Option<(Route, &'a str)> {
                 Some((Route::Stream(Framing::Sse), rest))
             } else if let Some(rest) = path.strip_prefix("/stream/") {
                 Some((Route::Stream(Framing::Ndjson), rest))
+            } else if let Some(rest) = path.strip_prefix("/ws/") {
+                Some((Route::WebSocket, rest))
             } else {
                 Some((Route::Poll, path.strip_prefix("/poll/")?))
             }
@@ -134,8 +139,8 @@ struct Fields {
 
 impl Fields {
     /// Reads `fields`, keeping in a map those `keep` names; `None` for
-    /// anything the router should judge.
-    fn read(fields: &[httparse::Header<'_>], keep: Keep) -> Option<Self> {
+    /// anything the router should judge (an `Upgrade` unless `upgrading`).
+    fn read(fields: &[httparse::Header<'_>], keep: Keep, upgrading: bool) -> Option<Self> {
         let mut headers = if keep == Keep::All {
             HeaderMap::with_capacity(fields.len())
         } else {
@@ -160,7 +165,7 @@ impl Fields {
                 }
                 body_length = Some(std::str::from_utf8(value).ok()?.parse::<usize>().ok()?);
             } else if name.eq_ignore_ascii_case("transfer-encoding")
-                || name.eq_ignore_ascii_case("upgrade")
+                || (name.eq_ignore_ascii_case("upgrade") && !upgrading)
                 || name.eq_ignore_ascii_case("expect")
             {
                 return None;
@@ -220,6 +225,21 @@ mod tests {
         let publish = check("POST /pub/a HTTP/1.1\r\ncontent-length: 12\r\n\r\n").unwrap();
         assert_eq!(publish.route, Route::Publish);
         assert_eq!(publish.body_length, 12);
+        let ws = check(
+            "GET /ws/a,b?since=x HTTP/1.1\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: k\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(ws.route, Route::WebSocket);
+        assert_eq!(
+            (ws.target.as_str(), ws.query.as_deref()),
+            ("a,b", Some("since=x"))
+        );
+        assert_eq!(ws.headers["sec-websocket-key"], "k");
+        // Without an upgrade too: its handler says what is missing.
+        assert_eq!(
+            check("GET /ws/a HTTP/1.1\r\n\r\n").unwrap().route,
+            Route::WebSocket
+        );
     }
 
     #[test]
@@ -273,6 +293,9 @@ mod tests {
             "POST /pub/a HTTP/1.1\r\ncontent-length: \r\n\r\n",
             "POST /pub/a HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 1\r\n\r\n",
             "GET /sse/a HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+            "GET /ws/a HTTP/1.0\r\nupgrade: websocket\r\n\r\n",
+            "GET /ws/%61 HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+            "POST /ws/a HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
             "GET /poll/a HTTP/1.1\r\ncontent-length: 3\r\n\r\n",
         ] {
             assert!(check(head).is_none(), "{head:?}");

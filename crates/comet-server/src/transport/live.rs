@@ -1,5 +1,5 @@
-//! What SSE and HTTP streaming share: opening the subscription, and the
-//! loop that yields what to send, which never ends on its own. The two
+//! What SSE, HTTP streaming and WebSocket share: opening the subscription,
+//! and the loop that yields what to send, which never ends on its own. They
 //! differ only in [`Framing`]. Two writers sit on top: `socket` (the usual
 //! path, straight to the connection) and [`respond`] (a response body
 //! through the router, for requests `socket` leaves to it).
@@ -24,7 +24,7 @@ use axum::extract::rejection::PathRejection;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use comet_hub::{BatchLimit, Gap, Item, Start, Subscription};
-use comet_protocol::{Cursor, Message, json, sse};
+use comet_protocol::{Cursor, Message, json, sse, ws};
 use http::{HeaderMap, header};
 
 use crate::AppState;
@@ -40,13 +40,15 @@ use tokio::time::Instant;
 pub(crate) enum Framing {
     Sse,
     Ndjson,
+    /// Text frames, each one JSON object of the NDJSON stream.
+    WebSocket,
 }
 
 impl Framing {
     pub(crate) fn content_type(self) -> &'static str {
         match self {
             Framing::Sse => sse::CONTENT_TYPE,
-            Framing::Ndjson => json::NDJSON_CONTENT_TYPE,
+            Framing::Ndjson | Framing::WebSocket => json::NDJSON_CONTENT_TYPE,
         }
     }
 
@@ -61,6 +63,7 @@ impl Framing {
                 cursor,
             )),
             Framing::Ndjson => Some(self.heartbeat()),
+            Framing::WebSocket => Some(Bytes::from_static(ws::HEARTBEAT_FRAME)),
         }
     }
 
@@ -68,13 +71,15 @@ impl Framing {
         match self {
             Framing::Sse => Transport::Sse,
             Framing::Ndjson => Transport::Stream,
+            Framing::WebSocket => Transport::WebSocket,
         }
     }
 
-    fn message(self, message: &Message) -> &Bytes {
+    fn message(self, message: &Message) -> Bytes {
         match self {
-            Framing::Sse => message.sse_frame(),
+            Framing::Sse => message.sse_frame().clone(),
             Framing::Ndjson => message.json_line(),
+            Framing::WebSocket => message.ws_frame(),
         }
     }
 
@@ -82,6 +87,10 @@ impl Framing {
         match self {
             Framing::Sse => sse::encode_gap(gap),
             Framing::Ndjson => json::encode_gap_line(gap),
+            Framing::WebSocket => {
+                let line = json::encode_gap_line(gap);
+                ws::text_frame(&line[..line.len() - 1])
+            }
         }
     }
 
@@ -94,6 +103,7 @@ impl Framing {
         match self {
             Framing::Sse => Bytes::from_static(sse::EXPIRED_EVENT),
             Framing::Ndjson => Bytes::from_static(json::EXPIRED_LINE),
+            Framing::WebSocket => Bytes::from_static(ws::EXPIRED_FRAME),
         }
     }
 
@@ -104,6 +114,7 @@ impl Framing {
             Framing::Sse if as_event => Bytes::from_static(sse::HEARTBEAT_EVENT),
             Framing::Sse => Bytes::from_static(sse::HEARTBEAT),
             Framing::Ndjson => Bytes::from_static(json::HEARTBEAT_LINE),
+            Framing::WebSocket => Bytes::from_static(ws::HEARTBEAT_AND_PING),
         }
     }
 }
@@ -120,6 +131,8 @@ pub(crate) struct Live {
     deadline: Option<Instant>,
     /// The expiry frame went out: the stream is over.
     expired: bool,
+    /// The last frames handed out were a heartbeat.
+    heartbeat_sent: bool,
     _counted: GaugeGuard,
     _place: OwnedSemaphorePermit,
 }
@@ -198,15 +211,32 @@ impl Live {
             heartbeat_events: request.heartbeat_events,
             deadline: expires_at.map(deadline),
             expired: false,
+            heartbeat_sent: false,
             state,
             subscription,
             framing,
         })
     }
 
+    /// How the stream is framed.
+    pub(crate) fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The credential expired and the stream said so: it is over.
+    pub(crate) fn has_expired(&self) -> bool {
+        self.expired
+    }
+
+    /// The frames last handed out were a heartbeat (the stream was idle).
+    pub(crate) fn sent_heartbeat(&self) -> bool {
+        self.heartbeat_sent
+    }
+
     /// The frames to send next, at least one; `None` when the stream ends
     /// (server shutdown, or a store failure).
     pub(crate) async fn next_frames(&mut self) -> Option<Vec<Bytes>> {
+        self.heartbeat_sent = false;
         if self.expired {
             return None;
         }
@@ -242,6 +272,7 @@ impl Live {
                 }
             },
             _ = tokio::time::sleep(heartbeat) => {
+                self.heartbeat_sent = true;
                 Some(vec![self.framing.heartbeat_for(self.heartbeat_events)])
             }
         }
@@ -249,7 +280,7 @@ impl Live {
 
     fn frame(&self, item: &Item) -> Bytes {
         match item {
-            Item::Message(message) => self.framing.message(message).clone(),
+            Item::Message(message) => self.framing.message(message),
             Item::Gap(gap) => self.framing.gap(gap),
         }
     }

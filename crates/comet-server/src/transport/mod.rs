@@ -3,11 +3,14 @@
 //!
 //! - [`poll`]: short polling, and long polling with `wait`;
 //! - [`ndjson`]: HTTP streaming, one JSON object per line;
-//! - [`sse`]: Server-Sent Events.
+//! - [`sse`]: Server-Sent Events;
+//! - `websocket`: WebSocket, the NDJSON stream's objects in text frames.
 //!
-//! The two streams are usually served without the router at all: `socket`
+//! The streams are usually served without the router at all: `socket`
 //! takes a connection whose first request opens one and writes the stream
-//! straight to it, with no HTTP machinery held per subscriber.
+//! straight to it, with no HTTP machinery held per subscriber; WebSocket is
+//! served only that way (`websocket`), and the router answers a `/ws/`
+//! request it is handed with the error it has, or a 400.
 //!
 //! All of them accept the same channel lists and resume rules
 //! (`crate::params`), and all deliver the same shared, pre-encoded frames.
@@ -17,6 +20,7 @@ pub mod ndjson;
 pub mod poll;
 pub(crate) mod socket;
 pub mod sse;
+pub(crate) mod websocket;
 
 use axum::extract::Path;
 use axum::extract::rejection::PathRejection;

@@ -179,7 +179,7 @@ pub(crate) fn answer_head(
     cache_control: &str,
     allow_origin: Option<&AllowOrigin>,
     keep_alive: bool,
-    challenge: Option<&str>,
+    header: Option<(&str, &str)>,
 ) -> Vec<u8> {
     use std::io::Write;
     let mut head = Vec::with_capacity(256);
@@ -192,8 +192,8 @@ pub(crate) fn answer_head(
     if let Some(origin) = allow_origin {
         origin.write_lines(&mut head);
     }
-    if let Some(challenge) = challenge {
-        let _ = write!(head, "www-authenticate: {challenge}\r\n");
+    if let Some((name, value)) = header {
+        let _ = write!(head, "{name}: {value}\r\n");
     }
     if !keep_alive {
         head.extend_from_slice(b"connection: close\r\n");
