@@ -28,7 +28,7 @@ use std::time::Duration;
 use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, IdempotencyKey};
 pub use comet_protocol::{Gap, GapReason};
 use comet_store::{AppendError, Appended, Draft, Retention};
-pub use comet_store::{Footprint, Store, StoreError};
+pub use comet_store::{Footprint, Store, StoreError, StoreMetric};
 pub use park::{Catch, Parked};
 pub use stats::{HubStats, StatsSnapshot};
 pub use subscription::{BatchLimit, Item, Start, Subscription};
@@ -341,7 +341,7 @@ impl Hub {
     }
 
     /// The store's own figures for operators.
-    pub fn store_metrics(&self) -> Vec<comet_store::StoreMetric> {
+    pub fn store_metrics(&self) -> Vec<StoreMetric> {
         self.shared.store.metrics()
     }
 

@@ -11,6 +11,7 @@ use comet_hub::Hub;
 use crate::ServerConfig;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -405,26 +406,41 @@ impl Collector for HubCollector {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        for metric in self.hub.store_metrics() {
-            if metric.counter {
-                let counter = ConstCounter::new(metric.value);
-                counter.encode(encoder.encode_descriptor(
-                    metric.name,
-                    metric.help,
-                    None,
-                    counter.metric_type(),
-                )?)?;
+        let store_metrics = self.hub.store_metrics();
+        // Figures of one name (with a label each) go under one descriptor.
+        for group in store_metrics.chunk_by(|a, b| a.name == b.name) {
+            let first = &group[0];
+            let metric_type = if first.counter {
+                MetricType::Counter
             } else {
-                let gauge = ConstGauge::new(i64::try_from(metric.value).unwrap_or(i64::MAX));
-                gauge.encode(encoder.encode_descriptor(
-                    metric.name,
-                    metric.help,
-                    None,
-                    gauge.metric_type(),
-                )?)?;
+                MetricType::Gauge
+            };
+            let mut family =
+                encoder.encode_descriptor(first.name, first.help, None, metric_type)?;
+            if let [alone] = group
+                && alone.label.is_none()
+            {
+                encode_store_metric(alone, family)?;
+                continue;
+            }
+            for metric in group {
+                let labels: Vec<(&str, &str)> = metric.label.into_iter().collect();
+                encode_store_metric(metric, family.encode_family(&labels)?)?;
             }
         }
         Ok(())
+    }
+}
+
+/// One figure of the store, as a sample.
+fn encode_store_metric(
+    metric: &comet_hub::StoreMetric,
+    sample: prometheus_client::encoding::MetricEncoder<'_>,
+) -> std::fmt::Result {
+    if metric.counter {
+        ConstCounter::new(metric.value).encode(sample)
+    } else {
+        ConstGauge::new(i64::try_from(metric.value).unwrap_or(i64::MAX)).encode(sample)
     }
 }
 

@@ -90,6 +90,20 @@ pub enum OpenError {
     },
 }
 
+/// Commands to Redis that failed, by kind.
+#[derive(Default)]
+struct Errors {
+    /// No answer within the response timeout.
+    timeouts: AtomicU64,
+    /// The connection could not be made, or broke.
+    connections: AtomicU64,
+    /// Redis answered with an error (a script failing, out of memory, a
+    /// replica refusing writes).
+    answered: AtomicU64,
+}
+
+const ERRORS_HELP: &str = "Commands to Redis that failed (each answered 503 to its request), by kind: timeout (no answer within the response timeout), connection (could not connect, or the connection broke), server (Redis answered with an error).";
+
 /// What the store holds, as of the last script that said.
 #[derive(Default)]
 struct Counters {
@@ -134,7 +148,7 @@ pub struct RedisStore {
     /// share.
     elsewhere: std::sync::RwLock<std::collections::HashMap<ChannelName, u64>>,
     /// Commands that failed.
-    errors: AtomicU64,
+    errors: Errors,
 }
 
 impl RedisStore {
@@ -194,7 +208,7 @@ impl RedisStore {
             following,
             node: format!("{:016x}", rand::random::<u64>()),
             elsewhere: std::sync::RwLock::default(),
-            errors: AtomicU64::new(0),
+            errors: Errors::default(),
         })
     }
 
@@ -242,9 +256,19 @@ impl RedisStore {
             .map_err(|error| self.failed(error))
     }
 
-    /// A command that failed: counted, and a 503 for its request.
+    /// A command that failed: counted by kind, and a 503 for its request.
     fn failed(&self, error: redis::RedisError) -> StoreError {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        let count = if error.is_timeout() {
+            &self.errors.timeouts
+        } else if error.is_io_error()
+            || error.is_connection_refusal()
+            || error.is_connection_dropped()
+        {
+            &self.errors.connections
+        } else {
+            &self.errors.answered
+        };
+        count.fetch_add(1, Ordering::Relaxed);
         unavailable(error)
     }
 
@@ -703,42 +727,63 @@ impl Store for RedisStore {
                 name: "redis_feed_lag_messages",
                 help: "Messages in Redis this node had not yet announced to its subscribers, at the feed's last look (about once a second when idle).",
                 counter: false,
+                label: None,
                 value: figures.lag.load(Ordering::Relaxed),
             },
             StoreMetric {
                 name: "redis_feed_lag_milliseconds",
                 help: "How long ago the newest message this node announced was published (by the publishing node's clock), when more were waiting at the feed's last look; 0 when none was.",
                 counter: false,
+                label: None,
                 value: figures.lag_ms.load(Ordering::Relaxed),
             },
             StoreMetric {
                 name: "redis_round_trip_microseconds",
                 help: "The last round trip of the feed's look at Redis.",
                 counter: false,
+                label: None,
                 value: figures.round_trip_us.load(Ordering::Relaxed),
             },
             StoreMetric {
                 name: "redis_feed_reconnects",
                 help: "Reads of the shared log that failed; each makes the connection again and resumes where it stopped.",
                 counter: true,
+                label: None,
                 value: figures.reconnects.load(Ordering::Relaxed),
             },
             StoreMetric {
                 name: "redis_errors",
-                help: "Commands to Redis that failed (each answered 503 to its request).",
+                help: ERRORS_HELP,
                 counter: true,
-                value: self.errors.load(Ordering::Relaxed),
+                label: Some(("kind", "timeout")),
+                value: self.errors.timeouts.load(Ordering::Relaxed),
+            },
+            StoreMetric {
+                name: "redis_errors",
+                help: ERRORS_HELP,
+                counter: true,
+                label: Some(("kind", "connection")),
+                value: self.errors.connections.load(Ordering::Relaxed),
+            },
+            StoreMetric {
+                name: "redis_errors",
+                help: ERRORS_HELP,
+                counter: true,
+                label: Some(("kind", "server")),
+                value: self.errors.answered.load(Ordering::Relaxed),
             },
             StoreMetric {
                 name: "redis_epoch_resets",
                 help: "Times the history in Redis was replaced under this node (Redis lost its data): every subscription was told with a reset gap and went on in the new history.",
                 counter: true,
+                label: None,
                 value: figures.epoch_resets.load(Ordering::Relaxed),
             },
             StoreMetric {
                 name: "redis_feed_skips",
                 help: "Times this node fell behind the shared log by more than its length: its subscribers read what it skipped from each channel's history.",
                 counter: true,
+                label: None,
                 value: figures.skips.load(Ordering::Relaxed),
             },
         ]

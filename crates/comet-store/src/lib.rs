@@ -393,6 +393,9 @@ pub struct StoreMetric {
     pub help: &'static str,
     /// A counter (only grows) rather than a gauge.
     pub counter: bool,
+    /// Its label, when it is one of several figures of the same name
+    /// (`("kind", "timeout")`): those are listed together.
+    pub label: Option<(&'static str, &'static str)>,
     /// Its value.
     pub value: u64,
 }

@@ -324,6 +324,9 @@ async fn a_node_rides_out_a_redis_restart_with_its_data() {
     assert_eq!(refused.status(), 503);
     let error: Value = refused.json().await.unwrap();
     assert_eq!(error["error"], "store_unavailable");
+    let text = comet_testkit::metrics(&http, a.base()).await;
+    let errors = "comet_redis_errors_total{kind=\"connection\"}";
+    assert!(comet_testkit::metric_value(&text, errors) >= 1, "{text}");
     // The stream is still open: heartbeats keep coming.
     for _ in 0..2 {
         let beat = within("a heartbeat while Redis is down", stream.next_value())
@@ -729,6 +732,9 @@ async fn a_paused_redis_is_ridden_out() {
     assert_eq!(refused.status(), 503);
     let error: Value = refused.json().await.unwrap();
     assert_eq!(error["error"], "store_unavailable", "{error}");
+    let text = comet_testkit::metrics(&http, a.base()).await;
+    let timeouts = "comet_redis_errors_total{kind=\"timeout\"}";
+    assert!(comet_testkit::metric_value(&text, timeouts) >= 1, "{text}");
     let health = http
         .get(format!("{}/healthz", a.base()))
         .send()
