@@ -14,9 +14,10 @@ log() { printf '==> %s\n' "$*" >&2; }
 # Debian packages the tests drive: curl (the README's round trip), Chromium
 # and a font for the browser tests (never a downloaded browser),
 # redis-server (the Redis store's tests start their own, on free loopback
-# ports; the package's own service is not needed) and openssl (the
-# certificates of the TLS Redis test).
-debian_packages=(curl chromium fonts-dejavu-core redis-server openssl)
+# ports; the package's own service is not needed), openssl (the
+# certificates of the TLS Redis test) and Python's venv (the WebSocket
+# conformance run installs `kosoku` from PyPI into one).
+debian_packages=(curl chromium fonts-dejavu-core redis-server openssl python3 python3-venv)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -59,4 +60,6 @@ if [ $# -eq 0 ]; then
   log "running the browser tests (headless Chromium)"
   # The binary built by cargo test above.
   COMET_BIN="$PWD/target/debug/comet" node --test --test-concurrency=1 clients/js/tests/
+  log "running the WebSocket conformance cases (Autobahn, by kosoku)"
+  scripts/autobahn/run.sh "$PWD/target/debug/comet"
 fi

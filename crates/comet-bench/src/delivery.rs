@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use crate::Latencies;
 use crate::http::{Connection, HttpError};
 use crate::payload;
-use crate::sse::SseReader;
+use crate::subscriber::{Subscriber, Transport};
 use crate::target::Target;
 use crate::tracker::{Completeness, Tracker};
 
@@ -48,6 +48,8 @@ pub struct DeliveryPlan {
     /// Every other subscriber subscribes here instead (the second node of
     /// a cluster: subscribers split over two nodes).
     pub also_subscribe_address: Option<std::net::SocketAddr>,
+    /// How subscribers connect.
+    pub transport: Transport,
 }
 
 /// What happened.
@@ -95,12 +97,14 @@ pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
     let addresses: Vec<_> = std::iter::once(plan.target.address)
         .chain(plan.also_subscribe_address)
         .collect();
-    let readers = SseReader::open_many(
+    let readers = Subscriber::open_many(
+        &plan.target,
+        plan.transport,
         &addresses,
         plan.subscribers,
         plan.connect_concurrency,
         |i| {
-            let path = plan.target.sse_path(&channel_name(i));
+            let path = plan.target.subscribe_path(&channel_name(i), plan.transport);
             match &plan.token {
                 Some(token) => format!("{path}?token={}", query_escaped(token)),
                 None => path,

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::http::HttpError;
-use crate::sse::SseReader;
+use crate::subscriber::{Subscriber, Transport};
 use crate::target::Target;
 
 /// What to run.
@@ -23,6 +23,8 @@ pub struct IdlePlan {
     pub channels: usize,
     /// How long to hold them after the last one opened, before measuring.
     pub settle: Duration,
+    /// How they connect.
+    pub transport: Transport,
 }
 
 /// What happened.
@@ -66,13 +68,17 @@ pub fn resident_bytes(pid: u32) -> std::io::Result<u64> {
 pub async fn run(plan: &IdlePlan) -> Result<IdleReport, HttpError> {
     let before = resident_bytes(plan.server_pid)?;
     let started = Instant::now();
-    let readers = SseReader::open_many(
+    let readers = Subscriber::open_many(
+        &plan.target,
+        plan.transport,
         &[plan.target.address],
         plan.connections,
         plan.connect_concurrency,
         |i| {
-            plan.target
-                .sse_path(&format!("idle-{}", i % plan.channels.max(1)))
+            plan.target.subscribe_path(
+                &format!("idle-{}", i % plan.channels.max(1)),
+                plan.transport,
+            )
         },
     )
     .await?;

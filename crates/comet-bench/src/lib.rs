@@ -14,8 +14,10 @@ mod payload;
 pub mod publish;
 mod report;
 mod sse;
+pub mod subscriber;
 pub mod target;
 mod tracker;
+mod ws;
 
 pub use report::Latencies;
 pub use tracker::Completeness;

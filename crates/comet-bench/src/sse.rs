@@ -28,30 +28,6 @@ pub struct SseReader {
 }
 
 impl SseReader {
-    /// Opens `count` streams, `concurrency` at a time; the `i`-th on
-    /// `addresses[i % addresses.len()]`, at `path(i)`.
-    pub async fn open_many(
-        addresses: &[SocketAddr],
-        count: usize,
-        concurrency: usize,
-        path: impl Fn(usize) -> String,
-    ) -> Result<Vec<Self>, HttpError> {
-        let mut readers = Vec::with_capacity(count);
-        while readers.len() < count {
-            let first = readers.len();
-            let batch = concurrency.max(1).min(count - first);
-            let opens = (first..first + batch).map(|i| {
-                let path = path(i);
-                let address = addresses[i % addresses.len()];
-                async move { Self::open(address, &path).await }
-            });
-            for reader in futures::future::join_all(opens).await {
-                readers.push(reader?);
-            }
-        }
-        Ok(readers)
-    }
-
     /// Opens the stream; returns once the answer's head arrived (the server
     /// has the subscription).
     pub async fn open(address: SocketAddr, path: &str) -> Result<Self, HttpError> {

@@ -195,11 +195,6 @@ impl Client {
 /// Turns an unexpected answer into [`Error::Status`], with Comet's error
 /// code and message when the body is a Comet JSON error.
 pub(crate) async fn status_error(response: reqwest::Response) -> Error {
-    #[derive(Deserialize)]
-    struct ApiError {
-        error: String,
-        message: String,
-    }
     let status = response.status().as_u16();
     // The start of the answer is enough to explain it; it may never end.
     let mut response = response;
@@ -213,7 +208,17 @@ pub(crate) async fn status_error(response: reqwest::Response) -> Error {
         }
     })
     .await;
-    match serde_json::from_slice::<ApiError>(&body) {
+    status_error_of(status, &body)
+}
+
+/// [`Error::Status`] for an answer of `status` with `body`.
+pub(crate) fn status_error_of(status: u16, body: &[u8]) -> Error {
+    #[derive(Deserialize)]
+    struct ApiError {
+        error: String,
+        message: String,
+    }
+    match serde_json::from_slice::<ApiError>(body) {
         Ok(api) => Error::Status {
             status,
             code: Some(api.error),

@@ -24,6 +24,8 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 
+use comet_protocol::ws::close::TOKEN_EXPIRED;
+
 use crate::event_source::is_media_type;
 use crate::{Client, Error, EventSource, EventSourceOptions, Reconnect};
 
@@ -44,6 +46,9 @@ pub enum Transport {
         /// Pause between empty polls.
         interval: Duration,
     },
+    /// WebSocket: the HTTP streaming transport's objects, one per text
+    /// frame (`ws://`, or `wss://` for an `https://` server).
+    WebSocket,
 }
 
 /// How to subscribe.
@@ -173,7 +178,10 @@ pub(crate) async fn start(
                 })
                 .boxed()
         }
-        Transport::Stream | Transport::LongPoll { .. } | Transport::Poll { .. } => {
+        Transport::Stream
+        | Transport::LongPoll { .. }
+        | Transport::Poll { .. }
+        | Transport::WebSocket => {
             let reader = JsonReader {
                 client: client.clone(),
                 channels: list.to_string(),
@@ -181,6 +189,7 @@ pub(crate) async fn start(
                 backlog: options.backlog,
                 options,
                 body: None,
+                socket: None,
                 buffer: BytesMut::new(),
                 pending: VecDeque::new(),
                 failures: 0,
@@ -283,7 +292,11 @@ impl From<JsonMessage> for Message {
     }
 }
 
-/// The JSON transports: the NDJSON stream and polling.
+/// An open WebSocket.
+type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The JSON transports: the NDJSON stream, WebSocket and polling.
 struct JsonReader {
     client: Client,
     channels: String,
@@ -293,6 +306,7 @@ struct JsonReader {
     /// Asked for on the first request only.
     backlog: Option<usize>,
     body: Option<BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
+    socket: Option<WebSocket>,
     buffer: BytesMut,
     pending: VecDeque<Result<Item, Error>>,
     failures: u32,
@@ -320,11 +334,16 @@ impl JsonReader {
                 self.read_stream().await;
                 continue;
             }
+            if self.socket.is_some() {
+                self.read_socket().await;
+                continue;
+            }
             if let Some(wait) = self.wait.take() {
                 tokio::time::sleep(wait).await;
             }
             let attempt = match self.options.transport {
                 Transport::Stream => self.open_stream().await,
+                Transport::WebSocket => self.open_socket().await,
                 _ => self.poll().await,
             };
             match attempt {
@@ -444,11 +463,7 @@ impl JsonReader {
             _ => {
                 // Ended, failed or silent: resume from the cursor.
                 self.body = None;
-                self.wait = Some(
-                    self.options
-                        .reconnect
-                        .delay(self.options.reconnect.initial, 0),
-                );
+                self.reconnect_soon();
                 return;
             }
         };
@@ -497,7 +512,102 @@ impl JsonReader {
     fn fail(&mut self, error: Error) {
         self.pending.push_back(Err(error));
         self.body = None;
+        self.socket = None;
         self.done = true;
+    }
+
+    /// Resumes from the cursor after the usual first delay.
+    fn reconnect_soon(&mut self) {
+        self.wait = Some(
+            self.options
+                .reconnect
+                .delay(self.options.reconnect.initial, 0),
+        );
+    }
+
+    async fn open_socket(&mut self) -> Result<Attempt, Error> {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut url = self.url("ws")?;
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        // Both schemes are special in the URL standard: the change is allowed.
+        let _ = url.set_scheme(scheme);
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|error| Error::Url {
+                url: url.to_string(),
+                reason: error.to_string(),
+            })?;
+        if let Some(token) = &self.client.token
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            request.headers_mut().insert("authorization", value);
+        }
+        let limit = self.options.reconnect.open_timeout;
+        let connected =
+            tokio::time::timeout(limit, tokio_tungstenite::connect_async(request)).await;
+        match connected {
+            Ok(Ok((socket, _))) => {
+                self.socket = Some(socket);
+                Ok(Attempt::Done)
+            }
+            Ok(Err(WsError::Http(response))) => {
+                let status = response.status();
+                let body = response.body().as_deref().unwrap_or_default();
+                let error = crate::status_error_of(status.as_u16(), body);
+                if crate::error::is_transient(status) {
+                    tracing::info!(%error, "retrying");
+                    return Ok(Attempt::Retry);
+                }
+                Err(error)
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot open the WebSocket: retrying");
+                Ok(Attempt::Retry)
+            }
+            Err(_) => {
+                tracing::debug!("no WebSocket within {limit:?}: retrying");
+                Ok(Attempt::Retry)
+            }
+        }
+    }
+
+    async fn read_socket(&mut self) {
+        use tokio_tungstenite::tungstenite::Message as Frame;
+        let Some(socket) = self.socket.as_mut() else {
+            return;
+        };
+        let next = match self.options.reconnect.idle_timeout {
+            Some(limit) => tokio::time::timeout(limit, socket.next())
+                .await
+                .ok()
+                .flatten(),
+            None => socket.next().await,
+        };
+        match next {
+            Some(Ok(Frame::Text(text))) => {
+                if text.len() > self.options.limits.max_line {
+                    self.fail(Error::Protocol(format!(
+                        "a WebSocket frame is longer than the limit of {} bytes",
+                        self.options.limits.max_line
+                    )));
+                } else if let Err(error) = self.stream_line(text.as_bytes()) {
+                    self.fail(error);
+                }
+            }
+            Some(Ok(Frame::Close(Some(close)))) if u16::from(close.code) == TOKEN_EXPIRED => {
+                self.fail(Error::Expired);
+            }
+            // Pings are answered by the socket itself.
+            Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
+            _ => {
+                // Closed, failed, silent or not a text frame: resume from
+                // the cursor.
+                self.socket = None;
+                self.reconnect_soon();
+            }
+        }
     }
 
     async fn poll(&mut self) -> Result<Attempt, Error> {

@@ -21,10 +21,11 @@ fn quick(transport: Transport) -> SubscribeOptions {
     }
 }
 
-fn transports() -> [Transport; 4] {
+fn transports() -> [Transport; 5] {
     [
         Transport::Sse,
         Transport::Stream,
+        Transport::WebSocket,
         Transport::LongPoll {
             wait: Duration::from_secs(5),
         },

@@ -40,12 +40,14 @@ async fn scenario(command: BenchCommand) -> anyhow::Result<String> {
                 connect_concurrency: args.concurrency.max(1),
                 channels: args.channels.max(1),
                 settle: Duration::from_secs(2),
+                transport: args.transport.into(),
             })
             .await
             .context("holding idle connections")?;
             format!(
-                "idle target={} connections={} channels={}: open_s={:.2} rss_before_mib={:.1} rss_after_mib={:.1} bytes_per_connection={:.0}",
+                "idle target={} transport={} connections={} channels={}: open_s={:.2} rss_before_mib={:.1} rss_after_mib={:.1} bytes_per_connection={:.0}",
                 kind(&args.target),
+                transport(args.transport),
                 report.connections,
                 args.channels,
                 report.open_time.as_secs_f64(),
@@ -120,6 +122,14 @@ async fn scenario(command: BenchCommand) -> anyhow::Result<String> {
     })
 }
 
+/// The transport's name in a result line.
+fn transport(transport: crate::cli::BenchTransport) -> &'static str {
+    match transport {
+        crate::cli::BenchTransport::Sse => "sse",
+        crate::cli::BenchTransport::Ws => "ws",
+    }
+}
+
 async fn delivery_line(
     name: &str,
     args: &crate::cli::BenchDeliveryArgs,
@@ -137,12 +147,14 @@ async fn delivery_line(
         token: args.token.clone(),
         publish_address: args.publish_server.as_deref().map(loopback).transpose()?,
         also_subscribe_address: args.also_server.as_deref().map(loopback).transpose()?,
+        transport: args.transport.into(),
     })
     .await
     .with_context(|| format!("the {name} scenario"))?;
     Ok(format!(
-        "{name} target={} subscribers={} messages={} rate={} size={}: deliveries={} expected={} deliveries_per_s={:.0} subscribe_s={:.2} {} {}",
+        "{name} target={} transport={} subscribers={} messages={} rate={} size={}: deliveries={} expected={} deliveries_per_s={:.0} subscribe_s={:.2} {} {}",
         kind(&args.target),
+        transport(args.transport),
         args.subscribers,
         args.messages,
         args.rate.map_or("max".to_string(), |rate| rate.to_string()),

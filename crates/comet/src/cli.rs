@@ -122,6 +122,8 @@ pub enum SubTransport {
     Poll,
     /// Short polling (one poll per second while idle).
     Shortpoll,
+    /// WebSocket.
+    Ws,
 }
 
 /// How `comet sub` prints.
@@ -228,6 +230,27 @@ pub struct BenchIdleArgs {
     /// Connections opened at once.
     #[arg(long, default_value_t = 200)]
     pub concurrency: usize,
+    /// How the connections subscribe.
+    #[arg(long, value_enum, default_value_t = BenchTransport::Sse)]
+    pub transport: BenchTransport,
+}
+
+/// How `comet bench` subscribers connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchTransport {
+    /// Server-Sent Events.
+    Sse,
+    /// WebSocket.
+    Ws,
+}
+
+impl From<BenchTransport> for comet_bench::subscriber::Transport {
+    fn from(transport: BenchTransport) -> Self {
+        match transport {
+            BenchTransport::Sse => Self::Sse,
+            BenchTransport::Ws => Self::WebSocket,
+        }
+    }
 }
 
 /// Options of `comet bench fanout` and `comet bench channels`.
@@ -263,6 +286,9 @@ pub struct BenchDeliveryArgs {
     /// node of a cluster: subscribers split over two nodes).
     #[arg(long)]
     pub also_server: Option<String>,
+    /// How the subscribers connect.
+    #[arg(long, value_enum, default_value_t = BenchTransport::Sse)]
+    pub transport: BenchTransport,
 }
 
 /// Options of `comet bench longpoll`.

@@ -40,6 +40,7 @@ async fn comet_channels(args: SubArgs) -> anyhow::Result<ExitCode> {
         SubTransport::Shortpoll => Transport::Poll {
             interval: Duration::from_secs(1),
         },
+        SubTransport::Ws => Transport::WebSocket,
     };
     let channels: Vec<&str> = args.target.split(',').collect();
     let options = SubscribeOptions {

@@ -10,7 +10,7 @@
 //!
 //! The client's side is read as it comes, a control frame at a time
 //! (`comet_protocol::ws::FrameReader`, allocated only once the client sends
-//! something): a ping is answered with a pong, a close with a close, a data
+//! something): each ping is answered with a pong, a close with a close, a data
 //! frame with 1003, anything malformed with its close code. A ping of ours
 //! that is still unanswered at the next idle heartbeat, a write timeout
 //! after it was sent, disconnects the peer. The stream ends with 1001 at
@@ -103,8 +103,9 @@ pub(crate) fn response_head(accept: &str, headers: &HeaderMap) -> Vec<u8> {
 /// What the client did, read from its side of the connection.
 #[derive(Default)]
 struct Heard {
-    /// The payload of the last ping, to answer.
-    ping: Option<Bytes>,
+    /// Pongs answering the pings read (at most one read's worth: they are
+    /// written before anything more is read).
+    pongs: Vec<Bytes>,
     pong: bool,
     /// The connection ends: with this close frame to send first, if any.
     end: Option<Option<Bytes>>,
@@ -132,7 +133,7 @@ pub(crate) async fn stream_to(
                 if heard.pong {
                     ping_unanswered_since = None;
                 }
-                out.extend(heard.ping.map(|payload| ws::pong_frame(&payload)));
+                out = heard.pongs;
                 if let Some(close) = heard.end {
                     out.extend(close);
                     last = true;
@@ -205,7 +206,7 @@ async fn hear(stream: &TcpStream, reader: &mut Option<Box<FrameReader>>) -> Hear
         };
         let reader = reader.get_or_insert_with(Box::default);
         let result = reader.read(&input[..read], |frame| match frame {
-            ClientFrame::Ping(payload) => heard.ping = Some(Bytes::copy_from_slice(payload)),
+            ClientFrame::Ping(payload) => heard.pongs.push(ws::pong_frame(payload)),
             ClientFrame::Pong => heard.pong = true,
             ClientFrame::Close(code) => {
                 // The close handshake: the client's code back (or a normal
