@@ -10,6 +10,8 @@
 # and the machine's facts. Loopback only; every scenario stops by itself.
 #
 #   bench/compare.sh [RUNS]          (default 3)
+#   ONLY=PATTERN bench/compare.sh    only the scenarios whose line (name and
+#                                    arguments) contains PATTERN, e.g. ONLY=ws
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -100,9 +102,9 @@ bench() {
 }
 
 scenarios=(
-  "idle|--connections 10000"
-  "fanout|--subscribers 1000 --messages 2000"
-  "fanout|--subscribers 10000 --messages 200 --concurrency 500"
+  "idle|--connections 10000 --transport sse"
+  "fanout|--subscribers 1000 --messages 2000 --transport sse"
+  "fanout|--subscribers 10000 --messages 200 --concurrency 500 --transport sse"
   "fanout|--subscribers 10000 --messages 60 --rate 4 --concurrency 500"
   "idle|--connections 10000 --transport ws"
   "fanout|--subscribers 1000 --messages 2000 --transport ws"
@@ -115,14 +117,17 @@ scenarios=(
 for run in $(seq 1 "$runs"); do
   log "run $run of $runs"
   for entry in "${scenarios[@]}"; do
+    [[ "$entry" == *"${ONLY:-}"* ]] || continue
     scenario=${entry%%|*}
     read -r -a args <<<"${entry#*|}"
     for server in comet nchan; do
       bench "$server" "$scenario" "${args[@]}"
     done
   done
-  bench comet-durable publish --publishers 8 --duration 10s
-  bench comet-durable publish --publishers 64 --duration 10s
+  if [[ "publish|--publishers" == *"${ONLY:-}"* ]]; then
+    bench comet-durable publish --publishers 8 --duration 10s
+    bench comet-durable publish --publishers 64 --duration 10s
+  fi
 done
 
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)

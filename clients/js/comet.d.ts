@@ -1,13 +1,16 @@
 // Types of comet.js, the browser client for Comet (served at /comet.d.ts).
 // Every duration is in milliseconds.
 
-/** The transports, best first. */
-export type Transport = 'sse' | 'stream' | 'longpoll' | 'poll';
+/** The transports, best first: 'ws' (WebSocket, receive-only), 'sse' (EventSource), 'stream'
+ * (HTTP streaming), 'longpoll', 'poll'. */
+export type Transport = 'ws' | 'sse' | 'stream' | 'longpoll' | 'poll';
 
 export interface SubscribeOptions {
   /** The Comet server, e.g. "https://push.example.com" (default: this page's origin). */
   server?: string;
-  /** A transport, or 'auto' (default): the best available, falling back when it fails. */
+  /** A transport, or 'auto' (default): the best available (WebSocket first: it does not use up one
+   * of the browser's six HTTP/1.1 connections per origin), falling back when it fails (a proxy
+   * that refuses WebSocket upgrades or buffers streams) and trying the best again later. */
   transport?: Transport | 'auto';
   /** Resume after this id or cursor. */
   since?: string;
@@ -26,10 +29,10 @@ export interface SubscribeOptions {
   longPollWait?: number;
   /** Pause between empty short polls, in ms. Default 2000. */
   pollInterval?: number;
-  /** Time for a connection to answer (a stream's first bytes), in ms: the first connection of a
+  /** Time for a connection to answer (a stream's first bytes, a WebSocket's handshake), in ms: the first connection of a
    * transport not answered in time makes it unusable; later ones count as failures. Default 10000. */
   openTimeout?: number;
-  /** An open stream that receives nothing at all (message, heartbeat, gap) for this long, in ms,
+  /** An open stream or WebSocket that receives nothing at all (message, heartbeat, gap) for this long, in ms,
    * is dropped and reconnected from the cursor. Keep it above the server's heartbeat interval
    * (15 s by default). 0 or Infinity: never. Default 45000. */
   idleTimeout?: number;
@@ -40,10 +43,10 @@ export interface SubscribeOptions {
    * to the next transport. Default 3. */
   failuresBeforeFallback?: number;
   /** A token (an API key or a JWT) every request carries: `Authorization: Bearer` on fetch and
-   * XHR, the `token` query parameter on EventSource. With `getToken`, the first token. */
+   * XHR, the `token` query parameter on EventSource and WebSocket. With `getToken`, the first token. */
   token?: string;
   /** Gives a token valid now. Called at the start (unless `token` is given), when the server ends
-   * the subscription at its JWT's expiry (long polls: also before a poll whose JWT is about to
+   * the subscription at its JWT's expiry (a WebSocket: close code 4401; long polls: also before a poll whose JWT is about to
    * expire), and when it answers 401; the subscription then goes on from its cursor over the same
    * transport, dispatching `comet-token` and nothing else. A token from it that is refused at once, or is over
    * within half a second, delays the next call by the retry delay (with an `error`); the third in
@@ -51,7 +54,8 @@ export interface SubscribeOptions {
    * the retry delay (with an `error`). Without it, an expiry or a 401 ends the subscription. */
   getToken?: () => string | Promise<string>;
   /** Send cookies (e.g. `comet_token`) to a server of another origin too, as EventSource's option;
-   * the server must list this page's origin with --cors-origin (not `*`). Default false. */
+   * the server must list this page's origin with --cors-origin (not `*`). Default false. No effect
+   * on 'ws': a WebSocket handshake carries the server's cookies whatever this says. */
   withCredentials?: boolean;
 }
 
@@ -91,7 +95,7 @@ export interface SubscriptionErrorEvent extends Event {
   readonly type: 'error';
   readonly message?: string;
   /** The HTTP status that ended the subscription (401 too when a token expired and could not be
-   * renewed). */
+   * renewed; 403 too when the server closed a WebSocket with 4403, the authorization revoked). */
   readonly status?: number;
   /** The server's error code that ended the subscription, e.g. "invalid_cursor", "unauthorized",
    * "forbidden". */
@@ -109,9 +113,9 @@ export interface SubscriptionEventMap {
 
 /** What a subscription cost and delivered. */
 export interface SubscriptionStats {
-  /** Requests made. */
+  /** Requests made (a WebSocket handshake is one). */
   requests: number;
-  /** Body bytes received (estimated for SSE). */
+  /** Body bytes received (estimated for SSE and WebSocket: events and frames as sent). */
   bytes: number;
   /** Messages dispatched. */
   messages: number;

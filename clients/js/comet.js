@@ -36,25 +36,39 @@
 // also compared on delivery, and an id at or before the last one delivered
 // is dropped.
 //
-// Transports, best first: 'sse' (the browser's EventSource), 'stream' (HTTP
-// streaming: fetch streams, or XHR at readyState 3 slicing off what it
-// already read), 'longpoll', 'poll'. With transport 'auto' the client starts
-// with the best one the browser has and moves down when it is unavailable
-// or keeps failing (for example behind a proxy that buffers streams: no
-// bytes arrive); failures while the browser is offline do not count. After
-// moving down it tries the best transport again every `climbBackAfter` and
-// when the browser comes back online, and stays there if it opens. Errors
-// that retrying cannot fix (a 4xx answer) end the subscription with an
-// 'error' event and readyState CLOSED.
+// Transports, best first: 'ws' (the browser's WebSocket, receive-only),
+// 'sse' (the browser's EventSource), 'stream' (HTTP streaming: fetch
+// streams, or XHR at readyState 3 slicing off what it already read),
+// 'longpoll', 'poll'. With transport 'auto' the client starts with the best
+// one the browser has and moves down when it is unavailable or keeps
+// failing (for example behind a proxy that refuses WebSocket upgrades, or
+// one that buffers streams: no bytes arrive); failures while the browser is
+// offline do not count. After moving down it tries the best transport again
+// every `climbBackAfter` and when the browser comes back online, and stays
+// there if it opens. Errors that retrying cannot fix (a 4xx answer) end the
+// subscription with an 'error' event and readyState CLOSED.
+//
+// Why WebSocket first. Browsers open at most six HTTP/1.1 connections per
+// origin, and every EventSource or stream holds one for as long as it
+// lives: a seventh subscription of the same origin (another tab, another
+// widget) waits, and so do the page's own fetches to that server, publish()
+// included. WebSockets are not counted in that pool. Where WebSockets are
+// broken the cost is small: a proxy that refuses the upgrade fails the
+// handshake at once, the one poll that asks the server why is answered,
+// and the subscription moves to SSE within a round trip or two; a proxy
+// that swallows the upgrade costs `openTimeout` once. A WebSocket that
+// opens but then carries nothing is caught by `idleTimeout` like any
+// stream. SSE stays next: it needs nothing but plain HTTP.
 //
 // Tokens. With `token` (an API key or a JWT) and/or `getToken` (an async
 // function giving one), every request of the subscription carries the
 // current token: `Authorization: Bearer` on fetch and XHR, the `token`
-// query parameter on EventSource (which cannot send headers). getToken is
-// called at the start (unless `token` is given), when the server ends a
-// subscription because its JWT expired (SSE `comet-expired`, a stream's
-// `{"expired":true}`, a long poll answered at the JWT's `exp`; a long poll
-// is not sent with a JWT about to expire), and when it answers 401; the
+// query parameter on EventSource and WebSocket (which cannot send
+// headers). getToken is called at the start (unless `token` is given),
+// when the server ends a subscription because its JWT expired (SSE
+// `comet-expired`, a stream's `{"expired":true}`, a WebSocket closed with
+// 4401, a long poll answered at the JWT's `exp`; a long poll is not sent
+// with a JWT about to expire), and when it answers 401; the
 // subscription then goes on from its cursor over the same transport,
 // dispatching only `comet-token`. A token from getToken
 // that is refused at once, or that ends less than half a second after it
@@ -62,16 +76,21 @@
 // `error`, readyState CONNECTING), and the third in a row ends the
 // subscription (`error`, CLOSED, status 401). Without getToken, an expiry or
 // a 401 ends it the same way. A 403 (the token does not grant a channel) is
-// never retried. `withCredentials: true` sends cookies (the `comet_token`
-// cookie) to a server of another origin, as EventSource's option does.
+// never retried (nor is a WebSocket closed with 4403, the authorization
+// revoked). `withCredentials: true` sends cookies (the `comet_token`
+// cookie) to a server of another origin, as EventSource's option does; a
+// WebSocket handshake carries the server's cookies whatever it says (the
+// browser gives no choice; the server's --cors-origin list decides which
+// pages may open one).
 //
 // Liveness. Streams carry heartbeats (SSE asks for them as
-// `comet-heartbeat` events, which are never dispatched). An open stream
+// `comet-heartbeat` events, which are never dispatched; WebSocket and
+// HTTP streaming get `{"heartbeat":true}` objects). An open stream
 // that receives nothing at all for `idleTimeout` (a connection that died
 // silently: a NAT timeout, a laptop asleep) is dropped and reconnected from
 // the cursor. A long poll is abandoned after its wait plus `openTimeout`.
 
-const TRANSPORTS = ['sse', 'stream', 'longpoll', 'poll'];
+const TRANSPORTS = ['ws', 'sse', 'stream', 'longpoll', 'poll'];
 
 const DEFAULTS = {
   server: '',
@@ -141,10 +160,11 @@ export class Subscription extends EventTarget {
     this.withCredentials = this.options.withCredentials === true;
     /** The id (or cursor) the subscription resumes after. */
     this.cursor = this.options.since ?? null;
-    /** The transport in use: 'sse' | 'stream' | 'longpoll' | 'poll'. */
+    /** The transport in use: 'ws' | 'sse' | 'stream' | 'longpoll' | 'poll'. */
     this.transport = null;
-    /** What the subscription cost: requests made, body bytes received
-     * (estimated for SSE, whose bytes the browser does not expose),
+    /** What the subscription cost: requests made (a WebSocket handshake
+     * is one), body bytes received (estimated for SSE and WebSocket, whose
+     * bytes the browser does not expose),
      * messages delivered, and messages of reserved types skipped. */
     this.stats = { requests: 0, bytes: 0, messages: 0, skipped: 0 };
     this.closed = false;
@@ -851,15 +871,18 @@ function expiredError() {
   return new HttpError('unauthorized: the token expired, and there is no getToken to renew it', 401, 'unauthorized');
 }
 
-// --- Server-Sent Events, with the browser's own EventSource -------------
-class SseWorker {
-  static available() {
-    return typeof EventSource !== 'undefined';
-  }
-
+// --- What SSE and WebSocket share -----------------------------------------
+// One long-lived connection the browser makes, carrying the current token
+// in its URL (neither EventSource nor WebSocket can send headers): opened
+// within openTimeout, kept while something arrives within idleTimeout,
+// renewed with a fresh token at its JWT's expiry, and, when the browser
+// gives up on it without saying why, asked about with one poll carrying
+// the same token and resume point. Subclasses make the connection
+// (`connect`), drop it (`closeConnection`) and say what a poll answered
+// while the connection failed means (`answeredAnyway`).
+class ConnectionWorker {
   constructor(sub) {
     this.sub = sub;
-    this.source = null;
     this.token = null;
     this.failures = new Failures(sub);
     this.everOpened = false;
@@ -867,6 +890,119 @@ class SseWorker {
     this.attempt = null;
     this.retryTimer = null;
     this.idle = new IdleWatch(sub.options.idleTimeout, () => this.silent());
+  }
+
+  // The connection's query besides the resume point: the token, if any.
+  tokenQuery(token) {
+    return token === null ? {} : { token };
+  }
+
+  awaitOpen() {
+    clearTimeout(this.attempt);
+    this.attempt = setTimeout(() => this.noAnswer(), this.sub.options.openTimeout);
+  }
+
+  // The connection opened: its token was accepted.
+  accepted() {
+    clearTimeout(this.attempt);
+    this.everOpened = true;
+    this.sub._token.accepted(this.token);
+    this.idle.start();
+    this.sub._opened(this);
+  }
+
+  // The server ended the connection at the token's expiry: it must not be
+  // made again with it; a fresh one goes on from the cursor.
+  async renewAfterExpiry() {
+    const token = this.token;
+    this.idle.stop();
+    this.closeConnection();
+    if (!(await this.sub._token.renew(token, 'expired'))) return this.sub._fatal(this, expiredError());
+    if (!this.stopped) this.connect();
+  }
+
+  // A connection failed or was dropped: it is retried (by a new
+  // connection when `reconnect`, otherwise by the browser: EventSource)
+  // unless that keeps happening.
+  failed(reason, reconnect, error) {
+    const sub = this.sub;
+    sub._lost(this, reason);
+    if (this.stopped) return;
+    this.failures.add(error);
+    if (this.failures.tooMany()) {
+      sub._unusable(this, `${this.failures.counted} failed connections`);
+    } else if (reconnect) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.connect(), this.failures.delay());
+    } else {
+      sub.stats.requests += 1; // the browser's reconnection
+      this.awaitOpen();
+    }
+  }
+
+  // The first connection not answered in time points at a proxy that holds
+  // streams (or upgrades) back; a later one, at an outage.
+  noAnswer() {
+    this.closeConnection();
+    if (this.everOpened) {
+      this.failed('no answer in time', true);
+      return;
+    }
+    this.sub._lost(this, 'no answer in time');
+    this.sub._unusable(this, 'no answer in time');
+  }
+
+  silent() {
+    this.closeConnection();
+    this.failed(`nothing received for ${this.sub.options.idleTimeout} ms`, true);
+  }
+
+  // The browser gave up on the connection (an error status, a wrong content
+  // type, a refused cross-origin answer, a failed handshake): it does not
+  // say why, so a poll carrying the same token asks the server. A 401 is
+  // met with a fresh token. When the token was renewed meanwhile (by
+  // another worker), the new one is tried first.
+  async refused() {
+    const sub = this.sub;
+    const token = this.token;
+    this.closeConnection();
+    if (token !== sub._token.current) return this.connect();
+    const verdict = await sub._ask(token);
+    if (this.stopped) return;
+    if (await sub._renewedAfter(verdict, token)) {
+      if (!this.stopped) this.connect();
+    } else if (verdict && !isRetryable(verdict)) {
+      sub._fatal(this, verdict);
+    } else if (verdict) {
+      this.failed(verdict.message, true, verdict);
+    } else {
+      this.answeredAnyway();
+    }
+  }
+
+  // Anything received shows the connection is alive.
+  alive() {
+    this.idle.touch();
+    this.failures.reset();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.idle.stop();
+    this.closeConnection();
+  }
+}
+
+// --- Server-Sent Events, with the browser's own EventSource -------------
+class SseWorker extends ConnectionWorker {
+  static available() {
+    return typeof EventSource !== 'undefined';
+  }
+
+  constructor(sub) {
+    super(sub);
+    this.source = null;
     this.onMessage = (event) => this.message(event);
   }
 
@@ -885,8 +1021,8 @@ class SseWorker {
   connect() {
     const sub = this.sub;
     const token = sub._token.current;
-    const extra = token === null ? { heartbeat: 'event' } : { heartbeat: 'event', token };
-    const source = new EventSource(sub._url('sse', extra), { withCredentials: sub.withCredentials });
+    const url = sub._url('sse', { heartbeat: 'event', ...this.tokenQuery(token) });
+    const source = new EventSource(url, { withCredentials: sub.withCredentials });
     this.source = source;
     this.token = token;
     sub.stats.requests += 1;
@@ -899,31 +1035,16 @@ class SseWorker {
     this.awaitOpen();
   }
 
-  awaitOpen() {
-    clearTimeout(this.attempt);
-    this.attempt = setTimeout(() => this.noAnswer(), this.sub.options.openTimeout);
-  }
-
   opened(event) {
     if (this.stopped) return;
     if (event instanceof MessageEvent) return this.message(event); // a message of type 'open'
-    clearTimeout(this.attempt);
-    this.everOpened = true;
-    this.sub._token.accepted(this.token);
-    this.idle.start();
-    this.sub._opened(this);
+    this.accepted();
   }
 
-  // The server ended the stream at the token's expiry: the browser must not
-  // reconnect with it; a fresh one goes on from the cursor.
-  async expired(event) {
+  expired(event) {
     if (this.stopped) return;
     this.sub.stats.bytes += sseFrameLength(event.type, event.data, '');
-    const token = this.token;
-    this.idle.stop();
-    this.closeSource();
-    if (!(await this.sub._token.renew(token, 'expired'))) return this.sub._fatal(this, expiredError());
-    if (!this.stopped) this.connect();
+    this.renewAfterExpiry();
   }
 
   failedOrClosed(event) {
@@ -937,72 +1058,15 @@ class SseWorker {
     this.failed('connection lost', false);
   }
 
-  // A connection failed or was dropped: it is retried (by a new
-  // EventSource when `reconnect`, otherwise by the browser) unless that
-  // keeps happening.
-  failed(reason, reconnect, error) {
-    const sub = this.sub;
-    sub._lost(this, reason);
-    if (this.stopped) return;
-    this.failures.add(error);
-    if (this.failures.tooMany()) {
-      sub._unusable(this, `${this.failures.counted} failed connections`);
-    } else if (reconnect) {
-      this.retryTimer = setTimeout(() => this.connect(), this.failures.delay());
-    } else {
-      sub.stats.requests += 1; // the browser's reconnection
-      this.awaitOpen();
-    }
-  }
-
-  // The first connection not answered in time points at a proxy that holds
-  // streams back; a later one, at an outage.
-  noAnswer() {
-    this.closeSource();
-    if (this.everOpened) {
-      this.failed('no answer in time', true);
-      return;
-    }
-    this.sub._lost(this, 'no answer in time');
-    this.sub._unusable(this, 'no answer in time');
-  }
-
-  silent() {
-    this.closeSource();
-    this.failed(`nothing received for ${this.sub.options.idleTimeout} ms`, true);
-  }
-
-  // The browser gave up (an error status, a wrong content type, a refused
-  // cross-origin answer): it does not say why, so a poll carrying the same
-  // token asks the server. A 401 is met with a fresh token. When the token
-  // was renewed meanwhile (by another worker), the new one is tried first.
-  async refused() {
-    const sub = this.sub;
-    const token = this.token;
-    this.closeSource();
-    if (token !== sub._token.current) return this.connect();
-    const verdict = await sub._ask(token);
-    if (this.stopped) return;
-    if (await sub._renewedAfter(verdict, token)) {
-      if (!this.stopped) this.connect();
-    } else if (verdict && !isRetryable(verdict)) {
-      sub._fatal(this, verdict);
-    } else if (verdict) {
-      this.failed(verdict.message, true, verdict);
-    } else {
-      sub._lost(this, 'the server refused the event stream');
-      sub._unusable(this, 'the server refused the event stream');
-    }
+  // Polls are answered, but the browser refuses the event stream: SSE does
+  // not work here.
+  answeredAnyway() {
+    this.sub._lost(this, 'the server refused the event stream');
+    this.sub._unusable(this, 'the server refused the event stream');
   }
 
   listen(type) {
     this.source?.addEventListener(type, this.onMessage);
-  }
-
-  // Anything received shows the connection is alive.
-  alive() {
-    this.idle.touch();
-    this.failures.reset();
   }
 
   message(event) {
@@ -1039,18 +1103,133 @@ class SseWorker {
     this.sub.stats.bytes += sseFrameLength(event.type, event.data, '');
   }
 
-  closeSource() {
+  closeConnection() {
     clearTimeout(this.attempt);
     this.source?.close();
     this.source = null;
   }
+}
 
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.retryTimer);
-    this.idle.stop();
-    this.closeSource();
+// --- WebSocket, with the browser's own WebSocket ------------------------
+// Receive-only: the server sends one JSON object of the HTTP streaming
+// transport per text frame (a message, a gap, a heartbeat) and closes a
+// WebSocket that sends it data, so this worker never sends any. The
+// browser does not reconnect a WebSocket: every new connection is this
+// worker's, from the cursor. Close codes: 4401 the token expired (a fresh
+// one, then on at once), 4403 the authorization was revoked (the end,
+// as a 403), any other after the connection opened (1001 the server is
+// shutting down, 1011 it failed, 1006 the connection broke) a lost
+// connection, retried after the retry delay. A handshake the server
+// refuses (an HTTP error instead of 101) shows only as 1006 before `open`:
+// one poll with the same token and resume point learns the real answer.
+class WebSocketWorker extends ConnectionWorker {
+  static available() {
+    return typeof WebSocket !== 'undefined';
   }
+
+  constructor(sub) {
+    super(sub);
+    this.socket = null;
+    this.connected = false;
+    this.expiring = false;
+  }
+
+  start() {
+    if (!WebSocketWorker.available()) {
+      this.sub._unusable(this, 'WebSocket is not available');
+      return;
+    }
+    this.connect();
+  }
+
+  connect() {
+    const sub = this.sub;
+    const token = sub._token.current;
+    const socket = new WebSocket(webSocketUrl(sub._url('ws', this.tokenQuery(token))));
+    this.socket = socket;
+    this.token = token;
+    this.connected = false;
+    this.expiring = false;
+    sub.stats.requests += 1;
+    socket.onopen = () => this.opened(socket);
+    socket.onmessage = (event) => this.frame(socket, event);
+    socket.onclose = (event) => this.closed(socket, event);
+    this.awaitOpen();
+  }
+
+  opened(socket) {
+    if (this.stopped || socket !== this.socket) return;
+    this.connected = true;
+    this.accepted();
+  }
+
+  frame(socket, event) {
+    if (this.stopped || socket !== this.socket || typeof event.data !== 'string') return;
+    this.alive();
+    this.sub.stats.bytes += webSocketFrameLength(byteLength(event.data));
+    let value;
+    try {
+      value = JSON.parse(event.data);
+    } catch {
+      // Not the server's: whatever is in between mangles the stream.
+      this.closeConnection();
+      this.failed('a WebSocket frame that is not JSON', true);
+      return;
+    }
+    if (value.id !== undefined) this.sub._deliver({ kind: 'message', ...value }, true, this);
+    else if (value.gap) this.sub._deliver({ kind: 'gap', ...value.gap }, true, this);
+    else if (value.expired === true) this.expiring = true; // the server closes next
+  }
+
+  closed(socket, event) {
+    if (this.stopped || socket !== this.socket) return;
+    this.socket = null;
+    clearTimeout(this.attempt);
+    this.idle.stop();
+    if (event.code === 4401 || this.expiring) return this.renewAfterExpiry();
+    if (event.code === 4403) {
+      return this.sub._fatal(this, new HttpError('forbidden: the server revoked the authorization', 403, 'forbidden'));
+    }
+    if (!this.connected) return this.refused();
+    this.failed(`connection closed (${event.code}${event.reason ? ` ${event.reason}` : ''})`, true);
+  }
+
+  // Polls are answered, but the WebSocket handshake failed. Before any
+  // WebSocket opened, they do not work here (a proxy that refuses
+  // upgrades): the next transport. After one did, it is a failure like
+  // others, retried, and counted.
+  answeredAnyway() {
+    if (this.everOpened) {
+      this.failed('the WebSocket handshake failed', true);
+      return;
+    }
+    this.sub._lost(this, 'the WebSocket handshake failed, though polls are answered');
+    this.sub._unusable(this, 'the WebSocket handshake failed, though polls are answered');
+  }
+
+  closeConnection() {
+    clearTimeout(this.attempt);
+    const socket = this.socket;
+    this.socket = null;
+    if (!socket) return;
+    socket.onopen = null;
+    socket.onmessage = null;
+    socket.onclose = null;
+    socket.close();
+  }
+}
+
+// The ws: or wss: URL of an http: or https: one (relative to this page).
+function webSocketUrl(url) {
+  const absolute = new URL(url, globalThis.location?.href);
+  absolute.protocol = absolute.protocol === 'https:' ? 'wss:' : 'ws:';
+  return absolute.href;
+}
+
+// What a server's text frame of `payload` bytes takes on the wire (the
+// browser does not expose a WebSocket's bytes).
+function webSocketFrameLength(payload) {
+  return payload + (payload < 126 ? 2 : payload < 65536 ? 4 : 10);
 }
 
 // --- HTTP streaming (NDJSON): fetch streams, or XHR at readyState 3 -----
@@ -1434,6 +1613,7 @@ class ShortPollWorker extends PollWorker {
 }
 
 const WORKERS = {
+  ws: WebSocketWorker,
   sse: SseWorker,
   stream: StreamWorker,
   longpoll: LongPollWorker,

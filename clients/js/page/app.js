@@ -1,5 +1,5 @@
 // The built-in page: subscribe and publish by hand ("Live"), and one channel
-// over all four transports side by side ("Compare transports"). It uses
+// over all five transports side by side ("Compare transports"). It uses
 // comet.js exactly as any page would.
 import { publish, subscribe } from '/comet.js';
 
@@ -155,7 +155,7 @@ $('#publish-form').addEventListener('submit', async (event) => {
 });
 
 // ---- compare transports -----------------------------------------------------
-const TRANSPORTS = ['sse', 'stream', 'longpoll', 'poll'];
+const TRANSPORTS = ['ws', 'sse', 'stream', 'longpoll', 'poll'];
 const HISTORY = 60;
 let comparison = null;
 
@@ -238,7 +238,8 @@ function render() {
     const article = card(transport);
     const value = (key) => article.querySelector(`dd[data-key="${key}"]`);
     value('requests').textContent = String(subscription.stats.requests);
-    const approximate = transport === 'sse' ? '≈ ' : '';
+    // The browser does not expose the bytes of an EventSource or a WebSocket.
+    const approximate = transport === 'sse' || transport === 'ws' ? '≈ ' : '';
     value('bytes').textContent = approximate + formatBytes(subscription.stats.bytes);
     value('messages').textContent = String(subscription.stats.messages);
     const last = latencies.at(-1);

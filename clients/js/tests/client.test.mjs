@@ -1,5 +1,5 @@
 // comet.js in headless Chromium against the real server: every transport,
-// the fallback of 'auto' and its climb back, resume across a server
+// the fallback of 'auto' (WebSocket first) and its climb back, resume across a server
 // restart, gaps, the subscription's own events kept apart from message
 // types, liveness of silent connections, long polls cut short, publish(),
 // tab sharing, and cross-origin pages allowed and refused.
@@ -36,6 +36,7 @@ async function cometPage(comet, context) {
 }
 
 const FORCED = [
+  ['ws', {}],
   ['sse', {}],
   ['stream', {}],
   ['stream', { streamVia: 'xhr' }],
@@ -73,24 +74,43 @@ describe('every transport', () => {
 });
 
 describe("transport 'auto'", () => {
-  test('uses SSE when the browser has EventSource', async () => {
+  test('uses WebSocket when the browser has it', async () => {
     const comet = await Comet.start(['--memory']);
     try {
       const page = await cometPage(comet);
       await subscribeIn(page, 'news');
       const id = await comet.publish('news', 'hi');
       assert.deepEqual((await received(page, 1))[0].id, id);
-      assert.deepEqual(await page.evaluate(() => window.transports), ['sse']);
+      assert.deepEqual(await page.evaluate(() => window.transports), ['ws']);
+      await comet.waitForMetric('comet_subscribers{transport="ws"} 1');
+      assert.ok(await comet.metric('comet_subscribers{transport="sse"} 0'), 'no EventSource');
+      assert.deepEqual(page.problems, []);
       await page.close();
     } finally {
       await comet.stop();
     }
   });
 
-  test('falls back to streaming when EventSource is removed, and to XHR without fetch streams', async () => {
+  test('uses SSE when WebSocket is removed', async () => {
     const comet = await Comet.start(['--memory']);
     try {
-      for (const removed of [['EventSource'], ['EventSource', 'ReadableStream']]) {
+      const context = await browser.newContext();
+      await context.addInitScript(() => delete window.WebSocket);
+      const page = await cometPage(comet, context);
+      await subscribeIn(page, 'news');
+      const id = await comet.publish('news', 'hi');
+      assert.deepEqual((await received(page, 1))[0].id, id);
+      assert.deepEqual(await page.evaluate(() => window.transports), ['ws', 'sse']);
+      await context.close();
+    } finally {
+      await comet.stop();
+    }
+  });
+
+  test('falls back to streaming when WebSocket and EventSource are removed, and to XHR without fetch streams', async () => {
+    const comet = await Comet.start(['--memory']);
+    try {
+      for (const removed of [['WebSocket', 'EventSource'], ['WebSocket', 'EventSource', 'ReadableStream']]) {
         const context = await browser.newContext();
         await context.addInitScript((names) => {
           for (const name of names) delete window[name];
@@ -100,7 +120,7 @@ describe("transport 'auto'", () => {
         const id = await comet.publish('news', `without ${removed.join(' and ')}`);
         const got = await received(page, 1);
         assert.equal(got[0].id, id);
-        assert.deepEqual(await page.evaluate(() => window.transports), ['sse', 'stream']);
+        assert.deepEqual(await page.evaluate(() => window.transports), ['ws', 'sse', 'stream']);
         await context.close();
       }
     } finally {
@@ -108,7 +128,7 @@ describe("transport 'auto'", () => {
     }
   });
 
-  test('falls back to long polling behind a proxy that buffers streams', async () => {
+  test('falls back to long polling behind a proxy that buffers streams (and refuses WebSocket upgrades)', async () => {
     const comet = await Comet.start(['--memory']);
     const proxy = await bufferingProxy(comet.base);
     try {
@@ -116,7 +136,7 @@ describe("transport 'auto'", () => {
       await subscribeIn(page, 'news', { openTimeout: 1000, longPollWait: 1000 });
       const id = await comet.publish('news', 'through the proxy');
       assert.equal((await received(page, 1))[0].id, id);
-      assert.deepEqual(await page.evaluate(() => window.transports), ['sse', 'stream', 'longpoll']);
+      assert.deepEqual(await page.evaluate(() => window.transports), ['ws', 'sse', 'stream', 'longpoll']);
       await page.close();
     } finally {
       proxy.close();
@@ -129,6 +149,7 @@ describe("transport 'auto'", () => {
     try {
       const context = await browser.newContext();
       await context.addInitScript(() => {
+        delete window.WebSocket;
         delete window.EventSource;
         delete window.ReadableStream;
         delete window.XMLHttpRequest;
@@ -138,7 +159,7 @@ describe("transport 'auto'", () => {
       const id = await comet.publish('news', 'by long poll');
       assert.equal((await received(page, 1))[0].id, id);
       const transports = await page.evaluate(() => window.transports);
-      assert.deepEqual(transports, ['sse', 'stream', 'longpoll']);
+      assert.deepEqual(transports, ['ws', 'sse', 'stream', 'longpoll']);
       await context.close();
     } finally {
       await comet.stop();
@@ -147,7 +168,7 @@ describe("transport 'auto'", () => {
 });
 
 describe('resume', () => {
-  for (const transport of ['auto', 'sse', 'stream', 'longpoll', 'poll']) {
+  for (const transport of ['auto', 'ws', 'sse', 'stream', 'longpoll', 'poll']) {
     test(`${transport}: a server restart loses nothing and duplicates nothing`, async () => {
       const comet = await Comet.start(['--data-dir', dataDir(), '--sse-retry', '100ms']);
       try {
@@ -180,21 +201,23 @@ describe('resume', () => {
     });
   }
 
-  test('a gap is an event of its own', async () => {
-    const comet = await Comet.start(['--memory', '--retention-messages', '2']);
-    try {
-      const first = await comet.publish('news', '0');
-      for (const data of ['1', '2', '3']) await comet.publish('news', data);
-      const page = await cometPage(comet);
-      await subscribeIn(page, 'news', { since: first });
-      const got = await received(page, 2);
-      assert.deepEqual(got.map((message) => message.data), ['2', '3']);
-      assert.deepEqual(await page.evaluate(() => window.gaps), [{ channel: 'news', reason: 'trimmed' }]);
-      await page.close();
-    } finally {
-      await comet.stop();
-    }
-  });
+  for (const transport of ['auto', 'sse']) {
+    test(`${transport}: a gap is an event of its own`, async () => {
+      const comet = await Comet.start(['--memory', '--retention-messages', '2']);
+      try {
+        const first = await comet.publish('news', '0');
+        for (const data of ['1', '2', '3']) await comet.publish('news', data);
+        const page = await cometPage(comet);
+        await subscribeIn(page, 'news', { transport, since: first });
+        const got = await received(page, 2);
+        assert.deepEqual(got.map((message) => message.data), ['2', '3']);
+        assert.deepEqual(await page.evaluate(() => window.gaps), [{ channel: 'news', reason: 'trimmed' }]);
+        await page.close();
+      } finally {
+        await comet.stop();
+      }
+    });
+  }
 });
 
 describe('life cycle', () => {
@@ -204,9 +227,9 @@ describe('life cycle', () => {
     try {
       const page = await cometPage(comet);
       await subscribeIn(page, 'news');
-      await comet.waitForMetric('comet_subscribers{transport="sse"} 1');
+      await comet.waitForMetric('comet_subscribers{transport="ws"} 1');
       await page.evaluate(() => window.sub.close());
-      await comet.waitForMetric('comet_subscribers{transport="sse"} 0');
+      await comet.waitForMetric('comet_subscribers{transport="ws"} 0');
       assert.equal(await page.evaluate(() => window.sub.closed), true);
       await page.close();
     } finally {
@@ -245,12 +268,12 @@ describe('life cycle', () => {
       for (const page of [first, second]) {
         assert.deepEqual((await received(page, 3)).map((m) => m.id), ids);
       }
-      assert.ok(await comet.metric('comet_subscribers{transport="sse"} 1'), 'one connection for both tabs');
+      assert.ok(await comet.metric('comet_subscribers{transport="ws"} 1'), 'one connection for both tabs');
       // The connected tab goes away: the other connects, from its cursor.
       await first.close();
       for (const data of ['d', 'e']) ids.push(await comet.publish('news', data));
       assert.deepEqual((await received(second, 5)).map((m) => m.id), ids);
-      await comet.waitForMetric('comet_subscribers{transport="sse"} 1');
+      await comet.waitForMetric('comet_subscribers{transport="ws"} 1');
       await context.close();
     } finally {
       await comet.stop();
@@ -320,7 +343,8 @@ describe('cross-origin pages', () => {
 
 describe('own events and message types', () => {
   for (const [transport, expected] of [
-    ['auto', 'sse'],
+    ['auto', 'ws'],
+    ['sse', 'sse'],
     ['stream', 'stream'],
     ['longpoll', 'longpoll'],
   ]) {
@@ -363,7 +387,7 @@ describe('own events and message types', () => {
 });
 
 describe('liveness', () => {
-  for (const transport of ['sse', 'stream']) {
+  for (const transport of ['ws', 'sse', 'stream']) {
     test(`${transport}: a connection that goes silent is dropped and resumed from the cursor`, async () => {
       const comet = await Comet.start(['--memory', '--heartbeat', '200ms']);
       try {
@@ -412,7 +436,7 @@ describe("'auto' comes back up", () => {
     await comet.startAgain();
   }
 
-  test('after moving down, it climbs back to SSE every climbBackAfter, losing and repeating nothing', async () => {
+  test('after moving down, it climbs back to WebSocket every climbBackAfter, losing and repeating nothing', async () => {
     const comet = await Comet.start(['--data-dir', dataDir(), '--sse-retry', '100ms']);
     try {
       const page = await cometPage(comet);
@@ -423,22 +447,22 @@ describe("'auto' comes back up", () => {
       ids.push(await comet.publish('news', 'two'));
       await pageEventually(
         page,
-        () => window.sub.transport === 'sse' && window.sub.readyState === 1,
+        () => window.sub.transport === 'ws' && window.sub.readyState === 1,
         null,
-        'the subscription to be back on SSE',
+        'the subscription to be back on WebSocket',
       );
       ids.push(await comet.publish('news', 'three'));
       await page.waitForFunction(() => window.received.some((m) => m.data === 'three'), null, { timeout: 20000 });
       assert.deepEqual((await page.evaluate(() => window.received)).map((m) => m.id), ids, 'each once, in order');
-      assert.deepEqual(await page.evaluate(() => window.transports), ['sse', 'stream', 'longpoll', 'poll', 'sse']);
-      await comet.waitForMetric('comet_subscribers{transport="sse"} 1');
+      assert.deepEqual(await page.evaluate(() => window.transports), ['ws', 'sse', 'stream', 'longpoll', 'poll', 'ws']);
+      await comet.waitForMetric('comet_subscribers{transport="ws"} 1');
       await page.close();
     } finally {
       await comet.stop();
     }
   });
 
-  test("after moving down, the browser's online event brings it back to SSE", async () => {
+  test("after moving down, the browser's online event brings it back to WebSocket", async () => {
     const comet = await Comet.start(['--data-dir', dataDir(), '--sse-retry', '100ms']);
     const context = await browser.newContext();
     try {
@@ -451,7 +475,7 @@ describe("'auto' comes back up", () => {
       await received(page, 2);
       await context.setOffline(true);
       await context.setOffline(false);
-      await pageEventually(page, () => window.sub.transport === 'sse', null, 'the subscription to be back on SSE');
+      await pageEventually(page, () => window.sub.transport === 'ws', null, 'the subscription to be back on WebSocket');
       ids.push(await comet.publish('news', 'three'));
       await page.waitForFunction(() => window.received.some((m) => m.data === 'three'), null, { timeout: 20000 });
       assert.deepEqual((await page.evaluate(() => window.received)).map((m) => m.id), ids, 'each once, in order');
@@ -475,12 +499,12 @@ describe("'auto' comes back up", () => {
       await comet.restart('SIGKILL');
       ids.push(await comet.publish('news', 'while offline'));
       await pageEventually(page, (n) => window.sub.stats.requests >= n + 6, requests, 'six attempts while offline');
-      assert.equal(await page.evaluate(() => window.sub.transport), 'sse', 'still on SSE while offline');
+      assert.equal(await page.evaluate(() => window.sub.transport), 'ws', 'still on WebSocket while offline');
       await context.setOffline(false);
       ids.push(await comet.publish('news', 'back online'));
       await page.waitForFunction(() => window.received.some((m) => m.data === 'back online'), null, { timeout: 20000 });
       assert.deepEqual((await page.evaluate(() => window.received)).map((m) => m.id), ids, 'each once, in order');
-      assert.deepEqual(await page.evaluate(() => window.transports), ['sse']);
+      assert.deepEqual(await page.evaluate(() => window.transports), ['ws']);
       await context.close();
     } finally {
       await comet.stop();
@@ -489,7 +513,7 @@ describe("'auto' comes back up", () => {
 });
 
 describe('a full server', () => {
-  test("auto: 503 too_many_subscribers is retried on SSE, not a reason to move down", async () => {
+  test("auto: 503 too_many_subscribers is retried on WebSocket, not a reason to move down", async () => {
     const comet = await Comet.start(['--memory', '--max-subscribers', '1', '--heartbeat', '200ms']);
     const holder = new AbortController();
     try {
@@ -500,13 +524,13 @@ describe('a full server', () => {
       const page = await cometPage(comet);
       await subscribeIn(page, 'news', { since, retry: 100, maxRetry: 300 }, { wait: false });
       await pageEventually(page, () => window.sub.stats.requests >= 8, null, 'refused attempts');
-      assert.equal(await page.evaluate(() => window.sub.transport), 'sse', 'still on SSE');
+      assert.equal(await page.evaluate(() => window.sub.transport), 'ws', 'still on WebSocket');
       assert.equal(await page.evaluate(() => window.sub.readyState), 0, 'CONNECTING meanwhile');
       holder.abort();
       await pageEventually(page, () => window.sub.readyState === 1, null, 'open once there is room');
       const id = await comet.publish('news', 'one');
       assert.equal((await received(page, 1))[0].id, id);
-      assert.deepEqual(await page.evaluate(() => window.transports), ['sse']);
+      assert.deepEqual(await page.evaluate(() => window.transports), ['ws']);
       const errors = await page.evaluate(() => window.errors);
       assert.ok(errors.length >= 3, `${errors.length} error events`);
       for (const error of errors) assert.deepEqual([error.readyState, error.status], [0, undefined], error.message);

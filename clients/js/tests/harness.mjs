@@ -8,7 +8,8 @@
 //     /comet.js answered from this file on disk instead of the binary's copy,
 //     so the client can be iterated on without rebuilding the server;
 //   COMET_PAGE_DIR=clients/js/page      the same for the built-in page
-//     (/, /app.js, /style.css, /favicon.ico).
+//     (/, /app.js, /style.css, /favicon.ico); Chromium then runs with its
+//     Local Network Access checks off (see `launch`).
 // The answer keeps the server's status and headers (CORS included); only
 // the body is replaced (Playwright's page.route, route.fetch, route.fulfill).
 import { spawn } from 'node:child_process';
@@ -130,12 +131,18 @@ export function dataDir() {
   return dir;
 }
 
+// A page whose document is answered from disk (COMET_PAGE_DIR) has no
+// address it came from, so Chromium's Local Network Access checks count it
+// as public and block its WebSockets to the loopback server (fetches are
+// let through): such runs turn the checks off. The page served by the
+// binary itself is a loopback page, and CI runs it with the checks on.
+const pageFromDisk = devFiles.has('/');
+
 /** Headless Chromium, as the project runs it. */
 export async function launch() {
-  return chromium.launch({
-    executablePath: chromiumPath,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'];
+  if (pageFromDisk) args.push('--disable-features=LocalNetworkAccessChecks,LocalNetworkAccessChecksWebSockets');
+  return chromium.launch({ executablePath: chromiumPath, args });
 }
 
 /** A new page of `context` (a browser or a browser context), with the

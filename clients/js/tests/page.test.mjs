@@ -1,7 +1,7 @@
 // The built-in page at / in headless Chromium: it renders, subscribes,
 // publishes and shows what arrives; it shows a lost connection as such and
 // stops on a refusal; it asks for the channel list sparingly; the
-// comparison view runs all four transports side by side; it fits a phone;
+// comparison view runs all five transports side by side; it fits a phone;
 // and it logs no errors. Screenshots are saved under target/browser/ with
 // the test output.
 import assert from 'node:assert/strict';
@@ -32,7 +32,7 @@ test('the live view subscribes, publishes and shows messages as they arrive', as
   await page.fill('#subscribe-form input[name=types]', 'score');
   await page.click('#subscribe-button');
   // The transport, as the subscription's comet-transport event names it.
-  await page.waitForFunction(() => document.querySelector('#subscription-state').textContent === 'subscribed over sse');
+  await page.waitForFunction(() => document.querySelector('#subscription-state').textContent === 'subscribed over ws');
 
   // From the page's own form…
   await page.fill('#publish-form input[name=channel]', 'news');
@@ -64,7 +64,7 @@ test('the live view subscribes, publishes and shows messages as they arrive', as
   await context.close();
 });
 
-test('the comparison view shows all four transports live', async () => {
+test('the comparison view shows all five transports live', async () => {
   const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
   const page = await pageAt(context, `${comet.base}/`);
   await page.click('.tab[data-view=compare]');
@@ -86,7 +86,7 @@ test('the comparison view shows all four transports live', async () => {
       };
     }),
   );
-  assert.deepEqual(cards.map((card) => card.transport), ['sse', 'stream', 'longpoll', 'poll']);
+  assert.deepEqual(cards.map((card) => card.transport), ['ws', 'sse', 'stream', 'longpoll', 'poll']);
   for (const card of cards) {
     assert.ok(card.requests >= 1, `${card.transport} counts requests`);
     assert.match(card.bytes, /\d+(\.\d+)? (B|KiB|MiB)$/, `${card.transport} counts bytes`);
@@ -95,6 +95,7 @@ test('the comparison view shows all four transports live', async () => {
   // Polling costs one request per answer; streams keep one open.
   const byTransport = Object.fromEntries(cards.map((card) => [card.transport, card.requests]));
   assert.ok(byTransport.poll > byTransport.sse, 'short polling makes more requests than SSE');
+  assert.ok(byTransport.poll > byTransport.ws, 'short polling makes more requests than WebSocket');
   await page.screenshot({ path: join(shots, 'compare.png'), fullPage: true });
   console.log(`screenshot: ${join(shots, 'compare.png')}`);
   await page.click('#compare-button');
@@ -130,7 +131,7 @@ test('a lost connection shows as reconnecting and comes back; a refusal stops th
     const state = () => page.$eval('#subscription-state', (output) => output.textContent);
     const button = () => page.$eval('#subscribe-button', (button) => button.textContent);
     await page.click('#subscribe-button');
-    await page.waitForFunction(() => document.querySelector('#subscription-state').textContent === 'subscribed over sse');
+    await page.waitForFunction(() => document.querySelector('#subscription-state').textContent === 'subscribed over ws');
 
     await own.stop('SIGKILL');
     await page.waitForFunction(() => document.querySelector('#subscription-state').textContent.startsWith('reconnecting over'));

@@ -2,12 +2,13 @@
 // started with --jwt-secret-file and --api-keys-file: subscriptions whose
 // 2-second JWTs expire again and again renew them with getToken and lose or
 // repeat nothing, over every transport; the browser's own EventSource gives
-// up on an expired URL token where comet.js goes on; without getToken an
-// expiry ends the subscription, with no retrying; fresh tokens refused
-// again and again end it after backing off, and a 403 at once; 'auto' meets
-// a refused EventSource with a fresh token instead of moving down;
-// withCredentials sends the comet_token cookie across origins; publish()
-// carries a token. Tokens are minted here (jose) and handed to pages
+// up on an expired URL token where comet.js goes on, and the browser's own
+// WebSocket is closed with 4401; without getToken an expiry ends the
+// subscription, with no retrying; fresh tokens refused again and again end
+// it after backing off, and a 403 at once; 'auto' meets a refused
+// WebSocket or EventSource with a fresh token instead of moving down;
+// withCredentials sends the comet_token cookie across origins (a WebSocket
+// carries it regardless); publish() carries a token. Tokens are minted here (jose) and handed to pages
 // through page.exposeFunction; the publisher is this process, with an API key.
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -85,15 +86,21 @@ async function tokenPage(comet, { grants = { subscribe: ['news'] }, seconds = 2 
 }
 
 /**
- * Records the page's subscription requests (/sse/, /stream/, /poll/) as
- * `{kind, url, token, status}`: the token from the `token` query parameter
- * or the Authorization header, the status once answered. `settled()`
- * resolves with them once every header has been read.
+ * Records the page's subscription requests (/sse/, /stream/, /poll/, and
+ * WebSocket handshakes to /ws/) as `{kind, url, token, status}`: the token
+ * from the `token` query parameter or the Authorization header, the status
+ * once answered (never for a WebSocket: the browser does not tell).
+ * `settled()` resolves with them once every header has been read.
  */
 function watchRequests(page) {
   const requests = [];
   const pending = [];
   const entries = new Map();
+  page.on('websocket', (socket) => {
+    const url = new URL(socket.url());
+    if (url.pathname.split('/')[1] !== 'ws') return;
+    requests.push({ kind: 'ws', url: socket.url(), token: url.searchParams.get('token'), status: null });
+  });
   page.on('request', (request) => {
     const url = new URL(request.url());
     const kind = url.pathname.split('/')[1];
@@ -142,10 +149,11 @@ async function recordFetches(page) {
 }
 
 // The kinds of subscription request each transport makes once open.
-const KIND = { sse: 'sse', stream: 'stream', longpoll: 'poll' };
+const KIND = { ws: 'ws', sse: 'sse', stream: 'stream', longpoll: 'poll' };
 
 describe('tokens that expire, renewed with getToken', () => {
   for (const [transport, extra] of [
+    ['ws', {}],
     ['sse', {}],
     ['stream', {}],
     ['stream', { streamVia: 'xhr' }],
@@ -198,12 +206,12 @@ describe('tokens that expire, renewed with getToken', () => {
           assert.ok(request.token, `${request.url} carries a token`);
           assert.notEqual(request.status, 401, `${request.url} was refused`);
         }
-        if (transport === 'sse') {
-          for (const request of requests.filter((r) => r.kind === 'sse')) {
-            assert.equal(new URL(request.url).searchParams.get('token'), request.token, 'EventSource: the token in the URL');
+        if (transport === 'sse' || transport === 'ws') {
+          for (const request of requests.filter((r) => r.kind === transport)) {
+            assert.equal(new URL(request.url).searchParams.get('token'), request.token, `${transport}: the token in the URL`);
           }
         }
-        // SSE and streams: each connection after an expiry carries a fresh token.
+        // WebSocket, SSE and streams: each connection after an expiry carries a fresh token.
         const connections = requests.filter((r) => r.kind === KIND[transport]);
         if (transport !== 'longpoll') {
           assert.equal(new Set(connections.map((r) => r.token)).size, connections.length, 'a fresh token for each connection');
@@ -283,7 +291,7 @@ test("the browser's own EventSource gives up on an expired URL token; subscribe(
 test('without getToken, an expiry ends the subscription: error, CLOSED, 401, and no retrying', async () => {
   const comet = await authServer();
   try {
-    const transports = ['sse', 'stream', 'longpoll'];
+    const transports = ['ws', 'sse', 'stream', 'longpoll'];
     const pages = {};
     const watched = {};
     for (const transport of transports) {
@@ -324,7 +332,7 @@ test('without getToken, an expiry ends the subscription: error, CLOSED, 401, and
 });
 
 describe('tokens the server refuses', () => {
-  for (const transport of ['sse', 'stream', 'longpoll']) {
+  for (const transport of ['ws', 'sse', 'stream', 'longpoll']) {
     test(`${transport}: fresh tokens refused again and again: backing off, then error, CLOSED, 401`, async () => {
       const comet = await authServer();
       try {
@@ -350,9 +358,12 @@ describe('tokens the server refuses', () => {
         );
         assert.equal(await page.evaluate(() => window.tokenCalls), 3, 'getToken called three times');
         assert.deepEqual(await page.evaluate(() => window.tokenEvents), ['unauthorized', 'unauthorized']);
-        assert.ok(requests.every((r) => r.status === 401), 'every request refused');
-        // EventSource's refusals are asked about with a poll: two requests a token.
-        assert.equal(requests.length, transport === 'sse' ? 6 : 3, `${requests.length} requests`);
+        // (A WebSocket's status is not seen: the poll asking about it shows the refusal.)
+        assert.ok(requests.every((r) => r.status === 401 || r.kind === 'ws'), 'every request refused');
+        // EventSource's and WebSocket's refusals are asked about with a poll: two requests a token.
+        const asked = transport === 'sse' || transport === 'ws';
+        assert.equal(requests.length, asked ? 6 : 3, `${requests.length} requests`);
+        if (asked) assert.deepEqual(requests.map((r) => r.kind), [transport, 'poll', transport, 'poll', transport, 'poll']);
         assert.equal(new Set(requests.map((r) => r.token)).size, 3, 'each token its own requests');
         await page.close();
       } finally {
@@ -382,35 +393,48 @@ describe('tokens the server refuses', () => {
     }
   });
 
-  test("auto: EventSource refused with 401 is asked about with the token, renewed, and stays on SSE", async () => {
-    const comet = await authServer();
-    try {
-      const since = await publish(comet, 'news', 'zero');
-      const page = await tokenPage(comet, { seconds: 60 });
-      const wrong = await mint(new TextEncoder().encode(randomBytes(32).toString('hex')), { subscribe: ['news'] }, 60);
-      const watched = watchRequests(page);
-      await subscribeIn(page, 'news', { since, token: wrong, retry: 100 }, { getToken: 'mintToken' });
-      const id = await publish(comet, 'news', 'one');
-      assert.equal((await received(page, 1))[0].id, id);
-      assert.deepEqual(await page.evaluate(() => window.transports), ['sse'], 'never moved down');
-      assert.deepEqual(await page.evaluate(() => window.tokenEvents), ['unauthorized']);
-      assert.deepEqual(await page.evaluate(() => window.errors), [], 'no error event');
-      const requests = await watched.settled();
-      const fresh = requests.at(-1).token;
-      assert.deepEqual(
-        requests.map((r) => [r.kind, r.token, r.status]),
-        [
-          ['sse', wrong, 401],
-          ['poll', wrong, 401], // the poll asking why EventSource failed carries the token
-          ['sse', fresh, 200],
-        ],
-      );
-      assert.notEqual(fresh, wrong);
-      await page.close();
-    } finally {
-      await comet.stop();
-    }
-  });
+  for (const [name, transport, removed, kind] of [
+    ['WebSocket', 'ws', [], 'ws'],
+    ['EventSource (no WebSocket)', 'sse', ['WebSocket'], 'sse'],
+  ]) {
+    test(`auto: ${name} refused with 401 is asked about with the token, renewed, and stays on ${transport}`, async () => {
+      const comet = await authServer();
+      const context = await browser.newContext();
+      try {
+        await context.addInitScript((names) => {
+          for (const name of names) delete window[name];
+        }, removed);
+        const since = await publish(comet, 'news', 'zero');
+        const page = await pageAt(context, `${comet.base}/healthz`);
+        await page.exposeFunction('mintToken', () => mint(comet.secret, { subscribe: ['news'] }, 60));
+        const wrong = await mint(new TextEncoder().encode(randomBytes(32).toString('hex')), { subscribe: ['news'] }, 60);
+        const watched = watchRequests(page);
+        await subscribeIn(page, 'news', { since, token: wrong, retry: 100 }, { getToken: 'mintToken' });
+        const id = await publish(comet, 'news', 'one');
+        assert.equal((await received(page, 1))[0].id, id);
+        // The unavailable WebSocket is announced, then left at once: not a move down.
+        assert.deepEqual(await page.evaluate(() => window.transports), removed.length ? ['ws', transport] : [transport], 'never moved down');
+        assert.deepEqual(await page.evaluate(() => window.tokenEvents), ['unauthorized']);
+        assert.deepEqual(await page.evaluate(() => window.errors), [], 'no error event');
+        const requests = await watched.settled();
+        const fresh = requests.at(-1).token;
+        const status = kind === 'ws' ? null : 401; // a WebSocket's refusal is not seen
+        assert.deepEqual(
+          requests.map((r) => [r.kind, r.token, r.status]),
+          [
+            [kind, wrong, status],
+            ['poll', wrong, 401], // the poll asking why the connection failed carries the token
+            [kind, fresh, kind === 'ws' ? null : 200],
+          ],
+        );
+        assert.notEqual(fresh, wrong);
+        await page.close();
+      } finally {
+        await context.close();
+        await comet.stop();
+      }
+    });
+  }
 });
 
 test('withCredentials: a page of another origin subscribes with the comet_token cookie', async () => {
@@ -422,6 +446,7 @@ test('withCredentials: a page of another origin subscribes with the comet_token 
     const token = await mint(comet.secret, { subscribe: ['news'] }, 600);
     await context.addCookies([{ name: 'comet_token', value: token, url: comet.base }]);
     const cases = [
+      ['ws', {}],
       ['sse', {}],
       ['stream', {}],
       ['stream', { streamVia: 'xhr' }],
@@ -436,14 +461,21 @@ test('withCredentials: a page of another origin subscribes with the comet_token 
     }
     const id = await publish(comet, 'news', 'with the cookie');
     for (const page of subscribed) assert.equal((await received(page, 1))[0].id, id);
-    // Without withCredentials the cookie stays home: 401.
+    // Without withCredentials the cookie stays home (over HTTP): 401.
     const without = await pageAt(context, `${pages.origin}/page.html`);
-    await subscribeIn(without, 'news', { server: comet.base }, { module: `${comet.base}/comet.js`, wait: false });
+    await subscribeIn(without, 'news', { server: comet.base, transport: 'sse' }, { module: `${comet.base}/comet.js`, wait: false });
     await pageEventually(without, () => window.sub.readyState === 2, null, 'the refusal');
     assert.deepEqual(
       (await without.evaluate(() => window.errors)).map((e) => [e.readyState, e.status]),
       [[2, 401]],
     );
+    // A WebSocket handshake carries the server's cookies whatever
+    // withCredentials says (the browser gives no choice; --cors-origin
+    // decides which pages may open one). With `since`, no poll goes first.
+    const socket = await pageAt(context, `${pages.origin}/page.html`);
+    await subscribeIn(socket, 'news', { server: comet.base, transport: 'ws', since: id }, { module: `${comet.base}/comet.js` });
+    const next = await publish(comet, 'news', 'over the WebSocket');
+    assert.equal((await received(socket, 1))[0].id, next);
   } finally {
     await context.close();
     await comet.stop();

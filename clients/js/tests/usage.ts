@@ -34,7 +34,7 @@ sub.addEventListener('comet-gap', (event) => {
 });
 sub.addEventListener('comet-transport', (event) => console.log(event.transport));
 sub.addEventListener('error', (event) => console.log(event.message, event.status, event.code));
-const transport: 'sse' | 'stream' | 'longpoll' | 'poll' | null = sub.transport;
+const transport: 'ws' | 'sse' | 'stream' | 'longpoll' | 'poll' | null = sub.transport;
 const { requests, bytes, messages, skipped } = sub.stats;
 console.log(transport, requests, bytes, messages, skipped, sub.cursor);
 sub.close();
@@ -53,6 +53,7 @@ console.log(state, EventSource.OPEN === Subscription.OPEN);
 connect.close();
 
 subscribe(['a', 'b'], { transport: 'stream', streamVia: 'xhr', since: 'k3x9q2mf-7/a' });
+subscribe('news', { transport: 'ws', since: 'k3x9q2mf-7/news', token: 'an-api-key-of-16-bytes' });
 
 // Tokens: a fixed one, or renewed from the page's back end; cookies across origins.
 const withKey = subscribe('news', { token: 'an-api-key-of-16-bytes', withCredentials: true });
