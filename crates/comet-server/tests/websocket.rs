@@ -326,3 +326,28 @@ async fn a_third_party_client_receives_and_resumes() {
         }
     }
 }
+
+/// Origins are judged as on every route: a page of another origin is
+/// refused (403, no upgrade) unless the policy names it.
+#[tokio::test]
+async fn a_page_of_a_foreign_origin_is_refused_unless_allowed() {
+    let server = TestServer::builder()
+        .config(|c| c.cors = comet_server::CorsPolicy::Origins(vec!["https://app.example".into()]))
+        .start();
+    let foreign = raw::exchange(
+        server.address(),
+        &handshake(
+            "/ws/news",
+            &format!("{GOOD}origin: https://evil.example\r\n"),
+        ),
+    )
+    .await;
+    assert_eq!(foreign.status, 403, "{}", foreign.head);
+    assert_eq!(foreign.error_code(), "origin_not_allowed");
+    RawWebSocket::connect_with(
+        server.address(),
+        "/ws/news",
+        "origin: https://app.example\r\n",
+    )
+    .await;
+}

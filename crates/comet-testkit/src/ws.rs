@@ -41,10 +41,16 @@ impl RawWebSocket {
     /// Opens `path` on `address` with a valid handshake; fails the test on
     /// anything but `101` with the right accept.
     pub async fn connect(address: SocketAddr, path: &str) -> Self {
+        Self::connect_with(address, path, "").await
+    }
+
+    /// [`connect`](Self::connect), with more header `fields` (each ending
+    /// in CRLF).
+    pub async fn connect_with(address: SocketAddr, path: &str, fields: &str) -> Self {
         let stream = TcpStream::connect(address).await.expect("connect");
         let request = format!(
             "GET {path} HTTP/1.1\r\nhost: {address}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
-             sec-websocket-key: {KEY}\r\nsec-websocket-version: 13\r\n\r\n"
+             sec-websocket-key: {KEY}\r\nsec-websocket-version: 13\r\n{fields}\r\n"
         );
         let mut socket = Self {
             stream,

@@ -77,3 +77,65 @@ async fn stalled_subscribers_do_not_grow_memory() {
     assert!(growth < 64 << 20, "memory grew by {} MiB", growth >> 20);
     drop(stalled);
 }
+
+/// WebSocket clients that send what they may not cannot grow the server's
+/// memory either: 40 flood it with pings and never read a pong (the server
+/// stops reading once its pongs cannot be written), and 200 announce data
+/// frames of a gigabyte (closed at the frame's first two bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_websocket_clients_do_not_grow_memory() {
+    use comet_testkit::ws::{Frame, RawWebSocket, masked};
+    let server = ServerProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_comet")),
+        &["--memory", "--write-timeout", "1h"],
+    );
+    let address = server.base().trim_start_matches("http://").parse().unwrap();
+    // Warm up the allocator with connections like the ones measured.
+    for _ in 0..50 {
+        RawWebSocket::connect(address, "/ws/news").await;
+    }
+    let before = server.resident_bytes();
+    let pings: std::sync::Arc<Vec<u8>> = std::sync::Arc::new(
+        (0..16_384)
+            .flat_map(|_| masked(0x89, &[7u8; 125]))
+            .collect(),
+    );
+    let mut flooders = Vec::new();
+    for _ in 0..40 {
+        let mut socket = RawWebSocket::connect(address, "/ws/news").await;
+        let pings = pings.clone();
+        flooders.push(tokio::spawn(async move {
+            // 2 MB each; the send stalls once the server stops reading.
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(3), socket.send_raw(&pings))
+                    .await;
+            socket
+        }));
+    }
+    for _ in 0..200 {
+        let mut socket = RawWebSocket::connect(address, "/ws/news").await;
+        socket
+            .send_raw(&[0x81, 0xff, 0, 0, 0, 0, 0x40, 0, 0, 0])
+            .await;
+        let frames = socket.rest().await;
+        assert_eq!(frames.last(), Some(&Frame::Close(Some(1003))), "{frames:?}");
+    }
+    let mut held = Vec::new();
+    for flooder in flooders {
+        held.push(flooder.await.unwrap());
+    }
+    let after = server.resident_bytes();
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "resident before {} MiB, after {} MiB, with 80 MB of pings sent by 40 clients that read no pong",
+        before >> 20,
+        after >> 20
+    );
+    assert!(growth < 32 << 20, "memory grew by {} MiB", growth >> 20);
+    // The server still serves.
+    let http = client();
+    let mut fresh = RawWebSocket::connect(address, "/ws/news").await;
+    let id = publish(&http, server.base(), "news", "still serving").await;
+    assert_eq!(fresh.next_item().await["id"], id);
+    drop(held);
+}
