@@ -133,7 +133,12 @@ async fn subscribed(server: &str, transport: &str) {
 async fn pub_and_sub_round_trip_on_every_transport() {
     let server = ServerProcess::spawn(binary(), &["--memory"]);
     let base = server.base();
-    for (transport, metric) in [("sse", "sse"), ("stream", "stream"), ("poll", "longpoll")] {
+    for (transport, metric) in [
+        ("sse", "sse"),
+        ("stream", "stream"),
+        ("poll", "longpoll"),
+        ("ws", "ws"),
+    ] {
         let mut sub = Sub::start(&[
             "news,sport",
             "--server",
@@ -206,7 +211,7 @@ async fn sub_resumes_by_itself_across_a_server_crash() {
     let mut server = ServerProcess::spawn(binary(), &args);
     let base = server.base().to_string();
     let address = server.address().to_string();
-    for transport in ["sse", "stream", "poll"] {
+    for transport in ["sse", "stream", "poll", "ws"] {
         let mut sub = Sub::start(&["news", "--server", &base, "--transport", transport]);
         let metric = if transport == "poll" {
             "longpoll"
