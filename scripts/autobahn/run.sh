@@ -34,10 +34,17 @@ server=$!
 python3 scripts/autobahn/drop_opening.py "$proxy_port" "$server_port" >"$work/proxy.log" 2>&1 &
 proxy=$!
 trap 'kill $server $proxy 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  grep -q listening "$work/server.log" 2>/dev/null && break
-  sleep 0.1
-done
+# Both must accept connections before the first case.
+wait_for_port() {
+  for _ in $(seq 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on $1" >&2
+  exit 1
+}
+wait_for_port "$server_port"
+wait_for_port "$proxy_port"
 
 rm -rf "$work/report"
 "$work/venv/bin/kosoku" -i '2.*' -i '3.*' -i '4.*' -i '7.*' -o "$work/report" \
