@@ -10,6 +10,15 @@
 //! store, the larger the groups, and durability costs one fsync per group
 //! rather than per message.
 //!
+//! A group does not always find its company waiting. Its publishers send
+//! their next appends only once their replies are out, and on a busy core
+//! the first of them reaches the writer while the others are still on
+//! their way: without waiting, groups alternate between one or two appends
+//! and the rest. So a group that finds fewer appends than the last group
+//! held waits for the missing ones, at most [`GATHER_WAIT`]: as many
+//! publishers as were just served are likely to be back. A lone publisher
+//! (a last group of one) never waits.
+//!
 //! Everything a group changes is drafted first and applied to the
 //! in-memory catalog only after the commit succeeded: a failed commit
 //! leaves the catalog as the database is, and the group's sequence numbers
@@ -25,8 +34,9 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use comet_protocol::{ChannelName, Epoch, Message, Seq};
 use comet_store::forgotten::folded_mark_index;
@@ -44,6 +54,10 @@ use crate::database::{Catalog, ChannelRow, MAX_SEQ, mark_clean};
 /// group until it holds this many drafts (a batch is never split, so a
 /// group of one large batch may hold more).
 pub(crate) const MAX_GROUP: usize = 1024;
+
+/// The longest a group waits for the appends the last group suggests are
+/// on their way (see the module docs).
+pub(crate) const GATHER_WAIT: Duration = Duration::from_micros(200);
 
 /// Most expired messages one sweep transaction removes.
 pub(crate) const SWEEP_STEP: usize = 4096;
@@ -152,6 +166,41 @@ enum Planned {
     Repeat(Original),
 }
 
+/// A group: `first`, every command already waiting, and, while it holds
+/// fewer than `expected` appends, those arriving within [`GATHER_WAIT`];
+/// at most [`MAX_GROUP`] drafts (a batch is never split).
+fn gather(commands: &Receiver<Command>, first: Command, expected: usize) -> Vec<Command> {
+    let mut size = first.size();
+    let mut group = vec![first];
+    let deadline = Instant::now() + GATHER_WAIT;
+    while size < MAX_GROUP {
+        let next = match commands.try_recv() {
+            Ok(command) => Some(command),
+            Err(TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty) if appends_in(&group) < expected => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match commands.recv_timeout(left) {
+                    Ok(command) => Some(command),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+                }
+            }
+            Err(TryRecvError::Empty) => None,
+        };
+        let Some(command) = next else { break };
+        size += command.size();
+        group.push(command);
+    }
+    group
+}
+
+/// How many appends `group` holds.
+fn appends_in(group: &[Command]) -> usize {
+    group
+        .iter()
+        .filter(|command| matches!(command, Command::Append(_)))
+        .count()
+}
+
 /// Keys stored by earlier appends of the group (or drafts of the append),
 /// with what they stored.
 type DraftedKeys = HashMap<KeyHash, (Fingerprint, Original)>;
@@ -159,18 +208,10 @@ type DraftedKeys = HashMap<KeyHash, (Fingerprint, Original)>;
 impl Writer {
     /// Serves commands until every sender is gone, then closes in order.
     pub(crate) fn run(mut self, commands: Receiver<Command>) {
+        let mut expected = 1;
         while let Ok(first) = commands.recv() {
-            let mut size = first.size();
-            let mut group = vec![first];
-            while size < MAX_GROUP {
-                match commands.try_recv() {
-                    Ok(command) => {
-                        size += command.size();
-                        group.push(command);
-                    }
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
-            }
+            let group = gather(&commands, first, expected);
+            expected = appends_in(&group).max(1);
             self.serve(group);
         }
         self.close();
@@ -865,5 +906,44 @@ impl Changes {
         catalog.messages = self.messages;
         catalog.next_id = self.next_id;
         catalog.forgotten = self.forgotten;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! How a group gathers (see the module docs). Only lower bounds of time
+    //! are asserted: a busy machine may make anything slower, never faster.
+
+    use std::sync::mpsc::channel;
+
+    use super::*;
+
+    fn append() -> Command {
+        let (reply, _) = oneshot::channel();
+        Command::Append(AppendRequest {
+            drafts: Vec::new(),
+            reply,
+        })
+    }
+
+    #[test]
+    fn a_group_takes_every_waiting_command_without_waiting_for_more() {
+        let (send, commands) = channel();
+        for _ in 0..3 {
+            send.send(append()).unwrap();
+        }
+        let group = gather(&commands, append(), 4);
+        assert_eq!(appends_in(&group), 4);
+        let group = gather(&commands, append(), 1);
+        assert_eq!(appends_in(&group), 1, "nothing was waiting");
+    }
+
+    #[test]
+    fn a_group_smaller_than_the_last_waits_for_the_rest_but_not_forever() {
+        let (_send, commands) = channel();
+        let started = Instant::now();
+        let group = gather(&commands, append(), 8);
+        assert_eq!(appends_in(&group), 1);
+        assert!(started.elapsed() >= GATHER_WAIT, "{:?}", started.elapsed());
     }
 }
