@@ -34,7 +34,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -179,10 +179,7 @@ fn gather(commands: &Receiver<Command>, first: Command, expected: usize) -> Vec<
             Err(TryRecvError::Disconnected) => None,
             Err(TryRecvError::Empty) if appends_in(&group) < expected => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match commands.recv_timeout(left) {
-                    Ok(command) => Some(command),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                }
+                commands.recv_timeout(left).ok()
             }
             Err(TryRecvError::Empty) => None,
         };
