@@ -71,13 +71,9 @@ impl ServerProcess {
         comet_bench::idle::resident_bytes(self.pid()).expect("VmRSS in /proc/PID/status")
     }
 
-    /// Sends a signal (by number) with `kill`.
+    /// Sends a signal (`KILL`, `STOP`, `CONT`, `TERM`, …) with `kill`.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
+        send_signal(self.pid(), signal);
     }
 
     /// Waits for the process to exit, failing after `limit`.
@@ -94,6 +90,15 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Sends `signal` to the process `pid` with `kill`.
+pub(crate) fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
 }
 
 impl Drop for ServerProcess {

@@ -145,11 +145,7 @@ impl RedisServer {
 
     /// Sends it a signal (`STOP` pauses it, `CONT` resumes it) with `kill`.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
+        crate::process::send_signal(self.pid(), signal);
     }
 
     /// Sends one command (`["FLUSHALL"]`, `["CONFIG", "SET", …]`) and
