@@ -22,9 +22,10 @@ local max_keys = tonumber(ARGV[11])
 local n = tonumber(ARGV[12])
 local FIRST, FIELDS = 12, 8
 
-local meta = redis.call('HMGET', META, 'epoch', 'seq')
+local meta = redis.call('HMGET', META, 'epoch', 'seq', 'messages', 'bytes')
 if meta[1] ~= expected then return {'reset', meta[1] or ''} end
 local head = tonumber(meta[2])
+local messages_before, bytes_before = tonumber(meta[3] or '0'), tonumber(meta[4] or '0')
 
 local keyed = false
 for i = 0, n - 1 do
@@ -141,9 +142,10 @@ for _, channel in ipairs(touched) do
   fields[#fields + 1] = state.held
   redis.call('HSET', P .. ':cm:' .. channel, unpack(fields))
 end
-redis.call('HSET', META, 'seq', num(seq))
-redis.call('HINCRBY', META, 'messages', added_messages - removed_messages)
-local bytes = redis.call('HINCRBY', META, 'bytes', added_bytes - removed_bytes)
+-- Nothing above changed the counts of messages and bytes: one write.
+local bytes = bytes_before + added_bytes - removed_bytes
+redis.call('HSET', META, 'seq', num(seq),
+  'messages', num(messages_before + added_messages - removed_messages), 'bytes', num(bytes))
 if added_keys > 0 then
   redis.call('HINCRBY', META, 'keys', added_keys)
   forget_keys(now - key_window, max_keys)
