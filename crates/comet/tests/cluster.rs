@@ -49,6 +49,22 @@ async fn publish(http: &reqwest::Client, base: &str, channel: &str, data: &str) 
     answer["id"].as_str().expect("an id").to_string()
 }
 
+/// An NDJSON stream of `channel` on `base`, once it is open.
+async fn open_ndjson(http: &reqwest::Client, base: &str, channel: &str) -> NdjsonStream {
+    let response = http.get(format!("{base}/stream/{channel}")).send().await;
+    let mut stream = NdjsonStream::new(response.expect("the stream's answer"));
+    within("the stream to open", stream.next_value()).await;
+    stream
+}
+
+/// An SSE stream of `channel` on `base`, once it is open.
+async fn open_sse(http: &reqwest::Client, base: &str, channel: &str) -> SseStream {
+    let response = http.get(format!("{base}/sse/{channel}")).send().await;
+    let mut stream = SseStream::new(response.expect("the stream's answer"));
+    within("the SSE stream to open", stream.opening_id()).await;
+    stream
+}
+
 /// A long poll of `news` on `base` from `since`, waiting up to 30 s (longer
 /// than any wait of a test: an answer with a message came from a publish),
 /// once the node counts it as parked. It goes on a connection of its own:
@@ -78,20 +94,8 @@ async fn publishes_on_either_node_reach_subscribers_on_both_in_one_order() {
     let a = node(&redis).await;
     let b = node(&redis).await;
     let http = client();
-    let mut sse_on_b = SseStream::new(
-        http.get(format!("{}/sse/news", b.base()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    within("the SSE stream to open", sse_on_b.opening_id()).await;
-    let mut ndjson_on_a = NdjsonStream::new(
-        http.get(format!("{}/stream/news,sport", a.base()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    within("the NDJSON stream to open", ndjson_on_a.next_value()).await;
+    let mut sse_on_b = open_sse(&http, b.base(), "news").await;
+    let mut ndjson_on_a = open_ndjson(&http, a.base(), "news,sport").await;
 
     let mut ids = Vec::new();
     for i in 0..100 {
@@ -194,20 +198,8 @@ async fn a_history_lost_in_redis_is_a_reset_gap_everywhere_then_goes_on() {
     let a = node(&redis).await;
     let b = node(&redis).await;
     let http = client();
-    let mut sse_on_a = SseStream::new(
-        http.get(format!("{}/sse/news", a.base()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    within("the SSE stream to open", sse_on_a.opening_id()).await;
-    let mut stream_on_b = NdjsonStream::new(
-        http.get(format!("{}/stream/news", b.base()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    within("the stream to open", stream_on_b.next_value()).await;
+    let mut sse_on_a = open_sse(&http, a.base(), "news").await;
+    let mut stream_on_b = open_ndjson(&http, b.base(), "news").await;
     let mut previous = publish(&http, a.base(), "news", "before").await;
     assert_eq!(sse_on_a.events(1).await[0].data, "before");
     assert_eq!(stream_on_b.next_item().await.unwrap()["data"], "before");
@@ -291,13 +283,7 @@ async fn a_node_rides_out_a_redis_restart_with_its_data() {
     ))
     .await;
     let http = client();
-    let mut stream = NdjsonStream::new(
-        http.get(format!("{}/stream/news", a.base()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    within("the stream to open", stream.next_value()).await;
+    let mut stream = open_ndjson(&http, a.base(), "news").await;
     let first = publish(&http, a.base(), "news", "before").await;
     let line = within("the first message", stream.next_item())
         .await
@@ -431,9 +417,7 @@ async fn subscriber_counts_cover_every_live_node() {
     let http = client();
     let mut streams = Vec::new();
     for base in [a.base(), b.base(), b.base()] {
-        let mut stream = SseStream::new(http.get(format!("{base}/sse/news")).send().await.unwrap());
-        within("a stream to open", stream.opening_id()).await;
-        streams.push(stream);
+        streams.push(open_sse(&http, base, "news").await);
     }
     let count_on_a = || {
         let http = http.clone();
@@ -480,13 +464,7 @@ async fn killed_redis_connections_lose_and_repeat_nothing() {
     let a = node(&redis).await;
     let b = node(&redis).await;
     let http = client();
-    let mut stream = NdjsonStream::new(
-        http.get(format!("{}/stream/news", b.base()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    within("the stream to open", stream.next_value()).await;
+    let mut stream = open_ndjson(&http, b.base(), "news").await;
     let publisher = comet_client::Client::new(a.base())
         .unwrap()
         .with_publish_retries(50)
@@ -533,20 +511,8 @@ async fn a_node_behind_the_whole_log_catches_up_from_each_channels_history() {
     let a = ready(ServerProcess::spawn(binary(), &args)).await;
     let b = ready(ServerProcess::spawn(binary(), &args)).await;
     let http = client();
-    let mut news_on_b = SseStream::new(
-        http.get(format!("{}/sse/news", b.base()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    within("the SSE stream to open", news_on_b.opening_id()).await;
-    let mut other_on_b = NdjsonStream::new(
-        http.get(format!("{}/stream/other", b.base()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    within("the stream to open", other_on_b.next_value()).await;
+    let mut news_on_b = open_sse(&http, b.base(), "news").await;
+    let mut other_on_b = open_ndjson(&http, b.base(), "other").await;
     publish(&http, a.base(), "news", "m0").await;
     assert_eq!(news_on_b.events(1).await[0].data, "m0");
 
@@ -698,13 +664,7 @@ async fn a_paused_redis_is_ridden_out() {
     ))
     .await;
     let http = client();
-    let mut stream = NdjsonStream::new(
-        http.get(format!("{}/stream/news", a.base()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    within("the stream to open", stream.next_value()).await;
+    let mut stream = open_ndjson(&http, a.base(), "news").await;
     let first = publish(&http, a.base(), "news", "m0").await;
     assert_eq!(
         stream.next_item().await.unwrap()["id"].as_str(),
