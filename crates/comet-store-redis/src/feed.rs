@@ -344,15 +344,17 @@ fn message_of(epoch: &Epoch, entry: &redis::streams::StreamId) -> Result<Arc<Mes
             _ => Err(format!("no field {name}")),
         }
     };
-    let channel = String::from_utf8(text("c")?).map_err(|e| e.to_string())?;
-    let channel = ChannelName::new(&channel).map_err(|e| e.to_string())?;
-    let event = String::from_utf8(text("e")?).map_err(|e| e.to_string())?;
-    let event = EventType::new(&event).map_err(|e| e.to_string())?;
-    let data = Data::from_utf8(text("d")?.into()).map_err(|e| e.to_string())?;
-    let published_at = String::from_utf8(text("t")?)
-        .ok()
+    // h is "TIME CHANNEL EVENT" (a channel name has no spaces; an event
+    // may); d is the data.
+    let header = String::from_utf8(text("h")?).map_err(|e| e.to_string())?;
+    let mut parts = header.splitn(3, ' ');
+    let published_at = parts
+        .next()
         .and_then(|t| t.parse().ok())
         .ok_or("a bad time")?;
+    let channel = ChannelName::new(parts.next().ok_or("no channel")?).map_err(|e| e.to_string())?;
+    let event = EventType::new(parts.next().ok_or("no event")?).map_err(|e| e.to_string())?;
+    let data = Data::from_utf8(text("d")?.into()).map_err(|e| e.to_string())?;
     Ok(Arc::new(Message::new(
         epoch.clone(),
         Seq(seq),

@@ -222,12 +222,6 @@ impl RedisStore {
         })
     }
 
-    /// Whether scripts keep the store-wide order of messages (needed by
-    /// retention by age and by total bytes).
-    fn tracks_order(&self) -> bool {
-        self.retention.max_age.is_some() || self.retention.max_bytes.is_some()
-    }
-
     /// An invocation of `script` with what every script takes first: the
     /// prefix, as its key (for the slot) and its first argument.
     fn invocation<'a>(&self, script: &'a redis::Script) -> redis::ScriptInvocation<'a> {
@@ -475,7 +469,6 @@ impl Store for RedisStore {
             .arg(self.retention.max_messages.max(1))
             .arg(self.age_cutoff())
             .arg(self.retention.max_bytes.unwrap_or(0))
-            .arg(u8::from(self.tracks_order()))
             .arg(self.retention.forgotten_channels)
             .arg(self.log_length)
             .arg(self.idempotency.window.as_millis() as u64)
@@ -647,7 +640,8 @@ impl Store for RedisStore {
         let mut invocation = self.invocation(&self.scripts.channels);
         invocation
             .arg(after.map_or("", |name| name.as_str()))
-            .arg(limit);
+            .arg(limit)
+            .arg(self.retention.max_messages.max(1));
         let reply: Vec<redis::Value> = self.run(&invocation).await?;
         let mut reply = Reply::new(reply);
         let mut page = Vec::new();

@@ -31,6 +31,7 @@ macro_rules! store_conformance {
             unknown_channels_read_empty,
             backlog_start_is_just_before_the_newest,
             retention_by_count_trims_and_marks_the_gap,
+            retention_by_count_is_exact_at_every_step_for_a_larger_limit,
             retention_by_age_trims_on_access,
             retention_by_age_is_enforced_without_access,
             a_large_age_sweep_removes_everything_expired_in_steps,
@@ -128,9 +129,12 @@ pub async fn sequence_is_store_wide_and_increasing(factory: impl StoreFactory) {
     }
 }
 
-/// Channel, event type and data come back exactly as stored.
+/// Channel, event type and data come back exactly as stored, from a read
+/// and to the commit listener.
 pub async fn messages_keep_their_content(factory: impl StoreFactory) {
     let store = factory.build(default_options()).await;
+    let heard = Arc::new(Heard::default());
+    store.set_commit_listener(heard.clone());
     let samples = [
         "",
         "plain",
@@ -140,9 +144,8 @@ pub async fn messages_keep_their_content(factory: impl StoreFactory) {
     ];
     let channel = name("content");
     for (i, data) in samples.iter().enumerate() {
-        let event = EventType::new(&format!("type-{i}")).expect("valid type");
         store
-            .append(&channel, event, text(data))
+            .append(&channel, sample_event(i), text(data))
             .await
             .expect("append");
     }
@@ -151,9 +154,31 @@ pub async fn messages_keep_their_content(factory: impl StoreFactory) {
         .await
         .expect("read");
     assert_eq!(datas(&history.messages), samples);
-    for (i, message) in history.messages.iter().enumerate() {
-        assert_eq!(message.event().as_str(), format!("type-{i}"));
-        assert_eq!(message.channel(), &channel);
+    let heard = heard.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(datas(&heard), samples);
+    for messages in [&history.messages, &heard] {
+        for (i, message) in messages.iter().enumerate() {
+            assert_eq!(message.event(), &sample_event(i));
+            assert_eq!(message.channel(), &channel);
+        }
+    }
+}
+
+/// Event types with digits and spaces where a store might split them.
+fn sample_event(i: usize) -> EventType {
+    EventType::new(&format!("{i} type {i}  spaced ")).expect("valid type")
+}
+
+/// A listener that keeps every message it hears.
+#[derive(Default)]
+struct Heard(Mutex<Vec<Arc<Message>>>);
+
+impl CommitListener for Heard {
+    fn committed(&self, message: &Arc<Message>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message.clone());
     }
 }
 
@@ -324,6 +349,58 @@ pub async fn retention_by_count_trims_and_marks_the_gap(factory: impl StoreFacto
     assert_eq!(history.trimmed_upto, seqs[1]);
     let summary = store.summary(&name("a")).await.expect("summary");
     assert_eq!(summary.map(|s| s.retained), Some(3));
+}
+
+/// With a larger limit, a store may trim lazily (Redis trims a full
+/// channel in batches), but what readers see never shows it: after every
+/// append past the limit, the listing, the summary and a read report
+/// exactly the newest `LIMIT` messages and the highest seq removed.
+pub async fn retention_by_count_is_exact_at_every_step_for_a_larger_limit(
+    factory: impl StoreFactory,
+) {
+    const LIMIT: usize = 48;
+    let (options, _clock) = options(Retention {
+        max_messages: LIMIT,
+        max_age: None,
+        ..Retention::default()
+    });
+    let store = factory.build(options).await;
+    let mut seqs = Vec::new();
+    for i in 0..LIMIT + 30 {
+        seqs.push(append(&*store, "a", &i.to_string()).await.seq());
+        if seqs.len() <= LIMIT {
+            continue;
+        }
+        let listed = store.channels(None, 10).await.expect("list");
+        assert_eq!(listed[0].1.retained, LIMIT as u64, "listed after {i}");
+        // A read or a summary may trim what the store held beyond the
+        // limit, so each is first after appends that only the store
+        // itself has trimmed.
+        if i % 5 == 0 {
+            let history = store
+                .read(
+                    &name("a"),
+                    Seq::ZERO,
+                    store.head(),
+                    ReadLimit::messages(1000),
+                )
+                .await
+                .expect("read");
+            let newest: Vec<String> = (i + 1 - LIMIT..=i).map(|n| n.to_string()).collect();
+            assert_eq!(datas(&history.messages), newest, "read after {i}");
+            assert_eq!(history.trimmed_upto, seqs[i - LIMIT], "trimmed after {i}");
+        }
+        if i % 5 == 2 {
+            let summary = store.summary(&name("a")).await.expect("summary");
+            assert_eq!(summary.map(|s| s.retained), Some(LIMIT as u64), "after {i}");
+        }
+    }
+    let footprint = store.footprint();
+    assert!(
+        footprint.messages as usize <= LIMIT + LIMIT / 16,
+        "a channel holds at most a sixteenth more than its limit: {}",
+        footprint.messages
+    );
 }
 
 /// Age retention removes old messages when the channel is next read.

@@ -1,6 +1,7 @@
 -- A page of the channels held, in name order. ARGV: prefix, the name to
--- start after ('' from the first), page size. Returns name, retained,
--- last for each.
+-- start after ('' from the first), page size, max messages per channel.
+-- Returns name, retained, last for each (retained within the limit: a
+-- channel may hold a few more until its next trim, see append.lua).
 local start = '-'
 if ARGV[2] ~= '' then start = '(' .. ARGV[2] end
 local names = redis.call('ZRANGEBYLEX', P .. ':names', start, '+', 'LIMIT', 0, tonumber(ARGV[3]))
@@ -8,7 +9,7 @@ local result = {}
 for _, name in ipairs(names) do
   local held = redis.call('HMGET', P .. ':cm:' .. name, 'n', 'last')
   result[#result + 1] = name
-  result[#result + 1] = held[1] or '0'
+  result[#result + 1] = math.min(tonumber(held[1] or '0'), tonumber(ARGV[4]))
   result[#result + 1] = held[2] or '0'
 end
 return result

@@ -16,16 +16,16 @@ local result = {redis.call('HGET', cm, 'trimmed'), 0}
 local entries = redis.call('XRANGE', P .. ':ch:' .. channel, first, last, 'COUNT', max_count + 1)
 local count, total = 0, 0
 for _, entry in ipairs(entries) do
-  local fields = entry[2]
-  total = total + tonumber(field(fields, 's'))
+  local time, size, event = header(entry[2])
+  total = total + size
   if count >= max_count or (count > 0 and total > max_bytes) then
     result[2] = 1
     break
   end
   count = count + 1
   result[#result + 1] = num(seq_of(entry[1]))
-  result[#result + 1] = field(fields, 'e')
-  result[#result + 1] = field(fields, 'd')
-  result[#result + 1] = field(fields, 't')
+  result[#result + 1] = event
+  result[#result + 1] = entry[2][4]
+  result[#result + 1] = num(time)
 end
 return result

@@ -8,12 +8,11 @@ local more = 0
 if cutoff > 0 then
   local removed = 0
   while true do
-    local oldest = redis.call('ZRANGE', P .. ':order', 0, 0)[1]
-    if not oldest then break end
-    local seq, channel = string.match(oldest, '^(%d+):(.*)$')
+    local channel = redis.call('ZRANGE', P .. ':first', 0, 0)[1]
+    if not channel then break end
     local t = oldest_time(channel)
     if t == nil then
-      redis.call('ZREM', P .. ':order', oldest)
+      redis.call('ZREM', P .. ':first', channel)
     elseif t >= cutoff then
       break
     else
