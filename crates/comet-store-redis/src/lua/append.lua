@@ -9,7 +9,7 @@
 -- {'reset', epoch} when the history is not the one this node serves.
 -- Counts are kept in locals and written once, and a channel beyond its
 -- count limit is trimmed in batches (see SLACK): every redis.call costs
--- about a microsecond, and a publish to a full channel is made of six.
+-- about a microsecond, and a publish to a channel is made of five.
 local expected = ARGV[2]
 local now_text = ARGV[3]
 local now = tonumber(now_text)
@@ -89,31 +89,29 @@ for i = 0, n - 1 do
     local seq_text = num(seq)
     local state = channels[channel]
     if not state then
-      local cm = P .. ':cm:' .. channel
-      local held = tonumber(redis.call('HGET', cm, 'n') or '-1')
-      if held <= 0 then
+      local count = held(channel)
+      if count == 0 then
         -- New, or revived from its tombstone or its mark: a reader from
         -- before then gets a gap.
+        local cm = P .. ':cm:' .. channel
         local trimmed = remembered(channel, mark)
-        if held == 0 then
-          redis.call('ZREM', P .. ':forgotten', channel)
+        if redis.call('ZREM', P .. ':forgotten', channel) == 1 then
           redis.call('HINCRBY', META, 'forgotten', -1)
         end
+        redis.call('DEL', cm)
         redis.call('HSET', cm, 'trimmed', trimmed, 'm', mark)
         redis.call('ZADD', P .. ':names', 0, channel)
         redis.call('ZADD', P .. ':first', seq, channel)
         redis.call('HINCRBY', META, 'channels', 1)
         counts_known = false
-        held = 0
       end
-      state = {held = held}
+      state = {held = count}
       channels[channel] = state
       touched[#touched + 1] = channel
     end
     local id = seq_text .. '-0'
     redis.call('XADD', P .. ':ch:' .. channel, id, 'h', now_text .. ' ' .. size_text .. ' ' .. event, 'd', data)
     state.held = state.held + 1
-    state.last = seq
     added_messages = added_messages + 1
     added_bytes = added_bytes + size
     redis.call('XADD', P .. ':log', 'MAXLEN', '~', log_max, id, 'h', now_text .. ' ' .. channel .. ' ' .. event, 'd', data)
@@ -126,13 +124,11 @@ for i = 0, n - 1 do
   end
 end
 
--- Each touched channel: its new messages counted, and once it holds more
--- than SLACK beyond its limit, its oldest beyond the limit removed (their
--- highest seq is its trimmed mark), in one write of its hash.
+-- Each touched channel that holds more than SLACK beyond its limit: its
+-- oldest beyond the limit removed, their highest seq its trimmed mark.
 local removed_messages, removed_bytes = 0, 0
 for _, channel in ipairs(touched) do
   local state = channels[channel]
-  local fields = {'last', num(state.last)}
   local excess = state.held - max_messages
   if excess > SLACK then
     local last_removed = 0
@@ -146,13 +142,9 @@ for _, channel in ipairs(touched) do
       last_removed = last
     end
     if last_removed > 0 then
-      fields[#fields + 1] = 'trimmed'
-      fields[#fields + 1] = num(last_removed)
+      redis.call('HSET', P .. ':cm:' .. channel, 'trimmed', num(last_removed))
     end
   end
-  fields[#fields + 1] = 'n'
-  fields[#fields + 1] = state.held
-  redis.call('HSET', P .. ':cm:' .. channel, unpack(fields))
 end
 -- Nothing above changed the counts of messages and bytes: one write.
 local bytes = bytes_before + added_bytes - removed_bytes

@@ -7,9 +7,7 @@ if redis.call('HGET', META, 'epoch') ~= ARGV[9] then return 0 end
 local channel, mark = ARGV[2], ARGV[3]
 local count = tonumber(ARGV[5])
 trim_channel(channel, tonumber(ARGV[7]), tonumber(ARGV[6]), tonumber(ARGV[8]))
-local cm = P .. ':cm:' .. channel
-local held = tonumber(redis.call('HGET', cm, 'n') or '0')
-if held <= 0 then return remembered(channel, mark) end
+if held(channel) == 0 then return remembered(channel, mark) end
 local entries = redis.call('XREVRANGE', P .. ':ch:' .. channel, ARGV[4], '-', 'COUNT', count + 1)
 if #entries == count + 1 then return num(seq_of(entries[#entries][1])) end
-return redis.call('HGET', cm, 'trimmed')
+return redis.call('HGET', P .. ':cm:' .. channel, 'trimmed') or '0'

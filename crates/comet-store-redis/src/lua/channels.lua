@@ -7,9 +7,8 @@ if ARGV[2] ~= '' then start = '(' .. ARGV[2] end
 local names = redis.call('ZRANGEBYLEX', P .. ':names', start, '+', 'LIMIT', 0, tonumber(ARGV[3]))
 local result = {}
 for _, name in ipairs(names) do
-  local held = redis.call('HMGET', P .. ':cm:' .. name, 'n', 'last')
   result[#result + 1] = name
-  result[#result + 1] = math.min(tonumber(held[1] or '0'), tonumber(ARGV[4]))
-  result[#result + 1] = held[2] or '0'
+  result[#result + 1] = math.min(held(name), tonumber(ARGV[4]))
+  result[#result + 1] = last_of(name)
 end
 return result

@@ -1,14 +1,16 @@
 -- What every script shares. Keys: P is the prefix (with its hash tag, so
 -- every key lives in one slot); P:meta (epoch, seq, messages, bytes,
--- channels, forgotten), P:ch:NAME (a channel's messages, a stream with ids
--- SEQ-0 and fields h, 'TIME SIZE EVENT', and d, the data), P:cm:NAME (the channel: last, trimmed, n,
--- b, m), P:names (channels holding messages, by name), P:first (the
--- same channels by the seq of their oldest message: where retention by
--- age or total bytes finds the oldest message of the store), P:forgotten
--- (tombstones by last seq), P:marks
--- (folded marks), P:log (every message in order, for the nodes' feeds:
--- fields h, 'TIME CHANNEL EVENT', and d),
--- P:k:HASH and P:korder (idempotency keys).
+-- channels, forgotten, keys); P:ch:NAME (a channel's messages: a stream
+-- with ids SEQ-0 and fields h, 'TIME SIZE EVENT', and d, the data; its
+-- length and last id are the channel's count and last seq); P:cm:NAME
+-- (what else a channel keeps: trimmed, its highest removed seq; m, its
+-- folded mark; last, once it is a tombstone); P:names (channels holding
+-- messages, by name); P:first (the same channels by the seq of their
+-- oldest message: where retention by age or total bytes finds the
+-- oldest message of the store); P:forgotten (tombstones by last seq);
+-- P:marks (folded marks); P:log (every message in order, for the nodes'
+-- feeds: fields h, 'TIME CHANNEL EVENT', and d); P:k:HASH and P:korder
+-- (idempotency keys).
 local P = ARGV[1]
 local META = P .. ':meta'
 
@@ -25,6 +27,18 @@ end
 
 local function num(x)
   return string.format('%d', x)
+end
+
+-- How many messages CHANNEL holds.
+local function held(channel)
+  return redis.call('XLEN', P .. ':ch:' .. channel)
+end
+
+-- The seq of CHANNEL's newest message (0 when it holds none).
+local function last_of(channel)
+  local newest = redis.call('XREVRANGE', P .. ':ch:' .. channel, '+', '-', 'COUNT', 1)[1]
+  if not newest then return 0 end
+  return seq_of(newest[1])
 end
 
 -- Lets go of the oldest tombstones beyond KEEP, folding each into its mark.
@@ -45,14 +59,16 @@ local function evict_tombstones(keep)
   end
 end
 
--- A channel with nothing retained: its stream goes, a tombstone stays.
-local function forget(channel, keep)
+-- A channel with nothing retained, whose newest message was LAST: its
+-- stream is gone, a tombstone stays.
+local function forget(channel, keep, last)
   local cm = P .. ':cm:' .. channel
   redis.call('DEL', P .. ':ch:' .. channel)
+  redis.call('HSET', cm, 'last', num(last))
   redis.call('ZREM', P .. ':names', channel)
   redis.call('ZREM', P .. ':first', channel)
   redis.call('HINCRBY', META, 'channels', -1)
-  redis.call('ZADD', P .. ':forgotten', redis.call('HGET', cm, 'last'), channel)
+  redis.call('ZADD', P .. ':forgotten', last, channel)
   redis.call('HINCRBY', META, 'forgotten', 1)
   evict_tombstones(keep)
 end
@@ -92,20 +108,21 @@ end
 local function drop_oldest(channel, keep, count)
   count = count or 1
   local cm = P .. ':cm:' .. channel
-  local left = tonumber(redis.call('HGET', cm, 'n') or '0')
-  local any = false
+  local left = held(channel)
+  local any, last_removed = false, 0
   while count > 0 and left > 0 do
     local removed, size, last = remove_oldest(channel, count)
     if removed == 0 then break end
-    any = true
+    any, last_removed = true, last
     count = count - removed
     left = left - removed
-    redis.call('HSET', cm, 'trimmed', num(last), 'n', left)
     redis.call('HINCRBY', META, 'messages', -removed)
     redis.call('HINCRBY', META, 'bytes', -size)
   end
-  if any and left <= 0 then forget(channel, keep) end
-  return any
+  if not any then return false end
+  redis.call('HSET', cm, 'trimmed', num(last_removed))
+  if left <= 0 then forget(channel, keep, last_removed) end
+  return true
 end
 
 -- The time the oldest message of CHANNEL was published, or nil.
@@ -118,7 +135,7 @@ end
 -- Keeps at most MAX messages of CHANNEL, none published before CUTOFF
 -- (0: no age limit).
 local function trim_channel(channel, max, cutoff, keep)
-  local n = tonumber(redis.call('HGET', P .. ':cm:' .. channel, 'n') or '0')
+  local n = held(channel)
   if n > max then
     drop_oldest(channel, keep, n - max)
   end
@@ -131,7 +148,7 @@ local function trim_channel(channel, max, cutoff, keep)
 end
 
 -- What a channel that holds nothing remembers: its tombstone's last seq,
--- or its folded mark.
+-- or its folded mark. (Only a tombstone's hash has a last.)
 local function remembered(channel, mark)
   local cm = P .. ':cm:' .. channel
   local last = redis.call('HGET', cm, 'last')

@@ -9,10 +9,8 @@ local channel, mark = ARGV[2], ARGV[3]
 local first, last = ARGV[4], ARGV[5]
 local max_count, max_bytes = tonumber(ARGV[6]), tonumber(ARGV[7])
 trim_channel(channel, tonumber(ARGV[9]), tonumber(ARGV[8]), tonumber(ARGV[10]))
-local cm = P .. ':cm:' .. channel
-local held = tonumber(redis.call('HGET', cm, 'n') or '0')
-if held <= 0 then return {remembered(channel, mark), 0} end
-local result = {redis.call('HGET', cm, 'trimmed'), 0}
+if held(channel) == 0 then return {remembered(channel, mark), 0} end
+local result = {redis.call('HGET', P .. ':cm:' .. channel, 'trimmed') or '0', 0}
 local entries = redis.call('XRANGE', P .. ':ch:' .. channel, first, last, 'COUNT', max_count + 1)
 local count, total = 0, 0
 for _, entry in ipairs(entries) do
