@@ -90,6 +90,29 @@ pub enum OpenError {
     },
 }
 
+/// The oldest Redis the scripts run on (`XTRIM … MINID` is 6.2's).
+const OLDEST_REDIS: (u32, u32) = (6, 2);
+
+/// Refuses a Redis older than [`OLDEST_REDIS`], from its `INFO server`.
+fn check_version(info: &str) -> Result<(), String> {
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .ok_or("INFO server names no redis_version")?;
+    let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (parts.next(), parts.next()) else {
+        return Err(format!("cannot read its version {version:?}"));
+    };
+    if (major, minor) < OLDEST_REDIS {
+        return Err(format!(
+            "it is Redis {version}; Comet needs Redis {}.{} or newer",
+            OLDEST_REDIS.0, OLDEST_REDIS.1
+        ));
+    }
+    Ok(())
+}
+
 /// Commands to Redis that failed, by kind.
 #[derive(Default)]
 struct Errors {
@@ -325,9 +348,22 @@ async fn connect(client: &redis::Client, url: &str) -> redis::RedisResult<Connec
     }
 }
 
-/// Refuses a Redis that may evict Comet's keys, and says what a crash of
-/// this Redis can lose of what was acknowledged.
+/// Refuses a Redis older than the scripts need or that may evict Comet's
+/// keys, and says what a crash of this Redis can lose of what was
+/// acknowledged.
 async fn check_settings(connection: &mut ConnectionManager, url: &str) -> Result<(), OpenError> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(connection)
+        .await
+        .map_err(|error| OpenError::Redis {
+            url: url.to_string(),
+            error: error.to_string(),
+        })?;
+    check_version(&info).map_err(|error| OpenError::Redis {
+        url: url.to_string(),
+        error,
+    })?;
     let setting = |name: &'static str| {
         let mut connection = connection.clone();
         async move {
@@ -821,5 +857,22 @@ mod tests {
     fn positions_beyond_exact_numbers_read_to_the_end() {
         assert_eq!(stream_id(42), "42-0");
         assert_eq!(stream_id(u64::MAX), "+");
+    }
+
+    #[test]
+    fn redis_before_6_2_is_refused_by_its_version() {
+        let info = |version: &str| {
+            format!("# Server\r\nredis_version:{version}\r\nredis_mode:standalone\r\n")
+        };
+        assert!(check_version(&info("7.0.15")).is_ok());
+        assert!(check_version(&info("6.2.0")).is_ok());
+        assert!(check_version(&info("10.0.1")).is_ok());
+        let refused = check_version(&info("6.0.16")).expect_err("6.0 is too old");
+        assert!(
+            refused.contains("6.0.16") && refused.contains("6.2"),
+            "{refused}"
+        );
+        assert!(check_version(&info("5.0.7")).is_err());
+        assert!(check_version("# Server\r\n").is_err());
     }
 }
