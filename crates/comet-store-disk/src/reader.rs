@@ -5,7 +5,10 @@
 //! trimmed-up-to mark and its messages come from the same snapshot: a
 //! concurrent trim can never hide messages without the mark showing it.
 //! Messages older than the age limit that the sweeper has not removed yet
-//! are treated as removed (left out, and counted in the mark).
+//! are treated as removed (left out, and counted in the mark), and so are
+//! the oldest of a channel holding more than its count limit (the writer
+//! trims a full channel in batches, see `writer::trim_slack`): readers see
+//! exactly the newest messages the limit allows.
 //!
 //! A read first looks at the positions and sizes of what it may return,
 //! stops at its byte limit, and only then loads data, and only of messages
@@ -154,8 +157,9 @@ impl Readers {
         self.with(move |readers, connection| {
             connection
                 .query_row(
-                    "SELECT last_seq, retained FROM channels WHERE name = ?1 AND retained > 0",
-                    [channel.as_str()],
+                    "SELECT last_seq, min(retained, ?2) FROM channels
+                     WHERE name = ?1 AND retained > 0",
+                    params![channel.as_str(), readers.max_messages()],
                     |row| {
                         Ok(ChannelSummary {
                             last_id: Cursor::new(
@@ -178,11 +182,15 @@ impl Readers {
     ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError> {
         self.with(move |readers, connection| {
             let mut statement = connection.prepare_cached(
-                "SELECT name, last_seq, retained FROM channels
+                "SELECT name, last_seq, min(retained, ?3) FROM channels
                  WHERE name > ?1 AND retained > 0 ORDER BY name LIMIT ?2",
             )?;
             let rows = statement.query_map(
-                params![after.as_deref().unwrap_or(""), limit as i64],
+                params![
+                    after.as_deref().unwrap_or(""),
+                    limit as i64,
+                    readers.max_messages()
+                ],
                 |row| {
                     Ok((
                         row.get::<_, String>(0)?,
@@ -211,25 +219,47 @@ impl Readers {
     }
 
     /// The oldest publish time still kept, with retention by age.
+    /// The count limit per channel.
+    fn max_messages(&self) -> i64 {
+        self.retention.max_messages.max(1) as i64
+    }
+
     fn oldest_kept(&self) -> Option<u64> {
         self.retention
             .max_age
             .map(|age| self.clock.now_ms().saturating_sub(age.as_millis() as u64))
     }
 
-    /// The channel's id and trimmed-up-to mark; for a channel not held,
+    /// The channel's id and trimmed-up-to mark (counting the messages it
+    /// holds beyond the count limit as trimmed); for a channel not held,
     /// no id and what the folded marks remember of it.
     fn locate(
         &self,
         snapshot: &Transaction<'_>,
         channel: &ChannelName,
     ) -> rusqlite::Result<(Option<i64>, Seq)> {
-        let found: Option<(i64, i64)> = snapshot
-            .prepare_cached("SELECT id, trimmed_upto FROM channels WHERE name = ?1")?
-            .query_row([channel.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+        let found: Option<(i64, i64, i64)> = snapshot
+            .prepare_cached("SELECT id, trimmed_upto, retained FROM channels WHERE name = ?1")?
+            .query_row([channel.as_str()], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
             .optional()?;
-        if let Some((id, trimmed_upto)) = found {
-            return Ok((Some(id), Seq(trimmed_upto as u64)));
+        if let Some((id, trimmed_upto, retained)) = found {
+            let beyond = retained - self.max_messages();
+            let mut trimmed = Seq(trimmed_upto as u64);
+            if beyond > 0 {
+                let newest_beyond: Option<i64> = snapshot
+                    .prepare_cached(
+                        "SELECT seq FROM messages WHERE channel_id = ?1
+                         ORDER BY seq LIMIT 1 OFFSET ?2",
+                    )?
+                    .query_row(params![id, beyond - 1], |row| row.get(0))
+                    .optional()?;
+                if let Some(seq) = newest_beyond {
+                    trimmed = trimmed.max(Seq(seq as u64));
+                }
+            }
+            return Ok((Some(id), trimmed));
         }
         let mark: Option<i64> = snapshot
             .prepare_cached("SELECT upto FROM forgotten_marks WHERE mark = ?1")?
@@ -265,7 +295,12 @@ impl Readers {
                  WHERE channel_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
             )?;
             let rows = statement.query_map(
-                params![id, sql(after), sql(upto), limit.messages as i64],
+                params![
+                    id,
+                    sql(after.max(trimmed_upto)),
+                    sql(upto),
+                    limit.messages as i64
+                ],
                 |row| {
                     Ok((
                         Seq(row.get::<_, i64>(0)? as u64),
@@ -328,7 +363,7 @@ impl Readers {
             )?
             .query_row(params![id, sql(upto), count as i64], |row| row.get(0))
             .optional()?;
-        let mut start = before_newest.map_or(trimmed_upto, |seq| Seq(seq as u64));
+        let mut start = before_newest.map_or(trimmed_upto, |seq| trimmed_upto.max(Seq(seq as u64)));
         if let Some(oldest) = self.oldest_kept() {
             // Expired but not swept yet: not part of the backlog (and no
             // gap for them either).

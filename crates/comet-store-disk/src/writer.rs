@@ -59,6 +59,16 @@ pub(crate) const MAX_GROUP: usize = 1024;
 /// on their way (see the module docs).
 pub(crate) const GATHER_WAIT: Duration = Duration::from_micros(200);
 
+/// How many messages a channel may hold beyond its count limit before a
+/// commit trims it (a sixteenth of the limit, at most 64): trimming a full
+/// channel at every publish cost a fifth of the durable publish rate (64
+/// publishers: 52k/s against 67k/s without trimming), one range delete
+/// every few dozen publishes costs little. Readers never see the extra
+/// messages: they count as trimmed (`reader`).
+pub(crate) fn trim_slack(max_messages: usize) -> u64 {
+    (max_messages / 16).min(64) as u64
+}
+
 /// Most expired messages one sweep transaction removes.
 pub(crate) const SWEEP_STEP: usize = 4096;
 
@@ -592,6 +602,7 @@ fn trim_by_count(
     touched: &[ChannelName],
     max_messages: usize,
 ) -> rusqlite::Result<()> {
+    let slack = trim_slack(max_messages);
     let max_messages = max_messages.max(1) as u64;
     let mut seen = Vec::new();
     for name in touched {
@@ -600,7 +611,7 @@ fn trim_by_count(
         }
         seen.push(name);
         let channel = draft.channel(transaction, name)?;
-        if channel.retained <= max_messages {
+        if channel.retained <= max_messages + slack {
             continue;
         }
         let excess = channel.retained - max_messages;

@@ -394,6 +394,14 @@ pub async fn retention_by_count_is_exact_at_every_step_for_a_larger_limit(
             let summary = store.summary(&name("a")).await.expect("summary");
             assert_eq!(summary.map(|s| s.retained), Some(LIMIT as u64), "after {i}");
         }
+        if i % 5 == 4 {
+            // Asked for one more than it keeps, the backlog starts at the gap.
+            let more = store
+                .backlog_start(&name("a"), LIMIT + 1, store.head())
+                .await
+                .expect("backlog");
+            assert_eq!(more, seqs[i - LIMIT], "backlog after {i}");
+        }
     }
     let footprint = store.footprint();
     assert!(
