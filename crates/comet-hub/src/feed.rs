@@ -32,7 +32,9 @@ use comet_protocol::{ChannelName, Epoch, Message, Seq};
 use comet_store::CommitListener;
 use tokio::sync::Notify;
 
+use crate::pace::{ChannelPace, PaceConfig, Progress};
 use crate::park::{ParkedList, Slot};
+use crate::stats::HubStats;
 
 /// Followed channels and the watermark. The store's commit listener.
 pub(crate) struct Feed {
@@ -135,6 +137,8 @@ pub(crate) struct ChannelEntry {
     pub(crate) notify: Notify,
     /// Parked polls waiting for this channel's next message.
     parked: Mutex<ParkedList>,
+    /// Its followers' progress, for publish back-pressure.
+    pub(crate) pace: ChannelPace,
 }
 
 /// The newest messages of one channel, contiguous in the channel's order.
@@ -223,8 +227,13 @@ impl Feed {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Starts following `channels` for one more subscriber each.
-    pub(crate) fn follow(&self, channels: &[ChannelName]) -> Vec<Arc<ChannelEntry>> {
+    /// Starts following `channels` for one more subscriber each, whose
+    /// reads `progress` records.
+    pub(crate) fn follow(
+        &self,
+        channels: &[ChannelName],
+        progress: &Arc<Progress>,
+    ) -> Vec<Arc<ChannelEntry>> {
         let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
         let base = self.watermark();
         channels
@@ -239,9 +248,11 @@ impl Feed {
                         }),
                         notify: Notify::new(),
                         parked: Mutex::new(ParkedList::default()),
+                        pace: ChannelPace::default(),
                     })
                 });
                 entry.subscribers.fetch_add(1, Ordering::Relaxed);
+                entry.pace.follow(progress);
                 entry.clone()
             })
             .collect()
@@ -250,9 +261,12 @@ impl Feed {
     /// Stops following `channels` for one subscriber each; a channel nobody
     /// follows any more loses its live window (emptied here, so the bytes
     /// it held are counted off once, whoever still holds the entry).
-    pub(crate) fn unfollow(&self, channels: &[ChannelName]) {
+    pub(crate) fn unfollow(&self, channels: &[ChannelName], progress: &Arc<Progress>) {
         let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
         for name in channels {
+            if let Some(entry) = map.get(name) {
+                entry.pace.unfollow(progress);
+            }
             if let Some(entry) = map.get(name)
                 && entry.subscribers.fetch_sub(1, Ordering::Relaxed) == 1
             {
@@ -299,6 +313,27 @@ impl Feed {
     /// Bytes of message data the live windows hold now.
     pub(crate) fn live_window_bytes(&self) -> usize {
         self.live_bytes().bytes
+    }
+
+    /// Waits, before a publish to `channel`, for its live subscribers to
+    /// be within `config` (see `crate::pace`). True if it waited.
+    pub(crate) async fn pace(
+        &self,
+        channel: &ChannelName,
+        config: PaceConfig,
+        stats: &HubStats,
+    ) -> bool {
+        if config.max_lag == 0 {
+            return false;
+        }
+        let entry = {
+            let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+            map.get(channel).cloned()
+        };
+        match entry {
+            Some(entry) => entry.pace.wait(&entry, config, stats).await,
+            None => false,
+        }
     }
 
     pub(crate) fn subscriber_count(&self, channel: &ChannelName) -> usize {

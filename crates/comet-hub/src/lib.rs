@@ -11,13 +11,16 @@
 //! announced), from the live windows when they still hold it and from the
 //! store when they no longer do. So a subscriber that falls behind costs no
 //! memory: it reads history at its own pace, and, if retention removed what
-//! it had not read, it is told so with a [`Gap`]. The publisher never waits
-//! for a subscriber, and subscribers never wait for each other.
+//! it had not read, it is told so with a [`Gap`]. Subscribers never wait
+//! for each other; a publisher waits for the live ones only as far as
+//! [`PaceConfig`] says (publish back-pressure, `pace.rs`), never for one
+//! reading history.
 //!
 //! Messages are shared (`Arc<Message>`), and so are their encoded frames,
 //! which [`Message`](comet_protocol::Message) computes once per transport.
 
 mod feed;
+mod pace;
 mod park;
 mod stats;
 mod subscription;
@@ -29,6 +32,7 @@ use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, I
 pub use comet_protocol::{Gap, GapReason};
 use comet_store::{AppendError, Appended, Draft, Retention};
 pub use comet_store::{Footprint, Store, StoreError, StoreMetric};
+pub use pace::PaceConfig;
 pub use park::{Catch, Parked};
 pub use stats::{HubStats, StatsSnapshot};
 pub use subscription::{BatchLimit, Item, Start, Subscription};
@@ -45,6 +49,8 @@ pub struct HubConfig {
     /// oldest messages of any window go first (they stay readable from the
     /// store).
     pub live_window_bytes: usize,
+    /// How far publishers may run ahead of live subscribers.
+    pub pace: PaceConfig,
 }
 
 impl Default for HubConfig {
@@ -52,6 +58,7 @@ impl Default for HubConfig {
         Self {
             live_window: 256,
             live_window_bytes: 64 * 1024 * 1024,
+            pace: PaceConfig::default(),
         }
     }
 }
@@ -152,6 +159,7 @@ struct Shared {
     store: Arc<dyn Store>,
     feed: Arc<Feed>,
     stats: Arc<HubStats>,
+    pace: PaceConfig,
 }
 
 impl Hub {
@@ -166,7 +174,12 @@ impl Hub {
         ));
         store.set_commit_listener(feed.clone());
         Self {
-            shared: Arc::new(Shared { store, feed, stats }),
+            shared: Arc::new(Shared {
+                store,
+                feed,
+                stats,
+                pace: config.pace,
+            }),
         }
     }
 
@@ -178,6 +191,7 @@ impl Hub {
         data: Data,
     ) -> Result<Published, HubError> {
         let feed = &self.shared.feed;
+        self.pace(std::slice::from_ref(channel)).await;
         let subscribers = self.subscriber_count(channel);
         let publishing = feed.publishing();
         let appended = self.shared.store.append(channel, event, data).await;
@@ -204,6 +218,13 @@ impl Hub {
         publications: Vec<Publication>,
     ) -> Result<Vec<Published>, HubError> {
         let feed = &self.shared.feed;
+        let mut channels: Vec<ChannelName> = publications
+            .iter()
+            .map(|publication| publication.channel.clone())
+            .collect();
+        channels.sort();
+        channels.dedup();
+        self.pace(&channels).await;
         let drafts: Vec<Draft> = publications
             .into_iter()
             .map(|publication| Draft {
@@ -289,6 +310,23 @@ impl Hub {
                 (name, info)
             })
             .collect())
+    }
+
+    /// Waits for the live subscribers of `channels` to be within the
+    /// configured lag (see [`PaceConfig`]), counting the publishes that
+    /// waited.
+    async fn pace(&self, channels: &[ChannelName]) {
+        let mut waited = false;
+        for channel in channels {
+            waited |= self
+                .shared
+                .feed
+                .pace(channel, self.shared.pace, &self.shared.stats)
+                .await;
+        }
+        if waited {
+            self.shared.stats.record_paced();
+        }
     }
 
     /// Subscribers of `channel` on this hub and, with a store shared by

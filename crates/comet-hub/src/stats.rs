@@ -13,6 +13,8 @@ pub struct HubStats {
     gaps_trimmed: AtomicU64,
     gaps_reset: AtomicU64,
     fell_behind: AtomicU64,
+    paced: AtomicU64,
+    gave_up_waiting: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -30,6 +32,12 @@ pub struct StatsSnapshot {
     /// Times a live subscriber fell behind the live window and continued
     /// from stored history (the slow-consumer fate).
     pub fell_behind: u64,
+    /// Publishes that waited for live subscribers to catch up (publish
+    /// back-pressure).
+    pub paced: u64,
+    /// Subscribers a publish stopped waiting for (it waited the longest
+    /// it may): they do not hold publishes back until they catch up.
+    pub gave_up_waiting: u64,
 }
 
 impl HubStats {
@@ -54,6 +62,15 @@ impl HubStats {
         self.fell_behind.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_paced(&self) {
+        self.paced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_gave_up_waiting(&self, subscribers: u64) {
+        self.gave_up_waiting
+            .fetch_add(subscribers, Ordering::Relaxed);
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -62,6 +79,8 @@ impl HubStats {
             gaps_trimmed: self.gaps_trimmed.load(Ordering::Relaxed),
             gaps_reset: self.gaps_reset.load(Ordering::Relaxed),
             fell_behind: self.fell_behind.load(Ordering::Relaxed),
+            paced: self.paced.load(Ordering::Relaxed),
+            gave_up_waiting: self.gave_up_waiting.load(Ordering::Relaxed),
         }
     }
 }

@@ -30,6 +30,7 @@ use comet_protocol::{ChannelList, ChannelName, Cursor, Epoch, Gap, GapReason, Me
 use comet_store::ReadLimit;
 
 use crate::feed::ChannelEntry;
+use crate::pace::Progress;
 use crate::park::{Catch, Parked, Slot};
 use crate::{HubError, Shared};
 
@@ -104,6 +105,8 @@ pub struct Subscription {
     /// Signals due before anything else (reset gaps): at most one per
     /// channel.
     pending: VecDeque<Item>,
+    /// How far it has read, for publish back-pressure.
+    progress: Arc<Progress>,
 }
 
 impl Subscription {
@@ -117,7 +120,8 @@ impl Subscription {
         // found by the first read.
         let generation = shared.feed.generation();
         let epoch = shared.feed.epoch();
-        let entries: Arc<[Arc<ChannelEntry>]> = shared.feed.follow(&names).into();
+        let progress = Arc::new(Progress::new(Seq::ZERO));
+        let entries: Arc<[Arc<ChannelEntry>]> = shared.feed.follow(&names, &progress).into();
         let position = shared.feed.watermark();
         let mut subscription = Self {
             following: vec![Following::default(); names.len()],
@@ -128,6 +132,7 @@ impl Subscription {
             epoch,
             generation,
             pending: VecDeque::new(),
+            progress,
         };
         // A cursor beyond what this node heard of may come from another
         // node that announced it first: the shared store says whether the
@@ -348,6 +353,7 @@ impl Subscription {
         let per_channel_limit = budget.messages_left().max(1);
         let watermark = self.shared.feed.watermark();
         if watermark <= self.position {
+            self.record_progress(true);
             return Ok(Vec::new());
         }
         let mut following = self.following.clone();
@@ -442,13 +448,21 @@ impl Subscription {
         }
         self.following = following;
         self.position = upto;
+        self.record_progress(upto >= watermark);
         Ok(items)
+    }
+
+    /// Tells the channels how far it has read (see `crate::pace`).
+    fn record_progress(&self, caught_up: bool) {
+        let live = self.following.iter().all(|state| state.live);
+        self.progress
+            .advance(&self.entries, self.position, live, caught_up);
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.shared.feed.unfollow(&self.names);
+        self.shared.feed.unfollow(&self.names, &self.progress);
     }
 }
 

@@ -590,6 +590,7 @@ async fn live_windows_keep_within_their_byte_budget_and_readers_lose_nothing() {
         HubConfig {
             live_window: 256,
             live_window_bytes: 1_000,
+            ..HubConfig::default()
         },
     );
     let mut a = hub.subscribe(&channels("a"), Start::Now).await.unwrap();

@@ -332,6 +332,22 @@ impl Collector for HubCollector {
             repeats.metric_type(),
         )?)?;
 
+        let paced = ConstCounter::new(stats.paced);
+        paced.encode(encoder.encode_descriptor(
+            "publish_waits",
+            "Publishes that waited for a live subscriber more than --max-lag messages behind (publish back-pressure).",
+            None,
+            paced.metric_type(),
+        )?)?;
+
+        let gave_up = ConstCounter::new(stats.gave_up_waiting);
+        gave_up.encode(encoder.encode_descriptor(
+            "publish_wait_timeouts",
+            "Subscribers a publish stopped waiting for after --max-lag-wait: they hold no publish back until they catch up.",
+            None,
+            gave_up.metric_type(),
+        )?)?;
+
         let gaps = Family::<ReasonLabel, Counter>::default();
         gaps.get_or_create(&ReasonLabel { reason: "trimmed" })
             .inc_by(stats.gaps_trimmed);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use comet_hub::{Hub, HubConfig};
+use comet_hub::{Hub, HubConfig, PaceConfig};
 use comet_server::comet_auth::Authorizer;
 use comet_server::{ConnectionLimits, Rules, Server, ServerConfig};
 use comet_store::{MemoryStore, Retention, Store, StoreOptions};
@@ -102,6 +102,12 @@ impl TestServerBuilder {
     /// Sets the live window.
     pub fn live_window(mut self, messages: usize) -> Self {
         self.hub.live_window = messages;
+        self
+    }
+
+    /// Sets publish back-pressure.
+    pub fn pace(mut self, pace: PaceConfig) -> Self {
+        self.hub.pace = pace;
         self
     }
 

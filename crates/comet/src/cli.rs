@@ -546,6 +546,19 @@ pub struct ServeArgs {
     #[arg(long, env = "COMET_LIVE_WINDOW_BYTES", default_value = "64MiB")]
     pub live_window_bytes: ByteSize,
 
+    /// Publish back-pressure: a publish waits while a live subscriber of
+    /// its channel has this many of the channel's messages unread (so none
+    /// has more once it is published); 0 never waits. Subscribers reading
+    /// stored history do not count.
+    #[arg(long, env = "COMET_MAX_LAG", default_value_t = 16)]
+    pub max_lag: usize,
+
+    /// The longest one publish waits for back-pressure; a subscriber
+    /// still behind then no longer holds publishes back until it has
+    /// caught up.
+    #[arg(long, env = "COMET_MAX_LAG_WAIT", default_value = "100ms")]
+    pub max_lag_wait: Seconds,
+
     /// Channels whose messages are all gone that are remembered exactly
     /// (name and last id, for telling resuming clients of the gap); older
     /// ones are remembered approximately, in a fixed 512 KiB table.

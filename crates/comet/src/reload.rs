@@ -112,6 +112,8 @@ fn needs_restart(running: &ServeArgs, new: &ServeArgs) -> Vec<&'static str> {
         write_timeout,
         live_window,
         live_window_bytes,
+        max_lag,
+        max_lag_wait,
         forgotten_channels,
     );
     changed

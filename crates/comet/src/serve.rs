@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use comet_hub::{Hub, HubConfig};
+use comet_hub::{Hub, HubConfig, PaceConfig};
 use comet_server::{CorsPolicy, Rules, Server, ServerConfig};
 use comet_store::{IdempotencyOptions, MemoryStore, Retention, Store, StoreOptions};
 use comet_store_disk::DiskStore;
@@ -144,7 +144,14 @@ fn validate(
         max_bytes: (args.max_store_bytes.0 > 0).then_some(args.max_store_bytes.0),
         forgotten_channels: args.forgotten_channels,
     };
+    if args.max_lag > 0 && args.max_lag_wait.0.is_zero() {
+        bail!("--max-lag-wait must be more than 0 (or --max-lag 0 to publish without waiting)");
+    }
     let hub = HubConfig {
+        pace: PaceConfig {
+            max_lag: args.max_lag,
+            max_wait: args.max_lag_wait.0,
+        },
         live_window: args.live_window.max(1),
         live_window_bytes: usize::try_from(args.live_window_bytes.0)
             .context("--live-window-bytes must fit the address space")?,

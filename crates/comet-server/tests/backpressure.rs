@@ -1,0 +1,131 @@
+//! Publish back-pressure: a publish waits while a live subscriber of its
+//! channel is `max_lag` messages behind, is let go as soon as that
+//! subscriber reads, and waits at most once for a subscriber that stays
+//! stuck. Nothing is lost either way.
+
+use std::time::Duration;
+
+use comet_hub::PaceConfig;
+use comet_testkit::{
+    SseStream, TestServer, client, metric_value, metrics, publish, raw, wait_for_metric, within,
+};
+
+const SSE_REQUEST: &[u8] = b"GET /sse/paced HTTP/1.1\r\nhost: test\r\n\r\n";
+
+/// 64 KiB: a stuck client's socket buffers fill after a few dozen.
+fn payload(i: usize) -> String {
+    format!("{i:05}:{}", "p".repeat(64 * 1024))
+}
+
+async fn until_subscribed(http: &reqwest::Client, base: &str) {
+    wait_for_metric(http, base, "comet_subscribers{transport=\"sse\"} 1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_waits_for_a_stalled_live_subscriber_and_goes_on_once_it_reads() {
+    let server = TestServer::builder()
+        .pace(PaceConfig {
+            max_lag: 4,
+            max_wait: Duration::from_secs(60),
+        })
+        .config(|c| c.write_timeout = Duration::from_secs(600))
+        .start();
+    let http = client();
+    let stuck = raw::stuck_client(server.address(), SSE_REQUEST).await;
+    until_subscribed(&http, &server.base()).await;
+
+    // Publish until one publish is held: the subscriber's socket is full,
+    // it reads nothing more from the hub, and falls four behind.
+    let mut held = None;
+    for i in 0..2_000 {
+        let publishing = tokio::spawn({
+            let http = http.clone();
+            let base = server.base();
+            async move { publish(&http, &base, "paced", &payload(i)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if tokio::time::timeout(Duration::from_secs(1), async {
+            while !publishing.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .is_err()
+        {
+            held = Some((i, publishing));
+            break;
+        }
+    }
+    let (last, publishing) = held.expect("a publish waits for the stalled subscriber");
+
+    // The subscriber reads: the held publish goes on long before its
+    // longest wait, and the subscriber gets every message, in order.
+    let mut reader = SseStream::from_body(raw::chunked_body(stuck).await);
+    for i in 0..=last {
+        let event = reader.next_event().await.expect("every message");
+        assert_eq!(event.data[..5], format!("{i:05}"), "in order");
+    }
+    within("the held publish, once the subscriber reads", publishing)
+        .await
+        .unwrap();
+    let figures = metrics(&http, &server.base()).await;
+    assert!(metric_value(&figures, "comet_publish_waits_total") >= 1);
+    assert_eq!(
+        metric_value(&figures, "comet_publish_wait_timeouts_total"),
+        0,
+        "released by the reader, not by the clock"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_stuck_past_the_longest_wait_is_waited_for_once_until_it_catches_up() {
+    let server = TestServer::builder()
+        .pace(PaceConfig {
+            max_lag: 4,
+            max_wait: Duration::from_millis(300),
+        })
+        .config(|c| c.write_timeout = Duration::from_secs(600))
+        .start();
+    let http = client();
+    let stuck = raw::stuck_client(server.address(), SSE_REQUEST).await;
+    until_subscribed(&http, &server.base()).await;
+    let publish_range = |range: std::ops::Range<usize>| {
+        let http = http.clone();
+        let base = server.base();
+        async move {
+            within("publishing past a stuck subscriber", async {
+                for i in range {
+                    publish(&http, &base, "paced", &payload(i)).await;
+                }
+            })
+            .await;
+        }
+    };
+    let waits = || async {
+        let figures = metrics(&http, &server.base()).await;
+        (
+            metric_value(&figures, "comet_publish_waits_total"),
+            metric_value(&figures, "comet_publish_wait_timeouts_total"),
+        )
+    };
+    // Far more than its socket holds, fewer than the live window.
+    publish_range(0..200).await;
+    assert_eq!(waits().await, (1, 1), "waited for once, then given up on");
+
+    // It reads some: more than its sockets held, so the server has read
+    // more for it from the live window, but it has not caught up, so it
+    // still holds nothing back.
+    let mut late = SseStream::from_body(raw::chunked_body(stuck).await);
+    for i in 0..60 {
+        let event = late.next_event().await.expect("a message");
+        assert_eq!(event.data[..5], format!("{i:05}"), "in order");
+    }
+    publish_range(200..240).await;
+    assert_eq!(waits().await, (1, 1), "no more waits for it");
+
+    // It gets everything, in order.
+    for i in 60..240 {
+        let event = late.next_event().await.expect("every message");
+        assert_eq!(event.data[..5], format!("{i:05}"), "in order");
+    }
+}
