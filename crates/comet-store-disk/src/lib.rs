@@ -30,6 +30,7 @@
 mod database;
 mod directory;
 mod reader;
+mod retention;
 mod writer;
 
 use std::path::Path;

@@ -7,7 +7,7 @@
 //! Messages older than the age limit that the sweeper has not removed yet
 //! are treated as removed (left out, and counted in the mark), and so are
 //! the oldest of a channel holding more than its count limit (the writer
-//! trims a full channel in batches, see `writer::trim_slack`): readers see
+//! trims a full channel in batches, see `retention::trim_slack`): readers see
 //! exactly the newest messages the limit allows.
 //!
 //! A read first looks at the positions and sizes of what it may return,

@@ -26,7 +26,7 @@
 //!
 //! A channel left with nothing retained leaves the catalog (its row stays
 //! as a tombstone, see `database`); one published to again is looked up on
-//! disk and revived. Each commit lets go of at most [`EVICT_STEP`] of the
+//! disk and revived. Each commit lets go of at most `retention::EVICT_STEP` of the
 //! oldest tombstones beyond the bound, and each age sweep removes at most
 //! [`SWEEP_STEP`] messages: a long sweep runs as many short transactions,
 //! with appends served in between.
@@ -49,6 +49,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use tokio::sync::oneshot;
 
 use crate::database::{Catalog, ChannelRow, MAX_SEQ, mark_clean};
+use crate::retention::{evict_tombstones, trim_by_age, trim_by_bytes, trim_by_count};
 
 /// The most messages committed together: appends are gathered into a
 /// group until it holds this many drafts (a batch is never split, so a
@@ -59,25 +60,8 @@ pub(crate) const MAX_GROUP: usize = 1024;
 /// on their way (see the module docs).
 pub(crate) const GATHER_WAIT: Duration = Duration::from_micros(200);
 
-/// How many messages a channel may hold beyond its count limit before a
-/// commit trims it (a sixteenth of the limit, at most 64): trimming a full
-/// channel at every publish cost a fifth of the durable publish rate (64
-/// publishers: 52k/s against 67k/s without trimming), one range delete
-/// every few dozen publishes costs little. Readers never see the extra
-/// messages: they count as trimmed (`reader`).
-pub(crate) fn trim_slack(max_messages: usize) -> u64 {
-    (max_messages / 16).min(64) as u64
-}
-
 /// Most expired messages one sweep transaction removes.
 pub(crate) const SWEEP_STEP: usize = 4096;
-
-/// Tombstones are let go in batches (a sixteenth of the bound, at most
-/// this many) once a batch is beyond the bound: one larger delete now and
-/// then costs much less than a small one in every commit (measured: with a
-/// new channel forgotten at every publish, 9.6k against 14.3k durable
-/// publishes/s).
-pub(crate) const EVICT_STEP: usize = 1024;
 
 /// What the store holds, as of the last commit (read by `footprint`).
 #[derive(Default)]
@@ -555,179 +539,19 @@ fn forget_keys(connection: &Connection, upto: Seq) -> rusqlite::Result<()> {
         .map(drop)
 }
 
-/// Lets go of a batch of the oldest tombstones once a batch is beyond
-/// `keep` (so at most `keep` plus a sixteenth are kept), folding each into
-/// its mark. Runs after the draft's rows are saved, so it sees this
-/// transaction's tombstones too.
-fn evict_tombstones(
-    transaction: &Transaction<'_>,
-    draft: &mut Draft<'_>,
-    keep: usize,
-) -> rusqlite::Result<()> {
-    let batch = (keep / 16).clamp(1, EVICT_STEP) as u64;
-    let excess = draft.forgotten().saturating_sub(keep as u64);
-    if excess < batch {
-        return Ok(());
-    }
-    let excess = excess.min(EVICT_STEP as u64);
-    let evicted = transaction
-        .prepare_cached(
-            "DELETE FROM channels WHERE id IN (
-                 SELECT id FROM channels WHERE retained = 0 ORDER BY last_seq LIMIT ?1)
-             RETURNING name, last_seq",
-        )?
-        .query_map([excess as i64], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut fold = transaction.prepare_cached(
-        "INSERT INTO forgotten_marks (mark, upto) VALUES (?1, ?2)
-         ON CONFLICT (mark) DO UPDATE SET upto = max(upto, excluded.upto)",
-    )?;
-    for (name, last_seq) in &evicted {
-        // Names were validated when stored; one that is not cannot be
-        // looked up by a reader either.
-        if let Ok(name) = ChannelName::new(name) {
-            fold.execute(params![folded_mark_index(&name) as i64, last_seq])?;
-        }
-    }
-    draft.evicted += evicted.len() as u64;
-    Ok(())
-}
-
-/// Keeps at most `max_messages` in each touched channel.
-fn trim_by_count(
-    transaction: &Transaction<'_>,
-    draft: &mut Draft<'_>,
-    touched: &[ChannelName],
-    max_messages: usize,
-) -> rusqlite::Result<()> {
-    let slack = trim_slack(max_messages);
-    let max_messages = max_messages.max(1) as u64;
-    let mut seen = Vec::new();
-    for name in touched {
-        if seen.contains(&name) {
-            continue;
-        }
-        seen.push(name);
-        let channel = draft.channel(transaction, name)?;
-        if channel.retained <= max_messages + slack {
-            continue;
-        }
-        let excess = channel.retained - max_messages;
-        let id = channel.id;
-        let mut delete = transaction.prepare_cached(
-            "DELETE FROM messages WHERE channel_id = ?1 AND seq <= (
-                 SELECT seq FROM messages WHERE channel_id = ?1 ORDER BY seq LIMIT 1 OFFSET ?2)
-             RETURNING seq, size",
-        )?;
-        let removed = delete
-            .query_map(params![id, (excess - 1) as i64], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (seq, size) in removed {
-            draft.removed(transaction, id, Seq(seq as u64), size as u64)?;
-        }
-    }
-    Ok(())
-}
-
-/// Removes the store's oldest messages until it holds at most `max_bytes`;
-/// never `keep` (the newest message).
-fn trim_by_bytes(
-    transaction: &Transaction<'_>,
-    draft: &mut Draft<'_>,
-    max_bytes: u64,
-    keep: Seq,
-) -> rusqlite::Result<()> {
-    let mut oldest = transaction.prepare_cached(
-        "SELECT channel_id, seq, size FROM messages WHERE seq < ?1 ORDER BY seq LIMIT 64",
-    )?;
-    let mut delete =
-        transaction.prepare_cached("DELETE FROM messages WHERE channel_id = ?1 AND seq = ?2")?;
-    while draft.bytes > max_bytes {
-        let page = oldest
-            .query_map([keep.0 as i64], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        if page.is_empty() {
-            break;
-        }
-        for (id, seq, size) in page {
-            if draft.bytes <= max_bytes {
-                break;
-            }
-            delete.execute(params![id, seq])?;
-            draft.removed(transaction, id, Seq(seq as u64), size as u64)?;
-        }
-    }
-    Ok(())
-}
-
-/// Removes up to `at_most` messages published before `cutoff_ms`, oldest
-/// first; true if more may remain. Times follow sequence order (the writer
-/// stamps them as it numbers them), so the scan stops at the first message
-/// young enough to keep.
-fn trim_by_age(
-    transaction: &Transaction<'_>,
-    draft: &mut Draft<'_>,
-    cutoff_ms: u64,
-    at_most: usize,
-) -> rusqlite::Result<bool> {
-    let mut oldest = transaction.prepare_cached(
-        "SELECT channel_id, seq, published_at FROM messages ORDER BY seq LIMIT 256",
-    )?;
-    let mut delete = transaction
-        .prepare_cached("DELETE FROM messages WHERE channel_id = ?1 AND seq = ?2 RETURNING size")?;
-    let mut removed = 0;
-    loop {
-        let page = oldest
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let expired: Vec<_> = page
-            .iter()
-            .take_while(|(_, _, published_at)| (*published_at as u64) < cutoff_ms)
-            .take(at_most - removed)
-            .collect();
-        for (id, seq, _) in &expired {
-            let size: i64 = delete.query_row(params![id, seq], |row| row.get(0))?;
-            draft.removed(transaction, *id, Seq(*seq as u64), size as u64)?;
-        }
-        removed += expired.len();
-        if expired.len() < page.len() || page.is_empty() {
-            return Ok(false);
-        }
-        if removed >= at_most {
-            return Ok(true);
-        }
-    }
-}
-
 /// The changes of one transaction, applied to the catalog after it commits.
-struct Draft<'a> {
+pub(crate) struct Draft<'a> {
     catalog: &'a Catalog,
     changed: HashMap<i64, (ChannelName, ChannelRow)>,
     by_name: HashMap<ChannelName, i64>,
     /// Channels that were tombstones when this transaction began.
     revived: HashSet<i64>,
     head: Seq,
-    bytes: u64,
+    pub(crate) bytes: u64,
     messages: u64,
     next_id: i64,
     /// Tombstones deleted (folded into the marks).
-    evicted: u64,
+    pub(crate) evicted: u64,
 }
 
 impl<'a> Draft<'a> {
@@ -747,7 +571,7 @@ impl<'a> Draft<'a> {
 
     /// The channel's row as this transaction sees it: from the catalog,
     /// from its tombstone on disk, or new (starting from its folded mark).
-    fn channel(
+    pub(crate) fn channel(
         &mut self,
         transaction: &Transaction<'_>,
         name: &ChannelName,
@@ -812,7 +636,7 @@ impl<'a> Draft<'a> {
 
     /// Accounts for a removed message of channel `id` (one the catalog or
     /// this draft holds).
-    fn removed(
+    pub(crate) fn removed(
         &mut self,
         transaction: &Transaction<'_>,
         id: i64,
@@ -836,7 +660,7 @@ impl<'a> Draft<'a> {
     }
 
     /// Tombstones on disk once this transaction commits.
-    fn forgotten(&self) -> u64 {
+    pub(crate) fn forgotten(&self) -> u64 {
         let mut forgotten = self.catalog.forgotten;
         for (id, (_, row)) in &self.changed {
             let was_tombstone = self.revived.contains(id);
