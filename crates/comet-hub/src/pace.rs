@@ -145,9 +145,10 @@ impl ChannelPace {
         self.followers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until no counted follower of `entry` has more than
-    /// `config.max_lag` of its messages unread, at most `config.max_wait`.
-    /// True if it waited at all.
+    /// Waits until every counted follower of `entry` has fewer than
+    /// `config.max_lag` of its messages unread (so none has more than
+    /// `max_lag` once the publish is stored), at most `config.max_wait`;
+    /// then gives up on those still behind. True if it waited at all.
     pub(crate) async fn wait(
         &self,
         entry: &ChannelEntry,
