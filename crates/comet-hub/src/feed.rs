@@ -264,12 +264,11 @@ impl Feed {
     pub(crate) fn unfollow(&self, channels: &[ChannelName], progress: &Arc<Progress>) {
         let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
         for name in channels {
-            if let Some(entry) = map.get(name) {
-                entry.pace.unfollow(progress);
-            }
-            if let Some(entry) = map.get(name)
-                && entry.subscribers.fetch_sub(1, Ordering::Relaxed) == 1
-            {
+            let Some(entry) = map.get(name) else {
+                continue;
+            };
+            entry.pace.unfollow(progress);
+            if entry.subscribers.fetch_sub(1, Ordering::Relaxed) == 1 {
                 let removed = std::mem::take(&mut entry.window().messages);
                 let mut live = self.live_bytes();
                 for message in &removed {
