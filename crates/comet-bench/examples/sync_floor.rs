@@ -1,0 +1,244 @@
+//! The floor under a durable publish on this machine: a server that does
+//! nothing but what any server acknowledging after an fsync must do. One
+//! thread serves every connection (a single-threaded event loop, no hand-off
+//! between threads): it reads the HTTP requests that have arrived, writes
+//! their bodies into a preallocated log file in place (whole 4 KiB pages, as
+//! SQLite rewrites its write-ahead log), syncs it once for the group, and
+//! only then answers `201` to each. No parsing beyond the headers, no
+//! storage engine, no hub: `comet bench publish` against it measures how
+//! many acknowledged publishes per second the disk, the loopback network
+//! and the kernel allow, the bound Comet's durable store is compared with
+//! in `bench/README.md`.
+//!
+//! An optional third argument writes at least that many pages per group,
+//! to measure what a storage format that writes more than the messages
+//! (SQLite's b-tree pages, its indexes) costs at the sync.
+//!
+//! Like Comet's writer, a group that finds fewer requests waiting than the
+//! last group held waits for the missing ones, at most 200 µs (here by
+//! yielding to the connections, so the thread stays busy), and a lone
+//! client never waits.
+//!
+//! ```text
+//! cargo run --release -p comet-bench --example sync_floor -- 127.0.0.1:18841 /data/floor.log [PAGES]
+//! comet bench publish --server http://127.0.0.1:18841 --publishers 8 --duration 6s
+//! ```
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+
+/// Size of the log file, rewritten from its start when full.
+const LOG_BYTES: u64 = 4 << 20;
+/// Page size: every group writes whole pages.
+const PAGE: usize = 4096;
+/// Longest a group waits for the requests the last group held.
+const GATHER_WAIT: Duration = Duration::from_micros(200);
+
+/// A request waiting for its group's sync: its body and where to say done.
+struct Waiting {
+    body: Vec<u8>,
+    done: oneshot::Sender<()>,
+}
+
+/// Requests not yet written, and what the committer waits on.
+#[derive(Default)]
+struct Queue {
+    waiting: RefCell<Vec<Waiting>>,
+    arrived: Notify,
+}
+
+fn main() -> std::io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (Some(listen), Some(path)) = (args.next(), args.next()) else {
+        eprintln!("usage: sync_floor LISTEN_ADDRESS LOG_FILE [PAGES_PER_GROUP]");
+        std::process::exit(2);
+    };
+    let min_pages = match args.next().map(|pages| pages.parse::<usize>()) {
+        None => 1,
+        Some(Ok(pages)) if pages >= 1 => pages,
+        Some(_) => {
+            eprintln!("PAGES_PER_GROUP must be a whole number of at least 1");
+            std::process::exit(2);
+        }
+    };
+    let log = preallocated_log(&path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let queue = Rc::new(Queue::default());
+        tokio::task::spawn_local(commit_forever(Rc::clone(&queue), log, min_pages));
+        let listener = TcpListener::bind(&listen).await?;
+        println!("listening on {}", listener.local_addr()?);
+        loop {
+            let (stream, _) = listener.accept().await?;
+            // A client that goes away ends its connection; nothing else to do.
+            tokio::task::spawn_local(serve_connection(stream, Rc::clone(&queue)));
+        }
+    })
+}
+
+/// The log file, written full once and synced, so that every later write
+/// overwrites allocated blocks and a sync flushes data only.
+fn preallocated_log(path: &str) -> std::io::Result<File> {
+    let log = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    log.write_all_at(&vec![0u8; LOG_BYTES as usize], 0)?;
+    log.sync_all()?;
+    Ok(log)
+}
+
+/// Writes (at least `min_pages` pages) and syncs group after group,
+/// answering each group after its sync. The write and the sync block the
+/// thread: nothing else could use it meanwhile but reading requests, which
+/// the kernel buffers.
+async fn commit_forever(queue: Rc<Queue>, log: File, min_pages: usize) {
+    let mut offset = 0u64;
+    let mut last_group = 1usize;
+    let mut page = Vec::new();
+    let mut stats = Stats::default();
+    loop {
+        let idle = Instant::now();
+        let group = next_group(&queue, last_group).await;
+        let gathered = Instant::now();
+        last_group = group.len();
+        page.clear();
+        for waiting in &group {
+            page.extend_from_slice(&waiting.body);
+        }
+        page.resize(page.len().div_ceil(PAGE).max(min_pages) * PAGE, 0);
+        if offset + page.len() as u64 > LOG_BYTES {
+            offset = 0;
+        }
+        log.write_all_at(&page, offset).expect("log write");
+        let written = Instant::now();
+        log.sync_data().expect("log sync");
+        let synced = Instant::now();
+        offset += page.len() as u64;
+        let appends = group.len();
+        for waiting in group {
+            let _ = waiting.done.send(());
+        }
+        stats.add(appends, gathered - idle, synced - written);
+    }
+}
+
+/// Waits for at least one request, then up to [`GATHER_WAIT`] for as many
+/// as the last group held, and takes all of them.
+async fn next_group(queue: &Queue, last_group: usize) -> Vec<Waiting> {
+    while queue.waiting.borrow().is_empty() {
+        queue.arrived.notified().await;
+    }
+    let deadline = Instant::now() + GATHER_WAIT;
+    while queue.waiting.borrow().len() < last_group && Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+    std::mem::take(&mut *queue.waiting.borrow_mut())
+}
+
+/// Reads requests from one keep-alive connection and answers each after
+/// its group's sync.
+async fn serve_connection(mut stream: TcpStream, queue: Rc<Queue>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buffer = Vec::with_capacity(4096);
+    loop {
+        let (head_end, content_length) = loop {
+            if let Some(head) = complete_head(&buffer) {
+                break head;
+            }
+            let mut chunk = [0u8; 4096];
+            let read = stream.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        };
+        while buffer.len() < head_end + content_length {
+            let mut chunk = [0u8; 4096];
+            let read = stream.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+        let body = buffer[head_end..head_end + content_length].to_vec();
+        buffer.drain(..head_end + content_length);
+        let (done, synced) = oneshot::channel();
+        queue.waiting.borrow_mut().push(Waiting { body, done });
+        queue.arrived.notify_one();
+        if synced.await.is_err() {
+            return Ok(());
+        }
+        stream
+            .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")
+            .await?;
+    }
+}
+
+/// Where a request's head ends in `buffer` and its `Content-Length`, once
+/// the whole head has arrived.
+fn complete_head(buffer: &[u8]) -> Option<(usize, usize)> {
+    let end = buffer.windows(4).position(|window| window == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buffer[..end]).ok()?;
+    let content_length = head
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0);
+    Some((end, content_length))
+}
+
+/// Where the committer's time went since the last report, printed every
+/// five seconds while requests come in.
+struct Stats {
+    since: Instant,
+    groups: u64,
+    appends: u64,
+    waiting: Duration,
+    syncing: Duration,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            since: Instant::now(),
+            groups: 0,
+            appends: 0,
+            waiting: Duration::ZERO,
+            syncing: Duration::ZERO,
+        }
+    }
+}
+
+impl Stats {
+    fn add(&mut self, appends: usize, waiting: Duration, syncing: Duration) {
+        self.groups += 1;
+        self.appends += appends as u64;
+        self.waiting += waiting;
+        self.syncing += syncing;
+        if self.since.elapsed() >= Duration::from_secs(5) {
+            let groups = self.groups as f64;
+            eprintln!(
+                "groups={} appends_per_group={:.1} waiting_us={:.0} sync_us={:.0}",
+                self.groups,
+                self.appends as f64 / groups,
+                self.waiting.as_secs_f64() * 1e6 / groups,
+                self.syncing.as_secs_f64() * 1e6 / groups,
+            );
+            *self = Stats::default();
+        }
+    }
+}
