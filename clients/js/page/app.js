@@ -36,7 +36,9 @@ function refreshChannels() {
 
 async function loadChannels() {
   try {
-    const response = await fetch('/channels?limit=200', { cache: 'no-store' });
+    const current = token();
+    const headers = current ? { Authorization: `Bearer ${current}` } : {};
+    const response = await fetch('/channels?limit=200', { cache: 'no-store', headers });
     if (!response.ok) return;
     const { channels } = await response.json();
     const list = $('#known-channels');
@@ -50,6 +52,23 @@ async function loadChannels() {
 refreshChannels();
 for (const input of document.querySelectorAll('input[list="known-channels"]')) {
   input.addEventListener('focus', refreshChannels);
+}
+
+// ---- token ------------------------------------------------------------------
+// An API key or a JWT for a server that asks for one, sent with every
+// request the page makes from then on (a subscription already open keeps
+// the token it started with). Kept for this tab only, across reloads.
+const tokenInput = $('#token');
+tokenInput.value = sessionStorage.getItem('comet-token') ?? '';
+tokenInput.addEventListener('change', () => {
+  sessionStorage.setItem('comet-token', tokenInput.value.trim());
+  // The channels a token may see differ: ask again at once.
+  lastRefresh = -Infinity;
+  refreshChannels();
+});
+
+function token() {
+  return tokenInput.value.trim() || undefined;
 }
 
 // ---- live ----------------------------------------------------------------
@@ -118,7 +137,7 @@ $('#subscribe-form').addEventListener('submit', (event) => {
     stopLive('not subscribed');
     return;
   }
-  const subscription = subscribe(form.channels.value, { transport: form.transport.value });
+  const subscription = subscribe(form.channels.value, { transport: form.transport.value, token: token() });
   live = subscription;
   listenTo(subscription, 'message');
   for (const type of form.types.value.split(',').map((t) => t.trim()).filter(Boolean)) {
@@ -146,7 +165,7 @@ $('#publish-form').addEventListener('submit', async (event) => {
   // Show messages of a type published from here.
   if (live && type && type !== 'message') listenTo(live, type);
   try {
-    const answer = await publish(form.channel.value, form.data.value, { event: type || undefined });
+    const answer = await publish(form.channel.value, form.data.value, { event: type || undefined, token: token() });
     result.textContent = `published ${answer.id} (${answer.subscribers} subscriber${answer.subscribers === 1 ? '' : 's'})`;
     refreshChannels();
   } catch (error) {
@@ -251,10 +270,16 @@ function render() {
   }
 }
 
+// What the comparison that `publisher` belongs to is doing, unless it was
+// stopped meanwhile.
+function showComparisonState(publisher, text) {
+  if (comparison?.publisher === publisher) $('#compare-state').textContent = text;
+}
+
 function startComparison(channel, interval) {
   const lanes = {};
   for (const transport of TRANSPORTS) {
-    const subscription = subscribe(channel, { transport, pollInterval: 1000 });
+    const subscription = subscribe(channel, { transport, pollInterval: 1000, token: token() });
     const latencies = [];
     subscription.addEventListener('message', (event) => {
       try {
@@ -272,7 +297,10 @@ function startComparison(channel, interval) {
   }
   let n = 0;
   const publisher = setInterval(() => {
-    publish(channel, { t: Date.now(), n: n++ }).catch(() => {});
+    publish(channel, { t: Date.now(), n: n++ }, { token: token() }).then(
+      () => showComparisonState(publisher, `publishing to ${channel}`),
+      (error) => showComparisonState(publisher, `not published: ${error.message}`),
+    );
   }, interval);
   const painter = setInterval(render, 250);
   return { lanes, publisher, painter };

@@ -2,10 +2,11 @@
 // publishes and shows what arrives; it shows a lost connection as such and
 // stops on a refusal; it asks for the channel list sparingly; the
 // comparison view runs all five transports side by side; it fits a phone;
-// and it logs no errors. Screenshots are saved under target/browser/ with
+// it carries the token typed into it to a server that asks for one; and it
+// logs no errors. Screenshots are saved under target/browser/ with
 // the test output.
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
@@ -166,6 +167,60 @@ test('a lost connection shows as reconnecting and comes back; a refusal stops th
       'and another',
       'after the outage',
     ]);
+    await context.close();
+  } finally {
+    await own.stop();
+  }
+});
+
+test('with a server that asks for a token, the token field carries one to every request the page makes', async () => {
+  const dir = dataDir();
+  const key = `page-key-${Date.now()}-0123456789`;
+  writeFileSync(join(dir, 'api-keys'), `${key}\n`);
+  const own = await Comet.start(['--data-dir', join(dir, 'data'), '--api-keys-file', join(dir, 'api-keys')]);
+  try {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+    const page = await pageAt(context, `${own.base}/`);
+    const text = (selector) => page.$eval(selector, (node) => node.textContent);
+
+    // Without a token: refused, and the page says so.
+    await page.click('#publish-form button');
+    await page.waitForFunction(() => document.querySelector('#publish-result').textContent.startsWith('not published'));
+    assert.match(await text('#publish-result'), /unauthorized/);
+    await page.click('#subscribe-button');
+    await page.waitForFunction(() => document.querySelector('#subscription-state').textContent.startsWith('stopped:'));
+    assert.match(await text('#subscription-state'), /unauthorized/);
+
+    // With one: subscribe, publish, see it arrive, and the channel list.
+    await page.fill('#token', key);
+    await page.press('#token', 'Tab');
+    page.problems = [];
+    await page.click('#subscribe-button');
+    await page.waitForFunction(() => document.querySelector('#subscription-state').textContent === 'subscribed over ws');
+    await page.fill('#publish-form textarea', 'with a token');
+    await page.click('#publish-form button');
+    await page.waitForFunction(() => document.querySelector('#publish-result').textContent.startsWith('published'));
+    await page.waitForFunction(() => document.querySelector('#log pre')?.textContent === 'with a token');
+    await page.focus('#publish-form input[name=channel]');
+    await page.waitForFunction(() => document.querySelector('#known-channels option[value="news"]'), null, {
+      timeout: 20000,
+    });
+
+    // The token stays for the tab across a reload, and the comparison uses
+    // it for all five transports.
+    await page.reload();
+    assert.equal(await page.inputValue('#token'), key);
+    await page.click('.tab[data-view=compare]');
+    await page.selectOption('#compare-form select[name=interval]', '200');
+    await page.click('#compare-button');
+    await page.waitForFunction(
+      () => [...document.querySelectorAll('dd[data-key=messages]')].every((value) => Number(value.textContent) >= 3),
+      null,
+      { timeout: 20000 },
+    );
+    assert.match(await text('#compare-state'), /^publishing to compare/);
+    await page.click('#compare-button');
+    assert.deepEqual(page.problems, []);
     await context.close();
   } finally {
     await own.stop();
