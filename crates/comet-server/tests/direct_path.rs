@@ -282,6 +282,81 @@ fn head_lines(head: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_page_s_preflight_is_answered_like_the_router_and_keeps_its_connection() {
+    let server = TestServer::builder()
+        .config(|config| {
+            config.cors = comet_server::CorsPolicy::Origins(vec!["https://app.example".into()]);
+        })
+        .start();
+    let http = client();
+    let preflight = |path: &str| {
+        format!(
+            "OPTIONS {path} HTTP/1.1\r\nhost: comet\r\norigin: https://app.example\r\n\
+             access-control-request-method: GET\r\naccess-control-request-headers: authorization\r\n\r\n"
+        )
+    };
+    // A plain path is answered here; the percent-encoded one (the same
+    // channel) by the router: the same answer.
+    let mut direct = connect(server.address()).await;
+    direct
+        .write_all(preflight("/poll/held").as_bytes())
+        .await
+        .unwrap();
+    let answer = within("the preflight's answer", read_response(&mut direct)).await;
+    let routed = within(
+        "the router's preflight answer",
+        comet_testkit::raw::exchange(server.address(), preflight("/poll/%68eld").as_bytes()),
+    )
+    .await;
+    assert_eq!(answer.status, 204);
+    assert_eq!(routed.status, 204);
+    assert!(answer.body.is_empty());
+    let lines = head_lines(&answer.head);
+    assert!(
+        lines.contains(&"access-control-allow-origin: https://app.example".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("access-control-allow-headers:")
+                && line.contains("authorization")),
+        "{lines:?}"
+    );
+    // The router adds the route's `Allow`, which no browser reads in a
+    // preflight; everything else is the same.
+    let mut routed_lines = head_lines(&routed.head);
+    routed_lines.retain(|line| !line.starts_with("allow:"));
+    assert_eq!(lines, routed_lines);
+
+    // The request it cleared comes on the same connection and stays on the
+    // direct path: the long poll parks there.
+    direct
+        .write_all(
+            b"GET /poll/held?wait=30 HTTP/1.1\r\nhost: comet\r\norigin: https://app.example\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    wait_for_metric(&http, &server.base(), "comet_parked_polls 1").await;
+    publish(&http, &server.base(), "held", "cleared").await;
+    let polled = within("the parked answer", read_response(&mut direct)).await;
+    assert_eq!(polled.status, 200);
+    assert_eq!(polled.json()["messages"][0]["data"], "cleared");
+
+    // A preflight without an origin is not a page's: the router answers it
+    // (and the connection is its from then on), as before.
+    let plain = within(
+        "an answer to a preflight without an origin",
+        comet_testkit::raw::exchange(
+            server.address(),
+            b"OPTIONS /poll/held HTTP/1.1\r\nhost: comet\r\nconnection: close\r\n\r\n",
+        ),
+    )
+    .await;
+    assert_ne!(plain.status, 204);
+}
+
+#[tokio::test]
 async fn a_parked_long_poll_answers_like_the_router_and_keeps_its_connection() {
     let server = TestServer::builder()
         .config(|config| config.cors = comet_server::CorsPolicy::Any)

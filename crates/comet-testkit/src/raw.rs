@@ -77,7 +77,9 @@ pub async fn read_response(stream: &mut TcpStream) -> RawResponse {
         head,
         body: Vec::new(),
     };
-    if let Some(length) = response.header("content-length") {
+    if status == 204 || status == 304 {
+        // No body, whatever the head says (RFC 9112, section 6.3).
+    } else if let Some(length) = response.header("content-length") {
         let length: usize = length.parse().expect("numeric content-length");
         while rest.len() < length {
             let mut chunk = [0u8; 4096];

@@ -6,7 +6,8 @@
 //! machinery (buffers, a boxed service call, header maps built twice). So
 //! each connection starts here, on a keep-alive loop of three steps: the
 //! request head is read (`super::head`) and routed (`super::request`); the
-//! route's handler here (`open_stream`, `poll`, `publish`) serves it,
+//! route's handler here (`open_stream`, `poll`, `publish`, and
+//! `preflight` for a page of an allowed origin) serves it,
 //! calling the same functions the router's handlers call; the answer is
 //! written. Streams continue in `crate::transport::socket`; a long poll
 //! that has to wait parks with its socket (`super::parked`). A new route
@@ -97,6 +98,7 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: PeerIp, state: &AppState)
             Route::Poll => poll(stream, &mut buffer, &served, state).await,
             Route::WebSocket => open_websocket(stream, &served, state).await,
             Route::Publish => publish(stream, &mut buffer, &served, peer, state).await,
+            Route::Preflight => preflight(stream, &mut buffer, &served, state).await,
         };
         let answer = match handled {
             Handled::Answer(returned, answer) => {
@@ -187,6 +189,11 @@ async fn next_request(
     } else {
         None
     };
+    // A preflight from no origin or the same one is not a page's: the
+    // router answers it as it always did.
+    if request.route == Route::Preflight && allow_origin.is_none() {
+        return Ok(None);
+    }
 
     Ok(Some(Served {
         request,
@@ -245,6 +252,30 @@ async fn open_websocket(stream: TcpStream, served: &Served, state: &AppState) ->
         }
         Err(error) => Handled::End(Outcome::Refused(stream, error)),
     }
+}
+
+/// `OPTIONS` from an allowed origin on a route of this path: answered
+/// here, so that the request it clears (a publish, a poll, a stream with
+/// an `Authorization` header) keeps the connection on this path.
+async fn preflight(
+    stream: TcpStream,
+    buffer: &mut BytesMut,
+    served: &Served,
+    state: &AppState,
+) -> Handled {
+    let Some(allow_origin) = served.allow_origin.as_ref() else {
+        // `next_request` leaves these to the router already.
+        return Handled::End(Outcome::Router(stream, std::mem::take(buffer)));
+    };
+    buffer.advance(served.head_length);
+    let keep_alive = served.request.keep_alive && !state.shutdown.is_cancelled();
+    let head = cors::preflight_head(allow_origin, keep_alive);
+    let timeout = state.config.write_timeout;
+    let sent = socket::send(&stream, &[&head], &[], b"", timeout, state).await;
+    if sent.is_err() || !keep_alive {
+        return Handled::End(Outcome::Done);
+    }
+    Handled::Continue(stream)
 }
 
 /// `GET /poll/…`: answered at once, or parked with the connection

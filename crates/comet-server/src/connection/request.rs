@@ -4,7 +4,8 @@
 //! is tested here byte by byte.
 //!
 //! Anything unusual is left to the router, which answers it as it always
-//! did: another route or method, HTTP/1.0, a chunked body, `Expect`, an
+//! did: another route or method (a preflight is served only on the routes
+//! above), HTTP/1.0, a chunked body, `Expect`, an
 //! upgrade anywhere but `/ws/`, a percent-encoded or nested path, a repeated or non-decimal
 //! `Content-Length`, a body on a `GET`, a header value `HeaderValue` would
 //! refuse.
@@ -25,6 +26,9 @@ pub(super) enum Route {
     /// `GET /ws/{channels}`: a WebSocket handshake (judged by its handler,
     /// which answers a malformed one).
     WebSocket,
+    /// `OPTIONS` on any of the paths above: a page's preflight, answered
+    /// here for an origin the policy allows (the router answers the rest).
+    Preflight,
 }
 
 /// A request the direct path serves.
@@ -95,6 +99,12 @@ fn route<'a>(method: &str, path: &'a str) -> Option<(Route, &'a str)> {
             }
         }
         "POST" => Some((Route::Publish, path.strip_prefix("/pub/")?)),
+        "OPTIONS" => {
+            let rest = ["/sse/", "/stream/", "/ws/", "/poll/", "/pub/"]
+                .iter()
+                .find_map(|prefix| path.strip_prefix(prefix))?;
+            Some((Route::Preflight, rest))
+        }
         _ => None,
     }
 }
@@ -235,6 +245,16 @@ mod tests {
             ("a,b", Some("since=x"))
         );
         assert_eq!(ws.headers["sec-websocket-key"], "k");
+        let preflight = check(
+            "OPTIONS /pub/a HTTP/1.1\r\norigin: https://x\r\naccess-control-request-method: POST\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(preflight.route, Route::Preflight);
+        assert_eq!(preflight.headers["origin"], "https://x");
+        for path in ["/sse/a", "/stream/a", "/ws/a", "/poll/a"] {
+            let head = format!("OPTIONS {path} HTTP/1.1\r\n\r\n");
+            assert_eq!(check(&head).unwrap().route, Route::Preflight, "{path}");
+        }
         // Without an upgrade too: its handler says what is missing.
         assert_eq!(
             check("GET /ws/a HTTP/1.1\r\n\r\n").unwrap().route,
@@ -297,6 +317,8 @@ mod tests {
             "GET /ws/%61 HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
             "POST /ws/a HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
             "GET /poll/a HTTP/1.1\r\ncontent-length: 3\r\n\r\n",
+            "OPTIONS /healthz HTTP/1.1\r\n\r\n",
+            "OPTIONS /pub/a HTTP/1.1\r\ncontent-length: 1\r\n\r\n",
         ] {
             assert!(check(head).is_none(), "{head:?}");
         }
