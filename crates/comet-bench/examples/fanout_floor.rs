@@ -23,9 +23,13 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::rc::Rc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+
+#[path = "floors/request.rs"]
+mod request;
+use request::read_request;
 
 /// One open stream: its socket, and what it could not take yet.
 struct Stream {
@@ -66,14 +70,8 @@ fn main() -> std::io::Result<()> {
 async fn serve_connection(mut socket: TcpStream, streams: Streams) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
     let mut buffer = Vec::with_capacity(4096);
-    loop {
-        let Some((head_end, content_length)) = read_head(&mut socket, &mut buffer).await? else {
-            return Ok(());
-        };
-        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-        let mut request_line = head.split(' ');
-        let method = request_line.next().unwrap_or_default().to_string();
-        let path = request_line.next().unwrap_or_default().to_string();
+    while let Some(request) = read_request(&mut socket, &mut buffer).await? {
+        let (method, path) = request.method_and_path();
         if method == "GET" {
             let channel = path.trim_start_matches("/sse/").to_string();
             socket
@@ -96,16 +94,10 @@ async fn serve_connection(mut socket: TcpStream, streams: Streams) -> std::io::R
             }
             return ended;
         }
-        while buffer.len() < head_end + content_length {
-            if socket.read_buf(&mut buffer).await? == 0 {
-                return Ok(());
-            }
-        }
-        let mut event = Vec::with_capacity(content_length + 8);
+        let mut event = Vec::with_capacity(request.body.len() + 8);
         event.extend_from_slice(b"data: ");
-        event.extend_from_slice(&buffer[head_end..head_end + content_length]);
+        event.extend_from_slice(&request.body);
         event.extend_from_slice(b"\n\n");
-        buffer.drain(..head_end + content_length);
         let channel = path.trim_start_matches("/pub/");
         let members = streams.borrow().get(channel).cloned().unwrap_or_default();
         for stream in &members {
@@ -115,30 +107,7 @@ async fn serve_connection(mut socket: TcpStream, streams: Streams) -> std::io::R
             .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")
             .await?;
     }
-}
-
-/// Reads until a whole request head is in `buffer`; where it ends and its
-/// `Content-Length`, or `None` once the client closed.
-async fn read_head(
-    socket: &mut TcpStream,
-    buffer: &mut Vec<u8>,
-) -> std::io::Result<Option<(usize, usize)>> {
-    loop {
-        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            let end = end + 4;
-            let head = std::str::from_utf8(&buffer[..end]).unwrap_or_default();
-            let content_length = head
-                .split("\r\n")
-                .filter_map(|line| line.split_once(':'))
-                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, value)| value.trim().parse().ok())
-                .unwrap_or(0);
-            return Ok(Some((end, content_length)));
-        }
-        if socket.read_buf(buffer).await? == 0 {
-            return Ok(None);
-        }
-    }
+    Ok(())
 }
 
 /// Writes `event` to the stream now, as far as its socket takes it; what

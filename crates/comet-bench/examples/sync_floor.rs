@@ -30,9 +30,13 @@ use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
+
+#[path = "floors/request.rs"]
+mod request;
+use request::read_request;
 
 /// Size of the log file, rewritten from its start when full.
 const LOG_BYTES: u64 = 4 << 20;
@@ -153,30 +157,19 @@ async fn next_group(queue: &Queue, last_group: usize) -> Vec<Waiting> {
 async fn serve_connection(mut stream: TcpStream, queue: Rc<Queue>) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut buffer = Vec::with_capacity(4096);
-    loop {
-        let (head_end, content_length) = loop {
-            if let Some(head) = complete_head(&buffer) {
-                break head;
-            }
-            let mut chunk = [0u8; 4096];
-            let read = stream.read(&mut chunk).await?;
-            if read == 0 {
-                return Ok(());
-            }
-            buffer.extend_from_slice(&chunk[..read]);
-        };
-        while buffer.len() < head_end + content_length {
-            let mut chunk = [0u8; 4096];
-            let read = stream.read(&mut chunk).await?;
-            if read == 0 {
-                return Ok(());
-            }
-            buffer.extend_from_slice(&chunk[..read]);
+    while let Some(request) = read_request(&mut stream, &mut buffer).await? {
+        if request.method_and_path().0 != "POST" {
+            // Only publishes come here; anything else is not found.
+            stream
+                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                .await?;
+            continue;
         }
-        let body = buffer[head_end..head_end + content_length].to_vec();
-        buffer.drain(..head_end + content_length);
         let (done, synced) = oneshot::channel();
-        queue.waiting.borrow_mut().push(Waiting { body, done });
+        queue.waiting.borrow_mut().push(Waiting {
+            body: request.body,
+            done,
+        });
         queue.arrived.notify_one();
         if synced.await.is_err() {
             return Ok(());
@@ -185,20 +178,7 @@ async fn serve_connection(mut stream: TcpStream, queue: Rc<Queue>) -> std::io::R
             .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")
             .await?;
     }
-}
-
-/// Where a request's head ends in `buffer` and its `Content-Length`, once
-/// the whole head has arrived.
-fn complete_head(buffer: &[u8]) -> Option<(usize, usize)> {
-    let end = buffer.windows(4).position(|window| window == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&buffer[..end]).ok()?;
-    let content_length = head
-        .split("\r\n")
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse().ok())
-        .unwrap_or(0);
-    Some((end, content_length))
+    Ok(())
 }
 
 /// Where the committer's time went since the last report, printed every
