@@ -17,22 +17,33 @@ fn payload(i: usize) -> String {
     format!("{i:05}:{}", "p".repeat(64 * 1024))
 }
 
-async fn until_subscribed(http: &reqwest::Client, base: &str) {
-    wait_for_metric(http, base, "comet_subscribers{transport=\"sse\"} 1").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_waits_for_a_stalled_live_subscriber_and_goes_on_once_it_reads() {
+/// A server whose publishes wait while a live subscriber is 4 behind, at
+/// most `max_wait`, and a subscriber on `paced` that reads nothing (its
+/// socket fills), once the server counts it.
+async fn paced_server_with_a_stuck_subscriber(
+    max_wait: Duration,
+) -> (TestServer, reqwest::Client, tokio::net::TcpStream) {
     let server = TestServer::builder()
         .pace(PaceConfig {
             max_lag: 4,
-            max_wait: Duration::from_secs(60),
+            max_wait,
         })
         .config(|c| c.write_timeout = Duration::from_secs(600))
         .start();
     let http = client();
     let stuck = raw::stuck_client(server.address(), SSE_REQUEST).await;
-    until_subscribed(&http, &server.base()).await;
+    wait_for_metric(
+        &http,
+        &server.base(),
+        "comet_subscribers{transport=\"sse\"} 1",
+    )
+    .await;
+    (server, http, stuck)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_waits_for_a_stalled_live_subscriber_and_goes_on_once_it_reads() {
+    let (server, http, stuck) = paced_server_with_a_stuck_subscriber(Duration::from_secs(60)).await;
 
     // Publish until one publish is held: the subscriber's socket is full,
     // it reads nothing more from the hub, and falls four behind.
@@ -79,16 +90,8 @@ async fn a_publish_waits_for_a_stalled_live_subscriber_and_goes_on_once_it_reads
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_stuck_past_the_longest_wait_is_waited_for_once_until_it_catches_up() {
-    let server = TestServer::builder()
-        .pace(PaceConfig {
-            max_lag: 4,
-            max_wait: Duration::from_millis(300),
-        })
-        .config(|c| c.write_timeout = Duration::from_secs(600))
-        .start();
-    let http = client();
-    let stuck = raw::stuck_client(server.address(), SSE_REQUEST).await;
-    until_subscribed(&http, &server.base()).await;
+    let (server, http, stuck) =
+        paced_server_with_a_stuck_subscriber(Duration::from_millis(300)).await;
     let publish_range = |range: std::ops::Range<usize>| {
         let http = http.clone();
         let base = server.base();

@@ -119,15 +119,7 @@ pub(crate) fn trim_by_bytes(
     let mut delete =
         transaction.prepare_cached("DELETE FROM messages WHERE channel_id = ?1 AND seq = ?2")?;
     while draft.bytes > max_bytes {
-        let page = oldest
-            .query_map([keep.0 as i64], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let page = oldest_page(&mut oldest, [keep.0 as i64])?;
         if page.is_empty() {
             break;
         }
@@ -159,15 +151,7 @@ pub(crate) fn trim_by_age(
         .prepare_cached("DELETE FROM messages WHERE channel_id = ?1 AND seq = ?2 RETURNING size")?;
     let mut removed = 0;
     loop {
-        let page = oldest
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let page = oldest_page(&mut oldest, [])?;
         let expired: Vec<_> = page
             .iter()
             .take_while(|(_, _, published_at)| (*published_at as u64) < cutoff_ms)
@@ -185,4 +169,15 @@ pub(crate) fn trim_by_age(
             return Ok(true);
         }
     }
+}
+
+/// A page of the oldest messages: each row's channel id, sequence number
+/// and a third column (its size, or when it was published).
+fn oldest_page(
+    query: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<(i64, i64, i64)>> {
+    query
+        .query_map(params, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect()
 }
