@@ -32,6 +32,7 @@ use comet_protocol::{ChannelName, Epoch, Message, Seq};
 use comet_store::CommitListener;
 use tokio::sync::Notify;
 
+use crate::group::Group;
 use crate::pace::{ChannelPace, PaceConfig, Progress};
 use crate::park::{ParkedList, Slot};
 use crate::stats::HubStats;
@@ -139,6 +140,8 @@ pub(crate) struct ChannelEntry {
     parked: Mutex<ParkedList>,
     /// Its followers' progress, for publish back-pressure.
     pub(crate) pace: ChannelPace,
+    /// Its caught-up streams, written in one pass (see `crate::group`).
+    pub(crate) group: Group,
 }
 
 /// The newest messages of one channel, contiguous in the channel's order.
@@ -249,6 +252,7 @@ impl Feed {
                         notify: Notify::new(),
                         parked: Mutex::new(ParkedList::default()),
                         pace: ChannelPace::default(),
+                        group: Group::default(),
                     })
                 });
                 entry.subscribers.fetch_add(1, Ordering::Relaxed);

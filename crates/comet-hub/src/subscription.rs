@@ -30,6 +30,7 @@ use comet_protocol::{ChannelList, ChannelName, Cursor, Epoch, Gap, GapReason, Me
 use comet_store::ReadLimit;
 
 use crate::feed::ChannelEntry;
+use crate::group::{self, GroupWriter, Grouped, Member};
 use crate::pace::Progress;
 use crate::park::{Catch, Parked, Slot};
 use crate::{HubError, Shared};
@@ -302,6 +303,48 @@ impl Subscription {
             return None;
         }
         Some(Parked { slot })
+    }
+
+    /// Joins the group of the subscription's channel (see `crate::group`):
+    /// from now on its messages are written by `writer`, in the channel's
+    /// pass, until the stream is handed back (`writer` is told) or leaves
+    /// ([`Self::leave_group`]). Call it when [`Self::next_batch`] would
+    /// wait. `None` (nothing joined) unless the subscription follows one
+    /// channel, has read everything announced and has nothing pending.
+    pub fn join_group(&self, writer: Arc<dyn GroupWriter>, limit: BatchLimit) -> Option<Grouped> {
+        let [entry] = &*self.entries else {
+            return None;
+        };
+        let feed = &self.shared.feed;
+        if !self.pending.is_empty()
+            || self.following[0].floor > self.position
+            || feed.generation() != self.generation
+            || feed.watermark() > self.position
+        {
+            return None;
+        }
+        let member = Arc::new(Member::new(
+            writer,
+            self.position,
+            self.entries.clone(),
+            self.progress.clone(),
+            limit,
+            self.generation,
+        ));
+        group::join(feed, entry, member.clone(), self.position);
+        Some(Grouped { member })
+    }
+
+    /// Takes the stream out of its group: whatever the group wrote counts
+    /// as read, and nothing but the caller writes the stream after this.
+    pub fn leave_group(&mut self, grouped: Grouped) {
+        let position = grouped.leave();
+        if position > self.position {
+            self.position = position;
+            // The group read it from the live window.
+            self.following[0].live = true;
+            self.following[0].reset_announced = false;
+        }
     }
 
     fn take_pending(&mut self, limit: BatchLimit) -> Option<Vec<Item>> {

@@ -16,7 +16,15 @@ fn binary() -> &'static Path {
 
 /// A node on `redis`, once it serves (it listens before Redis answers).
 async fn node(redis: &RedisServer) -> ServerProcess {
-    ready(ServerProcess::spawn(binary(), &["--redis", &redis.url()])).await
+    node_with(redis, &[]).await
+}
+
+/// [`node`] with more options.
+async fn node_with(redis: &RedisServer, options: &[&str]) -> ServerProcess {
+    let url = redis.url();
+    let mut args = vec!["--redis", &url];
+    args.extend_from_slice(options);
+    ready(ServerProcess::spawn(binary(), &args)).await
 }
 
 /// `node`, once its `/healthz` answers 200.
@@ -191,12 +199,14 @@ async fn publish_until_stored(base: &str, data: &str) -> String {
 /// by a restart without persistence: each time every open subscription on
 /// every node (SSE on one, NDJSON on the other) gets a `reset` gap and then
 /// the new history's messages, under a new epoch; nothing stalls, and both
-/// nodes stay healthy.
+/// nodes stay healthy. Heartbeats are rarer than the test's longest wait,
+/// so a stream that is idle when the history goes is woken by the reset,
+/// not by its next heartbeat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_lost_in_redis_is_a_reset_gap_everywhere_then_goes_on() {
     let mut redis = RedisServer::start();
-    let a = node(&redis).await;
-    let b = node(&redis).await;
+    let a = node_with(&redis, &["--heartbeat", "60s"]).await;
+    let b = node_with(&redis, &["--heartbeat", "60s"]).await;
     let http = client();
     let mut sse_on_a = open_sse(&http, a.base(), "news").await;
     let mut stream_on_b = open_ndjson(&http, b.base(), "news").await;

@@ -23,9 +23,10 @@ use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use comet_hub::{BatchLimit, Gap, Item, Start, Subscription};
+use comet_hub::{BatchLimit, Gap, GroupWriter, Grouped, Item, Start, Subscription};
 use comet_protocol::{Cursor, Message, json, sse, ws};
 use http::{HeaderMap, header};
+use std::sync::Arc;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -67,7 +68,7 @@ impl Framing {
         }
     }
 
-    fn transport(self) -> Transport {
+    pub(crate) fn transport(self) -> Transport {
         match self {
             Framing::Sse => Transport::Sse,
             Framing::Ndjson => Transport::Stream,
@@ -75,7 +76,7 @@ impl Framing {
         }
     }
 
-    fn message(self, message: &Message) -> Bytes {
+    pub(crate) fn message(self, message: &Message) -> Bytes {
         match self {
             Framing::Sse => message.sse_frame().clone(),
             Framing::Ndjson => message.json_line(),
@@ -143,7 +144,7 @@ pub(crate) fn deadline(at: SystemTime) -> Instant {
 }
 
 /// Resolves at `deadline`; never without one.
-async fn until(deadline: Option<Instant>) {
+pub(crate) async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
@@ -233,6 +234,38 @@ impl Live {
         self.heartbeat_sent
     }
 
+    /// Joins the group of the stream's channel (see `comet_hub`'s group):
+    /// `None` unless the stream has nothing to send now.
+    pub(crate) fn join_group(&self, writer: Arc<dyn GroupWriter>) -> Option<Grouped> {
+        if self.opening.is_some() || self.expired {
+            return None;
+        }
+        self.subscription.join_group(writer, self.batch_limit())
+    }
+
+    /// Leaves the group: what it wrote counts as sent.
+    pub(crate) fn leave_group(&mut self, grouped: Grouped) {
+        self.subscription.leave_group(grouped);
+    }
+
+    /// When the credential that allowed the stream expires.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// A heartbeat, to send now.
+    pub(crate) fn heartbeat_now(&mut self) -> Vec<Bytes> {
+        self.heartbeat_sent = true;
+        vec![self.framing.heartbeat_for(self.heartbeat_events)]
+    }
+
+    fn batch_limit(&self) -> BatchLimit {
+        BatchLimit {
+            messages: self.state.config.batch_messages,
+            bytes: self.state.config.batch_bytes,
+        }
+    }
+
     /// The frames to send next, at least one; `None` when the stream ends
     /// (server shutdown, or a store failure).
     pub(crate) async fn next_frames(&mut self) -> Option<Vec<Bytes>> {
@@ -243,10 +276,7 @@ impl Live {
         if let Some(opening) = self.opening.take() {
             return Some(vec![opening]);
         }
-        let limit = BatchLimit {
-            messages: self.state.config.batch_messages,
-            bytes: self.state.config.batch_bytes,
-        };
+        let limit = self.batch_limit();
         let heartbeat = self.state.config.heartbeat;
         let deadline = self.deadline;
         tokio::select! {

@@ -15,6 +15,7 @@
 //! All of them accept the same channel lists and resume rules
 //! (`crate::params`), and all deliver the same shared, pre-encoded frames.
 
+pub(crate) mod grouped;
 pub(crate) mod live;
 pub mod ndjson;
 pub mod poll;

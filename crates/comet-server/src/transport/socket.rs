@@ -8,7 +8,10 @@
 //! `GET /stream/…` is served here instead: the response head is written by
 //! hand, and the loop writes each batch as one chunk with a single vectored
 //! write of the shared frames. Between batches a connection holds its subscription and a few
-//! hundred bytes of task state, no buffer.
+//! hundred bytes of task state, no buffer. Once it has sent everything, the
+//! stream joins its channel's group (`transport::grouped`), which writes
+//! the next batches in one pass over the channel's sockets until it hands
+//! the stream back.
 //!
 //! Which requests take this path is decided in `crate::connection::direct`;
 //! everything unusual is left to the router, which frames streams the same.
@@ -28,7 +31,9 @@ use crate::cors::AllowOrigin;
 use tokio::net::TcpStream;
 
 use crate::AppState;
+use crate::transport::grouped::{self, Left};
 use crate::transport::live::{Framing, Live};
+use std::sync::Arc;
 
 /// The response head: the router's headers for a stream, chunked.
 pub(crate) fn response_head(framing: Framing, allow_origin: Option<&AllowOrigin>) -> Vec<u8> {
@@ -54,12 +59,25 @@ pub(crate) async fn stream_to(
     state: &AppState,
 ) {
     let timeout = state.config.write_timeout;
+    let stream = Arc::new(stream);
     let mut unsent_head = response_head;
     loop {
-        let frames = tokio::select! {
-            biased;
-            frames = live.next_frames() => frames,
-            () = client_gone(&stream) => return,
+        let mut frames = None;
+        if unsent_head.is_empty() {
+            // Caught up: the channel's group writes the stream meanwhile.
+            match grouped::stay(&stream, &mut live, state).await {
+                None | Some(Left::Resume) => {}
+                Some(Left::Send(heartbeat)) => frames = Some(Some(heartbeat)),
+                Some(Left::End) => return,
+            }
+        }
+        let frames = match frames {
+            Some(frames) => frames,
+            None => tokio::select! {
+                biased;
+                frames = live.next_frames() => frames,
+                () = client_gone(&stream) => return,
+            },
         };
         let Some(frames) = frames else {
             // The stream ended: the last chunk, so clients see a complete
@@ -100,7 +118,7 @@ pub(crate) fn http_date(write: impl FnOnce(&str)) {
 }
 
 /// Writes `size` in hex and CRLF into `line`; returns the bytes written.
-fn chunk_size_line(size: usize, line: &mut [u8; 18]) -> &[u8] {
+pub(crate) fn chunk_size_line(size: usize, line: &mut [u8; 18]) -> &[u8] {
     let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
     for (index, byte) in line[..digits].iter_mut().enumerate() {
         let nibble = (size >> (4 * (digits - 1 - index))) & 0xf;
@@ -113,7 +131,7 @@ fn chunk_size_line(size: usize, line: &mut [u8; 18]) -> &[u8] {
 /// Resolves when the client has closed its side (or the socket failed).
 /// Anything it sends meanwhile is read and ignored: the stream is the last
 /// answer this connection gives.
-async fn client_gone(stream: &TcpStream) {
+pub(crate) async fn client_gone(stream: &TcpStream) {
     loop {
         if stream.readable().await.is_err() {
             return;

@@ -1,0 +1,414 @@
+//! Grouping: caught-up streams of one channel written in one pass.
+//!
+//! Woken the usual way, every stream of a channel becomes a runnable task
+//! per message: a thousand subscribers cost a thousand wake-ups, each
+//! scheduled behind whatever else is ready, before the last of them has
+//! the message. A stream that is caught up instead *joins its channel's
+//! group*: it hands the hub a [`GroupWriter`] (its socket, as the
+//! transport frames it) and its task sleeps. One task per group, woken by
+//! the channel's commits, passes over the members and writes to each what
+//! lies between its position and the watermark, read once from the live
+//! window for every member at the same position. A pass that takes long
+//! gives way to other tasks now and then; whatever was published meanwhile
+//! goes into the next pass, several messages to a write, so a busy channel
+//! costs fewer writes per message, not more.
+//!
+//! The group only ever writes without waiting. A member is *handed back*
+//! to its own task, which reads and writes the usual way, when:
+//! - its socket did not take a whole write (the writer keeps the rest, and
+//!   the task finishes it),
+//! - it fell behind the live window (it reads the store, with gap
+//!   detection), or
+//! - the history changed (it reports the `reset` gaps).
+//!
+//! The task itself leaves the group to send a heartbeat, at the end of a
+//! credential, at shutdown, or when its client left ([`Subscription::leave_group`]).
+//! A member is written only under its own lock and only while it is in the
+//! group, so once it has left, nothing but its task writes its socket.
+//!
+//! Order and exactness: a member's position only grows, messages come from
+//! the live window (one channel's messages in order, contiguous above its
+//! base), and at most one pass runs per group. So every message after the
+//! position is written once, in order, by the group or by the task after
+//! it, never both.
+//!
+//! [`Subscription::leave_group`]: crate::Subscription::leave_group
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use comet_protocol::{Message, Seq};
+use tokio::sync::Notify;
+
+use crate::feed::{ChannelEntry, Feed};
+use crate::pace::Progress;
+use crate::subscription::BatchLimit;
+
+/// Members written between chances for other tasks to run.
+const YIELD_EVERY: usize = 64;
+
+/// How long a pass that was outrun waits before the next.
+const GATHER: Duration = Duration::from_millis(1);
+
+/// The writing side of a grouped stream (implemented by a transport).
+pub trait GroupWriter: Send + Sync {
+    /// Writes `messages`, in order, without blocking. Called by the group's
+    /// task, one call at a time per member. Whatever the socket does not
+    /// take at once is kept for the stream's task, and [`Written::Stopped`]
+    /// returned: the member then leaves the group.
+    fn write(&self, messages: &[Arc<Message>]) -> Written;
+
+    /// The member was handed back: wake its task. Quick, never blocks.
+    fn handed_back(&self);
+}
+
+/// What a [`GroupWriter::write`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Everything went out.
+    All,
+    /// Not everything went out (the rest is kept for the task to finish),
+    /// or the socket failed: the member leaves the group.
+    Stopped,
+}
+
+/// The members of one channel's group, and whether its task runs.
+#[derive(Default)]
+pub(crate) struct Group {
+    members: Mutex<Members>,
+    /// Members in the group (their state says so); the list may still
+    /// hold some that left, until the task's next pass.
+    grouped: AtomicUsize,
+    /// A member that may be behind joined, or the last one left.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Members {
+    list: Vec<Arc<Member>>,
+    running: bool,
+}
+
+impl Group {
+    fn members(&self) -> MutexGuard<'_, Members> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One grouped stream.
+pub(crate) struct Member {
+    writer: Arc<dyn GroupWriter>,
+    state: Mutex<MemberState>,
+    /// The subscription's channel (one), for its progress.
+    entries: Arc<[Arc<ChannelEntry>]>,
+    progress: Arc<Progress>,
+    limit: BatchLimit,
+    /// The feed's generation when it joined: a member of another history is
+    /// handed back.
+    generation: u64,
+}
+
+struct MemberState {
+    /// Everything up to here was written.
+    position: Seq,
+    /// In the group: the group may write it.
+    grouped: bool,
+}
+
+impl Member {
+    fn state(&self) -> MutexGuard<'_, MemberState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_grouped(&self) -> bool {
+        self.state().grouped
+    }
+
+    /// Writes what lies between the member's position and `watermark`, or
+    /// hands the member back.
+    fn pass(&self, watermark: Seq, generation: u64, window: &mut WindowRead) {
+        let mut state = self.state();
+        if !state.grouped {
+            return;
+        }
+        // First: a new history starts its watermark again from zero.
+        if generation != self.generation {
+            return self.hand_back(state);
+        }
+        if state.position >= watermark {
+            return;
+        }
+        let entry = &self.entries[0];
+        let Some((messages, upto)) = window.read(entry, state.position, watermark, self.limit)
+        else {
+            return self.hand_back(state);
+        };
+        let written = if messages.is_empty() {
+            Written::All
+        } else {
+            self.writer.write(messages)
+        };
+        state.position = upto;
+        self.progress
+            .advance(&self.entries, upto, true, upto >= watermark);
+        if written == Written::Stopped {
+            self.hand_back(state);
+        }
+    }
+
+    fn hand_back(&self, mut state: MutexGuard<'_, MemberState>) {
+        state.grouped = false;
+        drop(state);
+        self.left();
+        self.writer.handed_back();
+    }
+
+    /// Counts the member out (its state says it left); the last one out
+    /// wakes the task, which ends.
+    fn left(&self) {
+        let group = &self.entries[0].group;
+        if group.grouped.fetch_sub(1, Ordering::SeqCst) == 1 {
+            group.changed.notify_one();
+        }
+    }
+}
+
+/// The last read of a live window in a pass, shared by every member at
+/// the same position with the same limit.
+#[derive(Default)]
+struct WindowRead {
+    key: Option<(Seq, Seq, BatchLimit)>,
+    /// `None`: the window no longer reaches back to the position.
+    read: Option<(Vec<Arc<Message>>, Seq)>,
+}
+
+impl WindowRead {
+    /// Messages after `after` up to `watermark` within `limit`, and the
+    /// position once they are written; `None` when the window no longer
+    /// reaches back to `after`.
+    fn read(
+        &mut self,
+        entry: &ChannelEntry,
+        after: Seq,
+        watermark: Seq,
+        limit: BatchLimit,
+    ) -> Option<(&[Arc<Message>], Seq)> {
+        let key = (after, watermark, limit);
+        if self.key != Some(key) {
+            self.key = Some(key);
+            self.read = entry
+                .window()
+                .read(after, watermark, limit.messages.max(1))
+                .map(|messages| fit(messages, watermark, limit));
+        }
+        self.read
+            .as_ref()
+            .map(|(messages, upto)| (&messages[..], *upto))
+    }
+}
+
+/// Cuts `messages` (at most `limit.messages`) to `limit.bytes` (the first
+/// always fits). The position once they are written: `watermark`, unless
+/// the limit may have left some for later.
+fn fit(
+    mut messages: Vec<Arc<Message>>,
+    watermark: Seq,
+    limit: BatchLimit,
+) -> (Vec<Arc<Message>>, Seq) {
+    let read = messages.len();
+    let mut bytes = 0usize;
+    let fits = messages
+        .iter()
+        .enumerate()
+        .take_while(|(index, message)| {
+            bytes = bytes.saturating_add(message.data().len());
+            *index == 0 || bytes <= limit.bytes
+        })
+        .count();
+    let cut = fits < read || read >= limit.messages.max(1);
+    messages.truncate(fits);
+    let upto = match messages.last() {
+        Some(last) if cut => last.seq(),
+        _ => watermark,
+    };
+    (messages, upto)
+}
+
+/// Adds a member at `position` (the watermark is not beyond it) to
+/// `entry`'s group, starting the group's task if none runs.
+pub(crate) fn join(
+    feed: &Arc<Feed>,
+    entry: &Arc<ChannelEntry>,
+    member: Arc<Member>,
+    position: Seq,
+) {
+    let (start, behind) = {
+        let mut members = entry.group.members();
+        let grouped = entry.group.grouped.fetch_add(1, Ordering::SeqCst);
+        if members.list.len() >= 2 * grouped + 64 {
+            // Those that left while the channel was quiet.
+            members.list.retain(|member| member.is_grouped());
+        }
+        members.list.push(member);
+        // Looked at under the lock, after the push: a commit this look
+        // misses wakes the task, whose next look at the list (under this
+        // lock) comes after the push.
+        let behind = feed.watermark() > position;
+        (!std::mem::replace(&mut members.running, true), behind)
+    };
+    if start {
+        tokio::spawn(run(feed.clone(), entry.clone()));
+    } else if behind {
+        entry.group.changed.notify_one();
+    }
+}
+
+/// A stream in its channel's group (see [`crate::Subscription::join_group`]).
+/// Dropping it takes the stream out of the group.
+pub struct Grouped {
+    pub(crate) member: Arc<Member>,
+}
+
+impl Grouped {
+    /// Takes the member out of the group: after this, nothing but the
+    /// stream's task writes its socket. Its position, for the subscription.
+    pub(crate) fn leave(&self) -> Seq {
+        let mut state = self.member.state();
+        if state.grouped {
+            state.grouped = false;
+            self.member.left();
+        }
+        state.position
+    }
+}
+
+impl Drop for Grouped {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl Member {
+    pub(crate) fn new(
+        writer: Arc<dyn GroupWriter>,
+        position: Seq,
+        entries: Arc<[Arc<ChannelEntry>]>,
+        progress: Arc<Progress>,
+        limit: BatchLimit,
+        generation: u64,
+    ) -> Self {
+        Self {
+            writer,
+            state: Mutex::new(MemberState {
+                position,
+                grouped: true,
+            }),
+            entries,
+            progress,
+            limit,
+            generation,
+        }
+    }
+}
+
+/// The group's task: a pass over the members after every commit to the
+/// channel, until the group is empty. Commits that come while a pass runs
+/// are written by the next one; when they keep coming (the channel is
+/// saturated), the next pass waits [`GATHER`] first, so that each write
+/// carries several messages.
+async fn run(feed: Arc<Feed>, entry: Arc<ChannelEntry>) {
+    let mut members: Vec<Arc<Member>> = Vec::new();
+    loop {
+        // Registered before the watermark is read: a commit after the read
+        // wakes the wait below.
+        let committed = entry.notify.notified();
+        let changed = entry.group.changed.notified();
+        tokio::pin!(committed, changed);
+        committed.as_mut().enable();
+        {
+            let mut group = entry.group.members();
+            group.list.retain(|member| member.is_grouped());
+            if group.list.is_empty() {
+                group.running = false;
+                return;
+            }
+            members.extend(group.list.iter().cloned());
+        }
+        let generation = feed.generation();
+        let watermark = feed.watermark();
+        let mut window = WindowRead::default();
+        for (index, member) in members.iter().enumerate() {
+            member.pass(watermark, generation, &mut window);
+            if index % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        members.clear();
+        if feed.generation() != generation {
+            continue;
+        }
+        let newest = entry.window().messages.back().map(|message| message.seq());
+        if newest.is_some_and(|newest| newest > watermark) {
+            // Outrun: the channel's publishes come faster than passes.
+            tokio::time::sleep(GATHER).await;
+            continue;
+        }
+        tokio::select! {
+            () = committed => {}
+            () = changed => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use comet_protocol::{ChannelName, Data, Epoch, EventType};
+
+    use super::*;
+
+    fn messages(sizes: &[usize]) -> Vec<Arc<Message>> {
+        let channel = ChannelName::new("a").unwrap();
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(index, size)| {
+                Arc::new(Message::new(
+                    Epoch::new("e").unwrap(),
+                    Seq(index as u64 + 1),
+                    channel.clone(),
+                    EventType::message(),
+                    Data::from("x".repeat(*size)),
+                    0,
+                ))
+            })
+            .collect()
+    }
+
+    fn seqs(messages: &[Arc<Message>]) -> Vec<u64> {
+        messages.iter().map(|message| message.seq().0).collect()
+    }
+
+    #[test]
+    fn a_write_keeps_to_the_batch_limits_and_the_position_stops_at_what_it_carries() {
+        let watermark = Seq(9);
+        let limit = |messages, bytes| BatchLimit { messages, bytes };
+
+        // Everything fits: the position moves to the watermark (nothing of
+        // the channel lies between its last message and it).
+        let (kept, upto) = fit(messages(&[10, 10, 10]), watermark, limit(8, 100));
+        assert_eq!((seqs(&kept), upto), (vec![1, 2, 3], watermark));
+
+        // Bytes: the third message would pass the budget.
+        let (kept, upto) = fit(messages(&[40, 40, 40, 40]), watermark, limit(8, 100));
+        assert_eq!((seqs(&kept), upto), (vec![1, 2], Seq(2)));
+
+        // A message larger than the budget still goes, alone.
+        let (kept, upto) = fit(messages(&[500, 10]), watermark, limit(8, 100));
+        assert_eq!((seqs(&kept), upto), (vec![1], Seq(1)));
+
+        // The window read stopped at the message limit: more may follow.
+        let (kept, upto) = fit(messages(&[1, 1, 1]), watermark, limit(3, 100));
+        assert_eq!((seqs(&kept), upto), (vec![1, 2, 3], Seq(3)));
+    }
+}

@@ -1,0 +1,300 @@
+//! Grouped streams through the hub's public API: a [`GroupWriter`] that
+//! records what the group hands it, as a transport's socket would take it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use comet_hub::{BatchLimit, GroupWriter, Hub, HubConfig, Item, Start, Subscription, Written};
+use comet_protocol::{ChannelList, ChannelName, Data, EventType, Message};
+use comet_store::{MemoryStore, StoreOptions};
+use tokio::sync::Notify;
+
+const LIMIT: BatchLimit = BatchLimit {
+    messages: 256,
+    bytes: usize::MAX,
+};
+
+fn hub(live_window: usize) -> Hub {
+    Hub::new(
+        Arc::new(MemoryStore::new(StoreOptions::default())),
+        HubConfig {
+            live_window,
+            ..HubConfig::default()
+        },
+    )
+}
+
+async fn subscribe(hub: &Hub) -> Subscription {
+    let channels = ChannelList::parse("news", 4).unwrap();
+    hub.subscribe(&channels, Start::Now).await.unwrap()
+}
+
+async fn publish(hub: &Hub, data: String) {
+    let channel = ChannelName::new("news").unwrap();
+    hub.publish(&channel, EventType::message(), Data::from(data))
+        .await
+        .unwrap();
+}
+
+/// What the group wrote, write by write. It takes `takes` writes whole;
+/// the next one stops (as a full socket would).
+struct Recorder {
+    writes: Mutex<Vec<Vec<String>>>,
+    takes: usize,
+    handed_back: Mutex<bool>,
+    changed: Notify,
+}
+
+impl Recorder {
+    fn new(takes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            writes: Mutex::new(Vec::new()),
+            takes,
+            handed_back: Mutex::new(false),
+            changed: Notify::new(),
+        })
+    }
+
+    fn written(&self) -> Vec<String> {
+        self.writes.lock().unwrap().concat()
+    }
+
+    /// Waits (at most 10 s) until `done` holds.
+    async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let changed = self.changed.notified();
+                if done(self) {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "timed out waiting for {what}: {} written in {} writes, handed back: {}",
+                self.written().len(),
+                self.writes.lock().unwrap().len(),
+                self.handed_back.lock().unwrap()
+            )
+        });
+    }
+}
+
+impl GroupWriter for Recorder {
+    fn write(&self, messages: &[Arc<Message>]) -> Written {
+        let mut writes = self.writes.lock().unwrap();
+        writes.push(
+            messages
+                .iter()
+                .map(|m| m.data().as_str().to_string())
+                .collect(),
+        );
+        let taken = writes.len() <= self.takes;
+        drop(writes);
+        self.changed.notify_waiters();
+        if taken {
+            Written::All
+        } else {
+            Written::Stopped
+        }
+    }
+
+    fn handed_back(&self) {
+        *self.handed_back.lock().unwrap() = true;
+        self.changed.notify_waiters();
+    }
+}
+
+fn numbered(count: usize) -> Vec<String> {
+    (0..count).map(|n| n.to_string()).collect()
+}
+
+/// A stream's task, as a transport runs it: in the group while it is
+/// caught up, reading on its own when handed back, until it has `count`
+/// messages. Everything it received, in the order received, and how many
+/// of those the group wrote.
+async fn stream(mut subscription: Subscription, count: usize) -> (Vec<String>, usize) {
+    let recorder = Recorder::new(usize::MAX);
+    let mut read_itself = 0;
+    loop {
+        *recorder.handed_back.lock().unwrap() = false;
+        if let Some(grouped) = subscription.join_group(recorder.clone(), LIMIT) {
+            recorder
+                .until("everything, or a hand-back", |r| {
+                    r.written().len() >= count || *r.handed_back.lock().unwrap()
+                })
+                .await;
+            subscription.leave_group(grouped);
+        } else {
+            let batch = tokio::time::timeout(
+                Duration::from_secs(10),
+                subscription.next_batch(BatchLimit::messages(16)),
+            )
+            .await
+            .expect("a batch")
+            .unwrap();
+            let batch: Vec<_> = batch
+                .iter()
+                .map(|item| match item {
+                    Item::Message(message) => message.data().as_str().to_string(),
+                    Item::Gap(gap) => panic!("no gap: {gap:?}"),
+                })
+                .collect();
+            read_itself += batch.len();
+            recorder.writes.lock().unwrap().push(batch);
+        }
+        let received = recorder.written();
+        if received.len() >= count {
+            let by_group = received.len() - read_itself;
+            return (received, by_group);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stream_gets_every_message_once_in_order_under_concurrent_publishers() {
+    let hub = hub(256);
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        let subscription = subscribe(&hub).await;
+        streams.push(tokio::spawn(stream(subscription, 1000)));
+    }
+    // Four publishers of 250 messages each, interleaved by the runtime:
+    // each stream must see the store's one order, whether the group wrote
+    // a message or the stream's task read it.
+    let publishers: Vec<_> = (0..4)
+        .map(|publisher| {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                for n in 0..250 {
+                    publish(&hub, format!("{publisher}-{n}")).await;
+                    // Room for the group's task, so it writes some.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let mut orders = Vec::new();
+    let mut by_group = 0;
+    for stream in streams {
+        let (received, written_by_group) = stream.await.unwrap();
+        by_group += written_by_group;
+        assert_eq!(received.len(), 1000, "nothing twice");
+        for publisher in 0..4 {
+            let own: Vec<&String> = received
+                .iter()
+                .filter(|data| data.starts_with(&format!("{publisher}-")))
+                .collect();
+            let expected: Vec<String> = (0..250).map(|n| format!("{publisher}-{n}")).collect();
+            assert_eq!(own, expected.iter().collect::<Vec<_>>());
+        }
+        orders.push(received);
+    }
+    assert!(
+        orders.iter().all(|order| order == &orders[0]),
+        "every stream in the store's order"
+    );
+    assert!(by_group > 0, "the group wrote some of it");
+}
+
+#[tokio::test]
+async fn a_member_whose_socket_takes_no_more_is_handed_back_and_reads_on_from_there() {
+    let hub = hub(256);
+    let mut subscription = subscribe(&hub).await;
+    let recorder = Recorder::new(0);
+    let grouped = subscription.join_group(recorder.clone(), LIMIT).unwrap();
+    for data in numbered(3) {
+        publish(&hub, data).await;
+    }
+    recorder
+        .until("the hand-back", |r| *r.handed_back.lock().unwrap())
+        .await;
+    // What the stopped write carried is the stream's to finish: reading on
+    // starts after it.
+    let carried = recorder.written();
+    assert!(!carried.is_empty());
+    subscription.leave_group(grouped);
+    for data in ["3", "4"] {
+        publish(&hub, data.to_string()).await;
+    }
+    let mut read = carried.clone();
+    while read.len() < 5 {
+        let batch = tokio::time::timeout(
+            Duration::from_secs(10),
+            subscription.next_batch(BatchLimit::messages(16)),
+        )
+        .await
+        .expect("the rest")
+        .unwrap();
+        read.extend(batch.into_iter().map(|item| match item {
+            Item::Message(message) => message.data().as_str().to_string(),
+            Item::Gap(gap) => panic!("no gap: {gap:?}"),
+        }));
+    }
+    assert_eq!(read, numbered(5));
+    assert_eq!(recorder.written(), carried, "nothing written after it");
+}
+
+#[tokio::test]
+async fn a_member_left_behind_by_the_live_window_is_handed_back_and_reads_the_store() {
+    // The window keeps 4 messages; 10 are published before the group's
+    // task (on this one thread) gets to run.
+    let hub = hub(4);
+    let mut subscription = subscribe(&hub).await;
+    let recorder = Recorder::new(usize::MAX);
+    let grouped = subscription.join_group(recorder.clone(), LIMIT).unwrap();
+    for data in numbered(10) {
+        publish(&hub, data).await;
+    }
+    recorder
+        .until("the hand-back", |r| *r.handed_back.lock().unwrap())
+        .await;
+    assert!(
+        recorder.written().is_empty(),
+        "the window no longer reached"
+    );
+    subscription.leave_group(grouped);
+    let mut read = Vec::new();
+    while read.len() < 10 {
+        let batch = subscription
+            .next_batch(BatchLimit::messages(16))
+            .await
+            .unwrap();
+        read.extend(batch.into_iter().map(|item| match item {
+            Item::Message(message) => message.data().as_str().to_string(),
+            Item::Gap(gap) => panic!("no gap: {gap:?}"),
+        }));
+    }
+    assert_eq!(read, numbered(10));
+}
+
+#[tokio::test]
+async fn only_a_caught_up_subscription_of_one_channel_joins() {
+    let hub = hub(256);
+    let several = ChannelList::parse("news,sport", 4).unwrap();
+    let subscription = hub.subscribe(&several, Start::Now).await.unwrap();
+    assert!(
+        subscription
+            .join_group(Recorder::new(usize::MAX), LIMIT)
+            .is_none()
+    );
+
+    let mut behind = subscribe(&hub).await;
+    publish(&hub, "unread".to_string()).await;
+    assert!(
+        behind
+            .join_group(Recorder::new(usize::MAX), LIMIT)
+            .is_none()
+    );
+    behind.next_batch(LIMIT).await.unwrap();
+    assert!(
+        behind
+            .join_group(Recorder::new(usize::MAX), LIMIT)
+            .is_some()
+    );
+}

@@ -1,0 +1,194 @@
+//! A direct-path stream while its channel's group writes it (see
+//! `comet_hub`'s group): the socket's side of the group, and what the
+//! stream's task does meanwhile.
+//!
+//! A caught-up SSE or NDJSON stream hands the hub a [`SocketWriter`]: the
+//! group's task writes each batch to the socket as one chunk, the same
+//! bytes `socket::stream_to` would write, without waiting. The stream's
+//! task sleeps until it is handed back (the socket did not take a whole
+//! chunk, the stream fell behind, the history changed), a heartbeat is
+//! due (none is while the group writes), its credential expires, the
+//! server shuts down or its client leaves. Then it takes the stream out of
+//! the group, finishes the chunk the socket did not take, and carries on
+//! the usual way.
+
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use comet_hub::{GroupWriter, Written};
+use comet_protocol::Message;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::transport::live::{Framing, Live, until};
+use crate::transport::socket::{chunk_size_line, client_gone, send, write_from};
+
+/// How a stay in the group ended.
+pub(crate) enum Left {
+    /// Carry on the usual way.
+    Resume,
+    /// Carry on with these frames (a heartbeat).
+    Send(Vec<Bytes>),
+    /// The connection is over.
+    End,
+}
+
+/// Joins the group of `live`'s channel if the stream has nothing to send,
+/// and waits until it leaves. `None`: not joined (read the usual way).
+pub(crate) async fn stay(
+    stream: &Arc<TcpStream>,
+    live: &mut Live,
+    state: &AppState,
+) -> Option<Left> {
+    let writer = Arc::new(SocketWriter {
+        framing: live.framing(),
+        state: state.clone(),
+        side: Mutex::new(Side {
+            stream: Some(stream.clone()),
+            unsent: Vec::new(),
+            failed: false,
+            last_write: Instant::now(),
+        }),
+        handed_back: Notify::new(),
+    });
+    let grouped = live.join_group(writer.clone())?;
+    let heartbeat = state.config.heartbeat;
+    let deadline = live.deadline();
+    let why = loop {
+        let idle_since = writer.side().last_write;
+        tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => break Why::Other,
+            () = until(deadline) => break Why::Other,
+            () = writer.handed_back.notified() => break Why::Other,
+            () = client_gone(stream) => break Why::ClientGone,
+            () = tokio::time::sleep_until(idle_since + heartbeat) => {
+                if writer.side().last_write == idle_since {
+                    break Why::Heartbeat;
+                }
+            }
+        }
+    };
+    live.leave_group(grouped);
+    let (unsent, failed) = writer.taken();
+    if failed || matches!(why, Why::ClientGone) {
+        return Some(Left::End);
+    }
+    if !unsent.is_empty() {
+        let timeout = state.config.write_timeout;
+        if send(stream, &[], &unsent, b"", timeout, state)
+            .await
+            .is_err()
+        {
+            return Some(Left::End);
+        }
+    }
+    Some(match why {
+        Why::Heartbeat => Left::Send(live.heartbeat_now()),
+        _ => Left::Resume,
+    })
+}
+
+enum Why {
+    Heartbeat,
+    ClientGone,
+    Other,
+}
+
+/// The socket, as the group writes it.
+struct SocketWriter {
+    framing: Framing,
+    state: AppState,
+    side: Mutex<Side>,
+    handed_back: Notify,
+}
+
+struct Side {
+    /// Taken when the stream leaves the group.
+    stream: Option<Arc<TcpStream>>,
+    /// The part of a chunk the socket did not take.
+    unsent: Vec<Bytes>,
+    failed: bool,
+    last_write: Instant,
+}
+
+impl SocketWriter {
+    fn side(&self) -> MutexGuard<'_, Side> {
+        self.side.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the group left to the task; the group holds the socket no
+    /// longer.
+    fn taken(&self) -> (Vec<Bytes>, bool) {
+        let mut side = self.side();
+        side.stream = None;
+        (std::mem::take(&mut side.unsent), side.failed)
+    }
+}
+
+impl GroupWriter for SocketWriter {
+    fn write(&self, messages: &[Arc<Message>]) -> Written {
+        let mut side = self.side();
+        let Some(stream) = side.stream.clone() else {
+            return Written::Stopped;
+        };
+        let frames: Vec<Bytes> = messages
+            .iter()
+            .map(|message| self.framing.message(message))
+            .collect();
+        let size: usize = frames.iter().map(Bytes::len).sum();
+        let mut size_line = [0u8; 18];
+        let size_line = chunk_size_line(size, &mut size_line);
+        let segments = || {
+            std::iter::once(size_line)
+                .chain(frames.iter().map(|frame| &frame[..]))
+                .chain(std::iter::once(&b"\r\n"[..]))
+        };
+        let total = size_line.len() + size + 2;
+        let mut written = 0;
+        while written < total {
+            match write_from(&stream, segments(), written) {
+                Ok(0) => {
+                    side.failed = true;
+                    break;
+                }
+                Ok(count) => written += count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    side.failed = true;
+                    break;
+                }
+            }
+        }
+        self.state
+            .metrics
+            .delivered(self.framing.transport(), messages.len());
+        if written == total {
+            side.last_write = Instant::now();
+            return Written::All;
+        }
+        if !side.failed {
+            // The rest, as slices of the same shared frames: no copy.
+            let mut skip = written;
+            let whole = std::iter::once(Bytes::copy_from_slice(size_line))
+                .chain(frames)
+                .chain(std::iter::once(Bytes::from_static(b"\r\n")));
+            for segment in whole {
+                if skip >= segment.len() {
+                    skip -= segment.len();
+                    continue;
+                }
+                side.unsent.push(segment.slice(skip..));
+                skip = 0;
+            }
+        }
+        Written::Stopped
+    }
+
+    fn handed_back(&self) {
+        self.handed_back.notify_one();
+    }
+}
