@@ -125,15 +125,18 @@ impl Member {
         self.state().grouped
     }
 
-    /// Writes what lies between the member's position and `watermark`, or
-    /// hands the member back.
-    fn pass(&self, watermark: Seq, generation: u64, window: &mut WindowRead) {
+    /// Writes what lies between the member's position and the watermark
+    /// now (so a message published during a pass reaches the members the
+    /// pass has not got to yet), or hands the member back.
+    fn pass(&self, feed: &Feed, window: &mut WindowRead) {
         let mut state = self.state();
         if !state.grouped {
             return;
         }
-        // First: a new history starts its watermark again from zero.
-        if generation != self.generation {
+        let watermark = feed.watermark();
+        // Looked at after the watermark: a new history moves the
+        // generation before it starts the watermark again from zero.
+        if feed.generation() != self.generation {
             return self.hand_back(state);
         }
         if state.position >= watermark {
@@ -144,6 +147,11 @@ impl Member {
         else {
             return self.hand_back(state);
         };
+        // A window read after a change of history may hold the new one's
+        // messages: the generation says which history it read.
+        if feed.generation() != self.generation {
+            return self.hand_back(state);
+        }
         let written = if messages.is_empty() {
             Written::All
         } else {
@@ -335,21 +343,19 @@ async fn run(feed: Arc<Feed>, entry: Arc<ChannelEntry>) {
             }
             members.extend(group.list.iter().cloned());
         }
-        let generation = feed.generation();
-        let watermark = feed.watermark();
+        let started = feed.watermark();
         let mut window = WindowRead::default();
         for (index, member) in members.iter().enumerate() {
-            member.pass(watermark, generation, &mut window);
+            member.pass(&feed, &mut window);
             if index % YIELD_EVERY == YIELD_EVERY - 1 {
                 tokio::task::yield_now().await;
             }
         }
         members.clear();
-        if feed.generation() != generation {
-            continue;
-        }
+        // Published during the pass: the members it had passed by then
+        // have not got it.
         let newest = entry.window().messages.back().map(|message| message.seq());
-        if newest.is_some_and(|newest| newest > watermark) {
+        if newest.is_some_and(|newest| newest > started) {
             // Outrun: the channel's publishes come faster than passes.
             tokio::time::sleep(GATHER).await;
             continue;
