@@ -294,10 +294,14 @@ impl HeadError {
 /// so that closing does not reset the connection under the answer.
 async fn refuse(mut stream: TcpStream, error: ApiError) {
     let body = error.body();
-    let head = answer_head(error.status, body.len(), "", None, false, error.header);
+    // Head and body in one write: a client that reads no further than the
+    // first segment it gets (a WebSocket library refused its upgrade)
+    // still has the error's body.
+    let mut answer = answer_head(error.status, body.len(), "", None, false, error.header);
+    answer.extend_from_slice(&body);
     let mut discard = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut discard)).await;
-    if stream.write_all(&head).await.is_ok() && stream.write_all(&body).await.is_ok() {
+    if stream.write_all(&answer).await.is_ok() {
         let _ = stream.shutdown().await;
         // Drain until the client closes (bounded), so the answer is not lost
         // to a reset.
