@@ -2,15 +2,16 @@
 //! `comet_hub`'s group): the socket's side of the group, and what the
 //! stream's task does meanwhile.
 //!
-//! A caught-up SSE or NDJSON stream hands the hub a [`SocketWriter`]: the
-//! group's task writes each batch to the socket as one chunk, the same
-//! bytes `socket::stream_to` would write, without waiting. The stream's
-//! task sleeps until it is handed back (the socket did not take a whole
-//! chunk, the stream fell behind, the history changed), a heartbeat is
-//! due (none is while the group writes), its credential expires, the
-//! server shuts down or its client leaves. Then it takes the stream out of
-//! the group, finishes the chunk the socket did not take, and carries on
-//! the usual way.
+//! A caught-up stream hands the hub a [`SocketWriter`]: the group's task
+//! writes each batch to the socket (SSE and NDJSON as one chunk,
+//! WebSocket as its text frames), the same bytes the stream's own loop
+//! would write, without waiting. The stream's task sleeps until it is
+//! handed back (the socket did not take a whole write, the stream fell
+//! behind, the history changed), a heartbeat is due (none is while the
+//! group writes), its credential expires, the server shuts down, or its
+//! client leaves (SSE, NDJSON) or sends something (WebSocket: a ping to
+//! answer, a close). Then it takes the stream out of the group, finishes
+//! what the socket did not take, and carries on the usual way.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -64,7 +65,7 @@ pub(crate) async fn stay(
             _ = state.shutdown.cancelled() => break Why::Other,
             () = until(deadline) => break Why::Other,
             () = writer.handed_back.notified() => break Why::Other,
-            () = client_gone(stream) => break Why::ClientGone,
+            why = client_side(stream, live.framing()) => break why,
             () = tokio::time::sleep_until(idle_since + heartbeat) => {
                 if writer.side().last_write == idle_since {
                     break Why::Heartbeat;
@@ -96,6 +97,18 @@ enum Why {
     Heartbeat,
     ClientGone,
     Other,
+}
+
+/// Resolves when the client's side needs the stream's task: it closed
+/// (SSE and NDJSON read nothing else), or, on a WebSocket, it sent
+/// something (a ping to answer, a close, …).
+async fn client_side(stream: &TcpStream, framing: Framing) -> Why {
+    if framing == Framing::WebSocket {
+        let _ = stream.readable().await;
+        return Why::Other;
+    }
+    client_gone(stream).await;
+    Why::ClientGone
 }
 
 /// The socket, as the group writes it.
@@ -139,15 +152,21 @@ impl GroupWriter for SocketWriter {
             .iter()
             .map(|message| self.framing.message(message))
             .collect();
+        // SSE and NDJSON go as one HTTP chunk; WebSocket frames as they are.
+        let chunked = self.framing != Framing::WebSocket;
         let size: usize = frames.iter().map(Bytes::len).sum();
         let mut size_line = [0u8; 18];
-        let size_line = chunk_size_line(size, &mut size_line);
+        let (size_line, end): (&[u8], &[u8]) = if chunked {
+            (chunk_size_line(size, &mut size_line), b"\r\n")
+        } else {
+            (b"", b"")
+        };
         let segments = || {
             std::iter::once(size_line)
                 .chain(frames.iter().map(|frame| &frame[..]))
-                .chain(std::iter::once(&b"\r\n"[..]))
+                .chain(std::iter::once(end))
         };
-        let total = size_line.len() + size + 2;
+        let total = size_line.len() + size + end.len();
         let mut written = 0;
         while written < total {
             match write_from(&stream, segments(), written) {
@@ -175,7 +194,7 @@ impl GroupWriter for SocketWriter {
             let mut skip = written;
             let whole = std::iter::once(Bytes::copy_from_slice(size_line))
                 .chain(frames)
-                .chain(std::iter::once(Bytes::from_static(b"\r\n")));
+                .chain(std::iter::once(Bytes::from_static(end)));
             for segment in whole {
                 if skip >= segment.len() {
                     skip -= segment.len();

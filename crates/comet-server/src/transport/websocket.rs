@@ -17,9 +17,13 @@
 //! shutdown, 4401 when the credential expires, 1011 when the store fails.
 //!
 //! Between batches a connection holds its subscription and its task's
-//! state, no buffer, as SSE and NDJSON streams do (`super::socket`).
+//! state, no buffer, as SSE and NDJSON streams do (`super::socket`); once
+//! caught up it joins its channel's group (`super::grouped`), which writes
+//! its next frames until the client sends something or the stream is
+//! handed back.
 
 use std::io;
+use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -31,6 +35,7 @@ use tokio::time::Instant;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::transport::grouped::{self, Left};
 use crate::transport::live::Live;
 use crate::transport::socket::send;
 use crate::transport::{channel_list, open};
@@ -121,10 +126,28 @@ pub(crate) async fn stream_to(
     state: &AppState,
 ) {
     let timeout = state.config.write_timeout;
+    let stream = Arc::new(stream);
     let mut unsent_head = response_head;
     let mut reader: Option<Box<FrameReader>> = None;
     let mut ping_unanswered_since: Option<Instant> = None;
     loop {
+        if unsent_head.is_empty() {
+            // Caught up: the channel's group writes the stream meanwhile.
+            match grouped::stay(&stream, &mut live, state).await {
+                None | Some(Left::Resume) => {}
+                Some(Left::Send(heartbeat)) => {
+                    if !ping_answered_in_time(&mut ping_unanswered_since, state)
+                        || send(&stream, &[], &heartbeat, b"", timeout, state)
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                Some(Left::End) => return,
+            }
+        }
         let mut out: Vec<Bytes> = Vec::new();
         let mut last = false;
         tokio::select! {
@@ -141,16 +164,10 @@ pub(crate) async fn stream_to(
             }
             frames = live.next_frames() => match frames {
                 Some(frames) => {
-                    if live.sent_heartbeat() {
-                        match ping_unanswered_since {
-                            Some(since) if since.elapsed() >= timeout => {
-                                state.metrics.stalled_disconnect();
-                                tracing::debug!("closing a WebSocket whose peer answered no ping");
-                                return;
-                            }
-                            Some(_) => {}
-                            None => ping_unanswered_since = Some(Instant::now()),
-                        }
+                    if live.sent_heartbeat()
+                        && !ping_answered_in_time(&mut ping_unanswered_since, state)
+                    {
+                        return;
                     }
                     out = frames;
                 }
@@ -177,6 +194,24 @@ pub(crate) async fn stream_to(
         unsent_head = Vec::new();
         if last {
             return;
+        }
+    }
+}
+
+/// Before a heartbeat (which carries a ping): false if the last ping is
+/// unanswered for the write timeout (the connection is given up);
+/// otherwise notes when this one went out, unless one is still waiting.
+fn ping_answered_in_time(unanswered_since: &mut Option<Instant>, state: &AppState) -> bool {
+    match unanswered_since {
+        Some(since) if since.elapsed() >= state.config.write_timeout => {
+            state.metrics.stalled_disconnect();
+            tracing::debug!("closing a WebSocket whose peer answered no ping");
+            false
+        }
+        Some(_) => true,
+        None => {
+            *unanswered_since = Some(Instant::now());
+            true
         }
     }
 }
