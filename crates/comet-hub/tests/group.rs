@@ -107,6 +107,25 @@ impl GroupWriter for Recorder {
     }
 }
 
+/// The data of the subscription's next batch (within 10 s), which must
+/// hold no gap.
+async fn next_data(subscription: &mut Subscription) -> Vec<String> {
+    let batch = tokio::time::timeout(
+        Duration::from_secs(10),
+        subscription.next_batch(BatchLimit::messages(16)),
+    )
+    .await
+    .expect("a batch")
+    .unwrap();
+    batch
+        .into_iter()
+        .map(|item| match item {
+            Item::Message(message) => message.data().as_str().to_string(),
+            Item::Gap(gap) => panic!("no gap: {gap:?}"),
+        })
+        .collect()
+}
+
 fn numbered(count: usize) -> Vec<String> {
     (0..count).map(|n| n.to_string()).collect()
 }
@@ -128,20 +147,7 @@ async fn stream(mut subscription: Subscription, count: usize) -> (Vec<String>, u
                 .await;
             subscription.leave_group(grouped);
         } else {
-            let batch = tokio::time::timeout(
-                Duration::from_secs(10),
-                subscription.next_batch(BatchLimit::messages(16)),
-            )
-            .await
-            .expect("a batch")
-            .unwrap();
-            let batch: Vec<_> = batch
-                .iter()
-                .map(|item| match item {
-                    Item::Message(message) => message.data().as_str().to_string(),
-                    Item::Gap(gap) => panic!("no gap: {gap:?}"),
-                })
-                .collect();
+            let batch = next_data(&mut subscription).await;
             read_itself += batch.len();
             recorder.writes.lock().unwrap().push(batch);
         }
@@ -224,17 +230,7 @@ async fn a_member_whose_socket_takes_no_more_is_handed_back_and_reads_on_from_th
     }
     let mut read = carried.clone();
     while read.len() < 5 {
-        let batch = tokio::time::timeout(
-            Duration::from_secs(10),
-            subscription.next_batch(BatchLimit::messages(16)),
-        )
-        .await
-        .expect("the rest")
-        .unwrap();
-        read.extend(batch.into_iter().map(|item| match item {
-            Item::Message(message) => message.data().as_str().to_string(),
-            Item::Gap(gap) => panic!("no gap: {gap:?}"),
-        }));
+        read.extend(next_data(&mut subscription).await);
     }
     assert_eq!(read, numbered(5));
     assert_eq!(recorder.written(), carried, "nothing written after it");
@@ -261,14 +257,7 @@ async fn a_member_left_behind_by_the_live_window_is_handed_back_and_reads_the_st
     subscription.leave_group(grouped);
     let mut read = Vec::new();
     while read.len() < 10 {
-        let batch = subscription
-            .next_batch(BatchLimit::messages(16))
-            .await
-            .unwrap();
-        read.extend(batch.into_iter().map(|item| match item {
-            Item::Message(message) => message.data().as_str().to_string(),
-            Item::Gap(gap) => panic!("no gap: {gap:?}"),
-        }));
+        read.extend(next_data(&mut subscription).await);
     }
     assert_eq!(read, numbered(10));
 }
