@@ -18,8 +18,10 @@
 //! - its socket did not take a whole write (the writer keeps the rest, and
 //!   the task finishes it),
 //! - it fell behind the live window (it reads the store, with gap
-//!   detection), or
-//! - the history changed (it reports the `reset` gaps).
+//!   detection),
+//! - the history changed (it reports the `reset` gaps), or
+//! - the group's task ended without finishing (a writer panicked): every
+//!   member is handed back, and the next to join starts a new task.
 //!
 //! The task itself leaves the group to send a heartbeat, at the end of a
 //! credential, at shutdown, or when its client left ([`Subscription::leave_group`]).
@@ -320,12 +322,44 @@ impl Member {
     }
 }
 
+/// A group's task while it runs. Dropped before the task ended (a writer
+/// panicked, or the runtime is shutting down), it hands every member back
+/// to its own task, and the next stream to join starts a new one: a group
+/// never stops writing with members left in it.
+struct Running<'a> {
+    entry: &'a ChannelEntry,
+    ended: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let members = {
+            let mut group = self.entry.group.members();
+            group.running = false;
+            std::mem::take(&mut group.list)
+        };
+        for member in members {
+            let state = member.state();
+            if state.grouped {
+                member.hand_back(state);
+            }
+        }
+    }
+}
+
 /// The group's task: a pass over the members after every commit to the
 /// channel, until the group is empty. Commits that come while a pass runs
 /// are written by the next one; when they keep coming (the channel is
 /// saturated), the next pass waits [`GATHER`] first, so that each write
 /// carries several messages.
 async fn run(feed: Arc<Feed>, entry: Arc<ChannelEntry>) {
+    let mut running = Running {
+        entry: &entry,
+        ended: false,
+    };
     let mut members: Vec<Arc<Member>> = Vec::new();
     loop {
         // Registered before the watermark is read: a commit after the read
@@ -339,6 +373,7 @@ async fn run(feed: Arc<Feed>, entry: Arc<ChannelEntry>) {
             group.list.retain(|member| member.is_grouped());
             if group.list.is_empty() {
                 group.running = false;
+                running.ended = true;
                 return;
             }
             members.extend(group.list.iter().cloned());

@@ -287,3 +287,44 @@ async fn only_a_caught_up_subscription_of_one_channel_joins() {
             .is_some()
     );
 }
+
+/// A writer that fails the way a bug would.
+struct Panicking;
+
+impl GroupWriter for Panicking {
+    fn write(&self, _: &[Arc<Message>]) -> Written {
+        panic!("a writer's bug (this test panics on purpose)");
+    }
+
+    fn handed_back(&self) {}
+}
+
+#[tokio::test]
+async fn a_writer_that_panics_leaves_no_member_unwritten() {
+    let hub = hub(256);
+    let broken = subscribe(&hub).await;
+    let mut healthy = subscribe(&hub).await;
+    let _broken = broken.join_group(Arc::new(Panicking), LIMIT).unwrap();
+    let recorder = Recorder::new(usize::MAX);
+    let grouped = healthy.join_group(recorder.clone(), LIMIT).unwrap();
+    publish(&hub, "0".to_string()).await;
+    // The pass that panicked gives its members back to their tasks.
+    recorder
+        .until("the hand-back", |r| *r.handed_back.lock().unwrap())
+        .await;
+    healthy.leave_group(grouped);
+    let mut read = recorder.written();
+    while read.is_empty() {
+        read.extend(next_data(&mut healthy).await);
+    }
+    assert_eq!(read, numbered(1));
+
+    // And the next one to join is written by a new task.
+    let recorder = Recorder::new(usize::MAX);
+    let _grouped = healthy.join_group(recorder.clone(), LIMIT).unwrap();
+    publish(&hub, "1".to_string()).await;
+    recorder
+        .until("the next message", |r| !r.written().is_empty())
+        .await;
+    assert_eq!(recorder.written(), ["1"]);
+}
