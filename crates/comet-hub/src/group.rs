@@ -44,14 +44,18 @@ use comet_protocol::{Message, Seq};
 use tokio::sync::Notify;
 
 use crate::feed::{ChannelEntry, Feed};
-use crate::pace::Progress;
+use crate::pace::{PaceConfig, Progress};
 use crate::subscription::BatchLimit;
 
 /// Members written between chances for other tasks to run.
 const YIELD_EVERY: usize = 64;
 
-/// How long a pass that was outrun waits before the next.
+/// How long a pass that was outrun waits, at most, before the next.
 const GATHER: Duration = Duration::from_millis(1);
+
+/// How many messages a pass that was outrun waits for, at most, before
+/// the next (fewer when publish back-pressure allows less lag).
+const GATHER_MOST: usize = 16;
 
 /// The writing side of a grouped stream (implemented by a transport).
 pub trait GroupWriter: Send + Sync {
@@ -252,6 +256,7 @@ pub(crate) fn join(
     entry: &Arc<ChannelEntry>,
     member: Arc<Member>,
     position: Seq,
+    pace: PaceConfig,
 ) {
     let (start, behind) = {
         let mut members = entry.group.members();
@@ -268,7 +273,13 @@ pub(crate) fn join(
         (!std::mem::replace(&mut members.running, true), behind)
     };
     if start {
-        tokio::spawn(run(feed.clone(), entry.clone()));
+        // Half the lag publishes may run ahead: a healthy member never
+        // makes a publish wait while its pass gathers.
+        let enough = match pace.max_lag {
+            0 => GATHER_MOST,
+            lag => (lag / 2).clamp(1, GATHER_MOST),
+        };
+        tokio::spawn(run(feed.clone(), entry.clone(), enough));
     } else if behind {
         entry.group.changed.notify_one();
     }
@@ -322,6 +333,25 @@ impl Member {
     }
 }
 
+/// Waits [`GATHER`], or less once `enough` messages of the channel lie
+/// after `since`.
+async fn gather(entry: &ChannelEntry, since: Seq, enough: usize) {
+    let deadline = tokio::time::Instant::now() + GATHER;
+    loop {
+        let committed = entry.notify.notified();
+        tokio::pin!(committed);
+        committed.as_mut().enable();
+        let after = {
+            let window = entry.window();
+            let before = window.messages.partition_point(|m| m.seq() <= since);
+            window.messages.len() - before
+        };
+        if after >= enough || tokio::time::timeout_at(deadline, committed).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// A group's task while it runs. Dropped before the task ended (a writer
 /// panicked, or the runtime is shutting down), it hands every member back
 /// to its own task, and the next stream to join starts a new one: a group
@@ -353,9 +383,9 @@ impl Drop for Running<'_> {
 /// The group's task: a pass over the members after every commit to the
 /// channel, until the group is empty. Commits that come while a pass runs
 /// are written by the next one; when they keep coming (the channel is
-/// saturated), the next pass waits [`GATHER`] first, so that each write
-/// carries several messages.
-async fn run(feed: Arc<Feed>, entry: Arc<ChannelEntry>) {
+/// saturated), the next pass first waits [`GATHER`] or until `enough`
+/// more have come, so that each write carries several messages.
+async fn run(feed: Arc<Feed>, entry: Arc<ChannelEntry>, enough: usize) {
     let mut running = Running {
         entry: &entry,
         ended: false,
@@ -392,7 +422,7 @@ async fn run(feed: Arc<Feed>, entry: Arc<ChannelEntry>) {
         let newest = entry.window().messages.back().map(|message| message.seq());
         if newest.is_some_and(|newest| newest > started) {
             // Outrun: the channel's publishes come faster than passes.
-            tokio::time::sleep(GATHER).await;
+            gather(&entry, started, enough).await;
             continue;
         }
         tokio::select! {

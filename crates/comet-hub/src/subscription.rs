@@ -331,7 +331,7 @@ impl Subscription {
             limit,
             self.generation,
         ));
-        group::join(feed, entry, member.clone(), self.position);
+        group::join(feed, entry, member.clone(), self.position, self.shared.pace);
         Some(Grouped { member })
     }
 
