@@ -358,6 +358,9 @@ describe('own events and message types', () => {
         const ids = [await comet.publish('news', 'g1', 'gap'), await comet.publish('news', 't1', 'transport')];
         const page = await cometPage(comet);
         await subscribeIn(page, 'news', { transport, since: first }, { types: ['gap', 'transport', 'message'] });
+        // The history is read after the stream opens: the next publish
+        // (retention 2) would trim g1 away if it came first.
+        await page.waitForFunction(() => window.received.length >= 2, null, { timeout: 20000 });
         ids.push(await comet.publish('news', 'g2', 'gap'));
         // Reserved types are refused by the server: nothing reaches anyone.
         for (const type of ['error', 'open', 'comet-gap', 'comet-transport']) {
