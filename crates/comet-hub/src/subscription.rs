@@ -305,6 +305,19 @@ impl Subscription {
         Some(Parked { slot })
     }
 
+    /// Whether [`Self::join_group`] would join now: the subscription follows
+    /// one channel, has read everything announced and has nothing pending.
+    /// A quick look, so a caller can skip building a writer that would not
+    /// be taken (a commit may still come between this and the join).
+    pub fn may_join_group(&self) -> bool {
+        let feed = &self.shared.feed;
+        self.entries.len() == 1
+            && self.pending.is_empty()
+            && self.following[0].floor <= self.position
+            && feed.generation() == self.generation
+            && feed.watermark() <= self.position
+    }
+
     /// Joins the group of the subscription's channel (see `crate::group`):
     /// from now on its messages are written by `writer`, in the channel's
     /// pass, until the stream is handed back (`writer` is told) or leaves
@@ -315,14 +328,10 @@ impl Subscription {
         let [entry] = &*self.entries else {
             return None;
         };
-        let feed = &self.shared.feed;
-        if !self.pending.is_empty()
-            || self.following[0].floor > self.position
-            || feed.generation() != self.generation
-            || feed.watermark() > self.position
-        {
+        if !self.may_join_group() {
             return None;
         }
+        let feed = &self.shared.feed;
         let member = Arc::new(Member::new(
             writer,
             self.position,

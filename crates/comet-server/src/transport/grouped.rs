@@ -44,6 +44,10 @@ pub(crate) async fn stay(
     live: &mut Live,
     state: &AppState,
 ) -> Option<Left> {
+    // Most calls of a busy stream find it behind: no writer for those.
+    if !live.may_join_group() {
+        return None;
+    }
     let writer = Arc::new(SocketWriter {
         framing: live.framing(),
         state: state.clone(),

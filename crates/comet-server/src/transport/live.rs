@@ -237,10 +237,16 @@ impl Live {
     /// Joins the group of the stream's channel (see `comet_hub`'s group):
     /// `None` unless the stream has nothing to send now.
     pub(crate) fn join_group(&self, writer: Arc<dyn GroupWriter>) -> Option<Grouped> {
-        if self.opening.is_some() || self.expired {
+        if !self.may_join_group() {
             return None;
         }
         self.subscription.join_group(writer, self.batch_limit())
+    }
+
+    /// Whether [`Self::join_group`] would join now (see
+    /// `Subscription::may_join_group`).
+    pub(crate) fn may_join_group(&self) -> bool {
+        self.opening.is_none() && !self.expired && self.subscription.may_join_group()
     }
 
     /// Leaves the group: what it wrote counts as sent.
