@@ -402,7 +402,7 @@ describe('liveness', () => {
         // A stopped server keeps its sockets open: the connection is silent,
         // not closed. Heartbeats every 200 ms stop; after 1.5 s of silence
         // the client gives up on it.
-        comet.pause();
+        await comet.pause();
         try {
           await pageEventually(page, () => window.errors.length >= 1, null, 'the silent connection to be dropped');
         } finally {
@@ -676,7 +676,7 @@ describe('publish()', () => {
     try {
       const page = await cometPage(comet);
       await page.evaluate(() => import('/comet.js'));
-      comet.pause();
+      await comet.pause();
       try {
         const outcome = await withTimeout(
           page.evaluate(async () => {

@@ -14,7 +14,7 @@
 // the body is replaced (Playwright's page.route, route.fetch, route.fulfill).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -84,9 +84,25 @@ export class Comet {
     await exited;
   }
 
-  /** Freezes the server (SIGSTOP): its sockets stay open, nothing is answered. */
-  pause() {
+  /**
+   * Freezes the server (SIGSTOP): its sockets stay open, nothing is
+   * answered. Resolves once every thread of it is stopped: the signal only
+   * asks, and on a busy machine a thread may serve a request or two before
+   * it obeys (seen: a publish answered after `kill` had returned).
+   */
+  async pause() {
     this.process.kill('SIGSTOP');
+    await eventually(() => this.#stopped(), 'the server to stop (SIGSTOP)', 5000);
+  }
+
+  /** Whether every thread of the server is stopped (state `T` in /proc). */
+  #stopped() {
+    const tasks = `/proc/${this.process.pid}/task`;
+    return readdirSync(tasks).every((task) => {
+      const stat = readFileSync(`${tasks}/${task}/stat`, 'utf8');
+      // The state follows the command's closing parenthesis.
+      return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T');
+    });
   }
 
   /** Lets a paused server run again (SIGCONT). */
