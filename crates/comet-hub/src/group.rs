@@ -84,7 +84,8 @@ pub enum Written {
 pub(crate) struct Group {
     members: Mutex<Members>,
     /// Members in the group (their state says so); the list may still
-    /// hold some that left, until the task's next pass.
+    /// hold some that left, up to about as many again (see
+    /// [`Members::prune`]).
     grouped: AtomicUsize,
     /// A member that may be behind joined, or the last one left.
     changed: Notify,
@@ -93,7 +94,26 @@ pub(crate) struct Group {
 #[derive(Default)]
 struct Members {
     list: Vec<Arc<Member>>,
+    /// Changes whenever `list` does, so the task copies it only then.
+    version: u64,
     running: bool,
+}
+
+impl Members {
+    fn push(&mut self, member: Arc<Member>) {
+        self.list.push(member);
+        self.version += 1;
+    }
+
+    /// Lets go of members that left once they are as many as those in the
+    /// group (and a few more): the list stays within about twice the
+    /// group, and is not walked for this at every pass.
+    fn prune(&mut self, grouped: usize) {
+        if self.list.len() >= 2 * grouped + 64 {
+            self.list.retain(|member| member.is_grouped());
+            self.version += 1;
+        }
+    }
 }
 
 impl Group {
@@ -261,11 +281,8 @@ pub(crate) fn join(
     let (start, behind) = {
         let mut members = entry.group.members();
         let grouped = entry.group.grouped.fetch_add(1, Ordering::SeqCst);
-        if members.list.len() >= 2 * grouped + 64 {
-            // Those that left while the channel was quiet.
-            members.list.retain(|member| member.is_grouped());
-        }
-        members.list.push(member);
+        members.prune(grouped);
+        members.push(member);
         // Looked at under the lock, after the push: a commit this look
         // misses wakes the task, whose next look at the list (under this
         // lock) comes after the push.
@@ -390,7 +407,10 @@ async fn run(feed: Arc<Feed>, entry: Arc<ChannelEntry>, enough: usize) {
         entry: &entry,
         ended: false,
     };
+    // The list as the task last copied it (members that left are skipped
+    // by their pass), and the list's version then.
     let mut members: Vec<Arc<Member>> = Vec::new();
+    let mut copied = None;
     loop {
         // Registered before the watermark is read: a commit after the read
         // wakes the wait below.
@@ -400,13 +420,20 @@ async fn run(feed: Arc<Feed>, entry: Arc<ChannelEntry>, enough: usize) {
         committed.as_mut().enable();
         {
             let mut group = entry.group.members();
-            group.list.retain(|member| member.is_grouped());
-            if group.list.is_empty() {
+            // Joins count themselves in under this lock; a member counts
+            // itself out once its state says it left.
+            let grouped = entry.group.grouped.load(Ordering::SeqCst);
+            if grouped == 0 {
+                group.list.clear();
                 group.running = false;
                 running.ended = true;
                 return;
             }
-            members.extend(group.list.iter().cloned());
+            group.prune(grouped);
+            if copied != Some(group.version) {
+                members.clone_from(&group.list);
+                copied = Some(group.version);
+            }
         }
         let started = feed.watermark();
         let mut window = WindowRead::default();
@@ -416,7 +443,6 @@ async fn run(feed: Arc<Feed>, entry: Arc<ChannelEntry>, enough: usize) {
                 tokio::task::yield_now().await;
             }
         }
-        members.clear();
         // Published during the pass: the members it had passed by then
         // have not got it.
         let newest = entry.window().messages.back().map(|message| message.seq());

@@ -328,3 +328,25 @@ async fn a_writer_that_panics_leaves_no_member_unwritten() {
         .await;
     assert_eq!(recorder.written(), ["1"]);
 }
+
+#[tokio::test]
+async fn a_group_lets_go_of_its_writers_once_the_last_member_left() {
+    let hub = hub(256);
+    let mut subscription = subscribe(&hub).await;
+    let recorder = Recorder::new(usize::MAX);
+    let grouped = subscription.join_group(recorder.clone(), LIMIT).unwrap();
+    publish(&hub, "0".to_string()).await;
+    recorder
+        .until("the message", |r| !r.written().is_empty())
+        .await;
+    subscription.leave_group(grouped);
+    // Only this test holds the writer once the group's task has ended (a
+    // task left running would keep it, and its channel, for good).
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while Arc::strong_count(&recorder) > 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the group let go of the writer");
+}

@@ -60,6 +60,10 @@ pub(crate) async fn stay(
         handed_back: Notify::new(),
     });
     let grouped = live.join_group(writer.clone())?;
+    // The group may hold the writer a while after the stream left (until
+    // its list is pruned): it must not hold the socket, even if this
+    // future is dropped before it ends.
+    let _release = Release(&writer);
     let heartbeat = state.config.heartbeat;
     let deadline = live.deadline();
     let why = loop {
@@ -95,6 +99,15 @@ pub(crate) async fn stay(
         Why::Heartbeat => Left::Send(live.heartbeat_now()),
         _ => Left::Resume,
     })
+}
+
+/// Takes the socket from the writer when dropped.
+struct Release<'a>(&'a SocketWriter);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.side().stream = None;
+    }
 }
 
 enum Why {
