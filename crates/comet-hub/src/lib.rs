@@ -12,9 +12,9 @@
 //! store when they no longer do. So a subscriber that falls behind costs no
 //! memory: it reads history at its own pace, and, if retention removed what
 //! it had not read, it is told so with a [`Gap`]. Subscribers never wait
-//! for each other; a publisher waits for the live ones only as far as
-//! [`PaceConfig`] says (publish back-pressure, `pace.rs`), never for one
-//! reading history.
+//! for each other; a publisher's answer waits for the live ones only as
+//! far as [`PaceConfig`] says (publish back-pressure, `pace.rs`), never for
+//! one reading history.
 //!
 //! Messages are shared (`Arc<Message>`), and so are their encoded frames,
 //! which [`Message`](comet_protocol::Message) computes once per transport.
@@ -185,7 +185,8 @@ impl Hub {
         }
     }
 
-    /// Stores a message and delivers it to the channel's subscribers.
+    /// Stores a message and delivers it to the channel's subscribers; the
+    /// answer may wait for them (publish back-pressure, [`PaceConfig`]).
     pub async fn publish(
         &self,
         channel: &ChannelName,
@@ -193,7 +194,6 @@ impl Hub {
         data: Data,
     ) -> Result<Published, HubError> {
         let feed = &self.shared.feed;
-        self.pace(std::slice::from_ref(channel)).await;
         let subscribers = self.subscriber_count(channel);
         let publishing = feed.publishing();
         let appended = self.shared.store.append(channel, event, data).await;
@@ -201,6 +201,7 @@ impl Hub {
         // before anything else gets to run.
         drop(publishing);
         let message = appended?;
+        self.pace(std::slice::from_ref(channel)).await;
         self.shared.stats.record_published(1, 0);
         Ok(Published {
             id: message.cursor(),
@@ -226,7 +227,6 @@ impl Hub {
             .collect();
         channels.sort();
         channels.dedup();
-        self.pace(&channels).await;
         let drafts: Vec<Draft> = publications
             .into_iter()
             .map(|publication| Draft {
@@ -244,6 +244,7 @@ impl Hub {
         // before anything else gets to run.
         drop(publishing);
         let appended = appended?;
+        self.pace(&channels).await;
         let epoch = self.shared.feed.epoch();
         let mut repeats = 0;
         let published: Vec<Published> = appended
@@ -314,9 +315,9 @@ impl Hub {
             .collect())
     }
 
-    /// Waits for the live subscribers of `channels` to be within the
-    /// configured lag (see [`PaceConfig`]), counting the publishes that
-    /// waited.
+    /// Waits, after a publish was stored, for the live subscribers of
+    /// `channels` to be within the configured lag (see [`PaceConfig`]),
+    /// counting the publishes that waited.
     async fn pace(&self, channels: &[ChannelName]) {
         let mut waited = false;
         for channel in channels {

@@ -1,13 +1,20 @@
-//! Publish back-pressure: a publish to a channel waits while one of the
-//! channel's live subscribers has [`PaceConfig::max_lag`] or more of its
-//! messages unread (so none has more than `max_lag` after the publish), at
-//! most [`PaceConfig::max_wait`].
+//! Publish back-pressure: a publish to a channel is stored at once, and its
+//! answer waits while one of the channel's live subscribers has
+//! [`PaceConfig::max_lag`] or more of its messages unread (this one
+//! included), at most [`PaceConfig::max_wait`].
 //!
 //! Without it, a publisher that never waits (the memory store answers at
 //! once) can run arbitrarily far ahead of the sockets: every message is
 //! delivered, but the last ones seconds after they were published. With
 //! it, publishes go at the pace of the slowest live subscriber, so a
-//! message's delay stays within about `max_lag` messages' fan-out.
+//! message's delay stays within about `max_lag` messages' fan-out (plus
+//! one for each other publish to the channel in flight).
+//!
+//! The wait comes after the message is stored, not before: a message held
+//! back before it is stored is out of every subscriber's reach for as long
+//! as the slowest one takes, and reaches them only in the fan-out after
+//! that, so under a flood its delay was about two fan-outs instead of one
+//! (see `bench/README.md`, "Publish back-pressure").
 //!
 //! Who counts: a subscription whose last read of every channel came from
 //! the live windows ([`Progress`]). One reading stored history (it fell
@@ -41,8 +48,9 @@ const RESCAN_EVERY: Duration = Duration::from_millis(5);
 /// How far publishers may run ahead of subscribers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PaceConfig {
-    /// Most messages of a channel a live subscriber may have unread once a
-    /// publish to it proceeds; 0 never waits.
+    /// A publish's answer waits while a live subscriber of its channel has
+    /// this many of its messages unread (the publish's own included: it is
+    /// stored first); 0 never waits.
     pub max_lag: usize,
     /// Longest one publish waits; a subscriber still behind after it no
     /// longer counts until it has caught up.
@@ -146,8 +154,8 @@ impl ChannelPace {
     }
 
     /// Waits until every counted follower of `entry` has fewer than
-    /// `config.max_lag` of its messages unread (so none has more than
-    /// `max_lag` once the publish is stored), at most `config.max_wait`;
+    /// `config.max_lag` of its messages unread (the publish's own
+    /// included: it is stored first), at most `config.max_wait`;
     /// then gives up on those still behind. True if it waited at all.
     pub(crate) async fn wait(
         &self,

@@ -1,7 +1,7 @@
-//! Publish back-pressure: a publish waits while a live subscriber of its
-//! channel is `max_lag` messages behind, is let go as soon as that
-//! subscriber reads, and waits at most once for a subscriber that stays
-//! stuck. Nothing is lost either way.
+//! Publish back-pressure: a publish is stored and delivered at once, and its
+//! answer waits while a live subscriber of its channel is `max_lag`
+//! messages behind, comes as soon as that subscriber reads, and waits at
+//! most once for a subscriber that stays stuck. Nothing is lost either way.
 
 use std::time::Duration;
 
@@ -131,4 +131,91 @@ async fn a_subscriber_stuck_past_the_longest_wait_is_waited_for_once_until_it_ca
         let event = late.next_event().await.expect("every message");
         assert_eq!(event.data[..5], format!("{i:05}"), "in order");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_publish_is_delivered_to_the_others_before_its_answer() {
+    a_held_publish_is_delivered_before_its_answer(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_batch_is_delivered_to_the_others_before_its_answer() {
+    a_held_publish_is_delivered_before_its_answer(true).await;
+}
+
+/// Publishes (one message, or a batch of one with `batch`) until one is
+/// held by a stuck subscriber, and looks at what another subscriber, one
+/// that reads everything, has received meanwhile.
+async fn a_held_publish_is_delivered_before_its_answer(batch: bool) {
+    let (server, http, stuck) = paced_server_with_a_stuck_subscriber(Duration::from_secs(60)).await;
+    let response = http
+        .get(format!("{}/sse/paced", server.base()))
+        .send()
+        .await
+        .unwrap();
+    let (seen, mut seen_now) = tokio::sync::watch::channel(None::<usize>);
+    tokio::spawn(async move {
+        let mut reader = SseStream::new(response);
+        while let Some(event) = reader.next_event().await {
+            if let Ok(i) = event.data[..5].parse::<usize>() {
+                seen.send_replace(Some(i));
+            }
+        }
+    });
+    wait_for_metric(
+        &http,
+        &server.base(),
+        "comet_subscribers{transport=\"sse\"} 2",
+    )
+    .await;
+
+    let mut held = None;
+    for i in 0..2_000 {
+        let publishing = tokio::spawn({
+            let http = http.clone();
+            let base = server.base();
+            async move {
+                if batch {
+                    let body = serde_json::json!({
+                        "messages": [{"channel": "paced", "data": payload(i)}]
+                    });
+                    let answer = http.post(format!("{base}/pub")).json(&body).send();
+                    assert_eq!(answer.await.unwrap().status(), 201);
+                } else {
+                    publish(&http, &base, "paced", &payload(i)).await;
+                }
+            }
+        });
+        if tokio::time::timeout(Duration::from_secs(1), async {
+            while !publishing.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .is_err()
+        {
+            held = Some((i, publishing));
+            break;
+        }
+    }
+    let (last, publishing) = held.expect("a publish waits for the stalled subscriber");
+
+    // Its message is stored and goes out at once: only the answer waits.
+    within(
+        "the held publish's message at the subscriber that reads",
+        seen_now.wait_for(|seen| *seen == Some(last)),
+    )
+    .await
+    .unwrap();
+    assert!(!publishing.is_finished(), "the answer still waits");
+
+    // The stuck subscriber reads: the answer comes.
+    let mut reader = SseStream::from_body(raw::chunked_body(stuck).await);
+    for i in 0..=last {
+        let event = reader.next_event().await.expect("every message");
+        assert_eq!(event.data[..5], format!("{i:05}"), "in order");
+    }
+    within("the held publish's answer", publishing)
+        .await
+        .unwrap();
 }

@@ -546,10 +546,10 @@ pub struct ServeArgs {
     #[arg(long, env = "COMET_LIVE_WINDOW_BYTES", default_value = "64MiB")]
     pub live_window_bytes: ByteSize,
 
-    /// Publish back-pressure: a publish waits while a live subscriber of
-    /// its channel has this many of the channel's messages unread (so none
-    /// has more once it is published); 0 never waits. Subscribers reading
-    /// stored history do not count.
+    /// Publish back-pressure: a publish is stored at once, and its answer
+    /// waits while a live subscriber of its channel has this many of the
+    /// channel's messages unread (this one included); 0 never waits.
+    /// Subscribers reading stored history do not count.
     #[arg(long, env = "COMET_MAX_LAG", default_value_t = 16)]
     pub max_lag: usize,
 
