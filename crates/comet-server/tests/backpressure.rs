@@ -47,27 +47,7 @@ async fn a_publish_waits_for_a_stalled_live_subscriber_and_goes_on_once_it_reads
 
     // Publish until one publish is held: the subscriber's socket is full,
     // it reads nothing more from the hub, and falls four behind.
-    let mut held = None;
-    for i in 0..2_000 {
-        let publishing = tokio::spawn({
-            let http = http.clone();
-            let base = server.base();
-            async move { publish(&http, &base, "paced", &payload(i)).await }
-        });
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        if tokio::time::timeout(Duration::from_secs(1), async {
-            while !publishing.is_finished() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .is_err()
-        {
-            held = Some((i, publishing));
-            break;
-        }
-    }
-    let (last, publishing) = held.expect("a publish waits for the stalled subscriber");
+    let (last, publishing) = publish_until_one_is_held(&server, &http, false).await;
 
     // The subscriber reads: the held publish goes on long before its
     // longest wait, and the subscriber gets every message, in order.
@@ -169,36 +149,7 @@ async fn a_held_publish_is_delivered_before_its_answer(batch: bool) {
     )
     .await;
 
-    let mut held = None;
-    for i in 0..2_000 {
-        let publishing = tokio::spawn({
-            let http = http.clone();
-            let base = server.base();
-            async move {
-                if batch {
-                    let body = serde_json::json!({
-                        "messages": [{"channel": "paced", "data": payload(i)}]
-                    });
-                    let answer = http.post(format!("{base}/pub")).json(&body).send();
-                    assert_eq!(answer.await.unwrap().status(), 201);
-                } else {
-                    publish(&http, &base, "paced", &payload(i)).await;
-                }
-            }
-        });
-        if tokio::time::timeout(Duration::from_secs(1), async {
-            while !publishing.is_finished() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .is_err()
-        {
-            held = Some((i, publishing));
-            break;
-        }
-    }
-    let (last, publishing) = held.expect("a publish waits for the stalled subscriber");
+    let (last, publishing) = publish_until_one_is_held(&server, &http, batch).await;
 
     // Its message is stored and goes out at once: only the answer waits.
     within(
@@ -218,4 +169,41 @@ async fn a_held_publish_is_delivered_before_its_answer(batch: bool) {
     within("the held publish's answer", publishing)
         .await
         .unwrap();
+}
+
+/// Publishes to `paced` (each message alone, or with `batch` as a batch of
+/// one) until a publish's answer has not come within a second: its number,
+/// and its answer still to come.
+async fn publish_until_one_is_held(
+    server: &TestServer,
+    http: &reqwest::Client,
+    batch: bool,
+) -> (usize, tokio::task::JoinHandle<()>) {
+    for i in 0..2_000 {
+        let publishing = tokio::spawn({
+            let http = http.clone();
+            let base = server.base();
+            async move {
+                if batch {
+                    let body = serde_json::json!({
+                        "messages": [{"channel": "paced", "data": payload(i)}]
+                    });
+                    let answer = http.post(format!("{base}/pub")).json(&body).send();
+                    assert_eq!(answer.await.unwrap().status(), 201);
+                } else {
+                    publish(&http, &base, "paced", &payload(i)).await;
+                }
+            }
+        });
+        let answered = tokio::time::timeout(Duration::from_secs(1), async {
+            while !publishing.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        if answered.is_err() {
+            return (i, publishing);
+        }
+    }
+    panic!("no publish waited for the stalled subscriber");
 }
