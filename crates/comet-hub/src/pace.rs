@@ -1,7 +1,7 @@
 //! Publish back-pressure: a publish to a channel is stored at once, and its
-//! answer waits while one of the channel's live subscribers has
-//! [`PaceConfig::max_lag`] or more of its messages unread (this one
-//! included), at most [`PaceConfig::max_wait`].
+//! answer waits while one of the channel's live subscribers has more than
+//! [`PaceConfig::max_lag`] of its messages unread (this one included), at
+//! most [`PaceConfig::max_wait`]: once answered, none has more.
 //!
 //! Without it, a publisher that never waits (the memory store answers at
 //! once) can run arbitrarily far ahead of the sockets: every message is
@@ -49,8 +49,8 @@ const RESCAN_EVERY: Duration = Duration::from_millis(5);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PaceConfig {
     /// A publish's answer waits while a live subscriber of its channel has
-    /// this many of its messages unread (the publish's own included: it is
-    /// stored first); 0 never waits.
+    /// more than this many of its messages unread (the publish's own
+    /// included: it is stored first); 0 never waits.
     pub max_lag: usize,
     /// Longest one publish waits; a subscriber still behind after it no
     /// longer counts until it has caught up.
@@ -153,7 +153,7 @@ impl ChannelPace {
         self.followers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until every counted follower of `entry` has fewer than
+    /// Waits until every counted follower of `entry` has at most
     /// `config.max_lag` of its messages unread (the publish's own
     /// included: it is stored first), at most `config.max_wait`;
     /// then gives up on those still behind. True if it waited at all.
@@ -224,14 +224,14 @@ impl ChannelPace {
     }
 }
 
-/// The seq of the channel's `max_lag`-th newest message: a follower below
-/// it has `max_lag` or more unread, and would have more than `max_lag`
-/// after one more publish. None when the window holds fewer.
+/// The seq of the channel's `max_lag + 1`-th newest message (the publish
+/// that waits is in the window already): a follower below it has more than
+/// `max_lag` unread. None when the window holds fewer.
 fn threshold(entry: &ChannelEntry, max_lag: usize) -> Option<Seq> {
     if max_lag == 0 {
         return None;
     }
     let window = entry.window();
     let count = window.messages.len();
-    (count >= max_lag).then(|| window.messages[count - max_lag].seq())
+    (count > max_lag).then(|| window.messages[count - max_lag - 1].seq())
 }

@@ -335,7 +335,7 @@ impl Collector for HubCollector {
         let paced = ConstCounter::new(stats.paced);
         paced.encode(encoder.encode_descriptor(
             "publish_waits",
-            "Publishes whose answer waited for a live subscriber --max-lag messages behind (publish back-pressure).",
+            "Publishes whose answer waited for a live subscriber more than --max-lag messages behind (publish back-pressure).",
             None,
             paced.metric_type(),
         )?)?;

@@ -1,6 +1,6 @@
 //! Publish back-pressure: a publish is stored and delivered at once, and its
-//! answer waits while a live subscriber of its channel is `max_lag`
-//! messages behind, comes as soon as that subscriber reads, and waits at
+//! answer waits while a live subscriber of its channel is more than
+//! `max_lag` messages behind, comes as soon as that subscriber reads, and waits at
 //! most once for a subscriber that stays stuck. Nothing is lost either way.
 
 use std::time::Duration;

@@ -547,8 +547,8 @@ pub struct ServeArgs {
     pub live_window_bytes: ByteSize,
 
     /// Publish back-pressure: a publish is stored at once, and its answer
-    /// waits while a live subscriber of its channel has this many of the
-    /// channel's messages unread (this one included); 0 never waits.
+    /// waits while a live subscriber of its channel has more than this many
+    /// of the channel's messages unread (this one included); 0 never waits.
     /// Subscribers reading stored history do not count.
     #[arg(long, env = "COMET_MAX_LAG", default_value_t = 16)]
     pub max_lag: usize,
