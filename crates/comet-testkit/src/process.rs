@@ -71,7 +71,8 @@ impl ServerProcess {
         comet_bench::idle::resident_bytes(self.pid()).expect("VmRSS in /proc/PID/status")
     }
 
-    /// Sends a signal (`KILL`, `STOP`, `CONT`, `TERM`, …) with `kill`.
+    /// Sends a signal (`KILL`, `STOP`, `CONT`, `TERM`, …) with `kill`;
+    /// after `STOP`, returns once every thread of the server has stopped.
     pub fn signal(&self, signal: &str) {
         send_signal(self.pid(), signal);
     }
@@ -92,13 +93,47 @@ impl ServerProcess {
     }
 }
 
-/// Sends `signal` to the process `pid` with `kill`.
+/// Sends `signal` to the process `pid` with `kill`. After `STOP`, waits
+/// until every thread of the process has stopped: `kill` returns before
+/// they have, and a thread that was running goes on serving meanwhile.
 pub(crate) fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{signal} failed");
+    if signal == "STOP" {
+        wait_until_stopped(pid, Duration::from_secs(10));
+    }
+}
+
+/// Waits until `/proc` shows every thread of `pid` stopped (state `T`),
+/// failing after `limit`.
+fn wait_until_stopped(pid: u32, limit: Duration) {
+    let started = Instant::now();
+    while !all_threads_stopped(pid) {
+        assert!(
+            started.elapsed() < limit,
+            "process {pid} was sent SIGSTOP but a thread still runs after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Whether no thread of `pid` runs: each is stopped (`T`, `t`), or has
+/// ended (`Z`, `X`, or gone from `/proc`). The state is the field after
+/// the command name, which is in parentheses and may hold any character.
+fn all_threads_stopped(pid: u32) -> bool {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the threads in /proc");
+    tasks.flatten().all(|task| {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            return true;
+        };
+        let state = stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next());
+        matches!(state, Some("T" | "t" | "Z" | "X"))
+    })
 }
 
 impl Drop for ServerProcess {

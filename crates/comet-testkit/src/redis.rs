@@ -143,7 +143,8 @@ impl RedisServer {
         self.child.id()
     }
 
-    /// Sends it a signal (`STOP` pauses it, `CONT` resumes it) with `kill`.
+    /// Sends it a signal (`STOP` pauses it, `CONT` resumes it) with `kill`;
+    /// after `STOP`, returns once every thread of it has stopped.
     pub fn signal(&self, signal: &str) {
         crate::process::send_signal(self.pid(), signal);
     }
