@@ -17,6 +17,14 @@ fn payload(i: usize) -> String {
     format!("{i:05}:{}", "p".repeat(64 * 1024))
 }
 
+/// Reads the messages numbered `numbers` from `reader`, each in order.
+async fn expect_in_order(reader: &mut SseStream, numbers: std::ops::Range<usize>) {
+    for i in numbers {
+        let event = reader.next_event().await.expect("every message");
+        assert_eq!(event.data[..5], format!("{i:05}"), "in order");
+    }
+}
+
 /// A server whose publishes wait while a live subscriber is 4 behind, at
 /// most `max_wait`, and a subscriber on `paced` that reads nothing (its
 /// socket fills), once the server counts it.
@@ -52,10 +60,7 @@ async fn a_publish_waits_for_a_stalled_live_subscriber_and_goes_on_once_it_reads
     // The subscriber reads: the held publish goes on long before its
     // longest wait, and the subscriber gets every message, in order.
     let mut reader = SseStream::from_body(raw::chunked_body(stuck).await);
-    for i in 0..=last {
-        let event = reader.next_event().await.expect("every message");
-        assert_eq!(event.data[..5], format!("{i:05}"), "in order");
-    }
+    expect_in_order(&mut reader, 0..last + 1).await;
     within("the held publish, once the subscriber reads", publishing)
         .await
         .unwrap();
@@ -99,18 +104,12 @@ async fn a_subscriber_stuck_past_the_longest_wait_is_waited_for_once_until_it_ca
     // more for it from the live window, but it has not caught up, so it
     // still holds nothing back.
     let mut late = SseStream::from_body(raw::chunked_body(stuck).await);
-    for i in 0..60 {
-        let event = late.next_event().await.expect("a message");
-        assert_eq!(event.data[..5], format!("{i:05}"), "in order");
-    }
+    expect_in_order(&mut late, 0..60).await;
     publish_range(200..240).await;
     assert_eq!(waits().await, (1, 1), "no more waits for it");
 
     // It gets everything, in order.
-    for i in 60..240 {
-        let event = late.next_event().await.expect("every message");
-        assert_eq!(event.data[..5], format!("{i:05}"), "in order");
-    }
+    expect_in_order(&mut late, 60..240).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,10 +161,7 @@ async fn a_held_publish_is_delivered_before_its_answer(batch: bool) {
 
     // The stuck subscriber reads: the answer comes.
     let mut reader = SseStream::from_body(raw::chunked_body(stuck).await);
-    for i in 0..=last {
-        let event = reader.next_event().await.expect("every message");
-        assert_eq!(event.data[..5], format!("{i:05}"), "in order");
-    }
+    expect_in_order(&mut reader, 0..last + 1).await;
     within("the held publish's answer", publishing)
         .await
         .unwrap();
