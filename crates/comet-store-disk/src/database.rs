@@ -1,7 +1,7 @@
 //! The SQLite side: the schema, connection settings, and loading what the
 //! writer keeps in memory.
 //!
-//! Schema (format 3):
+//! Schema (format 4):
 //! - `meta(key, value)`: `epoch`, `head` (newest sequence number), `clean`
 //!   (`1` after an orderly close, `0` while open);
 //! - `channels(id, name, last_seq, trimmed_upto, retained, bytes)`: one row
@@ -13,10 +13,14 @@
 //!   `forgotten_marks(mark, upto)`, the fixed table of
 //!   `comet_store::forgotten`. Only channels with retained messages are
 //!   loaded at start;
-//! - `messages(channel_id, seq, event, data, published_at, size)`, clustered
-//!   by `(channel_id, seq)` so reading a channel after a position is one
-//!   range scan, with an index on `seq` for the store-wide order (trimming
-//!   by total size and by age);
+//! - `segments(first_seq, channel_id, last_seq, published_at, entries,
+//!   body)` (format 4): the messages, a row per channel per committed
+//!   group (see `segment`), keyed by the first message's sequence number
+//!   (the store-wide order, which trimming by total size and by age
+//!   follows), with the index `segments_of_channel (channel_id, last_seq)`
+//!   so reading a channel after a position is one range scan. Formats 1
+//!   to 3 kept a row per message in `messages`; the upgrade moves each
+//!   into a segment of its own;
 //! - `idempotency_keys(seq, key_hash, fingerprint, subscribers, created)`
 //!   (format 3): the keys of recent keyed publishes (see
 //!   `comet_store::idempotency`), by the position of the message each
@@ -40,6 +44,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::directory::{APPLICATION_ID, FORMAT_VERSION, OpenError};
+use crate::segment::single_entry;
 
 /// The WAL is truncated back to this size after checkpoints.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
@@ -139,15 +144,7 @@ pub(crate) fn initialize(connection: &mut Connection, epoch: &Epoch) -> Result<(
                  trimmed_upto INTEGER NOT NULL,
                  retained INTEGER NOT NULL,
                  bytes INTEGER NOT NULL);
-             CREATE TABLE messages (
-                 channel_id INTEGER NOT NULL,
-                 seq INTEGER NOT NULL,
-                 event TEXT NOT NULL,
-                 data BLOB NOT NULL,
-                 published_at INTEGER NOT NULL,
-                 size INTEGER NOT NULL,
-                 PRIMARY KEY (channel_id, seq)) WITHOUT ROWID;
-             CREATE INDEX messages_in_order ON messages (seq);
+             {FORMAT_4}
              {FORMAT_2}
              {FORMAT_3}
              PRAGMA application_id = {APPLICATION_ID};
@@ -179,6 +176,16 @@ const FORMAT_3: &str = "CREATE TABLE idempotency_keys (
          subscribers INTEGER NOT NULL,
          created INTEGER NOT NULL);";
 
+/// What format 4 changed: messages are stored in segments.
+const FORMAT_4: &str = "CREATE TABLE segments (
+         first_seq INTEGER PRIMARY KEY,
+         channel_id INTEGER NOT NULL,
+         last_seq INTEGER NOT NULL,
+         published_at INTEGER NOT NULL,
+         entries BLOB NOT NULL,
+         body BLOB NOT NULL);
+     CREATE INDEX segments_of_channel ON segments (channel_id, last_seq);";
+
 /// Brings a database of an older format (checked to be Comet's) to this
 /// one, in one transaction.
 pub(crate) fn upgrade(connection: &mut Connection) -> Result<(), OpenError> {
@@ -195,9 +202,19 @@ pub(crate) fn upgrade(connection: &mut Connection) -> Result<(), OpenError> {
     if version < 2 {
         steps.push_str(FORMAT_2);
     }
-    steps.push_str(FORMAT_3);
+    if version < 3 {
+        steps.push_str(FORMAT_3);
+    }
+    steps.push_str(FORMAT_4);
     transaction
-        .execute_batch(&format!("{steps} PRAGMA user_version = {FORMAT_VERSION};"))
+        .execute_batch(&steps)
+        .map_err(sqlite("upgrading the history format"))?;
+    let moved =
+        messages_to_segments(&transaction).map_err(sqlite("moving messages into segments"))?;
+    transaction
+        .execute_batch(&format!(
+            "DROP TABLE messages; PRAGMA user_version = {FORMAT_VERSION};"
+        ))
         .map_err(sqlite("upgrading the history format"))?;
     transaction
         .commit()
@@ -205,9 +222,39 @@ pub(crate) fn upgrade(connection: &mut Connection) -> Result<(), OpenError> {
     tracing::info!(
         from = version,
         to = FORMAT_VERSION,
+        messages = moved,
         "history format upgraded"
     );
     Ok(())
+}
+
+/// Moves every row of format 3's `messages` into a segment of its own;
+/// returns how many.
+fn messages_to_segments(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> {
+    let mut read = transaction
+        .prepare("SELECT seq, channel_id, published_at, event, data FROM messages ORDER BY seq")?;
+    let mut insert = transaction.prepare(
+        "INSERT INTO segments (first_seq, channel_id, last_seq, published_at, entries, body)
+         VALUES (?1, ?2, ?1, ?3, ?4, ?5)",
+    )?;
+    let mut rows = read.query([])?;
+    let mut moved = 0;
+    while let Some(row) = rows.next()? {
+        let event: String = row.get(3)?;
+        let data: Vec<u8> = row.get(4)?;
+        let mut body = Vec::with_capacity(event.len() + data.len());
+        body.extend_from_slice(event.as_bytes());
+        body.extend_from_slice(&data);
+        insert.execute(params![
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+            single_entry(event.len(), data.len()),
+            body,
+        ])?;
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 /// Reads a `meta` value.
@@ -388,27 +435,24 @@ mod tests {
         let path = dir.join("history.db");
         let mut connection = connect(&path).unwrap();
         initialize(&mut connection, &comet_store::new_epoch()).unwrap();
-        for seq in 1..=20 {
+        for seq in 1..=20_i64 {
             connection
                 .execute(
-                    "INSERT INTO messages (channel_id, seq, event, data, published_at, size)
-                     VALUES (?1, ?2, 'message', x'', 0, 64)",
-                    params![seq % 2, seq],
+                    "INSERT INTO segments (first_seq, channel_id, last_seq, published_at, entries, body)
+                     VALUES (?1, ?2, ?1, 0, ?3, x'')",
+                    params![seq, seq % 2, single_entry(0, 0)],
                 )
                 .unwrap();
         }
         let mut oldest = connection
-            .prepare(
-                "SELECT seq FROM messages WHERE channel_id = ?1 AND seq <= (
-                     SELECT seq FROM messages WHERE channel_id = ?1 ORDER BY seq LIMIT 1 OFFSET ?2)",
-            )
+            .prepare(crate::segment::OF_CHANNEL_NEWEST_FIRST)
             .unwrap();
         for run in 0..6_i64 {
             let found = oldest
-                .query_map(params![run % 2, run], |row| row.get::<_, i64>(0))
+                .query_map(params![run % 2, run, 20 - run], |row| row.get::<_, i64>(0))
                 .unwrap()
                 .count();
-            assert_eq!(found, run as usize + 1);
+            assert!(found > 0);
         }
         assert_eq!(
             oldest.get_status(rusqlite::StatementStatus::RePrepare),

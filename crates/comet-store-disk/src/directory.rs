@@ -24,7 +24,7 @@ use rusqlite::{Connection, OpenFlags};
 /// SQLite `application_id` of a Comet history database ("Comt").
 pub(crate) const APPLICATION_ID: i32 = 0x436f_6d74;
 /// The format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: i32 = 3;
+pub(crate) const FORMAT_VERSION: i32 = 4;
 /// The database file's name in the data directory.
 pub(crate) const DATABASE: &str = "history.db";
 const LOCK: &str = "LOCK";

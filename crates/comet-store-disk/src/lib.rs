@@ -31,6 +31,7 @@ mod database;
 mod directory;
 mod reader;
 mod retention;
+mod segment;
 mod writer;
 
 use std::path::Path;

@@ -29,6 +29,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::Semaphore;
 
 use crate::database::{connect, sql};
+use crate::retention::oldest_of_channel;
+use crate::segment::{self, Entry};
 
 /// Reads run at once at most (each on a blocking thread with its own
 /// connection); more wait their turn, so a crowd of subscribers catching up
@@ -248,16 +250,9 @@ impl Readers {
             let beyond = retained - self.max_messages();
             let mut trimmed = Seq(trimmed_upto as u64);
             if beyond > 0 {
-                let newest_beyond: Option<i64> = snapshot
-                    .prepare_cached(
-                        "SELECT seq FROM messages WHERE channel_id = ?1
-                         ORDER BY seq LIMIT 1 OFFSET ?2",
-                    )?
-                    .query_row(params![id, beyond - 1], |row| row.get(0))
-                    .optional()?;
-                if let Some(seq) = newest_beyond {
-                    trimmed = trimmed.max(Seq(seq as u64));
-                }
+                let name_len = channel.as_str().len();
+                let oldest = oldest_of_channel(snapshot, id, trimmed, beyond as usize, name_len)?;
+                trimmed = trimmed.max(oldest.upto);
             }
             return Ok((Some(id), trimmed));
         }
@@ -288,53 +283,49 @@ impl Readers {
         };
         // Positions and sizes first: the byte limit is applied before any
         // data is loaded.
-        let mut candidates: Vec<(Seq, u64, u64)> = Vec::new();
-        {
-            let mut statement = snapshot.prepare_cached(
-                "SELECT seq, size, published_at FROM messages
-                 WHERE channel_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
-            )?;
-            let rows = statement.query_map(
-                params![
-                    id,
-                    sql(after.max(trimmed_upto)),
-                    sql(upto),
-                    limit.messages as i64
-                ],
-                |row| {
-                    Ok((
-                        Seq(row.get::<_, i64>(0)? as u64),
-                        row.get::<_, i64>(1)? as u64,
-                        row.get::<_, i64>(2)? as u64,
-                    ))
-                },
-            )?;
-            for row in rows {
-                candidates.push(row?);
+        let from = after.max(trimmed_upto);
+        let mut candidates: Vec<Candidate> = Vec::new();
+        let mut statement = snapshot.prepare_cached(segment::OF_CHANNEL)?;
+        segment::each(&mut statement, params![id, sql(from)], |segment| {
+            let single = segment.entries.len() == 1;
+            for entry in segment.retained(from) {
+                if entry.seq > upto || candidates.len() >= limit.messages {
+                    return false;
+                }
+                candidates.push(Candidate {
+                    segment: segment.first_seq,
+                    published_at: segment.published_at,
+                    single,
+                    entry: entry.clone(),
+                });
             }
-        }
+            true
+        })?;
         let fetched = candidates.len();
         if let Some(oldest) = self.oldest_kept() {
-            for (seq, _, published_at) in &candidates {
-                if *published_at < oldest {
-                    history.trimmed_upto = history.trimmed_upto.max(*seq);
+            for candidate in &candidates {
+                if candidate.published_at < oldest {
+                    history.trimmed_upto = history.trimmed_upto.max(candidate.entry.seq);
                 }
             }
-            candidates.retain(|(_, _, published_at)| *published_at >= oldest);
+            candidates.retain(|candidate| candidate.published_at >= oldest);
         }
-        let count = limit.fits(candidates.iter().map(|(_, size, _)| *size));
+        let name_len = channel.as_str().len();
+        let count = limit.fits(candidates.iter().map(|c| c.entry.size(name_len)));
         history.truncated = count < candidates.len() || fetched >= limit.messages;
-        let mut load = snapshot.prepare_cached(
-            "SELECT event, data FROM messages WHERE channel_id = ?1 AND seq = ?2",
-        )?;
-        for (seq, _, published_at) in candidates.into_iter().take(count) {
+        let mut body: Option<(Seq, Bytes)> = None;
+        for candidate in candidates.into_iter().take(count) {
+            let seq = candidate.entry.seq;
             let shared = self.shared().get(seq);
             let message = match shared {
                 Some(message) => message,
                 None => {
-                    let (event, data): (String, Vec<u8>) = load
-                        .query_row(params![id, sql(seq)], |row| Ok((row.get(0)?, row.get(1)?)))?;
-                    let message = self.message(channel, seq, &event, data, published_at)?;
+                    let loaded = match body.take() {
+                        Some((first_seq, bytes)) if first_seq == candidate.segment => bytes,
+                        _ => Bytes::from(segment::body(&snapshot, candidate.segment)?),
+                    };
+                    let message = self.message(channel, &candidate, &loaded)?;
+                    body = Some((candidate.segment, loaded));
                     self.shared().insert(&message);
                     message
                 }
@@ -356,29 +347,28 @@ impl Readers {
         let Some(id) = id else {
             return Ok(trimmed_upto);
         };
-        let before_newest: Option<i64> = snapshot
-            .prepare_cached(
-                "SELECT seq FROM messages WHERE channel_id = ?1 AND seq <= ?2
-                 ORDER BY seq DESC LIMIT 1 OFFSET ?3",
-            )?
-            .query_row(params![id, sql(upto), count as i64], |row| row.get(0))
-            .optional()?;
-        let mut start = before_newest.map_or(trimmed_upto, |seq| trimmed_upto.max(Seq(seq as u64)));
-        if let Some(oldest) = self.oldest_kept() {
-            // Expired but not swept yet: not part of the backlog (and no
-            // gap for them either).
-            let expired: Option<i64> = snapshot
-                .prepare_cached(
-                    "SELECT max(seq) FROM messages
-                     WHERE channel_id = ?1 AND seq > ?2 AND seq <= ?3 AND published_at < ?4",
-                )?
-                .query_row(params![id, sql(start), sql(upto), oldest as i64], |row| {
-                    row.get(0)
-                })?;
-            if let Some(expired) = expired {
-                start = start.max(Seq(expired as u64));
+        // Newest first: the entry `count` places before the newest one up to
+        // `upto` starts the backlog, unless an expired one (not part of the
+        // backlog, and no gap for it either) comes first.
+        let oldest_kept = self.oldest_kept();
+        let mut start = trimmed_upto;
+        let mut skipped = 0;
+        let mut statement = snapshot.prepare_cached(segment::OF_CHANNEL_NEWEST_FIRST)?;
+        let query = params![id, sql(trimmed_upto), sql(upto)];
+        segment::each(&mut statement, query, |segment| {
+            let expired = oldest_kept.is_some_and(|oldest| segment.published_at < oldest);
+            for entry in segment.retained(trimmed_upto).iter().rev() {
+                if entry.seq > upto {
+                    continue;
+                }
+                if expired || skipped == count {
+                    start = start.max(entry.seq);
+                    return false;
+                }
+                skipped += 1;
             }
-        }
+            true
+        })?;
         Ok(start)
     }
 
@@ -386,19 +376,36 @@ impl Readers {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The message `candidate` names, from its segment's `body`.
     fn message(
         &self,
         channel: &ChannelName,
-        seq: Seq,
-        event: &str,
-        data: Vec<u8>,
-        published_at: u64,
+        candidate: &Candidate,
+        body: &Bytes,
     ) -> rusqlite::Result<Arc<Message>> {
+        let seq = candidate.entry.seq;
         let damaged =
             |what: String| rusqlite::Error::InvalidColumnType(0, what, rusqlite::types::Type::Blob);
-        let event = EventType::new(event)
-            .map_err(|error| damaged(format!("stored event type of {channel}/{seq}: {error}")))?;
-        let data = Data::from_utf8(Bytes::from(data))
+        let entry = &candidate.entry;
+        let (Some(event), Some(data)) =
+            (body.get(entry.event.clone()), body.get(entry.data.clone()))
+        else {
+            return Err(damaged(format!(
+                "stored body of {channel}/{seq} is too short"
+            )));
+        };
+        let event = std::str::from_utf8(event)
+            .ok()
+            .and_then(|event| EventType::new(event).ok())
+            .ok_or_else(|| damaged(format!("stored event type of {channel}/{seq}")))?;
+        // A message sharing its segment keeps a copy of its own, so a
+        // message held long does not keep its neighbours' bytes alive.
+        let data = if candidate.single {
+            body.slice(entry.data.clone())
+        } else {
+            Bytes::copy_from_slice(data)
+        };
+        let data = Data::from_utf8(data)
             .map_err(|error| damaged(format!("stored data of {channel}/{seq}: {error}")))?;
         Ok(Arc::new(Message::new(
             self.epoch.clone(),
@@ -406,9 +413,19 @@ impl Readers {
             channel.clone(),
             event,
             data,
-            published_at,
+            candidate.published_at,
         )))
     }
+}
+
+/// A message a read may return: where it is, before its data is loaded.
+struct Candidate {
+    /// Its segment.
+    segment: Seq,
+    published_at: u64,
+    /// Whether it is its segment's only message.
+    single: bool,
+    entry: Entry,
 }
 
 fn unavailable(error: rusqlite::Error) -> StoreError {

@@ -1,12 +1,17 @@
 //! Retention inside the writer's transactions: trimming a channel to its
 //! count limit (in batches), the store to its total bytes, messages past
-//! their age, and letting go of the oldest tombstones. Each statement
-//! records what it removed in the transaction's [`Draft`], which the
-//! writer applies to its catalog once the transaction commits.
+//! their age (whole segments, see `segment`), and letting go of the oldest
+//! tombstones. Each step records what it removed in the transaction's
+//! [`Draft`], which the writer applies to its catalog once the transaction
+//! commits. A trim that stops inside a segment moves the channel's
+//! `trimmed_upto` and leaves the row; the row goes with its last message.
 
 use comet_protocol::{ChannelName, Seq};
 use comet_store::forgotten::folded_mark_index;
-use rusqlite::{Transaction, params};
+use rusqlite::{Connection, Transaction, params};
+
+use crate::database::sql;
+use crate::segment::{self, HEAD_COLUMNS, SegmentHead};
 
 use crate::writer::Draft;
 
@@ -86,23 +91,58 @@ pub(crate) fn trim_by_count(
         if channel.retained <= max_messages + slack {
             continue;
         }
-        let excess = channel.retained - max_messages;
-        let id = channel.id;
-        let mut delete = transaction.prepare_cached(
-            "DELETE FROM messages WHERE channel_id = ?1 AND seq <= (
-                 SELECT seq FROM messages WHERE channel_id = ?1 ORDER BY seq LIMIT 1 OFFSET ?2)
-             RETURNING seq, size",
-        )?;
-        let removed = delete
-            .query_map(params![id, (excess - 1) as i64], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (seq, size) in removed {
-            draft.removed(transaction, id, Seq(seq as u64), size as u64)?;
+        let excess = (channel.retained - max_messages) as usize;
+        let (id, trimmed_upto) = (channel.id, channel.trimmed_upto);
+        let oldest = oldest_of_channel(transaction, id, trimmed_upto, excess, name.as_str().len())?;
+        for first_seq in &oldest.emptied {
+            segment::delete(transaction, *first_seq)?;
         }
+        draft.removed(transaction, id, oldest.upto, oldest.count, oldest.bytes)?;
     }
     Ok(())
+}
+
+/// A channel's oldest retained messages, as many as asked for (or all).
+#[derive(Default)]
+pub(crate) struct Oldest {
+    /// The newest of them.
+    pub(crate) upto: Seq,
+    pub(crate) count: u64,
+    pub(crate) bytes: u64,
+    /// The segments holding nothing else retained.
+    pub(crate) emptied: Vec<Seq>,
+}
+
+/// The `count` oldest messages channel `id` retains after `trimmed_upto`
+/// (its name `name_len` bytes long). Reads positions only.
+pub(crate) fn oldest_of_channel(
+    connection: &Connection,
+    id: i64,
+    trimmed_upto: Seq,
+    count: usize,
+    name_len: usize,
+) -> rusqlite::Result<Oldest> {
+    let mut oldest = Oldest {
+        upto: trimmed_upto,
+        ..Oldest::default()
+    };
+    let mut left = count;
+    let mut statement = connection.prepare_cached(segment::OF_CHANNEL)?;
+    segment::each(&mut statement, params![id, sql(trimmed_upto)], |segment| {
+        let retained = segment.retained(trimmed_upto);
+        let taken = &retained[..retained.len().min(left)];
+        left -= taken.len();
+        oldest.count += taken.len() as u64;
+        oldest.bytes += taken.iter().map(|entry| entry.size(name_len)).sum::<u64>();
+        if let Some(last) = taken.last() {
+            oldest.upto = last.seq;
+        }
+        if taken.len() == retained.len() {
+            oldest.emptied.push(segment.first_seq);
+        }
+        left > 0
+    })?;
+    Ok(oldest)
 }
 
 /// Removes the store's oldest messages until it holds at most `max_bytes`;
@@ -113,71 +153,97 @@ pub(crate) fn trim_by_bytes(
     max_bytes: u64,
     keep: Seq,
 ) -> rusqlite::Result<()> {
-    let mut oldest = transaction.prepare_cached(
-        "SELECT channel_id, seq, size FROM messages WHERE seq < ?1 ORDER BY seq LIMIT 64",
-    )?;
-    let mut delete =
-        transaction.prepare_cached("DELETE FROM messages WHERE channel_id = ?1 AND seq = ?2")?;
+    let mut oldest = transaction.prepare_cached(&format!(
+        "SELECT {HEAD_COLUMNS} FROM segments WHERE first_seq < ?1 ORDER BY first_seq LIMIT 16"
+    ))?;
     while draft.bytes > max_bytes {
         let page = oldest_page(&mut oldest, [keep.0 as i64])?;
-        if page.is_empty() {
-            break;
-        }
-        for (id, seq, size) in page {
-            if draft.bytes <= max_bytes {
-                break;
+        let mut removed_any = false;
+        for segment in &page {
+            let Some((name_len, channel)) = draft.held(transaction, segment.channel_id)? else {
+                // Of no channel held: nothing to account for.
+                segment::delete(transaction, segment.first_seq)?;
+                removed_any = true;
+                continue;
+            };
+            let retained = segment.retained(channel.trimmed_upto);
+            let mut removed = Oldest::default();
+            for entry in retained {
+                if entry.seq >= keep || draft.bytes - removed.bytes <= max_bytes {
+                    break;
+                }
+                removed.count += 1;
+                removed.bytes += entry.size(name_len);
+                removed.upto = entry.seq;
             }
-            delete.execute(params![id, seq])?;
-            draft.removed(transaction, id, Seq(seq as u64), size as u64)?;
+            let whole = removed.count == retained.len() as u64;
+            if whole {
+                segment::delete(transaction, segment.first_seq)?;
+                removed_any = true;
+            }
+            if removed.count > 0 {
+                let (upto, count, bytes) = (removed.upto, removed.count, removed.bytes);
+                draft.removed(transaction, segment.channel_id, upto, count, bytes)?;
+                removed_any = true;
+            }
+            if !whole {
+                // Stopped inside this segment: enough was removed, or the
+                // newest message was reached.
+                return Ok(());
+            }
+        }
+        if !removed_any {
+            break;
         }
     }
     Ok(())
 }
 
-/// Removes up to `at_most` messages published before `cutoff_ms`, oldest
-/// first; true if more may remain. Times follow sequence order (the writer
-/// stamps them as it numbers them), so the scan stops at the first message
-/// young enough to keep.
+/// Removes up to `at_most` segments of messages published before
+/// `cutoff_ms`, oldest first; true if more may remain. Times follow
+/// sequence order (the writer stamps them as it numbers them, one stamp
+/// per group), so the scan stops at the first segment young enough to
+/// keep.
 pub(crate) fn trim_by_age(
     transaction: &Transaction<'_>,
     draft: &mut Draft<'_>,
     cutoff_ms: u64,
     at_most: usize,
 ) -> rusqlite::Result<bool> {
-    let mut oldest = transaction.prepare_cached(
-        "SELECT channel_id, seq, published_at FROM messages ORDER BY seq LIMIT 256",
-    )?;
-    let mut delete = transaction
-        .prepare_cached("DELETE FROM messages WHERE channel_id = ?1 AND seq = ?2 RETURNING size")?;
+    let mut oldest = transaction.prepare_cached(&format!(
+        "SELECT {HEAD_COLUMNS} FROM segments ORDER BY first_seq LIMIT 256"
+    ))?;
     let mut removed = 0;
     loop {
         let page = oldest_page(&mut oldest, [])?;
-        let expired: Vec<_> = page
-            .iter()
-            .take_while(|(_, _, published_at)| (*published_at as u64) < cutoff_ms)
-            .take(at_most - removed)
-            .collect();
-        for (id, seq, _) in &expired {
-            let size: i64 = delete.query_row(params![id, seq], |row| row.get(0))?;
-            draft.removed(transaction, *id, Seq(*seq as u64), size as u64)?;
-        }
-        removed += expired.len();
-        if expired.len() < page.len() || page.is_empty() {
+        if page.is_empty() {
             return Ok(false);
         }
-        if removed >= at_most {
-            return Ok(true);
+        for segment in &page {
+            if segment.published_at >= cutoff_ms {
+                return Ok(false);
+            }
+            if removed >= at_most {
+                return Ok(true);
+            }
+            segment::delete(transaction, segment.first_seq)?;
+            removed += 1;
+            let Some((name_len, channel)) = draft.held(transaction, segment.channel_id)? else {
+                continue;
+            };
+            let retained = segment.retained(channel.trimmed_upto);
+            let bytes = retained.iter().map(|entry| entry.size(name_len)).sum();
+            let count = retained.len() as u64;
+            let upto = segment.last_seq();
+            draft.removed(transaction, segment.channel_id, upto, count, bytes)?;
         }
     }
 }
 
-/// A page of the oldest messages: each row's channel id, sequence number
-/// and a third column (its size, or when it was published).
+/// A page of the oldest segments.
 fn oldest_page(
     query: &mut rusqlite::CachedStatement<'_>,
     params: impl rusqlite::Params,
-) -> rusqlite::Result<Vec<(i64, i64, i64)>> {
-    query
-        .query_map(params, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-        .collect()
+) -> rusqlite::Result<Vec<SegmentHead>> {
+    query.query_map(params, SegmentHead::from_row)?.collect()
 }

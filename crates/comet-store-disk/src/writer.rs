@@ -28,7 +28,7 @@
 //! as a tombstone, see `database`); one published to again is looked up on
 //! disk and revived. Each commit lets go of at most `retention::EVICT_STEP` of the
 //! oldest tombstones beyond the bound, and each age sweep removes at most
-//! [`SWEEP_STEP`] messages: a long sweep runs as many short transactions,
+//! [`SWEEP_STEP`] segments: a long sweep runs as many short transactions,
 //! with appends served in between.
 
 use std::collections::{HashMap, HashSet};
@@ -50,6 +50,7 @@ use tokio::sync::oneshot;
 
 use crate::database::{Catalog, ChannelRow, MAX_SEQ, mark_clean};
 use crate::retention::{evict_tombstones, trim_by_age, trim_by_bytes, trim_by_count};
+use crate::segment::SegmentBuilder;
 
 /// The most messages committed together: appends are gathered into a
 /// group until it holds this many drafts (a batch is never split, so a
@@ -60,8 +61,8 @@ pub(crate) const MAX_GROUP: usize = 1024;
 /// on their way (see the module docs).
 pub(crate) const GATHER_WAIT: Duration = Duration::from_micros(200);
 
-/// Most expired messages one sweep transaction removes.
-pub(crate) const SWEEP_STEP: usize = 4096;
+/// Most expired segments one sweep transaction removes.
+pub(crate) const SWEEP_STEP: usize = 1024;
 
 /// What the store holds, as of the last commit (read by `footprint`).
 #[derive(Default)]
@@ -348,7 +349,7 @@ impl Writer {
         }
     }
 
-    /// Removes up to [`SWEEP_STEP`] messages older than the age limit,
+    /// Removes up to [`SWEEP_STEP`] segments older than the age limit,
     /// store-wide; true if more may remain. After the last step, returns
     /// freed pages to the file system.
     fn sweep(&mut self) -> rusqlite::Result<bool> {
@@ -426,29 +427,27 @@ fn commit_group(
     forget_keys_upto: Option<Seq>,
 ) -> rusqlite::Result<()> {
     let transaction = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
-    {
-        let mut insert = transaction.prepare_cached(
-            "INSERT INTO messages (channel_id, seq, event, data, published_at, size)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for message in pending.iter().flat_map(PendingAppend::messages) {
-            let size = stored_size(message);
-            let channel = draft.channel(&transaction, message.channel())?;
-            channel.last_seq = message.seq();
-            channel.retained += 1;
-            channel.bytes += size;
-            let id = channel.id;
-            draft.bytes += size;
-            draft.messages += 1;
-            insert.execute(params![
-                id,
-                message.seq().0 as i64,
-                message.event().as_str(),
-                &message.data().bytes()[..],
-                message.published_at_ms() as i64,
-                size as i64,
-            ])?;
+    let mut open: HashMap<i64, SegmentBuilder> = HashMap::new();
+    let mut full = Vec::new();
+    for message in pending.iter().flat_map(PendingAppend::messages) {
+        let size = stored_size(message);
+        let channel = draft.channel(&transaction, message.channel())?;
+        channel.last_seq = message.seq();
+        channel.retained += 1;
+        channel.bytes += size;
+        let id = channel.id;
+        draft.bytes += size;
+        draft.messages += 1;
+        match open.get_mut(&id) {
+            Some(segment) if segment.takes(message) => segment.push(message),
+            _ => {
+                let segment = SegmentBuilder::new(id, message);
+                full.extend(open.insert(id, segment));
+            }
         }
+    }
+    for segment in full.iter().chain(open.values()) {
+        segment.insert(&transaction)?;
     }
     if let Some(upto) = forget_keys_upto {
         forget_keys(&transaction, upto)?;
@@ -634,28 +633,44 @@ impl<'a> Draft<'a> {
         })
     }
 
-    /// Accounts for a removed message of channel `id` (one the catalog or
-    /// this draft holds).
-    pub(crate) fn removed(
+    /// The row of channel `id` as this transaction sees it, with the
+    /// length of its name; `None` for a channel neither the catalog nor
+    /// this draft holds.
+    pub(crate) fn held(
         &mut self,
         transaction: &Transaction<'_>,
         id: i64,
-        seq: Seq,
-        size: u64,
-    ) -> rusqlite::Result<()> {
+    ) -> rusqlite::Result<Option<(usize, &mut ChannelRow)>> {
         let name = match self.changed.get(&id) {
             Some((name, _)) => name.clone(),
             None => match self.catalog.names.get(&id) {
                 Some(name) => name.clone(),
-                None => return Ok(()),
+                None => return Ok(None),
             },
         };
         let channel = self.channel(transaction, &name)?;
-        channel.retained = channel.retained.saturating_sub(1);
-        channel.bytes = channel.bytes.saturating_sub(size);
-        channel.trimmed_upto = channel.trimmed_upto.max(seq);
-        self.bytes = self.bytes.saturating_sub(size);
-        self.messages = self.messages.saturating_sub(1);
+        Ok(Some((name.as_str().len(), channel)))
+    }
+
+    /// Accounts for `count` removed messages of channel `id` (one the
+    /// catalog or this draft holds), of `bytes` in all, the newest of them
+    /// `upto`.
+    pub(crate) fn removed(
+        &mut self,
+        transaction: &Transaction<'_>,
+        id: i64,
+        upto: Seq,
+        count: u64,
+        bytes: u64,
+    ) -> rusqlite::Result<()> {
+        let Some((_, channel)) = self.held(transaction, id)? else {
+            return Ok(());
+        };
+        channel.retained = channel.retained.saturating_sub(count);
+        channel.bytes = channel.bytes.saturating_sub(bytes);
+        channel.trimmed_upto = channel.trimmed_upto.max(upto);
+        self.bytes = self.bytes.saturating_sub(bytes);
+        self.messages = self.messages.saturating_sub(count);
         Ok(())
     }
 

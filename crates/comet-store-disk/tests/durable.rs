@@ -356,15 +356,47 @@ fn rusqlite_connection(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
 }
 
-/// Makes the store in `dir` look as a build of format `version` left it.
-fn downgrade(dir: &Path, version: i32) {
+/// Makes the store in `dir` look as a build of format `version` (1 to 3)
+/// left it: each message in a row of its own in `messages`, and no tables
+/// the format did not have yet. `messages` names each stored message by
+/// its channel and data (event `message`), oldest first; they are given
+/// the sequence numbers the store gave them.
+fn downgrade(dir: &Path, version: i32, messages: &[(&str, &str)]) {
     let old = rusqlite_connection(&dir.join("history.db"));
-    let mut steps = String::from("DROP TABLE idempotency_keys;");
+    let published_at: i64 = old
+        .query_row("SELECT max(published_at) FROM segments", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    let mut steps = String::from(
+        "DROP TABLE segments;
+         CREATE TABLE messages (
+             channel_id INTEGER NOT NULL,
+             seq INTEGER NOT NULL,
+             event TEXT NOT NULL,
+             data BLOB NOT NULL,
+             published_at INTEGER NOT NULL,
+             size INTEGER NOT NULL,
+             PRIMARY KEY (channel_id, seq)) WITHOUT ROWID;
+         CREATE INDEX messages_in_order ON messages (seq);",
+    );
+    if version < 3 {
+        steps.push_str("DROP TABLE idempotency_keys;");
+    }
     if version < 2 {
         steps.push_str("DROP INDEX channels_forgotten; DROP TABLE forgotten_marks;");
     }
     steps.push_str(&format!("PRAGMA user_version = {version};"));
     old.execute_batch(&steps).unwrap();
+    for (seq, (name, data)) in messages.iter().enumerate() {
+        let size = data.len() + "message".len() + name.len() + 64;
+        old.execute(
+            "INSERT INTO messages (channel_id, seq, event, data, published_at, size)
+             SELECT id, ?2, 'message', CAST(?3 AS BLOB), ?4, ?5 FROM channels WHERE name = ?1",
+            rusqlite::params![name, seq as i64 + 1, data, published_at, size as i64],
+        )
+        .unwrap();
+    }
 }
 
 fn format_version(dir: &Path) -> i32 {
@@ -381,12 +413,12 @@ async fn a_format_1_directory_is_upgraded_with_its_history() {
     let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
     append(&store, "a", "kept").await;
     drop(store);
-    downgrade(&dir, 1);
+    downgrade(&dir, 1, &[("a", "kept")]);
     let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
     assert_eq!(all(&store, "a").await, ["kept"]);
     append(&store, "a", "more").await;
     drop(store);
-    assert_eq!(format_version(&dir), 3);
+    assert_eq!(format_version(&dir), 4);
     let marks: i64 = rusqlite_connection(&dir.join("history.db"))
         .query_row("SELECT count(*) FROM forgotten_marks", [], |row| row.get(0))
         .unwrap();
@@ -401,7 +433,7 @@ async fn a_format_2_directory_is_upgraded_and_remembers_keys() {
     let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
     append(&store, "a", "kept").await;
     drop(store);
-    downgrade(&dir, 2);
+    downgrade(&dir, 2, &[("a", "kept")]);
     let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
     assert_eq!(all(&store, "a").await, ["kept"]);
     let draft = || Draft {
@@ -415,7 +447,7 @@ async fn a_format_2_directory_is_upgraded_and_remembers_keys() {
     let first = store.append_batch(vec![draft()]).await.unwrap();
     assert!(matches!(first[0], Appended::Stored(_)));
     drop(store);
-    assert_eq!(format_version(&dir), 3);
+    assert_eq!(format_version(&dir), 4);
     let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
     let again = store.append_batch(vec![draft()]).await.unwrap();
     assert!(
@@ -423,6 +455,56 @@ async fn a_format_2_directory_is_upgraded_and_remembers_keys() {
         "the key survived the restart"
     );
     assert_eq!(store.footprint().idempotency_keys, 1);
+}
+
+/// A data directory of format 3 (a row per message) is upgraded in place
+/// when opened: each message moves into a segment of its own, history and
+/// counts intact, and trimming goes on from there.
+#[tokio::test]
+async fn a_format_3_directory_is_upgraded_into_segments() {
+    let dir = fresh_dir("format-3");
+    let old = [("a", "1"), ("b", "2"), ("a", "3"), ("a", "4"), ("b", "5")];
+    let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
+    for (name, data) in old {
+        append(&store, name, data).await;
+    }
+    drop(store);
+    downgrade(&dir, 3, &old);
+    let options = StoreOptions {
+        retention: Retention {
+            max_messages: 4,
+            max_bytes: None,
+            max_age: None,
+            ..Retention::default()
+        },
+        ..StoreOptions::default()
+    };
+    let store = DiskStore::open(&dir, options.clone()).unwrap();
+    assert_eq!(format_version(&dir), 4);
+    assert_eq!(all(&store, "a").await, ["1", "3", "4"]);
+    assert_eq!(all(&store, "b").await, ["2", "5"]);
+    assert_eq!(store.footprint().messages, 5);
+    for data in ["6", "7", "8"] {
+        append(&store, "a", data).await;
+    }
+    assert_eq!(all(&store, "a").await, ["4", "6", "7", "8"]);
+    drop(store);
+    let store = DiskStore::open(&dir, options).unwrap();
+    assert_eq!(all(&store, "a").await, ["4", "6", "7", "8"]);
+    assert_eq!(store.footprint().messages, 6);
+    drop(store);
+    let database = rusqlite_connection(&dir.join("history.db"));
+    let count = |sql: &str| -> i64 { database.query_row(sql, [], |row| row.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT count(*) FROM sqlite_master WHERE name = 'messages'"),
+        0,
+        "the old table is gone"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM segments"),
+        6,
+        "the trimmed messages' segments are gone"
+    );
 }
 
 /// Subscribers catching up on the same history from disk share one

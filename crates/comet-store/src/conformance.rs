@@ -45,6 +45,9 @@ macro_rules! store_conformance {
             channels_are_listed_in_name_order_by_pages,
             health_is_ok,
             a_batch_is_stored_in_order_and_announced_in_order,
+            count_retention_trims_a_batch_message_by_message,
+            the_byte_limit_trims_a_batch_message_by_message,
+            age_retention_removes_a_batch_with_its_time,
             a_repeated_key_gets_the_original_answer_and_stores_nothing,
             a_key_reused_for_other_content_stores_nothing_of_the_batch,
             keys_repeated_within_one_batch_are_judged_like_any_other,
@@ -919,6 +922,155 @@ pub async fn a_batch_is_stored_in_order_and_announced_in_order(factory: impl Sto
             .is_empty()
     );
     assert_eq!(store.head(), Seq(5), "an empty batch stores nothing");
+}
+
+/// Count retention trims the messages of a batch one by one, like any
+/// others: a channel keeps exactly its newest, reads and backlogs may
+/// start inside the batch, and later publishes trim the rest of it.
+pub async fn count_retention_trims_a_batch_message_by_message(factory: impl StoreFactory) {
+    let (options, _clock) = options(Retention {
+        max_messages: 10,
+        max_age: None,
+        ..Retention::default()
+    });
+    let store = factory.build(options).await;
+    // 30 messages, alternately to `a` and `b`: each channel gets 15.
+    let drafts = (0..30)
+        .map(|i| plain(if i % 2 == 0 { "a" } else { "b" }, &i.to_string()))
+        .collect();
+    let appended = store.append_batch(drafts).await.expect("batch");
+    let seq = |i: usize| stored(&appended[i]).seq();
+    let read = |channel: &'static str, after: Seq, upto: Seq, limit: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .read(&name(channel), after, upto, ReadLimit::messages(limit))
+                .await
+                .expect("read")
+        }
+    };
+    let numbers = |range: std::ops::Range<usize>| -> Vec<String> {
+        range.step_by(2).map(|i| i.to_string()).collect()
+    };
+    let history = read("a", Seq::ZERO, store.head(), 100).await;
+    assert_eq!(datas(&history.messages), numbers(10..30));
+    assert_eq!(history.trimmed_upto, seq(8));
+    let history = read("b", Seq::ZERO, store.head(), 100).await;
+    assert_eq!(datas(&history.messages), numbers(11..30));
+    assert_eq!(history.trimmed_upto, seq(9));
+
+    let later = read("a", seq(20), store.head(), 2).await;
+    assert_eq!(datas(&later.messages), ["22", "24"]);
+    assert!(later.truncated);
+    let start = store
+        .backlog_start(&name("a"), 3, store.head())
+        .await
+        .expect("backlog start");
+    assert_eq!(start, seq(22));
+    let start = store
+        .backlog_start(&name("a"), 2, seq(20))
+        .await
+        .expect("backlog start");
+    assert_eq!(start, seq(16));
+    let start = store
+        .backlog_start(&name("a"), 100, store.head())
+        .await
+        .expect("backlog start");
+    assert_eq!(start, seq(8), "asked for more than is kept: from the gap");
+
+    for i in 30..37 {
+        append(&*store, "a", &i.to_string()).await;
+    }
+    let history = read("a", Seq::ZERO, store.head(), 100).await;
+    let newest: Vec<String> = numbers(24..30)
+        .into_iter()
+        .chain((30..37).map(|i| i.to_string()))
+        .collect();
+    assert_eq!(datas(&history.messages), newest);
+    assert_eq!(history.trimmed_upto, seq(22));
+    let summary = store.summary(&name("a")).await.expect("summary");
+    assert_eq!(summary.map(|s| s.retained), Some(10));
+}
+
+/// The byte limit removes the store's oldest messages one by one, also
+/// when they were stored in one batch: part of a batch may go and the
+/// rest stay.
+pub async fn the_byte_limit_trims_a_batch_message_by_message(factory: impl StoreFactory) {
+    let data = "x".repeat(100);
+    // Each message counts 100 (data) + 7 ("message") + 1 (channel) + 64.
+    let size = 172;
+    let (options, _clock) = options(Retention {
+        max_messages: 1000,
+        max_bytes: Some(10 * size),
+        ..Retention::default()
+    });
+    let store = factory.build(options).await;
+    let first = store
+        .append_batch((0..8).map(|_| plain("a", &data)).collect())
+        .await
+        .expect("batch");
+    let second = store
+        .append_batch(
+            (0..6)
+                .map(|i| plain(if i % 2 == 0 { "b" } else { "a" }, &data))
+                .collect(),
+        )
+        .await
+        .expect("batch");
+    let seqs =
+        |appended: &[Appended]| -> Vec<Seq> { appended.iter().map(|a| stored(a).seq()).collect() };
+    let (first, second) = (seqs(&first), seqs(&second));
+    let history = store
+        .read(
+            &name("a"),
+            Seq::ZERO,
+            store.head(),
+            ReadLimit::messages(100),
+        )
+        .await
+        .expect("read");
+    let kept: Vec<Seq> = history.messages.iter().map(|m| m.seq()).collect();
+    let expected: Vec<Seq> = first[4..]
+        .iter()
+        .chain(second.iter().skip(1).step_by(2))
+        .copied()
+        .collect();
+    assert_eq!(kept, expected, "the four oldest of the first batch went");
+    assert_eq!(history.trimmed_upto, first[3]);
+    let footprint = store.footprint();
+    assert_eq!((footprint.messages, footprint.bytes), (10, 10 * size));
+    assert_eq!(all_of(&*store, "b").await.len(), 3);
+}
+
+/// Age retention removes a batch's messages together: they were published
+/// at the same moment.
+pub async fn age_retention_removes_a_batch_with_its_time(factory: impl StoreFactory) {
+    let (options, clock) = options(Retention {
+        max_messages: 100,
+        max_age: Some(Duration::from_secs(10)),
+        ..Retention::default()
+    });
+    let store = factory.build(options).await;
+    let old = store
+        .append_batch((0..5).map(|i| plain("a", &i.to_string())).collect())
+        .await
+        .expect("batch");
+    clock.advance(Duration::from_secs(6));
+    append(&*store, "a", "young").await;
+    clock.advance(Duration::from_secs(6));
+    store.enforce_retention().await.expect("enforce");
+    let history = store
+        .read(
+            &name("a"),
+            Seq::ZERO,
+            store.head(),
+            ReadLimit::messages(100),
+        )
+        .await
+        .expect("read");
+    assert_eq!(datas(&history.messages), ["young"]);
+    assert_eq!(history.trimmed_upto, stored(&old[4]).seq());
+    assert_eq!(store.footprint().messages, 1);
 }
 
 /// A key its channel stored within the window, with the same content, is a
