@@ -94,9 +94,7 @@ pub(crate) fn trim_by_count(
         let excess = (channel.retained - max_messages) as usize;
         let (id, trimmed_upto) = (channel.id, channel.trimmed_upto);
         let oldest = oldest_of_channel(transaction, id, trimmed_upto, excess, name.as_str().len())?;
-        for first_seq in &oldest.emptied {
-            segment::delete(transaction, *first_seq)?;
-        }
+        segment::delete_through(transaction, id, oldest.upto)?;
         draft.removed(transaction, id, oldest.upto, oldest.count, oldest.bytes)?;
     }
     Ok(())
@@ -109,8 +107,6 @@ pub(crate) struct Oldest {
     pub(crate) upto: Seq,
     pub(crate) count: u64,
     pub(crate) bytes: u64,
-    /// The segments holding nothing else retained.
-    pub(crate) emptied: Vec<Seq>,
 }
 
 /// The `count` oldest messages channel `id` retains after `trimmed_upto`
@@ -136,9 +132,6 @@ pub(crate) fn oldest_of_channel(
         oldest.bytes += taken.iter().map(|entry| entry.size(name_len)).sum::<u64>();
         if let Some(last) = taken.last() {
             oldest.upto = last.seq;
-        }
-        if taken.len() == retained.len() {
-            oldest.emptied.push(segment.first_seq);
         }
         left > 0
     })?;

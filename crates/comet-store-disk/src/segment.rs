@@ -170,6 +170,19 @@ pub(crate) fn delete(connection: &Connection, first_seq: Seq) -> rusqlite::Resul
         .map(drop)
 }
 
+/// Deletes channel `channel_id`'s segments whose messages are all at or
+/// below `upto` (one range of its index).
+pub(crate) fn delete_through(
+    connection: &Connection,
+    channel_id: i64,
+    upto: Seq,
+) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached("DELETE FROM segments WHERE channel_id = ?1 AND last_seq <= ?2")?
+        .execute(params![channel_id, sql(upto)])
+        .map(drop)
+}
+
 /// Reads the segments `statement` selects (with [`HEAD_COLUMNS`]) one by
 /// one into `visit`, until it returns false.
 pub(crate) fn each(
