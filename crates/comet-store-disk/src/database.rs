@@ -219,12 +219,24 @@ pub(crate) fn upgrade(connection: &mut Connection) -> Result<(), OpenError> {
     transaction
         .commit()
         .map_err(sqlite("upgrading the history format"))?;
+    // The old table's pages go back to the file system now, not a few
+    // thousand per sweep.
+    give_back_free_pages(connection).map_err(sqlite("giving back the old format's space"))?;
     tracing::info!(
         from = version,
         to = FORMAT_VERSION,
         messages = moved,
         "history format upgraded"
     );
+    Ok(())
+}
+
+/// Returns every free page of the file to the file system.
+fn give_back_free_pages(connection: &Connection) -> rusqlite::Result<()> {
+    // Each row of the answer is one freed page; reading them runs it.
+    let mut vacuum = connection.prepare("PRAGMA incremental_vacuum")?;
+    let mut rows = vacuum.query([])?;
+    while rows.next()?.is_some() {}
     Ok(())
 }
 

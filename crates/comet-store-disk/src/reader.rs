@@ -10,9 +10,10 @@
 //! trims a full channel in batches, see `retention::trim_slack`): readers see
 //! exactly the newest messages the limit allows.
 //!
-//! A read first looks at the positions and sizes of what it may return,
-//! stops at its byte limit, and only then loads data, and only of messages
-//! no reader holds already: decoded messages are shared through a table of
+//! A read walks the channel's segments (see `segment`) in order, one
+//! pass: it looks at each message's position and size, stops at its byte
+//! limit, and loads a segment's data only for a message that fits and
+//! that no reader holds already: decoded messages are shared through a table of
 //! weak references by sequence number, so subscribers catching up on the
 //! same history hold one copy of each message (and its encoded frames),
 //! not one each.
@@ -30,7 +31,7 @@ use tokio::sync::Semaphore;
 
 use crate::database::{connect, sql};
 use crate::retention::oldest_of_channel;
-use crate::segment::{self, Entry};
+use crate::segment::{self, Entry, SegmentHead};
 
 /// Reads run at once at most (each on a blocking thread with its own
 /// connection); more wait their turn, so a crowd of subscribers catching up
@@ -281,56 +282,56 @@ impl Readers {
         let Some(id) = id else {
             return Ok(history);
         };
-        // Positions and sizes first: the byte limit is applied before any
-        // data is loaded.
+        // One pass in order: positions and sizes are read first, and a
+        // segment's body only once one of its messages fits the limits and
+        // no reader holds it decoded already.
         let from = after.max(trimmed_upto);
-        let mut candidates: Vec<Candidate> = Vec::new();
-        let mut statement = snapshot.prepare_cached(segment::OF_CHANNEL)?;
-        segment::each(&mut statement, params![id, sql(from)], |segment| {
-            let single = segment.entries.len() == 1;
-            for entry in segment.retained(from) {
-                if entry.seq > upto || candidates.len() >= limit.messages {
-                    return false;
-                }
-                candidates.push(Candidate {
-                    segment: segment.first_seq,
-                    published_at: segment.published_at,
-                    single,
-                    entry: entry.clone(),
-                });
-            }
-            true
-        })?;
-        let fetched = candidates.len();
-        if let Some(oldest) = self.oldest_kept() {
-            for candidate in &candidates {
-                if candidate.published_at < oldest {
-                    history.trimmed_upto = history.trimmed_upto.max(candidate.entry.seq);
-                }
-            }
-            candidates.retain(|candidate| candidate.published_at >= oldest);
-        }
+        let oldest_kept = self.oldest_kept();
         let name_len = channel.as_str().len();
-        let count = limit.fits(candidates.iter().map(|c| c.entry.size(name_len)));
-        history.truncated = count < candidates.len() || fetched >= limit.messages;
-        let mut body: Option<(Seq, Bytes)> = None;
-        for candidate in candidates.into_iter().take(count) {
-            let seq = candidate.entry.seq;
-            let shared = self.shared().get(seq);
-            let message = match shared {
-                Some(message) => message,
-                None => {
-                    let loaded = match body.take() {
-                        Some((first_seq, bytes)) if first_seq == candidate.segment => bytes,
-                        _ => Bytes::from(segment::body(&snapshot, candidate.segment)?),
-                    };
-                    let message = self.message(channel, &candidate, &loaded)?;
-                    body = Some((candidate.segment, loaded));
-                    self.shared().insert(&message);
-                    message
+        let mut examined = 0;
+        let mut total: u64 = 0;
+        let mut statement = snapshot.prepare_cached(segment::OF_CHANNEL_WITH_BODY)?;
+        let mut rows = statement.query(params![id, sql(from)])?;
+        'segments: while let Some(row) = rows.next()? {
+            let segment = SegmentHead::from_row(row)?;
+            let expired = oldest_kept.is_some_and(|oldest| segment.published_at < oldest);
+            let mut body: Option<Bytes> = None;
+            for entry in segment.retained(from) {
+                if entry.seq > upto {
+                    break 'segments;
                 }
-            };
-            history.messages.push(message);
+                if examined >= limit.messages {
+                    break 'segments;
+                }
+                examined += 1;
+                if expired {
+                    // Not swept yet: counted as removed.
+                    history.trimmed_upto = history.trimmed_upto.max(entry.seq);
+                    continue;
+                }
+                total = total.saturating_add(entry.size(name_len));
+                if !history.messages.is_empty() && total > limit.bytes {
+                    history.truncated = true;
+                    break 'segments;
+                }
+                let shared = self.shared().get(entry.seq);
+                let message = match shared {
+                    Some(message) => message,
+                    None => {
+                        let body = match &body {
+                            Some(body) => body.clone(),
+                            None => body.insert(Bytes::from(row.get::<_, Vec<u8>>(4)?)).clone(),
+                        };
+                        let message = self.message(channel, &segment, entry, &body)?;
+                        self.shared().insert(&message);
+                        message
+                    }
+                };
+                history.messages.push(message);
+            }
+        }
+        if examined >= limit.messages {
+            history.truncated = true;
         }
         Ok(history)
     }
@@ -376,19 +377,18 @@ impl Readers {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The message `candidate` names, from its segment's `body`.
+    /// The message `entry` of `segment` names, from the segment's `body`.
     fn message(
         &self,
         channel: &ChannelName,
-        candidate: &Candidate,
+        segment: &SegmentHead,
+        entry: &Entry,
         body: &Bytes,
     ) -> rusqlite::Result<Arc<Message>> {
-        let seq = candidate.entry.seq;
+        let seq = entry.seq;
         let damaged =
             |what: String| rusqlite::Error::InvalidColumnType(0, what, rusqlite::types::Type::Blob);
-        let entry = &candidate.entry;
-        let (Some(event), Some(data)) =
-            (body.get(entry.event.clone()), body.get(entry.data.clone()))
+        let (Some(event), Some(data)) = (body.get(entry.event.clone()), body.get(entry.data.clone()))
         else {
             return Err(damaged(format!(
                 "stored body of {channel}/{seq} is too short"
@@ -400,7 +400,7 @@ impl Readers {
             .ok_or_else(|| damaged(format!("stored event type of {channel}/{seq}")))?;
         // A message sharing its segment keeps a copy of its own, so a
         // message held long does not keep its neighbours' bytes alive.
-        let data = if candidate.single {
+        let data = if segment.entries.len() == 1 {
             body.slice(entry.data.clone())
         } else {
             Bytes::copy_from_slice(data)
@@ -413,19 +413,9 @@ impl Readers {
             channel.clone(),
             event,
             data,
-            candidate.published_at,
+            segment.published_at,
         )))
     }
-}
-
-/// A message a read may return: where it is, before its data is loaded.
-struct Candidate {
-    /// Its segment.
-    segment: Seq,
-    published_at: u64,
-    /// Whether it is its segment's only message.
-    single: bool,
-    entry: Entry,
 }
 
 fn unavailable(error: rusqlite::Error) -> StoreError {

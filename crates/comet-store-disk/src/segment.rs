@@ -203,18 +203,17 @@ pub(crate) fn each(
 pub(crate) const OF_CHANNEL: &str = "SELECT first_seq, channel_id, published_at, entries
      FROM segments WHERE channel_id = ?1 AND last_seq > ?2 ORDER BY last_seq";
 
+/// [`OF_CHANNEL`] with each segment's body as a fifth column (SQLite
+/// loads it only when it is asked for).
+pub(crate) const OF_CHANNEL_WITH_BODY: &str =
+    "SELECT first_seq, channel_id, published_at, entries, body
+     FROM segments WHERE channel_id = ?1 AND last_seq > ?2 ORDER BY last_seq";
+
 /// A channel's segments holding messages after `?2` and up to `?3`,
 /// newest first.
 pub(crate) const OF_CHANNEL_NEWEST_FIRST: &str =
     "SELECT first_seq, channel_id, published_at, entries FROM segments
      WHERE channel_id = ?1 AND last_seq > ?2 AND first_seq <= ?3 ORDER BY last_seq DESC";
-
-/// A segment's body.
-pub(crate) fn body(connection: &Connection, first_seq: Seq) -> rusqlite::Result<Vec<u8>> {
-    connection
-        .prepare_cached("SELECT body FROM segments WHERE first_seq = ?1")?
-        .query_row([sql(first_seq)], |row| row.get(0))
-}
 
 /// The entries of a segment starting at `first_seq`; `None` if the blob is
 /// not a valid list.

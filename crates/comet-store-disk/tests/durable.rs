@@ -505,6 +505,11 @@ async fn a_format_3_directory_is_upgraded_into_segments() {
         6,
         "the trimmed messages' segments are gone"
     );
+    assert_eq!(
+        count("PRAGMA freelist_count"),
+        0,
+        "the old table's pages were given back"
+    );
 }
 
 /// Subscribers catching up on the same history from disk share one
