@@ -13,14 +13,13 @@
 //!   `forgotten_marks(mark, upto)`, the fixed table of
 //!   `comet_store::forgotten`. Only channels with retained messages are
 //!   loaded at start;
-//! - `segments(first_seq, channel_id, last_seq, published_at, entries,
+//! - `segments(channel_id, last_seq, first_seq, published_at, entries,
 //!   body)` (format 4): the messages, a row per channel per committed
-//!   group (see `segment`), keyed by the first message's sequence number
-//!   (the store-wide order, which trimming by total size and by age
-//!   follows), with the index `segments_of_channel (channel_id, last_seq)`
-//!   so reading a channel after a position is one range scan. Formats 1
-//!   to 3 kept a row per message in `messages`; the upgrade moves each
-//!   into a segment of its own;
+//!   group (see `segment`), clustered by `(channel_id, last_seq)` so
+//!   reading a channel after a position is one range scan, with the index
+//!   `segments_in_order (first_seq)` for the store-wide order (trimming by
+//!   total size and by age). Formats 1 to 3 kept a row per message in
+//!   `messages`; the upgrade moves each into a segment of its own;
 //! - `idempotency_keys(seq, key_hash, fingerprint, subscribers, created)`
 //!   (format 3): the keys of recent keyed publishes (see
 //!   `comet_store::idempotency`), by the position of the message each
@@ -178,13 +177,14 @@ const FORMAT_3: &str = "CREATE TABLE idempotency_keys (
 
 /// What format 4 changed: messages are stored in segments.
 const FORMAT_4: &str = "CREATE TABLE segments (
-         first_seq INTEGER PRIMARY KEY,
          channel_id INTEGER NOT NULL,
          last_seq INTEGER NOT NULL,
+         first_seq INTEGER NOT NULL,
          published_at INTEGER NOT NULL,
          entries BLOB NOT NULL,
-         body BLOB NOT NULL);
-     CREATE INDEX segments_of_channel ON segments (channel_id, last_seq);";
+         body BLOB NOT NULL,
+         PRIMARY KEY (channel_id, last_seq)) WITHOUT ROWID;
+     CREATE UNIQUE INDEX segments_in_order ON segments (first_seq);";
 
 /// Brings a database of an older format (checked to be Comet's) to this
 /// one, in one transaction.

@@ -388,7 +388,8 @@ impl Readers {
         let seq = entry.seq;
         let damaged =
             |what: String| rusqlite::Error::InvalidColumnType(0, what, rusqlite::types::Type::Blob);
-        let (Some(event), Some(data)) = (body.get(entry.event.clone()), body.get(entry.data.clone()))
+        let (Some(event), Some(data)) =
+            (body.get(entry.event.clone()), body.get(entry.data.clone()))
         else {
             return Err(damaged(format!(
                 "stored body of {channel}/{seq} is too short"

@@ -3,18 +3,18 @@
 //!
 //! A row of `segments` holds a run of one channel's messages in sequence
 //! order, all stamped with the same publish time (the writer stamps a group
-//! once): its key is the first message's sequence number (so the table's
-//! own order is the store-wide order), the channel, the last sequence
-//! number, the publish time, and two blobs. `entries` says where each message is (for each: the distance of
-//! its sequence number from the previous one, the length of its event
-//! type and of its data, as LEB128 varints); `body` holds the event types
-//! and data one after the other. Reading the positions never loads the
-//! data (SQLite reads a row's columns lazily, and `body` comes last).
+//! once): the channel, the last and first sequence numbers, the publish
+//! time, and two blobs. `entries` says where each message is (for each:
+//! the distance of its sequence number from the previous one, the length
+//! of its event type and of its data, as LEB128 varints); `body` holds the
+//! event types and data one after the other. Reading the positions never
+//! loads the data (SQLite reads a row's columns lazily, and `body` comes
+//! last).
 //!
 //! One row per channel per group, instead of one per message, is what the
 //! format is for: a commit of 35 publishes to one channel inserts one row
-//! and its index entry, and a trim deletes one. A segment is closed at
-//! [`SEGMENT_BYTES`] of body (a larger message has one of its own), so
+//! and its index entry, and a trim deletes one. A segment's body holds at
+//! most [`SEGMENT_BYTES`] (a larger message has a segment of its own), so
 //! loading one to read a message costs a bounded amount.
 //!
 //! Retention may remove a segment's oldest messages and keep the rest: the
@@ -122,10 +122,11 @@ impl SegmentBuilder {
         segment
     }
 
-    /// Whether `message` may join: the segment has room and the message
+    /// Whether `message` may join: it fits within [`SEGMENT_BYTES`] and
     /// was stamped at the same time.
     pub(crate) fn takes(&self, message: &Message) -> bool {
-        self.body.len() < SEGMENT_BYTES && message.published_at_ms() == self.published_at
+        let len = message.event().as_str().len() + message.data().len();
+        self.body.len() + len <= SEGMENT_BYTES && message.published_at_ms() == self.published_at
     }
 
     /// Adds `message` (newer than the last one).
@@ -286,6 +287,32 @@ mod tests {
         assert_eq!(entries[1].event, 7..14);
         assert_eq!(entries[1].data, 14..314);
         assert_eq!(entries[2].data, 317..70_317);
+    }
+
+    fn message(seq: u64, data_len: usize, at: u64) -> Message {
+        Message::new(
+            comet_store::new_epoch(),
+            Seq(seq),
+            comet_protocol::ChannelName::new("a").unwrap(),
+            comet_protocol::EventType::message(),
+            comet_protocol::Data::from("x".repeat(data_len)),
+            at,
+        )
+    }
+
+    #[test]
+    fn a_segment_takes_messages_of_its_time_up_to_its_size() {
+        let event = "message".len();
+        let mut segment = SegmentBuilder::new(1, &message(1, 1000, 7));
+        assert!(segment.takes(&message(2, 1000, 7)));
+        assert!(!segment.takes(&message(2, 1000, 8)), "another stamp");
+        assert!(!segment.takes(&message(2, SEGMENT_BYTES, 7)), "too large");
+        segment.push(&message(2, SEGMENT_BYTES - 2 * (1000 + event) - event, 7));
+        assert_eq!(segment.body.len(), SEGMENT_BYTES - 1000 - event);
+        assert!(segment.takes(&message(3, 1000, 7)), "exactly full");
+        assert!(!segment.takes(&message(3, 1001, 7)));
+        let large = SegmentBuilder::new(1, &message(4, 2 * SEGMENT_BYTES, 7));
+        assert!(!large.takes(&message(5, 0, 7)), "a large message stays alone");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! Publishers send their appends over a channel and wait for the reply. The
 //! thread takes the first waiting append, then every other one already
-//! waiting (up to [`MAX_GROUP`]), numbers them, stores them and applies
-//! retention in one transaction, commits (one fsync for the whole group),
+//! waiting (up to [`MAX_GROUP`]), numbers them, stores them (a segment
+//! row per channel, see `segment`) and applies retention in one
+//! transaction, commits (one fsync for the whole group),
 //! tells the commit listener of each message in order, and only then
 //! replies. While a group commits, the next one gathers: the busier the
 //! store, the larger the groups, and durability costs one fsync per group
