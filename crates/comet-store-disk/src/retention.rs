@@ -162,7 +162,7 @@ pub(crate) fn trim_by_bytes(
             let retained = segment.retained(channel.trimmed_upto);
             let mut removed = Oldest::default();
             for entry in retained {
-                if entry.seq >= keep || draft.bytes - removed.bytes <= max_bytes {
+                if entry.seq >= keep || draft.bytes.saturating_sub(removed.bytes) <= max_bytes {
                     break;
                 }
                 removed.count += 1;

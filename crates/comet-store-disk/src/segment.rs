@@ -312,7 +312,26 @@ mod tests {
         assert!(segment.takes(&message(3, 1000, 7)), "exactly full");
         assert!(!segment.takes(&message(3, 1001, 7)));
         let large = SegmentBuilder::new(1, &message(4, 2 * SEGMENT_BYTES, 7));
-        assert!(!large.takes(&message(5, 0, 7)), "a large message stays alone");
+        assert!(
+            !large.takes(&message(5, 0, 7)),
+            "a large message stays alone"
+        );
+    }
+
+    #[test]
+    fn an_entry_counts_the_stored_size_of_its_message() {
+        let stored = message(9, 321, 7);
+        let segment = SegmentBuilder::new(1, &stored);
+        let entries = decode_entries(Seq(9), &segment.entries).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            entries[0].size("a".len()),
+            comet_store::stored_size(&stored)
+        );
+        assert_eq!(
+            &segment.body[entries[0].data.clone()],
+            stored.data().bytes()
+        );
     }
 
     #[test]
