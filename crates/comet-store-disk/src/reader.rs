@@ -288,7 +288,6 @@ impl Readers {
         let from = after.max(trimmed_upto);
         let oldest_kept = self.oldest_kept();
         let name_len = channel.as_str().len();
-        let mut examined = 0;
         let mut total: u64 = 0;
         let mut statement = snapshot.prepare_cached(segment::OF_CHANNEL_WITH_BODY)?;
         let mut rows = statement.query(params![id, sql(from)])?;
@@ -300,17 +299,18 @@ impl Readers {
                 if entry.seq > upto {
                     break 'segments;
                 }
-                if examined >= limit.messages {
-                    break 'segments;
-                }
-                examined += 1;
                 if expired {
-                    // Not swept yet: counted as removed.
+                    // Not swept yet: counted as removed. Times follow
+                    // sequence order, so these come before any message
+                    // returned.
                     history.trimmed_upto = history.trimmed_upto.max(entry.seq);
                     continue;
                 }
                 total = total.saturating_add(entry.size(name_len));
-                if !history.messages.is_empty() && total > limit.bytes {
+                let full = history.messages.len() >= limit.messages
+                    || (!history.messages.is_empty() && total > limit.bytes);
+                if full {
+                    // Truncated only when a message is left out.
                     history.truncated = true;
                     break 'segments;
                 }
@@ -329,9 +329,6 @@ impl Readers {
                 };
                 history.messages.push(message);
             }
-        }
-        if examined >= limit.messages {
-            history.truncated = true;
         }
         Ok(history)
     }

@@ -8,7 +8,7 @@
 
 use comet_protocol::{ChannelName, Seq};
 use comet_store::forgotten::folded_mark_index;
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::database::sql;
 use crate::segment::{self, HEAD_COLUMNS, SegmentHead};
@@ -140,54 +140,80 @@ pub(crate) fn oldest_of_channel(
 
 /// Removes the store's oldest messages until it holds at most `max_bytes`;
 /// never `keep` (the newest message).
+///
+/// The oldest messages are taken in sequence order across channels, and
+/// segments of one group interleave (a group's messages to `a` and `b`
+/// alternate), so this merges the segments in order of their first
+/// messages: one is opened only once its first message is the oldest left.
 pub(crate) fn trim_by_bytes(
     transaction: &Transaction<'_>,
     draft: &mut Draft<'_>,
     max_bytes: u64,
     keep: Seq,
 ) -> rusqlite::Result<()> {
-    let mut oldest = transaction.prepare_cached(&format!(
-        "SELECT {HEAD_COLUMNS} FROM segments WHERE first_seq < ?1 ORDER BY first_seq LIMIT 16"
+    if draft.bytes <= max_bytes {
+        return Ok(());
+    }
+    let mut next = transaction.prepare_cached(&format!(
+        "SELECT {HEAD_COLUMNS} FROM segments WHERE first_seq > ?1 ORDER BY first_seq LIMIT 1"
     ))?;
+    let mut fetch = |after: Seq| {
+        next.query_row([sql(after)], SegmentHead::from_row)
+            .optional()
+    };
+    // Segments being trimmed, each with the index of its oldest entry left.
+    let mut open: Vec<(SegmentHead, usize)> = Vec::new();
+    let mut upcoming = fetch(Seq::ZERO)?;
+    let mut emptied = Vec::new();
     while draft.bytes > max_bytes {
-        let page = oldest_page(&mut oldest, [keep.0 as i64])?;
-        let mut removed_any = false;
-        for segment in &page {
-            let Some((name_len, channel)) = draft.held(transaction, segment.channel_id)? else {
-                // Of no channel held: nothing to account for.
-                segment::delete(transaction, segment.first_seq)?;
-                removed_any = true;
-                continue;
-            };
-            let retained = segment.retained(channel.trimmed_upto);
-            let mut removed = Oldest::default();
-            for entry in retained {
-                if entry.seq >= keep || draft.bytes.saturating_sub(removed.bytes) <= max_bytes {
-                    break;
+        let oldest_open = open
+            .iter()
+            .enumerate()
+            .map(|(index, (segment, at))| (segment.entries[*at].seq, index))
+            .min();
+        let opens_first = match (&upcoming, oldest_open) {
+            (Some(segment), Some((seq, _))) => segment.first_seq < seq,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if opens_first {
+            let segment = upcoming.take().expect("an upcoming segment");
+            upcoming = fetch(segment.first_seq)?;
+            match draft.held(transaction, segment.channel_id)? {
+                Some((_, channel)) => {
+                    let at = segment.entries.len() - segment.retained(channel.trimmed_upto).len();
+                    if at < segment.entries.len() {
+                        open.push((segment, at));
+                    } else {
+                        emptied.push(segment.first_seq);
+                    }
                 }
-                removed.count += 1;
-                removed.bytes += entry.size(name_len);
-                removed.upto = entry.seq;
+                // Of no channel held: nothing to account for.
+                None => emptied.push(segment.first_seq),
             }
-            let whole = removed.count == retained.len() as u64;
-            if whole {
-                segment::delete(transaction, segment.first_seq)?;
-                removed_any = true;
-            }
-            if removed.count > 0 {
-                let (upto, count, bytes) = (removed.upto, removed.count, removed.bytes);
-                draft.removed(transaction, segment.channel_id, upto, count, bytes)?;
-                removed_any = true;
-            }
-            if !whole {
-                // Stopped inside this segment: enough was removed, or the
-                // newest message was reached.
-                return Ok(());
-            }
+            continue;
         }
-        if !removed_any {
+        let Some((seq, index)) = oldest_open else {
+            break;
+        };
+        if seq >= keep {
             break;
         }
+        let (segment, at) = &mut open[index];
+        let entry = &segment.entries[*at];
+        let Some((name_len, _)) = draft.held(transaction, segment.channel_id)? else {
+            break;
+        };
+        let size = entry.size(name_len);
+        draft.removed(transaction, segment.channel_id, seq, 1, size)?;
+        *at += 1;
+        if *at == segment.entries.len() {
+            emptied.push(segment.first_seq);
+            open.swap_remove(index);
+        }
+    }
+    for first_seq in emptied {
+        segment::delete(transaction, first_seq)?;
     }
     Ok(())
 }
