@@ -3,23 +3,18 @@
 //! space, refuse directories that are not its own, and admit one server
 //! per directory.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use comet_protocol::{ChannelName, Data, EventType, IdempotencyKey, Seq};
 use comet_store::{Appended, Draft, Retention, Store, StoreOptions};
 use comet_store_disk::{DiskStore, OpenError};
 
+/// A fresh data directory path for the test `name`.
 fn fresh_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "durable-{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::fresh_dir(&format!("durable-{name}"))
 }
 
 fn channel(name: &str) -> ChannelName {

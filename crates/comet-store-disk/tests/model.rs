@@ -9,8 +9,9 @@
 //! The histories come from a fixed-seed generator: a failure names its
 //! seed and step, and runs the same again.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use comet_protocol::{ChannelName, Data, EventType, Seq};
@@ -41,17 +42,6 @@ impl Random {
 }
 
 const CHANNELS: [&str; 3] = ["a", "b", "c"];
-
-fn fresh_dir() -> std::path::PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "model-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 /// A read as compared: positions and contents, the gap, and whether more
 /// remains.
@@ -117,7 +107,7 @@ async fn compare_one_history(seed: u64, steps: usize) {
         ..StoreOptions::default()
     };
     let model = MemoryStore::new(options.clone());
-    let dir = fresh_dir();
+    let dir = common::fresh_dir("model");
     let disk = DiskStore::open(&dir, options).expect("open the durable store");
     let context =
         |step: usize, what: &str| format!("seed {seed}, step {step}, {what}, {retention:?}");

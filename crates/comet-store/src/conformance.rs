@@ -12,8 +12,8 @@ use std::time::Duration;
 use comet_protocol::{ChannelName, Data, EventType, IdempotencyKey, Message, Seq};
 
 use crate::{
-    AppendError, Appended, CommitListener, Draft, IdempotencyOptions, ManualClock, Original,
-    ReadLimit, Retention, Store, StoreOptions,
+    AppendError, Appended, CommitListener, Draft, History, IdempotencyOptions, ManualClock,
+    Original, ReadLimit, Retention, Store, StoreOptions,
 };
 
 /// Expands to one test per conformance check for the store built by
@@ -339,15 +339,7 @@ pub async fn retention_by_count_trims_and_marks_the_gap(factory: impl StoreFacto
         seqs.push(append(&*store, "a", &i.to_string()).await.seq());
         append(&*store, "b", &i.to_string()).await;
     }
-    let history = store
-        .read(
-            &name("a"),
-            Seq::ZERO,
-            store.head(),
-            ReadLimit::messages(100),
-        )
-        .await
-        .expect("read");
+    let history = history_of(&*store, "a").await;
     assert_eq!(datas(&history.messages), ["2", "3", "4"]);
     assert_eq!(history.trimmed_upto, seqs[1]);
     let summary = store.summary(&name("a")).await.expect("summary");
@@ -380,15 +372,7 @@ pub async fn retention_by_count_is_exact_at_every_step_for_a_larger_limit(
         // limit, so each is first after appends that only the store
         // itself has trimmed.
         if i % 5 == 0 {
-            let history = store
-                .read(
-                    &name("a"),
-                    Seq::ZERO,
-                    store.head(),
-                    ReadLimit::messages(1000),
-                )
-                .await
-                .expect("read");
+            let history = history_of(&*store, "a").await;
             let newest: Vec<String> = (i + 1 - LIMIT..=i).map(|n| n.to_string()).collect();
             assert_eq!(datas(&history.messages), newest, "read after {i}");
             assert_eq!(history.trimmed_upto, seqs[i - LIMIT], "trimmed after {i}");
@@ -427,15 +411,7 @@ pub async fn retention_by_age_trims_on_access(factory: impl StoreFactory) {
     append(&*store, "a", "middle").await;
     clock.advance(Duration::from_secs(6));
     append(&*store, "a", "new").await;
-    let history = store
-        .read(
-            &name("a"),
-            Seq::ZERO,
-            store.head(),
-            ReadLimit::messages(100),
-        )
-        .await
-        .expect("read");
+    let history = history_of(&*store, "a").await;
     assert_eq!(datas(&history.messages), ["middle", "new"]);
     assert_eq!(history.trimmed_upto, old.seq());
 }
@@ -451,15 +427,7 @@ pub async fn retention_by_age_is_enforced_without_access(factory: impl StoreFact
     let last = append(&*store, "a", "1").await;
     clock.advance(Duration::from_secs(11));
     store.enforce_retention().await.expect("enforce");
-    let history = store
-        .read(
-            &name("a"),
-            Seq::ZERO,
-            store.head(),
-            ReadLimit::messages(100),
-        )
-        .await
-        .expect("read");
+    let history = history_of(&*store, "a").await;
     assert!(history.messages.is_empty());
     assert!(
         history.trimmed_upto >= last.seq(),
@@ -499,18 +467,23 @@ pub async fn a_large_age_sweep_removes_everything_expired_in_steps(factory: impl
     assert_eq!(listed[0].1.last_id, kept.cursor());
 }
 
-/// The total byte limit removes the store's oldest messages, whatever their
-/// channel, and marks each channel's loss.
-pub async fn retention_by_total_bytes_removes_the_oldest_of_the_store(factory: impl StoreFactory) {
-    let data = "x".repeat(100);
-    // Each message counts 100 (data) + 7 ("message") + 1 (channel) + 64.
+/// A store whose byte limit keeps ten messages of the data it returns (100
+/// bytes) to a one-letter channel, and their stored size: 100 (data) + 7
+/// ("message") + 1 (channel) + 64.
+async fn store_of_ten_messages(factory: impl StoreFactory) -> (Arc<dyn Store>, String, u64) {
     let size = 172;
     let (options, _clock) = options(Retention {
         max_messages: 1000,
         max_bytes: Some(10 * size),
         ..Retention::default()
     });
-    let store = factory.build(options).await;
+    (factory.build(options).await, "x".repeat(100), size)
+}
+
+/// The total byte limit removes the store's oldest messages, whatever their
+/// channel, and marks each channel's loss.
+pub async fn retention_by_total_bytes_removes_the_oldest_of_the_store(factory: impl StoreFactory) {
+    let (store, data, size) = store_of_ten_messages(factory).await;
     let mut appended = Vec::new();
     for i in 0..15 {
         let channel = if i % 3 == 0 { "a" } else { "b" };
@@ -520,15 +493,7 @@ pub async fn retention_by_total_bytes_removes_the_oldest_of_the_store(factory: i
     }
     let mut retained = Vec::new();
     for channel in ["a", "b"] {
-        let history = store
-            .read(
-                &name(channel),
-                Seq::ZERO,
-                store.head(),
-                ReadLimit::messages(100),
-            )
-            .await
-            .expect("read");
+        let history = history_of(&*store, channel).await;
         let removed_last = appended[..5]
             .iter()
             .filter(|(c, _)| *c == channel)
@@ -879,6 +844,19 @@ fn repeat_of(appended: &Appended) -> Original {
     }
 }
 
+/// What `channel` holds up to the head, read at once.
+async fn history_of(store: &dyn Store, channel: &str) -> History {
+    store
+        .read(
+            &name(channel),
+            Seq::ZERO,
+            store.head(),
+            ReadLimit::messages(10_000),
+        )
+        .await
+        .expect("read")
+}
+
 async fn all_of(store: &dyn Store, channel: &str) -> Vec<String> {
     let history = store
         .read(
@@ -996,15 +974,7 @@ pub async fn count_retention_trims_a_batch_message_by_message(factory: impl Stor
 /// when they were stored in one batch: part of a batch may go and the
 /// rest stay.
 pub async fn the_byte_limit_trims_a_batch_message_by_message(factory: impl StoreFactory) {
-    let data = "x".repeat(100);
-    // Each message counts 100 (data) + 7 ("message") + 1 (channel) + 64.
-    let size = 172;
-    let (options, _clock) = options(Retention {
-        max_messages: 1000,
-        max_bytes: Some(10 * size),
-        ..Retention::default()
-    });
-    let store = factory.build(options).await;
+    let (store, data, size) = store_of_ten_messages(factory).await;
     // Eight messages alternately to `a` and `b`, then six to `c`: the four
     // oldest of the store go, two of each of the first two channels.
     let first = store
@@ -1021,15 +991,7 @@ pub async fn the_byte_limit_trims_a_batch_message_by_message(factory: impl Store
         .expect("batch");
     let first: Vec<Seq> = first.iter().map(|a| stored(a).seq()).collect();
     for (channel, kept, trimmed) in [("a", [4, 6], 2), ("b", [5, 7], 3)] {
-        let history = store
-            .read(
-                &name(channel),
-                Seq::ZERO,
-                store.head(),
-                ReadLimit::messages(100),
-            )
-            .await
-            .expect("read");
+        let history = history_of(&*store, channel).await;
         let seqs: Vec<Seq> = history.messages.iter().map(|m| m.seq()).collect();
         assert_eq!(seqs, kept.map(|i| first[i]), "channel {channel}");
         assert_eq!(history.trimmed_upto, first[trimmed], "channel {channel}");
@@ -1056,15 +1018,7 @@ pub async fn age_retention_removes_a_batch_with_its_time(factory: impl StoreFact
     append(&*store, "a", "young").await;
     clock.advance(Duration::from_secs(6));
     store.enforce_retention().await.expect("enforce");
-    let history = store
-        .read(
-            &name("a"),
-            Seq::ZERO,
-            store.head(),
-            ReadLimit::messages(100),
-        )
-        .await
-        .expect("read");
+    let history = history_of(&*store, "a").await;
     assert_eq!(datas(&history.messages), ["young"]);
     assert_eq!(history.trimmed_upto, stored(&old[4]).seq());
     assert_eq!(store.footprint().messages, 1);
