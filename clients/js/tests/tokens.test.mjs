@@ -294,10 +294,15 @@ test('without getToken, an expiry ends the subscription: error, CLOSED, 401, and
     const transports = ['ws', 'sse', 'stream', 'longpoll'];
     const pages = {};
     const watched = {};
+    // The pages first: opening them is the slow part, and each token must
+    // outlive every subscription's start and the publish (its `exp` is in
+    // whole seconds, so a token of 4 s lasts 3 to 4).
     for (const transport of transports) {
       pages[transport] = await pageAt(browser, `${comet.base}/healthz`);
       watched[transport] = watchRequests(pages[transport]);
-      const token = await mint(comet.secret, { subscribe: ['news'] }, 3);
+    }
+    for (const transport of transports) {
+      const token = await mint(comet.secret, { subscribe: ['news'] }, 4);
       // Short retry delays: a client that retried would make many requests.
       await subscribeIn(pages[transport], 'news', { transport, token, retry: 100, maxRetry: 200 });
     }
