@@ -26,7 +26,7 @@ use bytes::Bytes;
 use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, Message, Seq};
 use comet_store::forgotten::folded_mark_index;
 use comet_store::{ChannelSummary, Clock, History, ReadLimit, Retention, StoreError};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::Semaphore;
 
 use crate::database::{connect, sql};
@@ -314,19 +314,7 @@ impl Readers {
                     history.truncated = true;
                     break 'segments;
                 }
-                let shared = self.shared().get(entry.seq);
-                let message = match shared {
-                    Some(message) => message,
-                    None => {
-                        let body = match &body {
-                            Some(body) => body.clone(),
-                            None => body.insert(Bytes::from(row.get::<_, Vec<u8>>(4)?)).clone(),
-                        };
-                        let message = self.message(channel, &segment, entry, &body)?;
-                        self.shared().insert(&message);
-                        message
-                    }
-                };
+                let message = self.message_at(channel, &segment, entry, row, &mut body)?;
                 history.messages.push(message);
             }
         }
@@ -372,6 +360,29 @@ impl Readers {
 
     fn shared(&self) -> std::sync::MutexGuard<'_, SharedMessages> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The message `entry` of `segment` names: the copy some reader holds,
+    /// or one decoded from the segment's body, loaded from `row` (selected
+    /// with `OF_CHANNEL_WITH_BODY`) into `body` at most once.
+    fn message_at(
+        &self,
+        channel: &ChannelName,
+        segment: &SegmentHead,
+        entry: &Entry,
+        row: &Row<'_>,
+        body: &mut Option<Bytes>,
+    ) -> rusqlite::Result<Arc<Message>> {
+        if let Some(message) = self.shared().get(entry.seq) {
+            return Ok(message);
+        }
+        let body = match body {
+            Some(body) => body.clone(),
+            None => body.insert(Bytes::from(row.get::<_, Vec<u8>>(4)?)).clone(),
+        };
+        let message = self.message(channel, segment, entry, &body)?;
+        self.shared().insert(&message);
+        Ok(message)
     }
 
     /// The message `entry` of `segment` names, from the segment's `body`.
