@@ -161,15 +161,16 @@ pub(crate) fn trim_by_bytes(
         next.query_row([sql(after)], SegmentHead::from_row)
             .optional()
     };
-    // Segments being trimmed, each with the index of its oldest entry left.
-    let mut open: Vec<(SegmentHead, usize)> = Vec::new();
+    // Segments being trimmed, each with the index of its oldest entry left
+    // and the length of its channel's name.
+    let mut open: Vec<(SegmentHead, usize, usize)> = Vec::new();
     let mut upcoming = fetch(Seq::ZERO)?;
     let mut emptied = Vec::new();
     while draft.bytes > max_bytes {
         let oldest_open = open
             .iter()
             .enumerate()
-            .map(|(index, (segment, at))| (segment.entries[*at].seq, index))
+            .map(|(index, (segment, at, _))| (segment.entries[*at].seq, index))
             .min();
         let opens_first = match (&upcoming, oldest_open) {
             (Some(segment), Some((seq, _))) => segment.first_seq < seq,
@@ -180,10 +181,10 @@ pub(crate) fn trim_by_bytes(
             let segment = upcoming.take().expect("an upcoming segment");
             upcoming = fetch(segment.first_seq)?;
             match draft.held(transaction, segment.channel_id)? {
-                Some((_, channel)) => {
+                Some((name_len, channel)) => {
                     let at = segment.entries.len() - segment.retained(channel.trimmed_upto).len();
                     if at < segment.entries.len() {
-                        open.push((segment, at));
+                        open.push((segment, at, name_len));
                     } else {
                         emptied.push(segment.first_seq);
                     }
@@ -199,12 +200,8 @@ pub(crate) fn trim_by_bytes(
         if seq >= keep {
             break;
         }
-        let (segment, at) = &mut open[index];
-        let entry = &segment.entries[*at];
-        let Some((name_len, _)) = draft.held(transaction, segment.channel_id)? else {
-            break;
-        };
-        let size = entry.size(name_len);
+        let (segment, at, name_len) = &mut open[index];
+        let size = segment.entries[*at].size(*name_len);
         draft.removed(transaction, segment.channel_id, seq, 1, size)?;
         *at += 1;
         if *at == segment.entries.len() {
