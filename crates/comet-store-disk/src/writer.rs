@@ -707,10 +707,9 @@ impl<'a> Draft<'a> {
                 row.bytes as i64,
             ])?;
         }
-        transaction.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'head'",
-            [self.head.0.to_string()],
-        )?;
+        transaction
+            .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'head'")?
+            .execute([self.head.0.to_string()])?;
         Ok(())
     }
 
