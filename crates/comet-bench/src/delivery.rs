@@ -133,9 +133,13 @@ pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
         tokio::task::spawn_local(async move {
             loop {
                 let mut finished = false;
+                // The events of one read arrived together: one time stamp.
+                let mut arrived = None;
                 let alive = reader
                     .read(|data| {
-                        let Some((n, latency)) = payload::decode(data) else {
+                        let (received, at) =
+                            *arrived.get_or_insert_with(|| (payload::now_micros(), Instant::now()));
+                        let Some((n, latency)) = payload::decode_received(data, received) else {
                             return;
                         };
                         let mut trackers = trackers.borrow_mut();
@@ -145,7 +149,7 @@ pub async fn run(plan: &DeliveryPlan) -> Result<DeliveryReport, HttpError> {
                         let mut shared = shared.borrow_mut();
                         shared.latencies.record(latency);
                         shared.deliveries += 1;
-                        shared.last_delivery = Instant::now();
+                        shared.last_delivery = at;
                         if !was_complete && tracker.complete(messages) {
                             shared.complete_subscribers += 1;
                             finished = shared.complete_subscribers == total;

@@ -22,19 +22,34 @@ pub fn encode(n: u64, size: usize) -> Vec<u8> {
     payload
 }
 
-/// The number and the latency (now minus sent) of a payload.
-pub fn decode(payload: &[u8]) -> Option<(u64, Duration)> {
-    decode_received(payload, now_micros())
-}
-
 /// The number and the latency of a payload that arrived at `received`
 /// (microseconds since the Unix epoch).
 pub fn decode_received(payload: &[u8], received: u64) -> Option<(u64, Duration)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let mut parts = text.split(' ');
-    let n = parts.next()?.parse().ok()?;
-    let sent: u64 = parts.next()?.trim_end_matches('.').parse().ok()?;
+    let (n, rest) = leading_number(payload)?;
+    let (sent, rest) = leading_number(rest.strip_prefix(b" ")?)?;
+    if !matches!(rest.first(), None | Some(b'.')) {
+        return None;
+    }
     Some((n, Duration::from_micros(received.saturating_sub(sent))))
+}
+
+/// The decimal number `bytes` start with (at least one digit, no sign),
+/// and what follows it.
+fn leading_number(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = bytes
+        .iter()
+        .take_while(|byte| byte.is_ascii_digit())
+        .count();
+    if digits == 0 {
+        return None;
+    }
+    let mut number: u64 = 0;
+    for &digit in &bytes[..digits] {
+        number = number
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    Some((number, &bytes[digits..]))
 }
 
 #[cfg(test)]
@@ -45,9 +60,31 @@ mod tests {
     fn payloads_round_trip() {
         let payload = encode(42, 64);
         assert_eq!(payload.len(), 64);
-        let (n, latency) = decode(&payload).unwrap();
+        let (n, latency) = decode_received(&payload, now_micros()).unwrap();
         assert_eq!(n, 42);
         assert!(latency < Duration::from_secs(5));
-        assert!(decode(b"garbage").is_none());
+        assert!(decode_received(b"garbage", now_micros()).is_none());
+    }
+
+    #[test]
+    fn only_a_number_a_space_a_time_and_padding_decode() {
+        let at = |payload: &[u8]| {
+            decode_received(payload, 1_000).map(|(n, latency)| (n, latency.as_micros()))
+        };
+        assert_eq!(at(b"7 400"), Some((7, 600)));
+        assert_eq!(at(b"7 400...."), Some((7, 600)));
+        assert_eq!(at(b"7 4000"), Some((7, 0)));
+        for garbage in [
+            &b""[..],
+            b"7",
+            b"7 ",
+            b" 7 400",
+            b"7  400",
+            b"7 400x",
+            b"x 400",
+            b"99999999999999999999 400",
+        ] {
+            assert_eq!(at(garbage), None, "{:?}", String::from_utf8_lossy(garbage));
+        }
     }
 }

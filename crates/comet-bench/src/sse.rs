@@ -90,9 +90,12 @@ impl SseReader {
             return Ok(false);
         }
         self.dechunk()?;
-        while let Some(end) = memchr::memchr(b'\n', &self.body) {
-            let line = self.body.split_to(end + 1);
-            let line = &line[..end];
+        // Lines are read in place and the parsed ones let go of at once:
+        // no buffer is split per line.
+        let mut parsed = 0;
+        while let Some(end) = memchr::memchr(b'\n', &self.body[parsed..]) {
+            let line = &self.body[parsed..parsed + end];
+            parsed += end + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
                 if !self.data.is_empty() {
@@ -107,6 +110,7 @@ impl SseReader {
                 self.data.extend_from_slice(value);
             }
         }
+        self.body.advance(parsed);
         Ok(true)
     }
 
@@ -122,13 +126,8 @@ impl SseReader {
                     let Some(end) = memchr::memchr(b'\n', &self.raw) else {
                         return Ok(());
                     };
-                    let line = self.raw.split_to(end + 1);
-                    let text = std::str::from_utf8(&line[..end])
-                        .unwrap_or("")
-                        .trim_end_matches('\r');
-                    let size =
-                        usize::from_str_radix(text.split(';').next().unwrap_or("").trim(), 16)
-                            .map_err(|_| HttpError::Malformed(format!("chunk size {text:?}")))?;
+                    let size = chunk_size(&self.raw[..end])?;
+                    self.raw.advance(end + 1);
                     if size == 0 {
                         self.ended = true;
                         return Ok(());
@@ -140,8 +139,8 @@ impl SseReader {
                     if take == 0 {
                         return Ok(());
                     }
-                    let piece = self.raw.split_to(take);
-                    self.body.extend_from_slice(&piece);
+                    self.body.extend_from_slice(&self.raw[..take]);
+                    self.raw.advance(take);
                     self.chunk = if take == left {
                         Chunk::LineEnd
                     } else {
@@ -160,10 +159,83 @@ impl SseReader {
     }
 }
 
+/// The size a chunk's size line (without its `\n`) gives.
+fn chunk_size(line: &[u8]) -> Result<usize, HttpError> {
+    let text = std::str::from_utf8(line)
+        .unwrap_or("")
+        .trim_end_matches('\r');
+    usize::from_str_radix(text.split(';').next().unwrap_or("").trim(), 16)
+        .map_err(|_| HttpError::Malformed(format!("chunk size {text:?}")))
+}
+
 /// Where the de-chunker is in the chunked body.
 #[derive(Clone, Copy)]
 enum Chunk {
     Size,
     Data(usize),
     LineEnd,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Serves `pieces` one write at a time (a pause between them, so each
+    /// is read apart), then closes.
+    async fn server(pieces: Vec<&'static [u8]>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await.unwrap();
+            for piece in pieces {
+                socket.write_all(piece).await.unwrap();
+                socket.flush().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        });
+        address
+    }
+
+    async fn events_of(pieces: Vec<&'static [u8]>) -> Vec<String> {
+        let mut reader = SseReader::open(server(pieces).await, "/sse/a")
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        while reader
+            .read(|data| events.push(String::from_utf8(data.to_vec()).unwrap()))
+            .await
+            .unwrap()
+        {}
+        events
+    }
+
+    #[tokio::test]
+    async fn events_split_anywhere_across_chunks_and_reads_arrive_whole() {
+        let events = events_of(vec![
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1",
+            b"7\r\n: hi\nid: 1\ndata",
+            b": 1 10\n\n\r\n",
+            b"17\r\ndata: 2 20\n",
+            b"data: more\n\n\r\n",
+            b"b\r\ndata: 3 30\r",
+            b"\r\n3\r\n\n\r\n\r\n",
+            b"0\r\n\r\n",
+        ])
+        .await;
+        assert_eq!(events, ["1 10", "2 20\nmore", "3 30"]);
+    }
+
+    #[tokio::test]
+    async fn a_body_without_chunks_is_read_as_it_comes() {
+        let events = events_of(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1",
+            b" 10\n\ndata: 2 20\n",
+            b"\n",
+        ])
+        .await;
+        assert_eq!(events, ["1 10", "2 20"]);
+    }
 }
