@@ -244,12 +244,58 @@ pub(crate) fn write_from<'a>(
             break;
         }
     }
-    stream.try_write_vectored(&slices[..count])
+    let slices = &slices[..count];
+    let total: usize = slices.iter().map(|slice| slice.len()).sum();
+    if slices.len() > 1 && total <= SMALL_WRITE {
+        // A few small pieces (a message and its chunk's framing): one
+        // plain write of a copy costs the kernel less than a vectored one.
+        let mut joined = [0u8; SMALL_WRITE];
+        let mut end = 0;
+        for slice in slices {
+            joined[end..end + slice.len()].copy_from_slice(slice);
+            end += slice.len();
+        }
+        return stream.try_write(&joined[..end]);
+    }
+    stream.try_write_vectored(slices)
 }
+
+/// Pieces that add up to at most this many bytes go out as one copy.
+const SMALL_WRITE: usize = 1024;
 
 #[cfg(test)]
 mod tests {
-    use super::chunk_size_line;
+    use super::{SMALL_WRITE, chunk_size_line, write_from};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// What `write_from` puts on a real socket for `segments` after `skip`.
+    async fn written(segments: &[&[u8]], skip: usize) -> Vec<u8> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sender = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut receiver, _) = listener.accept().await.unwrap();
+        sender.writable().await.unwrap();
+        let count = write_from(&sender, segments.iter().copied(), skip).unwrap();
+        drop(sender);
+        let mut received = Vec::new();
+        receiver.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received.len(), count);
+        received
+    }
+
+    #[tokio::test]
+    async fn small_and_large_writes_carry_the_segments_in_order_from_the_skip() {
+        let small: [&[u8]; 4] = [b"3\r\n", b"abc", b"", b"\r\n"];
+        assert_eq!(written(&small, 0).await, b"3\r\nabc\r\n");
+        assert_eq!(written(&small, 4).await, b"bc\r\n");
+        assert_eq!(written(&small, 7).await, b"\n");
+        let big = vec![b'x'; SMALL_WRITE];
+        let large: [&[u8]; 3] = [b"400\r\n", &big, b"\r\n"];
+        let expected = [&large[0][1..], &big[..], b"\r\n"].concat();
+        assert_eq!(written(&large, 1).await, expected);
+    }
 
     #[test]
     fn chunk_size_lines_are_lowercase_hex() {
