@@ -235,13 +235,14 @@ test("the browser's own EventSource gives up on an expired URL token; subscribe(
   // the server still accepts a token whose `exp` has just passed.
   const comet = await authServer(['--sse-retry', '1500ms']);
   try {
-    // The reference: EventSource, with a URL token of 2 seconds.
+    // The reference: EventSource, with a URL token of 3 seconds (2 to 3 s
+    // of life: room for the two publishes on a slow machine).
     const reference = await pageAt(browser, `${comet.base}/healthz`);
     const answers = [];
     reference.on('response', (response) => {
       if (new URL(response.url()).pathname === '/sse/news') answers.push([response.url(), response.status()]);
     });
-    const token = await mint(comet.secret, { subscribe: ['news'] });
+    const token = await mint(comet.secret, { subscribe: ['news'] }, 3);
     await reference.evaluate((token) => {
       window.log = [];
       const source = new EventSource(`/sse/news?token=${token}`);
