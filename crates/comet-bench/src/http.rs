@@ -154,9 +154,7 @@ impl Connection {
                 }
                 self.fill().await?;
             };
-            let size_text = String::from_utf8_lossy(&self.buffer[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| HttpError::Malformed(format!("chunk size {size_text:?}")))?;
+            let size = chunk_size(&self.buffer[..line_end])?;
             while self.buffer.len() < line_end + 2 + size + 2 {
                 self.fill().await?;
             }
@@ -168,4 +166,14 @@ impl Connection {
             }
         }
     }
+}
+
+/// The size a chunk's size line gives (without its line end; a `\r`
+/// left at its end is ignored).
+pub(crate) fn chunk_size(line: &[u8]) -> Result<usize, HttpError> {
+    let text = std::str::from_utf8(line)
+        .unwrap_or("")
+        .trim_end_matches('\r');
+    usize::from_str_radix(text.split(';').next().unwrap_or("").trim(), 16)
+        .map_err(|_| HttpError::Malformed(format!("chunk size {text:?}")))
 }

@@ -9,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::http::HttpError;
+use crate::http::{HttpError, chunk_size};
 
 /// An open event stream.
 pub struct SseReader {
@@ -157,15 +157,6 @@ impl SseReader {
             }
         }
     }
-}
-
-/// The size a chunk's size line (without its `\n`) gives.
-fn chunk_size(line: &[u8]) -> Result<usize, HttpError> {
-    let text = std::str::from_utf8(line)
-        .unwrap_or("")
-        .trim_end_matches('\r');
-    usize::from_str_radix(text.split(';').next().unwrap_or("").trim(), 16)
-        .map_err(|_| HttpError::Malformed(format!("chunk size {text:?}")))
 }
 
 /// Where the de-chunker is in the chunked body.

@@ -146,8 +146,8 @@ pub(crate) async fn client_gone(stream: &TcpStream) {
     }
 }
 
-/// Writes `lead`, `frames` and `tail`, in as few vectored writes as the
-/// socket allows; a client that accepts nothing for `timeout` is given up.
+/// Writes `lead`, `frames` and `tail`, in as few writes as the socket
+/// allows; a client that accepts nothing for `timeout` is given up.
 pub(crate) async fn send(
     stream: &TcpStream,
     lead: &[&[u8]],
@@ -222,8 +222,9 @@ pub(crate) fn answer_head(
     head
 }
 
-/// One non-blocking vectored write of `segments`, skipping the first
-/// `skip` bytes (already written).
+/// One non-blocking write of `segments`, skipping the first `skip` bytes
+/// (already written): a plain write of a copy when what is left is small,
+/// a vectored one otherwise.
 pub(crate) fn write_from<'a>(
     stream: &TcpStream,
     segments: impl Iterator<Item = &'a [u8]>,
