@@ -5,7 +5,9 @@
 #    place into a preallocated file, syncs once per group, answers after the
 #    sync) against Comet's durable store, 1, 8 and 64 publishers of 100-byte
 #    messages; the floor also writing as many pages per sync as Comet's
-#    commits do (7 and 11), to show what SQLite's page writes cost there;
+#    commits do (7 and 11), to show what SQLite's page writes cost there,
+#    and syncing on a thread of its own as Comet's writer does; with 64
+#    publishers also Comet's memory store (its HTTP and hub, no storage);
 #  fanout: `fanout_floor` (writes each published message to every
 #    subscriber's socket in the pass that reads the publish, one thread, no
 #    task per subscriber) against Comet's memory store and, when installed
@@ -66,6 +68,7 @@ start_server() {
     sync-floor) start target/release/examples/sync_floor "127.0.0.1:$port" "$work/data/floor.log" ;;
     sync-floor-7-pages) start target/release/examples/sync_floor "127.0.0.1:$port" "$work/data/floor.log" 7 ;;
     sync-floor-11-pages) start target/release/examples/sync_floor "127.0.0.1:$port" "$work/data/floor.log" 11 ;;
+    sync-floor-writer-thread) start target/release/examples/sync_floor "127.0.0.1:$port" "$work/data/floor.log" --writer-thread ;;
     fanout-floor) start target/release/examples/fanout_floor "127.0.0.1:$port" ;;
     nchan)
       target=nchan
@@ -116,9 +119,9 @@ if [ "$part" != fanout ]; then
   echo "== publish: durable store against the sync floor"
   for round in $(seq "$rounds"); do
     for publishers in 1 8 64; do
-      labels=(comet-durable sync-floor)
+      labels=(comet-durable sync-floor sync-floor-writer-thread)
       [ "$publishers" = 8 ] && labels+=(sync-floor-7-pages)
-      [ "$publishers" = 64 ] && labels+=(sync-floor-11-pages)
+      [ "$publishers" = 64 ] && labels+=(sync-floor-11-pages comet)
       for label in "${labels[@]}"; do
         run "$label" publish --publishers "$publishers" --duration 6s
       done

@@ -19,8 +19,16 @@
 //! yielding to the connections, so the thread stays busy), and a lone
 //! client never waits.
 //!
+//! By default the write and the sync block the one thread, which is the
+//! cheapest a server can be but no way to serve anyone else meanwhile.
+//! With `--writer-thread` they run on a thread of their own, as Comet's
+//! writer does, and the event loop goes on reading requests (and would go
+//! on serving subscribers) while a group syncs: the floor for a server
+//! that keeps serving during its syncs, with the hand-off between the two
+//! threads that this costs (one group in flight at a time).
+//!
 //! ```text
-//! cargo run --release -p comet-bench --example sync_floor -- 127.0.0.1:18841 /data/floor.log [PAGES]
+//! cargo run --release -p comet-bench --example sync_floor -- 127.0.0.1:18841 /data/floor.log [PAGES] [--writer-thread]
 //! comet bench publish --server http://127.0.0.1:18841 --publishers 8 --duration 6s
 //! ```
 
@@ -59,9 +67,17 @@ struct Queue {
 }
 
 fn main() -> std::io::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let writer_thread = match args.iter().position(|arg| arg == "--writer-thread") {
+        Some(at) => {
+            args.remove(at);
+            true
+        }
+        None => false,
+    };
+    let mut args = args.into_iter();
     let (Some(listen), Some(path)) = (args.next(), args.next()) else {
-        eprintln!("usage: sync_floor LISTEN_ADDRESS LOG_FILE [PAGES_PER_GROUP]");
+        eprintln!("usage: sync_floor LISTEN_ADDRESS LOG_FILE [PAGES_PER_GROUP] [--writer-thread]");
         std::process::exit(2);
     };
     let min_pages = match args.next().map(|pages| pages.parse::<usize>()) {
@@ -72,7 +88,7 @@ fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
-    let log = preallocated_log(&path)?;
+    let log = Log::new(preallocated_log(&path)?, writer_thread);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
@@ -104,11 +120,60 @@ fn preallocated_log(path: &str) -> std::io::Result<File> {
     Ok(log)
 }
 
+/// Where the committer's pages are written and synced: on its own thread
+/// (blocking it), or on a writer thread that it waits for.
+enum Log {
+    Inline(File),
+    Writer(std::sync::mpsc::Sender<Write>),
+}
+
+/// A group's pages for the writer thread: the bytes, where they go, and
+/// where to hand the buffer back once they are synced.
+type Write = (Vec<u8>, u64, oneshot::Sender<Vec<u8>>);
+
+impl Log {
+    fn new(file: File, writer_thread: bool) -> Log {
+        if !writer_thread {
+            return Log::Inline(file);
+        }
+        let (sender, writes) = std::sync::mpsc::channel::<Write>();
+        std::thread::spawn(move || {
+            for (page, offset, synced) in writes {
+                write_and_sync(&file, &page, offset);
+                let _ = synced.send(page);
+            }
+        });
+        Log::Writer(sender)
+    }
+
+    /// Writes `page` at `offset` and syncs; gives the buffer back.
+    async fn write_and_sync(&self, page: Vec<u8>, offset: u64) -> Vec<u8> {
+        match self {
+            Log::Inline(file) => {
+                write_and_sync(file, &page, offset);
+                page
+            }
+            Log::Writer(writes) => {
+                let (synced, written) = oneshot::channel();
+                writes
+                    .send((page, offset, synced))
+                    .expect("the writer thread is running");
+                written.await.expect("the writer thread answers")
+            }
+        }
+    }
+}
+
+fn write_and_sync(file: &File, page: &[u8], offset: u64) {
+    file.write_all_at(page, offset).expect("log write");
+    file.sync_data().expect("log sync");
+}
+
 /// Writes (at least `min_pages` pages) and syncs group after group,
-/// answering each group after its sync. The write and the sync block the
-/// thread: nothing else could use it meanwhile but reading requests, which
-/// the kernel buffers.
-async fn commit_forever(queue: Rc<Queue>, log: File, min_pages: usize) {
+/// answering each group after its sync. Inline, the write and the sync
+/// block the thread: nothing else could use it meanwhile but reading
+/// requests, which the kernel buffers.
+async fn commit_forever(queue: Rc<Queue>, log: Log, min_pages: usize) {
     let mut offset = 0u64;
     let mut last_group = 1usize;
     let mut page = Vec::new();
@@ -126,16 +191,15 @@ async fn commit_forever(queue: Rc<Queue>, log: File, min_pages: usize) {
         if offset + page.len() as u64 > LOG_BYTES {
             offset = 0;
         }
-        log.write_all_at(&page, offset).expect("log write");
-        let written = Instant::now();
-        log.sync_data().expect("log sync");
+        let writing = Instant::now();
+        page = log.write_and_sync(page, offset).await;
         let synced = Instant::now();
         offset += page.len() as u64;
         let appends = group.len();
         for waiting in group {
             let _ = waiting.done.send(());
         }
-        stats.add(appends, gathered - idle, synced - written);
+        stats.add(appends, gathered - idle, synced - writing);
     }
 }
 
@@ -212,7 +276,7 @@ impl Stats {
         if self.since.elapsed() >= Duration::from_secs(5) {
             let groups = self.groups as f64;
             eprintln!(
-                "groups={} appends_per_group={:.1} waiting_us={:.0} sync_us={:.0}",
+                "groups={} appends_per_group={:.1} waiting_us={:.0} write_and_sync_us={:.0}",
                 self.groups,
                 self.appends as f64 / groups,
                 self.waiting.as_secs_f64() * 1e6 / groups,
