@@ -28,6 +28,9 @@ fi
 
 log "building comet (release)"
 cargo build --release -q -p comet
+# The code measured: the commit, and whether the sources differ from it.
+revision=$(git rev-parse --short HEAD)
+[ -z "$(git status --porcelain -- crates Cargo.toml Cargo.lock)" ] || revision="$revision with uncommitted changes"
 bin=$PWD/target/release/comet
 work=$(mktemp -d)
 raw="$work/raw.txt"
@@ -136,7 +139,7 @@ result="bench/results/$stamp.md"
 python3 bench/summarize.py "$raw" "$runs" \
   "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r)" \
   "$(nginx -v 2>&1 | cut -d/ -f2), Nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null)" \
-  "$(git rev-parse --short HEAD)" | tee "$result"
+  "$revision" | tee "$result"
 {
   echo
   echo '## Raw lines'

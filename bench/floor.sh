@@ -24,6 +24,9 @@ cd "$(dirname "$0")/.."
 part=${1:-all}
 rounds=${2:-3}
 cargo build --release -q -p comet -p comet-bench --example sync_floor --example fanout_floor
+# The code measured: the commit, and whether the sources differ from it.
+revision=$(git rev-parse --short HEAD)
+[ -z "$(git status --porcelain -- crates Cargo.toml Cargo.lock)" ] || revision="$revision with uncommitted changes"
 comet=target/release/comet
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -31,7 +34,7 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 mkdir -p bench/results
 result="bench/results/$(date -u +%Y-%m-%dT%H%M%SZ)-floor.txt"
 exec > >(tee "$result")
-echo "bench/floor.sh $part $rounds at $(git rev-parse --short HEAD): $(nproc) cores, Linux $(uname -r)"
+echo "bench/floor.sh $part $rounds at $revision: $(nproc) cores, Linux $(uname -r)"
 
 pin() { if command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 
