@@ -157,25 +157,52 @@ impl Readers {
         self: &Arc<Self>,
         channel: ChannelName,
     ) -> Result<Option<ChannelSummary>, StoreError> {
-        self.with(move |readers, connection| {
-            connection
-                .query_row(
-                    "SELECT last_seq, min(retained, ?2) FROM channels
-                     WHERE name = ?1 AND retained > 0",
-                    params![channel.as_str(), readers.max_messages()],
-                    |row| {
-                        Ok(ChannelSummary {
-                            last_id: Cursor::new(
-                                readers.epoch.clone(),
-                                Seq(row.get::<_, i64>(0)? as u64),
-                            ),
-                            retained: row.get::<_, i64>(1)? as u64,
-                        })
-                    },
-                )
-                .optional()
-        })
-        .await
+        self.with(move |readers, connection| readers.summarize(connection, &channel))
+            .await
+    }
+
+    /// What `channel` holds as readers see it: without the messages beyond
+    /// the count limit and those older than the age limit, both of which the
+    /// writer may not have removed yet.
+    fn summarize(
+        &self,
+        connection: &Connection,
+        channel: &ChannelName,
+    ) -> rusqlite::Result<Option<ChannelSummary>> {
+        let snapshot = connection.unchecked_transaction()?;
+        let found: Option<(i64, i64, i64, i64)> = snapshot
+            .prepare_cached(
+                "SELECT id, last_seq, retained, trimmed_upto FROM channels
+                 WHERE name = ?1 AND retained > 0",
+            )?
+            .query_row([channel.as_str()], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()?;
+        let Some((id, last_seq, retained, trimmed_upto)) = found else {
+            return Ok(None);
+        };
+        let mut retained = retained as u64;
+        if let Some(oldest_kept) = self.oldest_kept() {
+            let trimmed_upto = Seq(trimmed_upto as u64);
+            let mut statement = snapshot.prepare_cached(segment::OF_CHANNEL)?;
+            segment::each(&mut statement, params![id, sql(trimmed_upto)], |segment| {
+                // Times follow sequence order: the expired come first.
+                let expired = segment.published_at < oldest_kept;
+                if expired {
+                    let count = segment.retained(trimmed_upto).len() as u64;
+                    retained = retained.saturating_sub(count);
+                }
+                expired
+            })?;
+        }
+        if retained == 0 {
+            return Ok(None);
+        }
+        Ok(Some(ChannelSummary {
+            last_id: Cursor::new(self.epoch.clone(), Seq(last_seq as u64)),
+            retained: retained.min(self.max_messages() as u64),
+        }))
     }
 
     pub(crate) async fn channels(

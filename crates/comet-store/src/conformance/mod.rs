@@ -54,6 +54,7 @@ macro_rules! store_conformance {
             listener_hears_every_commit_in_order_before_append_returns,
             reads_and_listings_do_not_wait_for_the_listener,
             summary_reports_retained_count_and_last_id,
+            summary_leaves_out_expired_messages,
             channels_are_listed_in_name_order_by_pages,
             health_is_ok,
             a_batch_is_stored_in_order_and_announced_in_order,

@@ -318,6 +318,33 @@ pub async fn summary_reports_retained_count_and_last_id(factory: impl StoreFacto
     assert_eq!(summary.last_id, last.cursor());
 }
 
+/// A summary leaves out messages older than the age limit before any sweep
+/// has removed them, as reads do; a channel holding only such messages is
+/// not held.
+pub async fn summary_leaves_out_expired_messages(factory: impl StoreFactory) {
+    let (options, clock) = options(Retention {
+        max_messages: 100,
+        max_age: Some(Duration::from_secs(10)),
+        ..Retention::default()
+    });
+    let store = factory.build(options).await;
+    append(&*store, "a", "old").await;
+    append(&*store, "a", "old too").await;
+    clock.advance(Duration::from_secs(6));
+    let middle = append(&*store, "a", "middle").await;
+    clock.advance(Duration::from_secs(6));
+    let summary = store
+        .summary(&name("a"))
+        .await
+        .expect("summary")
+        .expect("channel a holds a message");
+    assert_eq!(summary.retained, 1, "{summary:?}");
+    assert_eq!(summary.last_id, middle.cursor());
+    clock.advance(Duration::from_secs(6));
+    let summary = store.summary(&name("a")).await.expect("summary");
+    assert!(summary.is_none(), "{summary:?}");
+}
+
 /// `channels` lists every channel with its summary, in name order, in pages.
 pub async fn channels_are_listed_in_name_order_by_pages(factory: impl StoreFactory) {
     let store = factory.build(default_options()).await;
