@@ -10,7 +10,10 @@
 #    publishers also Comet's memory store (its HTTP and hub, no storage);
 #  fanout: `fanout_floor` (writes each published message to every
 #    subscriber's socket in the pass that reads the publish, one thread, no
-#    task per subscriber) against Comet's memory store and, when installed
+#    task per subscriber; in the saturated scenarios also `--rounds`, which
+#    batches as Comet's channel groups do: each pass over the sockets
+#    writes each what was published since its last turn, publishes held
+#    16 messages ahead of the slowest) against Comet's memory store and, when installed
 #    (bench/compare.sh installs it), Nchan: the SSE fan-out scenarios of
 #    bench/compare.sh, saturated and at a fixed rate.
 # Every server runs on core 0 and the load generator on core 1, alternating,
@@ -73,6 +76,7 @@ start_server() {
     sync-floor-11-pages) start target/release/examples/sync_floor "127.0.0.1:$port" "$work/data/floor.log" 11 ;;
     sync-floor-writer-thread) start target/release/examples/sync_floor "127.0.0.1:$port" "$work/data/floor.log" --writer-thread ;;
     fanout-floor) start target/release/examples/fanout_floor "127.0.0.1:$port" ;;
+    fanout-floor-rounds) start target/release/examples/fanout_floor "127.0.0.1:$port" --rounds ;;
     nchan)
       target=nchan
       sed "s|@DIR@|$work/data|g; s|@PORT@|$port|g" bench/nchan.conf.template >"$work/data/nginx.conf"
@@ -147,7 +151,9 @@ if [ "$part" != publish ]; then
   for round in $(seq "$rounds"); do
     for scenario in "${scenarios[@]}"; do
       read -r -a args <<<"$scenario"
-      for server in "${servers[@]}"; do
+      labels=("${servers[@]}")
+      [[ $scenario == *--rate* ]] || labels+=(fanout-floor-rounds)
+      for server in "${labels[@]}"; do
         run "$server" fanout "${args[@]}"
       done
     done

@@ -12,13 +12,22 @@
 //! the loopback network allow, the bound Comet's delivery path is compared
 //! with in `bench/README.md`.
 //!
+//! With `--rounds` it batches instead, as Comet's channel groups do: a
+//! publish is appended to the channel's log and answered at once unless
+//! the slowest stream would be more than 16 events behind it (then after
+//! the round that brings it within), and one task per channel passes over
+//! the channel's sockets round after round, writing each everything
+//! published since its last write. That is the least a server must do to
+//! deliver several times Nchan's messages to one channel: what bounds
+//! latency at such rates on this machine.
+//!
 //! ```text
 //! ulimit -n 20000
-//! cargo run --release -p comet-bench --example fanout_floor -- 127.0.0.1:18842
+//! cargo run --release -p comet-bench --example fanout_floor -- 127.0.0.1:18842 [--rounds]
 //! comet bench fanout --server http://127.0.0.1:18842 --subscribers 10000 --messages 60 --rate 4
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::rc::Rc;
@@ -39,7 +48,34 @@ struct Stream {
     unsent: RefCell<Vec<u8>>,
     /// Told when a fan-out leaves bytes in `unsent`.
     left_some: Notify,
+    /// `--rounds`: how much of its channel's log it was given.
+    given: Cell<usize>,
 }
+
+/// How far a publish may run ahead of the slowest stream in `--rounds`.
+const MAX_LAG: u64 = 16;
+
+/// Streams in a pass between chances for the publisher to be read.
+const YIELD_EVERY: usize = 64;
+
+/// A channel in `--rounds` mode.
+#[derive(Default)]
+struct Channel {
+    /// Every event published, framed (a run's worth: never trimmed).
+    log: RefCell<Vec<u8>>,
+    /// Events published.
+    published: Cell<u64>,
+    /// Every stream has been given at least this many events.
+    settled: Cell<u64>,
+    streams: RefCell<Vec<Rc<Stream>>>,
+    /// Told at each publish: wakes the round task.
+    appended: Notify,
+    /// Told at each round's end: wakes publishes held back.
+    round_done: Notify,
+    running: Cell<bool>,
+}
+
+type Channels = Rc<RefCell<HashMap<String, Rc<Channel>>>>;
 
 /// Open streams by the channel of their path.
 type Streams = Rc<RefCell<HashMap<String, Vec<Rc<Stream>>>>>;
@@ -52,15 +88,21 @@ fn main() -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
+    let rounds = std::env::args().nth(2).as_deref() == Some("--rounds");
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let streams = Streams::default();
+        let channels = Channels::default();
         let listener = TcpListener::bind(&listen).await?;
         println!("listening on {}", listener.local_addr()?);
         loop {
             let (socket, _) = listener.accept().await?;
             // A client that goes away ends its connection; nothing else to do.
-            tokio::task::spawn_local(serve_connection(socket, Rc::clone(&streams)));
+            if rounds {
+                tokio::task::spawn_local(serve_in_rounds(socket, Rc::clone(&channels)));
+            } else {
+                tokio::task::spawn_local(serve_connection(socket, Rc::clone(&streams)));
+            }
         }
     })
 }
@@ -81,6 +123,7 @@ async fn serve_connection(mut socket: TcpStream, streams: Streams) -> std::io::R
                 socket,
                 unsent: RefCell::new(Vec::new()),
                 left_some: Notify::new(),
+                given: Cell::new(0),
             });
             streams
                 .borrow_mut()
@@ -108,6 +151,81 @@ async fn serve_connection(mut socket: TcpStream, streams: Streams) -> std::io::R
             .await?;
     }
     Ok(())
+}
+
+/// `--rounds`: a `GET` joins the channel's rounds, a `POST` appends to its
+/// log and is answered once the slowest stream is within [`MAX_LAG`].
+async fn serve_in_rounds(mut socket: TcpStream, channels: Channels) -> std::io::Result<()> {
+    socket.set_nodelay(true)?;
+    let mut buffer = Vec::with_capacity(4096);
+    while let Some(request) = read_request(&mut socket, &mut buffer).await? {
+        let (method, path) = request.method_and_path();
+        let name = path.trim_start_matches("/sse/").trim_start_matches("/pub/");
+        let channel = Rc::clone(channels.borrow_mut().entry(name.to_string()).or_default());
+        if !channel.running.replace(true) {
+            tokio::task::spawn_local(run_rounds(Rc::clone(&channel)));
+        }
+        if method == "GET" {
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n")
+                .await?;
+            let stream = Rc::new(Stream {
+                socket,
+                unsent: RefCell::new(Vec::new()),
+                left_some: Notify::new(),
+                given: Cell::new(channel.log.borrow().len()),
+            });
+            channel.streams.borrow_mut().push(Rc::clone(&stream));
+            let ended = flush_forever(&stream).await;
+            channel
+                .streams
+                .borrow_mut()
+                .retain(|member| !Rc::ptr_eq(member, &stream));
+            return ended;
+        }
+        {
+            let mut log = channel.log.borrow_mut();
+            log.extend_from_slice(b"data: ");
+            log.extend_from_slice(&request.body);
+            log.extend_from_slice(b"\n\n");
+        }
+        channel.published.set(channel.published.get() + 1);
+        channel.appended.notify_one();
+        while channel.published.get() - channel.settled.get() > MAX_LAG {
+            channel.round_done.notified().await;
+        }
+        socket
+            .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")
+            .await?;
+    }
+    Ok(())
+}
+
+/// `--rounds`: passes over the channel's streams whenever something was
+/// published, each given everything published since its last turn.
+async fn run_rounds(channel: Rc<Channel>) {
+    loop {
+        if channel.published.get() == channel.settled.get() {
+            channel.appended.notified().await;
+            continue;
+        }
+        let start = channel.published.get();
+        let streams = channel.streams.borrow().clone();
+        for (index, stream) in streams.iter().enumerate() {
+            {
+                let log = channel.log.borrow();
+                let from = stream.given.replace(log.len());
+                if from < log.len() {
+                    deliver(stream, &log[from..]);
+                }
+            }
+            if index % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        channel.settled.set(start);
+        channel.round_done.notify_waiters();
+    }
 }
 
 /// Writes `event` to the stream now, as far as its socket takes it; what
