@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use comet_protocol::{Message, Seq};
 use tokio::sync::Notify;
 
@@ -62,11 +63,34 @@ pub trait GroupWriter: Send + Sync {
     /// Writes `messages`, in order, without blocking. Called by the group's
     /// task, one call at a time per member. Whatever the socket does not
     /// take at once is kept for the stream's task, and [`Written::Stopped`]
-    /// returned: the member then leaves the group.
-    fn write(&self, messages: &[Arc<Message>]) -> Written;
+    /// returned: the member then leaves the group. `encoded` holds what
+    /// writers made of these same messages for earlier members of the
+    /// pass (see [`Encoded`]).
+    fn write(&self, messages: &[Arc<Message>], encoded: &mut Encoded) -> Written;
 
     /// The member was handed back: wake its task. Quick, never blocks.
     fn handed_back(&self);
+}
+
+/// The bytes writers made of one read of the window, shared by the
+/// members a pass gives the same messages (under a flood, most of them):
+/// each encoding is made once per read, not once per member. Kept by kind
+/// (a writer's own key, e.g. its framing); emptied when the pass reads
+/// other messages.
+#[derive(Debug, Default)]
+pub struct Encoded(Vec<(u8, Bytes)>);
+
+impl Encoded {
+    /// The bytes of `kind`, made by `encode` if no earlier member's writer
+    /// of that kind made them.
+    pub fn get_or_insert_with(&mut self, kind: u8, encode: impl FnOnce() -> Bytes) -> Bytes {
+        if let Some((_, bytes)) = self.0.iter().find(|(known, _)| *known == kind) {
+            return bytes.clone();
+        }
+        let bytes = encode();
+        self.0.push((kind, bytes.clone()));
+        bytes
+    }
 }
 
 /// What a [`GroupWriter::write`] did.
@@ -169,7 +193,8 @@ impl Member {
             return;
         }
         let entry = &self.entries[0];
-        let Some((messages, upto)) = window.read(entry, state.position, watermark, self.limit)
+        let Some((messages, upto, encoded)) =
+            window.read(entry, state.position, watermark, self.limit)
         else {
             return self.hand_back(state);
         };
@@ -181,7 +206,7 @@ impl Member {
         let written = if messages.is_empty() {
             Written::All
         } else {
-            self.writer.write(messages)
+            self.writer.write(messages, encoded)
         };
         state.position = upto;
         self.progress
@@ -215,19 +240,21 @@ struct WindowRead {
     key: Option<(Seq, Seq, BatchLimit)>,
     /// `None`: the window no longer reaches back to the position.
     read: Option<(Vec<Arc<Message>>, Seq)>,
+    /// What writers made of `read`.
+    encoded: Encoded,
 }
 
 impl WindowRead {
-    /// Messages after `after` up to `watermark` within `limit`, and the
-    /// position once they are written; `None` when the window no longer
-    /// reaches back to `after`.
+    /// Messages after `after` up to `watermark` within `limit`, the
+    /// position once they are written, and what writers made of them;
+    /// `None` when the window no longer reaches back to `after`.
     fn read(
         &mut self,
         entry: &ChannelEntry,
         after: Seq,
         watermark: Seq,
         limit: BatchLimit,
-    ) -> Option<(&[Arc<Message>], Seq)> {
+    ) -> Option<(&[Arc<Message>], Seq, &mut Encoded)> {
         let key = (after, watermark, limit);
         if self.key != Some(key) {
             self.key = Some(key);
@@ -235,10 +262,12 @@ impl WindowRead {
                 .window()
                 .read(after, watermark, limit.messages.max(1))
                 .map(|messages| fit(messages, watermark, limit));
+            self.encoded.0.clear();
         }
+        let encoded = &mut self.encoded;
         self.read
             .as_ref()
-            .map(|(messages, upto)| (&messages[..], *upto))
+            .map(|(messages, upto)| (&messages[..], *upto, encoded))
     }
 }
 

@@ -33,7 +33,7 @@ use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, I
 pub use comet_protocol::{Gap, GapReason};
 use comet_store::{AppendError, Appended, Draft, Retention};
 pub use comet_store::{Footprint, Store, StoreError, StoreMetric};
-pub use group::{GroupWriter, Grouped, Written};
+pub use group::{Encoded, GroupWriter, Grouped, Written};
 pub use pace::PaceConfig;
 pub use park::{Catch, Parked};
 pub use stats::{HubStats, StatsSnapshot};

@@ -1,10 +1,14 @@
 //! Grouped streams through the hub's public API: a [`GroupWriter`] that
 //! records what the group hands it, as a transport's socket would take it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use comet_hub::{BatchLimit, GroupWriter, Hub, HubConfig, Item, Start, Subscription, Written};
+use bytes::Bytes;
+use comet_hub::{
+    BatchLimit, Encoded, GroupWriter, Hub, HubConfig, Item, Start, Subscription, Written,
+};
 use comet_protocol::{ChannelList, ChannelName, Data, EventType, Message};
 use comet_store::{MemoryStore, StoreOptions};
 use tokio::sync::Notify;
@@ -83,7 +87,7 @@ impl Recorder {
 }
 
 impl GroupWriter for Recorder {
-    fn write(&self, messages: &[Arc<Message>]) -> Written {
+    fn write(&self, messages: &[Arc<Message>], _: &mut Encoded) -> Written {
         let mut writes = self.writes.lock().unwrap();
         writes.push(
             messages
@@ -292,7 +296,7 @@ async fn only_a_caught_up_subscription_of_one_channel_joins() {
 struct Panicking;
 
 impl GroupWriter for Panicking {
-    fn write(&self, _: &[Arc<Message>]) -> Written {
+    fn write(&self, _: &[Arc<Message>], _: &mut Encoded) -> Written {
         panic!("a writer's bug (this test panics on purpose)");
     }
 
@@ -349,4 +353,127 @@ async fn a_group_lets_go_of_its_writers_once_the_last_member_left() {
     })
     .await
     .expect("the group let go of the writer");
+}
+
+/// A writer of one kind of encoding that counts the encodings it made.
+struct Encoding {
+    kind: u8,
+    made: Arc<AtomicUsize>,
+    got: Mutex<Vec<Bytes>>,
+    changed: Arc<Notify>,
+}
+
+impl GroupWriter for Encoding {
+    fn write(&self, messages: &[Arc<Message>], encoded: &mut Encoded) -> Written {
+        let bytes = encoded.get_or_insert_with(self.kind, || {
+            self.made.fetch_add(1, Ordering::SeqCst);
+            let data: Vec<&str> = messages.iter().map(|m| m.data().as_str()).collect();
+            Bytes::from(format!("{}:{}", self.kind, data.join(",")))
+        });
+        self.got.lock().unwrap().push(bytes);
+        self.changed.notify_waiters();
+        Written::All
+    }
+
+    fn handed_back(&self) {}
+}
+
+#[tokio::test]
+async fn members_given_the_same_messages_share_each_kind_of_encoding() {
+    let hub = hub(256);
+    let made = Arc::new(AtomicUsize::new(0));
+    let changed = Arc::new(Notify::new());
+    let mut members = Vec::new();
+    for kind in [0, 0, 1, 0, 1] {
+        let subscription = subscribe(&hub).await;
+        let writer = Arc::new(Encoding {
+            kind,
+            made: made.clone(),
+            got: Mutex::new(Vec::new()),
+            changed: changed.clone(),
+        });
+        let grouped = subscription.join_group(writer.clone(), LIMIT).unwrap();
+        members.push((subscription, grouped, writer));
+    }
+    let writes_each = |count: usize| {
+        let members = &members;
+        let changed = changed.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    let notified = changed.notified();
+                    if members
+                        .iter()
+                        .all(|(_, _, writer)| writer.got.lock().unwrap().len() >= count)
+                    {
+                        return;
+                    }
+                    notified.await;
+                }
+            })
+            .await
+            .expect("every member written");
+        }
+    };
+    publish(&hub, "a".to_string()).await;
+    writes_each(1).await;
+    assert_eq!(made.load(Ordering::SeqCst), 2, "one encoding per kind");
+    publish(&hub, "b".to_string()).await;
+    writes_each(2).await;
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        4,
+        "other messages, new encodings"
+    );
+    for (_, _, writer) in &members {
+        let got = writer.got.lock().unwrap();
+        let kind = writer.kind;
+        assert_eq!(
+            *got,
+            vec![
+                Bytes::from(format!("{kind}:a")),
+                Bytes::from(format!("{kind}:b"))
+            ],
+            "each member got its own kind, of its own messages"
+        );
+    }
+}
+
+#[tokio::test]
+async fn members_at_different_positions_get_their_own_messages_encoded() {
+    // On this one thread the group's task runs only once the test waits:
+    // one pass finds the first member two messages behind and the second
+    // one behind.
+    let hub = hub(256);
+    let made = Arc::new(AtomicUsize::new(0));
+    let changed = Arc::new(Notify::new());
+    let writer = || {
+        Arc::new(Encoding {
+            kind: 0,
+            made: made.clone(),
+            got: Mutex::new(Vec::new()),
+            changed: changed.clone(),
+        })
+    };
+    let (first, second) = (writer(), writer());
+    let early = subscribe(&hub).await;
+    let _early = early.join_group(first.clone(), LIMIT).unwrap();
+    publish(&hub, "a".to_string()).await;
+    let late = subscribe(&hub).await;
+    let _late = late.join_group(second.clone(), LIMIT).unwrap();
+    publish(&hub, "b".to_string()).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let notified = changed.notified();
+            if !second.got.lock().unwrap().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    })
+    .await
+    .expect("the second member written");
+    assert_eq!(*first.got.lock().unwrap(), vec![Bytes::from("0:a,b")]);
+    assert_eq!(*second.got.lock().unwrap(), vec![Bytes::from("0:b")]);
+    assert_eq!(made.load(Ordering::SeqCst), 2);
 }

@@ -17,7 +17,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use comet_hub::{GroupWriter, Written};
+use comet_hub::{Encoded, GroupWriter, Written};
 use comet_protocol::Message;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::AppState;
 use crate::transport::live::{Framing, Live, until};
-use crate::transport::socket::{chunk_size_line, client_gone, send, write_from};
+use crate::transport::socket::{client_gone, send};
 
 /// How a stay in the group ended.
 pub(crate) enum Left {
@@ -160,33 +160,16 @@ impl SocketWriter {
 }
 
 impl GroupWriter for SocketWriter {
-    fn write(&self, messages: &[Arc<Message>]) -> Written {
+    fn write(&self, messages: &[Arc<Message>], encoded: &mut Encoded) -> Written {
         let mut side = self.side();
         let Some(stream) = side.stream.clone() else {
             return Written::Stopped;
         };
-        let frames: Vec<Bytes> = messages
-            .iter()
-            .map(|message| self.framing.message(message))
-            .collect();
-        // SSE and NDJSON go as one HTTP chunk; WebSocket frames as they are.
-        let chunked = self.framing != Framing::WebSocket;
-        let size: usize = frames.iter().map(Bytes::len).sum();
-        let mut size_line = [0u8; 18];
-        let (size_line, end): (&[u8], &[u8]) = if chunked {
-            (chunk_size_line(size, &mut size_line), b"\r\n")
-        } else {
-            (b"", b"")
-        };
-        let segments = || {
-            std::iter::once(size_line)
-                .chain(frames.iter().map(|frame| &frame[..]))
-                .chain(std::iter::once(end))
-        };
-        let total = size_line.len() + size + end.len();
+        let bytes =
+            encoded.get_or_insert_with(self.framing as u8, || self.framing.messages(messages));
         let mut written = 0;
-        while written < total {
-            match write_from(&stream, segments(), written) {
+        while written < bytes.len() {
+            match stream.try_write(&bytes[written..]) {
                 Ok(0) => {
                     side.failed = true;
                     break;
@@ -202,24 +185,13 @@ impl GroupWriter for SocketWriter {
         self.state
             .metrics
             .delivered(self.framing.transport(), messages.len());
-        if written == total {
+        if written == bytes.len() {
             side.last_write = Instant::now();
             return Written::All;
         }
         if !side.failed {
-            // The rest, as slices of the same shared frames: no copy.
-            let mut skip = written;
-            let whole = std::iter::once(Bytes::copy_from_slice(size_line))
-                .chain(frames)
-                .chain(std::iter::once(Bytes::from_static(end)));
-            for segment in whole {
-                if skip >= segment.len() {
-                    skip -= segment.len();
-                    continue;
-                }
-                side.unsent.push(segment.slice(skip..));
-                skip = 0;
-            }
+            // The rest, as a slice of the shared bytes: no copy.
+            side.unsent.push(bytes.slice(written..));
         }
         Written::Stopped
     }

@@ -22,7 +22,7 @@ use axum::body::Body;
 use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use comet_hub::{BatchLimit, Gap, GroupWriter, Grouped, Item, Start, Subscription};
 use comet_protocol::{Cursor, Message, json, sse, ws};
 use http::{HeaderMap, header};
@@ -31,6 +31,7 @@ use std::sync::Arc;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::{GaugeGuard, Transport};
+use crate::transport::socket::chunk_size_line;
 use crate::transport::{Opened, channel_list, open};
 use std::time::SystemTime;
 use tokio::sync::OwnedSemaphorePermit;
@@ -82,6 +83,30 @@ impl Framing {
             Framing::Ndjson => message.json_line(),
             Framing::WebSocket => message.ws_frame(),
         }
+    }
+
+    /// `messages` as one piece, as a stream writes them at once: SSE and
+    /// NDJSON as one HTTP chunk, WebSocket as its text frames.
+    pub(crate) fn messages(self, messages: &[Arc<Message>]) -> Bytes {
+        let frames: Vec<Bytes> = messages
+            .iter()
+            .map(|message| self.message(message))
+            .collect();
+        let size: usize = frames.iter().map(Bytes::len).sum();
+        let chunked = self != Framing::WebSocket;
+        let mut size_line = [0u8; 18];
+        let (size_line, end): (&[u8], &[u8]) = if chunked {
+            (chunk_size_line(size, &mut size_line), b"\r\n")
+        } else {
+            (b"", b"")
+        };
+        let mut joined = BytesMut::with_capacity(size_line.len() + size + end.len());
+        joined.extend_from_slice(size_line);
+        for frame in &frames {
+            joined.extend_from_slice(frame);
+        }
+        joined.extend_from_slice(end);
+        joined.freeze()
     }
 
     fn gap(self, gap: &Gap) -> Bytes {
