@@ -13,7 +13,9 @@
 #    task per subscriber; in the saturated scenarios also `--rounds`, which
 #    batches as Comet's channel groups do: each pass over the sockets
 #    writes each what was published since its last turn, publishes held
-#    16 messages ahead of the slowest) against Comet's memory store and, when installed
+#    16 messages ahead of the slowest; and `--rounds --gather`, whose
+#    outrun rounds wait up to 1 ms for 8 more publishes, as Comet's passes
+#    do) against Comet's memory store and, when installed
 #    (bench/compare.sh installs it), Nchan: the SSE fan-out scenarios of
 #    bench/compare.sh, saturated and at a fixed rate.
 # Every server runs on core 0 and the load generator on core 1, alternating,
@@ -77,6 +79,7 @@ start_server() {
     sync-floor-writer-thread) start target/release/examples/sync_floor "127.0.0.1:$port" "$work/data/floor.log" --writer-thread ;;
     fanout-floor) start target/release/examples/fanout_floor "127.0.0.1:$port" ;;
     fanout-floor-rounds) start target/release/examples/fanout_floor "127.0.0.1:$port" --rounds ;;
+    fanout-floor-gather) start target/release/examples/fanout_floor "127.0.0.1:$port" --rounds --gather ;;
     nchan)
       target=nchan
       sed "s|@DIR@|$work/data|g; s|@PORT@|$port|g" bench/nchan.conf.template >"$work/data/nginx.conf"
@@ -152,7 +155,7 @@ if [ "$part" != publish ]; then
     for scenario in "${scenarios[@]}"; do
       read -r -a args <<<"$scenario"
       labels=("${servers[@]}")
-      [[ $scenario == *--rate* ]] || labels+=(fanout-floor-rounds)
+      [[ $scenario == *--rate* ]] || labels+=(fanout-floor-rounds fanout-floor-gather)
       for server in "${labels[@]}"; do
         run "$server" fanout "${args[@]}"
       done
