@@ -109,6 +109,7 @@ scenarios=(
   "fanout|--subscribers 1000 --messages 2000 --transport sse"
   "fanout|--subscribers 10000 --messages 200 --concurrency 500 --transport sse"
   "fanout|--subscribers 10000 --messages 60 --rate 4 --concurrency 500"
+  "fanout|--subscribers 1000 --messages 400 --rate 40"
   "idle|--connections 10000 --transport ws"
   "fanout|--subscribers 1000 --messages 2000 --transport ws"
   "fanout|--subscribers 10000 --messages 200 --concurrency 500 --transport ws"
