@@ -27,8 +27,13 @@
 //! that keeps serving during its syncs, with the hand-off between the two
 //! threads that this costs (one group in flight at a time).
 //!
+//! With `--answer-at-once` it stores nothing and answers each request as
+//! soon as it is read, as a memory store would: the same server without
+//! its durable part, to tell what acknowledging after a group's sync
+//! costs the serving thread itself.
+//!
 //! ```text
-//! cargo run --release -p comet-bench --example sync_floor -- 127.0.0.1:18841 /data/floor.log [PAGES] [--writer-thread]
+//! cargo run --release -p comet-bench --example sync_floor -- 127.0.0.1:18841 /data/floor.log [PAGES] [--writer-thread | --answer-at-once]
 //! comet bench publish --server http://127.0.0.1:18841 --publishers 8 --duration 6s
 //! ```
 
@@ -75,9 +80,18 @@ fn main() -> std::io::Result<()> {
         }
         None => false,
     };
+    let at_once = match args.iter().position(|arg| arg == "--answer-at-once") {
+        Some(at) => {
+            args.remove(at);
+            true
+        }
+        None => false,
+    };
     let mut args = args.into_iter();
     let (Some(listen), Some(path)) = (args.next(), args.next()) else {
-        eprintln!("usage: sync_floor LISTEN_ADDRESS LOG_FILE [PAGES_PER_GROUP] [--writer-thread]");
+        eprintln!(
+            "usage: sync_floor LISTEN_ADDRESS LOG_FILE [PAGES_PER_GROUP] [--writer-thread | --answer-at-once]"
+        );
         std::process::exit(2);
     };
     let min_pages = match args.next().map(|pages| pages.parse::<usize>()) {
@@ -101,7 +115,7 @@ fn main() -> std::io::Result<()> {
         loop {
             let (stream, _) = listener.accept().await?;
             // A client that goes away ends its connection; nothing else to do.
-            tokio::task::spawn_local(serve_connection(stream, Rc::clone(&queue)));
+            tokio::task::spawn_local(serve_connection(stream, Rc::clone(&queue), at_once));
         }
     })
 }
@@ -137,12 +151,15 @@ impl Log {
             return Log::Inline(file);
         }
         let (sender, writes) = std::sync::mpsc::channel::<Write>();
-        std::thread::spawn(move || {
-            for (page, offset, synced) in writes {
-                write_and_sync(&file, &page, offset);
-                let _ = synced.send(page);
-            }
-        });
+        std::thread::Builder::new()
+            .name("floor-writer".into())
+            .spawn(move || {
+                for (page, offset, synced) in writes {
+                    write_and_sync(&file, &page, offset);
+                    let _ = synced.send(page);
+                }
+            })
+            .expect("the writer thread starts");
         Log::Writer(sender)
     }
 
@@ -217,8 +234,12 @@ async fn next_group(queue: &Queue, last_group: usize) -> Vec<Waiting> {
 }
 
 /// Reads requests from one keep-alive connection and answers each after
-/// its group's sync.
-async fn serve_connection(mut stream: TcpStream, queue: Rc<Queue>) -> std::io::Result<()> {
+/// its group's sync (or `at_once`, storing nothing).
+async fn serve_connection(
+    mut stream: TcpStream,
+    queue: Rc<Queue>,
+    at_once: bool,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut buffer = Vec::with_capacity(4096);
     while let Some(request) = read_request(&mut stream, &mut buffer).await? {
@@ -226,6 +247,12 @@ async fn serve_connection(mut stream: TcpStream, queue: Rc<Queue>) -> std::io::R
             // Only publishes come here; anything else is not found.
             stream
                 .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                .await?;
+            continue;
+        }
+        if at_once {
+            stream
+                .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")
                 .await?;
             continue;
         }
