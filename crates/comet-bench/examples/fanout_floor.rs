@@ -25,7 +25,7 @@
 //!
 //! ```text
 //! ulimit -n 20000
-//! cargo run --release -p comet-bench --example fanout_floor -- 127.0.0.1:18842 [--rounds]
+//! cargo run --release -p comet-bench --example fanout_floor -- 127.0.0.1:18842 [--rounds [--gather]]
 //! comet bench fanout --server http://127.0.0.1:18842 --subscribers 10000 --messages 60 --rate 4
 //! ```
 
@@ -125,15 +125,7 @@ async fn serve_connection(mut socket: TcpStream, streams: Streams) -> std::io::R
         let (method, path) = request.method_and_path();
         if method == "GET" {
             let channel = path.trim_start_matches("/sse/").to_string();
-            socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n")
-                .await?;
-            let stream = Rc::new(Stream {
-                socket,
-                unsent: RefCell::new(Vec::new()),
-                left_some: Notify::new(),
-                given: Cell::new(0),
-            });
+            let stream = open_stream(socket, 0).await?;
             streams
                 .borrow_mut()
                 .entry(channel.clone())
@@ -155,12 +147,27 @@ async fn serve_connection(mut socket: TcpStream, streams: Streams) -> std::io::R
         for stream in &members {
             deliver(stream, &event);
         }
-        socket
-            .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")
-            .await?;
+        socket.write_all(CREATED).await?;
     }
     Ok(())
 }
+
+/// Answers a `GET` with an SSE stream's head; the stream, given `given`
+/// bytes of its channel's log already (`--rounds`).
+async fn open_stream(mut socket: TcpStream, given: usize) -> std::io::Result<Rc<Stream>> {
+    socket
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n")
+        .await?;
+    Ok(Rc::new(Stream {
+        socket,
+        unsent: RefCell::new(Vec::new()),
+        left_some: Notify::new(),
+        given: Cell::new(given),
+    }))
+}
+
+/// The answer to a publish.
+const CREATED: &[u8] = b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}";
 
 /// `--rounds`: a `GET` joins the channel's rounds, a `POST` appends to its
 /// log and is answered once the slowest stream is within [`MAX_LAG`].
@@ -179,15 +186,8 @@ async fn serve_in_rounds(
             tokio::task::spawn_local(run_rounds(Rc::clone(&channel), gather));
         }
         if method == "GET" {
-            socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n")
-                .await?;
-            let stream = Rc::new(Stream {
-                socket,
-                unsent: RefCell::new(Vec::new()),
-                left_some: Notify::new(),
-                given: Cell::new(channel.log.borrow().len()),
-            });
+            let given = channel.log.borrow().len();
+            let stream = open_stream(socket, given).await?;
             channel.streams.borrow_mut().push(Rc::clone(&stream));
             let ended = flush_forever(&stream).await;
             channel
@@ -207,9 +207,7 @@ async fn serve_in_rounds(
         while channel.published.get() - channel.settled.get() > MAX_LAG {
             channel.round_done.notified().await;
         }
-        socket
-            .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")
-            .await?;
+        socket.write_all(CREATED).await?;
     }
     Ok(())
 }
