@@ -339,6 +339,17 @@ impl Feed {
         }
     }
 
+    /// True if a publish to `channel` need not wait for its subscribers
+    /// (see [`ChannelPace::holds_nobody`]).
+    pub(crate) fn pace_holds_nobody(&self, channel: &ChannelName, config: PaceConfig) -> bool {
+        if config.max_lag == 0 {
+            return true;
+        }
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        map.get(channel)
+            .is_none_or(|entry| entry.pace.holds_nobody(entry, config))
+    }
+
     pub(crate) fn subscriber_count(&self, channel: &ChannelName) -> usize {
         let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
         map.get(channel)

@@ -4,6 +4,9 @@
 //! keeps it, and tells the hub's feed, in store order. The feed appends it to
 //! the in-memory *live window* of its channel (only channels that someone is
 //! subscribed to have one) and wakes that channel's subscribers.
+//! [`Hub::publish_answering`] also hands the store the publisher's answer,
+//! for a store that commits on a thread of its own to write right after the
+//! commit, with the rest of its group's.
 //!
 //! A [`Subscription`] is not a queue. It is a cursor: one store-wide position
 //! and the channels it follows. When woken it reads what lies between its
@@ -17,7 +20,7 @@
 //! one reading history.
 //!
 //! Messages are shared (`Arc<Message>`), and so are their encoded frames,
-//! which [`Message`](comet_protocol::Message) computes once per transport.
+//! which [`Message`] computes once per transport.
 
 mod feed;
 mod group;
@@ -27,11 +30,14 @@ mod stats;
 mod subscription;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, IdempotencyKey};
+use comet_protocol::{
+    ChannelList, ChannelName, Cursor, Data, Epoch, EventType, IdempotencyKey, Message,
+};
 pub use comet_protocol::{Gap, GapReason};
-use comet_store::{AppendError, Appended, Draft, Retention};
+use comet_store::{AfterCommit, AppendError, Appended, Draft, Retention};
 pub use comet_store::{Footprint, Store, StoreError, StoreMetric};
 pub use group::{Encoded, GroupWriter, Grouped, Written};
 pub use pace::PaceConfig;
@@ -151,6 +157,10 @@ pub struct ChannelInfo {
     pub last_id: Cursor,
 }
 
+/// Writes a publish's answer from wherever the store completes it (see
+/// [`Hub::publish_answering`]): it must be short and must not block.
+pub type EarlyAnswer = Box<dyn FnOnce(&Published) + Send>;
+
 /// The publish/subscribe core. Cheap to clone: clones share everything.
 #[derive(Clone)]
 pub struct Hub {
@@ -193,20 +203,95 @@ impl Hub {
         event: EventType,
         data: Data,
     ) -> Result<Published, HubError> {
+        let (published, _) = self.publish_one(channel, event, data, None).await?;
+        Ok(published)
+    }
+
+    /// True if the store commits on a thread of its own, where
+    /// [`publish_answering`](Hub::publish_answering) answers each publish
+    /// right after its commit, a whole group in one pass.
+    pub fn answers_at_commit(&self) -> bool {
+        self.shared.store.runs_after_commit_at_commit()
+    }
+
+    /// Publishes as [`publish`](Hub::publish) does, and gives `answer` the
+    /// outcome as soon as the message is stored and announced, before this
+    /// returns: on a store that commits on a thread of its own
+    /// ([`answers_at_commit`](Hub::answers_at_commit)), there, so a
+    /// publisher's answer need not wait for its task to run again. If
+    /// publish back-pressure may have to hold the answer, or nothing is
+    /// stored, `answer` is dropped uncalled, and this returns as `publish`
+    /// would. The flag says whether `answer` was called.
+    pub async fn publish_answering(
+        &self,
+        channel: &ChannelName,
+        event: EventType,
+        data: Data,
+        answer: EarlyAnswer,
+    ) -> Result<(Published, bool), HubError> {
+        self.publish_one(channel, event, data, Some(answer)).await
+    }
+
+    async fn publish_one(
+        &self,
+        channel: &ChannelName,
+        event: EventType,
+        data: Data,
+        answer: Option<EarlyAnswer>,
+    ) -> Result<(Published, bool), HubError> {
+        let store = &self.shared.store;
         let feed = &self.shared.feed;
         let subscribers = self.subscriber_count(channel);
+        let answered = Arc::new(AtomicBool::new(false));
         let publishing = feed.publishing();
-        let appended = self.shared.store.append(channel, event, data).await;
+        let appended = match answer {
+            None => store.append(channel, event, data).await,
+            Some(answer) => {
+                let after_commit = self.answer_after_commit(answer, subscribers, &answered);
+                store.append_then(channel, event, data, after_commit).await
+            }
+        };
         // Answer the long polls this publish (or one before it) caught,
         // before anything else gets to run.
         drop(publishing);
         let message = appended?;
-        self.pace(std::slice::from_ref(channel)).await;
+        let answered = answered.load(Ordering::Acquire);
+        if !answered {
+            self.pace(std::slice::from_ref(channel)).await;
+        }
         self.shared.stats.record_published(1, 0);
-        Ok(Published {
+        let published = Published {
             id: message.cursor(),
             subscribers,
             repeat: false,
+        };
+        Ok((published, answered))
+    }
+
+    /// The store's work after the commit for [`publish_answering`]: give
+    /// `answer` the outcome unless back-pressure may hold it, and say so
+    /// in `answered`.
+    ///
+    /// [`publish_answering`]: Hub::publish_answering
+    fn answer_after_commit(
+        &self,
+        answer: EarlyAnswer,
+        subscribers: usize,
+        answered: &Arc<AtomicBool>,
+    ) -> AfterCommit {
+        let feed = self.shared.feed.clone();
+        let pace = self.shared.pace;
+        let answered = answered.clone();
+        Box::new(move |message: &Arc<Message>| {
+            if !feed.pace_holds_nobody(message.channel(), pace) {
+                return;
+            }
+            answer(&Published {
+                id: message.cursor(),
+                subscribers,
+                repeat: false,
+            });
+            answered.store(true, Ordering::Release);
         })
     }
 

@@ -153,6 +153,16 @@ impl ChannelPace {
         self.followers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True if a publish to `entry` need not wait: no follower can be more
+    /// than `config.max_lag` behind. False means it may have to; only
+    /// [`wait`](Self::wait) finds out.
+    pub(crate) fn holds_nobody(&self, entry: &ChannelEntry, config: PaceConfig) -> bool {
+        match threshold(entry, config.max_lag) {
+            None => true,
+            Some(first) => self.slowest_known.load(Ordering::SeqCst) >= first.0,
+        }
+    }
+
     /// Waits until every counted follower of `entry` has at most
     /// `config.max_lag` of its messages unread (the publish's own
     /// included: it is stored first), at most `config.max_wait`;
@@ -163,10 +173,7 @@ impl ChannelPace {
         config: PaceConfig,
         stats: &HubStats,
     ) -> bool {
-        let Some(first) = threshold(entry, config.max_lag) else {
-            return false;
-        };
-        if self.slowest_known.load(Ordering::SeqCst) >= first.0 {
+        if self.holds_nobody(entry, config) {
             return false;
         }
         let _gate = self.gate.lock().await;

@@ -18,7 +18,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use comet_hub::{HubError, Publication, Published};
+use comet_hub::{EarlyAnswer, HubError, Publication, Published};
 use comet_protocol::{ChannelName, Data, EventType, IdempotencyKey};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -59,6 +59,18 @@ pub(crate) struct Checked {
     channel: ChannelName,
     event: EventType,
     idempotency_key: Option<IdempotencyKey>,
+}
+
+impl Checked {
+    /// The channel published to.
+    pub(crate) fn channel(&self) -> &ChannelName {
+        &self.channel
+    }
+
+    /// True if the publish carries an idempotency key.
+    pub(crate) fn has_idempotency_key(&self) -> bool {
+        self.idempotency_key.is_some()
+    }
 }
 
 /// Checks a publish to `channel` (a path segment, decoded) with the
@@ -148,14 +160,38 @@ pub(crate) async fn store(
         HubError::IdempotencyConflict { .. } => ApiError::idempotency_conflict(),
         other => ApiError::from(other),
     })?;
+    Ok(answer_to(&channel, &published))
+}
+
+/// Publishes `body` as checked (without an idempotency key), giving
+/// `answer` the outcome as soon as it is stored (see the hub's
+/// `publish_answering`): `None` if `answer` was given it, else the answer
+/// [`store`] would give.
+pub(crate) async fn store_answering(
+    state: &AppState,
+    checked: Checked,
+    body: Bytes,
+    answer: EarlyAnswer,
+) -> Result<Option<(StatusCode, Bytes)>, ApiError> {
+    debug_assert!(!checked.has_idempotency_key());
+    let data = message_data(body)?;
+    let (published, answered) = state
+        .hub
+        .publish_answering(&checked.channel, checked.event, data, answer)
+        .await?;
+    Ok((!answered).then(|| answer_to(&checked.channel, &published)))
+}
+
+/// The status and JSON answer of a publish to `channel`.
+fn answer_to(channel: &ChannelName, published: &Published) -> (StatusCode, Bytes) {
     let mut answer = String::with_capacity(96);
-    push_result(&mut answer, &channel, &published);
+    push_result(&mut answer, channel, published);
     let status = if published.repeat {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Bytes::from(answer)))
+    (status, Bytes::from(answer))
 }
 
 /// Appends the JSON answer of one publish: `{"channel","id","subscribers"}`

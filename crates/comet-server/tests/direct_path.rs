@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use comet_testkit::raw::{chunked_body, connect, read_response};
-use comet_testkit::{TestServer, client, publish, wait_for_metric, within};
+use comet_testkit::{TestServer, client, metric_value, metrics, publish, wait_for_metric, within};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -415,4 +415,119 @@ async fn a_parked_long_poll_answers_like_the_router_and_keeps_its_connection() {
     let again = within("the second parked answer", read_response(&mut direct)).await;
     assert_eq!(again.json()["messages"][0]["data"], "again");
     assert_eq!(again.json()["cursor"], next.as_str());
+}
+
+/// The answers of `count` publishes read from `stream`, in order, each
+/// parsed whole: the bytes of each answer are read to its length.
+async fn read_answers(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    count: usize,
+) -> Vec<comet_testkit::raw::RawResponse> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut answers = Vec::with_capacity(count);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while answers.len() < count {
+        let split = received
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .map(|end| end + 4);
+        if let Some(head_end) = split {
+            let head = String::from_utf8_lossy(&received[..head_end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .expect("an answer with a length")
+                .trim()
+                .parse()
+                .expect("a numeric length");
+            if received.len() >= head_end + length {
+                let body = received[head_end..head_end + length].to_vec();
+                received.drain(..head_end + length);
+                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                answers.push(comet_testkit::raw::RawResponse { status, head, body });
+                continue;
+            }
+        }
+        let read = within("more answers", stream.read(&mut chunk))
+            .await
+            .expect("read");
+        assert!(
+            read > 0,
+            "the server closed after {} answers",
+            answers.len()
+        );
+        received.extend_from_slice(&chunk[..read]);
+    }
+    assert!(received.is_empty(), "bytes after the last answer");
+    answers
+}
+
+/// A connection whose receive buffer is small, and whose segments are
+/// too (so the server's send buffer, sized by them, is small as well).
+async fn small_buffered_connection(address: std::net::SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_tcp_mss(536).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&address.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    TcpStream::from_std(socket.into()).unwrap()
+}
+
+#[tokio::test]
+async fn pipelined_publishes_read_late_are_each_answered_whole_and_in_order() {
+    // A client sends a thousand publishes and reads no answer until the
+    // server stops answering: the socket to it is full, and an answer was
+    // cut where it filled (the rest written once the client reads).
+    const PUBLISHES: u64 = 1_000;
+    // The longest name: each answer holds it twice.
+    let channel = "p".repeat(comet_protocol::MAX_CHANNEL_NAME_LEN);
+    let server = TestServer::start();
+    let http = client();
+    let mut stream = small_buffered_connection(server.address()).await;
+    let requests: String = (0..PUBLISHES)
+        .map(|i| post(&format!("/pub/{channel}"), &format!("message {i}")))
+        .collect();
+    let (mut reading, mut writing) = stream.split();
+    let sending = writing.write_all(requests.as_bytes());
+    let stalled = async {
+        let mut published = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = metric_value(
+                &metrics(&http, &server.base()).await,
+                "comet_messages_published_total",
+            );
+            if now == published && now > 0 {
+                return now;
+            }
+            published = now;
+        }
+    };
+    let (sent, stalled_at) = within("the server to stop answering", async {
+        tokio::join!(sending, stalled)
+    })
+    .await;
+    sent.unwrap();
+    assert!(
+        stalled_at < PUBLISHES,
+        "the server answered all {PUBLISHES} publishes before anyone read ({stalled_at})"
+    );
+
+    let answers = read_answers(&mut reading, PUBLISHES as usize).await;
+    let mut seqs = Vec::new();
+    for answer in &answers {
+        assert_eq!(answer.status, 201, "{answer:?}");
+        let id = answer.json()["id"].as_str().unwrap().to_string();
+        let cursor = id.split('/').next().unwrap();
+        let seq: u64 = cursor.rsplit('-').next().unwrap().parse().unwrap();
+        seqs.push(seq);
+    }
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "each publish stored once, answered in the order of the publishes: {seqs:?}"
+    );
+    let info = comet_testkit::get_json(&http, &server.url(&format!("/channels/{channel}"))).await;
+    let last = answers.last().unwrap().json();
+    assert_eq!(info["last_id"], last["id"], "{info}");
 }

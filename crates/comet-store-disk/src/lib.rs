@@ -42,10 +42,10 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use comet_protocol::{ChannelName, Epoch, Message, Seq};
+use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
 use comet_store::{
-    AppendError, Appended, ChannelSummary, CommitListener, Draft, Footprint, History, ReadLimit,
-    Store, StoreError, StoreOptions, new_epoch,
+    AfterCommit, AppendError, Appended, ChannelSummary, CommitListener, Draft, Footprint, History,
+    ReadLimit, Store, StoreError, StoreOptions, new_epoch, the_message_stored,
 };
 pub use directory::OpenError;
 use directory::{DataDirectory, Found};
@@ -212,8 +212,32 @@ impl Store for DiskStore {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Append(AppendRequest { drafts, reply }))?;
+        self.send(Command::Append(AppendRequest {
+            drafts,
+            reply,
+            after_commit: None,
+        }))?;
         answer.await.map_err(stopped)?
+    }
+
+    async fn append_then(
+        &self,
+        channel: &ChannelName,
+        event: EventType,
+        data: Data,
+        after_commit: AfterCommit,
+    ) -> Result<Arc<Message>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Append(AppendRequest {
+            drafts: vec![Draft::new(channel.clone(), event, data)],
+            reply,
+            after_commit: Some(after_commit),
+        }))?;
+        the_message_stored(answer.await.map_err(stopped)?)
+    }
+
+    fn runs_after_commit_at_commit(&self) -> bool {
+        true
     }
 
     async fn read(

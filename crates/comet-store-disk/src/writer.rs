@@ -43,8 +43,8 @@ use comet_protocol::{ChannelName, Epoch, Message, Seq};
 use comet_store::forgotten::folded_mark_index;
 use comet_store::idempotency::{Fingerprint, KeyHash, KeyRecord, KeyTable, Lookup};
 use comet_store::{
-    AppendError, Appended, Clock, CommitListener, Draft as MessageDraft, IdempotencyOptions,
-    Original, Retention, StoreError, stored_size,
+    AfterCommit, AppendError, Appended, Clock, CommitListener, Draft as MessageDraft,
+    IdempotencyOptions, Original, Retention, StoreError, stored_size,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
@@ -91,6 +91,9 @@ impl Counters {
 pub(crate) struct AppendRequest {
     pub(crate) drafts: Vec<MessageDraft>,
     pub(crate) reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
+    /// Run with the stored message right after the commit, before the
+    /// reply (an append of one draft; see `Store::append_then`).
+    pub(crate) after_commit: Option<AfterCommit>,
 }
 
 /// Work for the writer thread.
@@ -137,6 +140,7 @@ struct PendingAppend {
     /// The keys of its stored messages, to remember in the same commit.
     keys: Vec<NewKey>,
     reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
+    after_commit: Option<AfterCommit>,
 }
 
 impl PendingAppend {
@@ -300,6 +304,7 @@ impl Writer {
                 outcomes,
                 keys,
                 reply: request.reply,
+                after_commit: request.after_commit,
             });
         }
         if pending.is_empty() {
@@ -335,6 +340,16 @@ impl Writer {
                 if let Some(listener) = &listener {
                     for message in pending.iter().flat_map(PendingAppend::messages) {
                         listener.committed(message);
+                    }
+                }
+                // The whole group's work after the commit (for a publish,
+                // its answer) in one pass, before any of its callers is
+                // woken.
+                for append in &mut pending {
+                    if let (Some(after_commit), [Appended::Stored(message)]) =
+                        (append.after_commit.take(), append.outcomes.as_slice())
+                    {
+                        after_commit(message);
                     }
                 }
                 for append in pending {
@@ -770,6 +785,7 @@ mod tests {
         Command::Append(AppendRequest {
             drafts: Vec::new(),
             reply,
+            after_commit: None,
         })
     }
 

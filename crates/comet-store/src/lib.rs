@@ -185,6 +185,30 @@ pub enum Appended {
     Repeat(Original),
 }
 
+/// The message an append of one draft without an idempotency key stored:
+/// anything else is the store failing.
+pub fn the_message_stored(
+    appended: Result<Vec<Appended>, AppendError>,
+) -> Result<Arc<Message>, StoreError> {
+    match appended {
+        Ok(mut appended) => match (appended.pop(), appended.is_empty()) {
+            (Some(Appended::Stored(message)), true) => Ok(message),
+            _ => Err(StoreError::Unavailable(
+                "the store did not store a message without a key".into(),
+            )),
+        },
+        Err(AppendError::Store(error)) => Err(error),
+        Err(AppendError::IdempotencyConflict { .. }) => Err(StoreError::Unavailable(
+            "the store found a conflict for a message without a key".into(),
+        )),
+    }
+}
+
+/// Work to do with a stored message as soon as its commit is done (see
+/// [`Store::append_then`]): it may run on the store's own writer thread, so
+/// it must be short and must not block.
+pub type AfterCommit = Box<dyn FnOnce(&Arc<Message>) + Send>;
+
 /// Why an append stored nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -303,18 +327,33 @@ pub trait Store: Send + Sync + 'static {
         data: Data,
     ) -> Result<Arc<Message>, StoreError> {
         let draft = Draft::new(channel.clone(), event, data);
-        match self.append_batch(vec![draft]).await {
-            Ok(mut appended) => match appended.pop() {
-                Some(Appended::Stored(message)) => Ok(message),
-                _ => Err(StoreError::Unavailable(
-                    "the store did not store a message without a key".into(),
-                )),
-            },
-            Err(AppendError::Store(error)) => Err(error),
-            Err(AppendError::IdempotencyConflict { .. }) => Err(StoreError::Unavailable(
-                "the store found a conflict for a message without a key".into(),
-            )),
-        }
+        the_message_stored(self.append_batch(vec![draft]).await)
+    }
+
+    /// Stores one message as [`append`](Store::append) does, and runs
+    /// `after_commit` with it once it is stored and the listener told,
+    /// before this returns; if nothing is stored, `after_commit` is dropped
+    /// unrun. A store that commits on a thread of its own runs it there,
+    /// right after the commit, for a whole group of appends in one pass
+    /// ([`Store::runs_after_commit_at_commit`]); by default it runs in the
+    /// caller's task once the append has returned.
+    async fn append_then(
+        &self,
+        channel: &ChannelName,
+        event: EventType,
+        data: Data,
+        after_commit: AfterCommit,
+    ) -> Result<Arc<Message>, StoreError> {
+        let message = self.append(channel, event, data).await?;
+        after_commit(&message);
+        Ok(message)
+    }
+
+    /// True if [`append_then`](Store::append_then) runs its work on the
+    /// store's own writer, as soon as the commit is done, rather than in the
+    /// caller's task after it resumes.
+    fn runs_after_commit_at_commit(&self) -> bool {
+        false
     }
 
     /// Messages of `channel` with `after < seq <= upto`, oldest first, as

@@ -29,6 +29,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::PeerIp;
+use super::at_commit::AnswerSocket;
 use super::head;
 use super::parked::{self, PollRequest, Polled};
 use super::request::{Request, Route};
@@ -85,6 +86,7 @@ struct Served {
 /// writes the answer.
 pub(crate) async fn serve(mut stream: TcpStream, peer: PeerIp, state: &AppState) -> Outcome {
     let mut buffer = BytesMut::new();
+    let mut answer_socket = AnswerSocket::default();
     loop {
         let served = match next_request(&mut stream, &mut buffer, state).await {
             Ok(Some(served)) => served,
@@ -97,7 +99,10 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: PeerIp, state: &AppState)
             }
             Route::Poll => poll(stream, &mut buffer, &served, state).await,
             Route::WebSocket => open_websocket(stream, &served, state).await,
-            Route::Publish => publish(stream, &mut buffer, &served, peer, state).await,
+            Route::Publish => {
+                let answer_socket = &mut answer_socket;
+                publish(stream, &mut buffer, &served, peer, answer_socket, state).await
+            }
             Route::Preflight => preflight(stream, &mut buffer, &served, state).await,
         };
         let answer = match handled {
@@ -328,6 +333,7 @@ async fn publish(
     buffer: &mut BytesMut,
     served: &Served,
     peer: PeerIp,
+    answer_socket: &mut AnswerSocket,
     state: &AppState,
 ) -> Handled {
     let config = &state.config;
@@ -365,7 +371,41 @@ async fn publish(
     // buffer alive for as long as the message is retained.
     let body = Bytes::copy_from_slice(&buffer[..length]);
     buffer.advance(length);
-    let (status, body) = match Box::pin(publish::store(state, checked, body)).await {
+    store(stream, served, checked, body, answer_socket, state).await
+}
+
+/// Stores a checked publish and answers it: at its commit where the store
+/// allows (`super::at_commit`), otherwise once it returns.
+async fn store(
+    stream: TcpStream,
+    served: &Served,
+    checked: publish::Checked,
+    body: Bytes,
+    answer_socket: &mut AnswerSocket,
+    state: &AppState,
+) -> Handled {
+    let keep_alive = served.request.keep_alive && !state.shutdown.is_cancelled();
+    let at_commit = if keep_alive && !checked.has_idempotency_key() && state.hub.answers_at_commit()
+    {
+        let channel = checked.channel().clone();
+        answer_socket.answer(&stream, channel, served.allow_origin.clone())
+    } else {
+        None
+    };
+    let stored = match at_commit {
+        None => Box::pin(publish::store(state, checked, body)).await,
+        Some((answer, receipt)) => {
+            match Box::pin(publish::store_answering(state, checked, body, answer)).await {
+                Ok(None) if receipt.finish(&stream, state).await => {
+                    return Handled::Continue(stream);
+                }
+                Ok(None) => return Handled::End(Outcome::Done),
+                Ok(Some(answer)) => Ok(answer),
+                Err(error) => Err(error),
+            }
+        }
+    };
+    let (status, body) = match stored {
         Ok((status, answer)) => (status, Ok(answer)),
         Err(error) => (error.status, Err(error)),
     };

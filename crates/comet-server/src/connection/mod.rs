@@ -26,6 +26,7 @@
 //! token ends open streams and held polls, then connections get the grace
 //! period to finish.
 
+mod at_commit;
 mod direct;
 pub(crate) use direct::body_timeout;
 pub use starting::unavailable_until;

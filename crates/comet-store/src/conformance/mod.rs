@@ -52,6 +52,7 @@ macro_rules! store_conformance {
             forgotten_channels_are_remembered_within_the_bound,
             footprint_counts_what_is_held,
             listener_hears_every_commit_in_order_before_append_returns,
+            work_after_commit_runs_once_after_the_listener_before_append_returns,
             reads_and_listings_do_not_wait_for_the_listener,
             summary_reports_retained_count_and_last_id,
             summary_leaves_out_expired_messages,

@@ -243,6 +243,56 @@ pub async fn listener_hears_every_commit_in_order_before_append_returns(
     assert_eq!(heard, appended, "heard exactly the appended messages");
 }
 
+/// `append_then` runs its work once per stored message, with that message,
+/// after the listener heard of it and before the append returns.
+pub async fn work_after_commit_runs_once_after_the_listener_before_append_returns(
+    factory: impl StoreFactory,
+) {
+    let store = factory.build(default_options()).await;
+    let recorder = Arc::new(Recorder::default());
+    store.set_commit_listener(recorder.clone());
+    // Each run: the message's sequence, and whether the listener had heard
+    // of it by then.
+    let runs: Arc<Mutex<Vec<(Seq, bool)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let store = store.clone();
+        let recorder = recorder.clone();
+        let runs = runs.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let channel = name(&format!("c{}", (writer + i) % 3));
+                let (recorder, runs_here) = (recorder.clone(), runs.clone());
+                let work: crate::AfterCommit = Box::new(move |message| {
+                    let heard = recorder.0.lock().unwrap_or_else(|e| e.into_inner());
+                    let heard = heard.contains(&message.seq());
+                    let mut runs = runs_here.lock().unwrap_or_else(|e| e.into_inner());
+                    runs.push((message.seq(), heard));
+                });
+                let message = store
+                    .append_then(&channel, EventType::message(), text("x"), work)
+                    .await
+                    .expect("append");
+                let runs = runs.lock().unwrap_or_else(|e| e.into_inner());
+                let mine: Vec<bool> = runs
+                    .iter()
+                    .filter(|(seq, _)| *seq == message.seq())
+                    .map(|(_, heard)| *heard)
+                    .collect();
+                assert_eq!(
+                    mine,
+                    [true],
+                    "the work ran once, after the listener, before the append returned"
+                );
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    assert_eq!(runs.lock().unwrap_or_else(|e| e.into_inner()).len(), 400);
+}
+
 /// A listener that takes its time (releasing many parked polls) holds up
 /// the append it announces, never the store's readers.
 pub async fn reads_and_listings_do_not_wait_for_the_listener(factory: impl StoreFactory) {

@@ -1,0 +1,109 @@
+//! Publish answers written by the store's writer, right after the commit.
+//!
+//! On the durable store a publish is answered after its sync, and the
+//! writer syncs a group of publishes at a time. If each publisher's task
+//! wrote its own answer, the group's answers would go out one task at a
+//! time, interleaved with whatever else the runtime had to do (and with the
+//! writer's own wake-ups), so a client holding many of them is woken once
+//! per answer rather than once per group. Here the hub's
+//! `publish_answering` hands the writer an [`EarlyAnswer`] that writes the
+//! whole answer to the socket, without blocking, as soon as the commit is
+//! done: the group's answers leave in one pass. The connection's task,
+//! when it runs, writes whatever the socket did not take ([`Receipt`]) and
+//! reads the next request.
+//!
+//! The writer writes to a duplicate of the connection's socket, made at
+//! the connection's first such publish and kept for its life: one more
+//! file per publishing connection, none for subscribers. Only keep-alive
+//! publishes without an idempotency key, on a store that commits on a
+//! thread of its own, are answered this way; the answer is exactly the one
+//! the task would have written.
+
+use std::net::TcpStream as StdTcpStream;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use comet_hub::EarlyAnswer;
+use comet_protocol::ChannelName;
+use http::StatusCode;
+use tokio::net::TcpStream;
+
+use crate::AppState;
+use crate::cors::AllowOrigin;
+use crate::publish;
+use crate::transport::socket;
+
+/// The connection's socket as the store's writer writes to it: duplicated
+/// once, at the first answer it writes.
+#[derive(Default)]
+pub(super) struct AnswerSocket(Option<Arc<StdTcpStream>>);
+
+/// What the writer wrote of an answer: the answer and how many of its
+/// bytes the socket took.
+pub(super) struct Receipt(Arc<Mutex<Option<Written>>>);
+
+struct Written {
+    answer: Vec<u8>,
+    taken: usize,
+}
+
+impl AnswerSocket {
+    /// An answer to a publish to `channel` for `publish_answering`, and the
+    /// receipt to finish it with; `None` if the socket cannot be
+    /// duplicated (out of files), and the task answers as usual.
+    pub(super) fn answer(
+        &mut self,
+        stream: &TcpStream,
+        channel: ChannelName,
+        allow_origin: Option<AllowOrigin>,
+    ) -> Option<(EarlyAnswer, Receipt)> {
+        let socket = match &self.0 {
+            Some(socket) => socket.clone(),
+            None => {
+                let duplicate = stream.as_fd().try_clone_to_owned().ok()?;
+                self.0
+                    .insert(Arc::new(StdTcpStream::from(duplicate)))
+                    .clone()
+            }
+        };
+        let written = Arc::new(Mutex::new(None));
+        let receipt = Receipt(written.clone());
+        let answer: EarlyAnswer = Box::new(move |published| {
+            let mut body = String::with_capacity(96);
+            publish::push_result(&mut body, &channel, published);
+            let mut answer = socket::answer_head(
+                StatusCode::CREATED,
+                body.len(),
+                "",
+                allow_origin.as_ref(),
+                true,
+                None,
+            );
+            answer.extend_from_slice(body.as_bytes());
+            // The socket is non-blocking: this takes what fits, or nothing.
+            let taken = std::io::Write::write(&mut &*socket, &answer).unwrap_or(0);
+            *written.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(Written { answer, taken });
+        });
+        Some((answer, receipt))
+    }
+}
+
+impl Receipt {
+    /// Writes what the socket did not take of the answer; false if the
+    /// connection failed (or the answer was never written, which the hub
+    /// rules out when it says it was).
+    pub(super) async fn finish(self, stream: &TcpStream, state: &AppState) -> bool {
+        let written = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let Some(Written { answer, taken }) = written else {
+            return false;
+        };
+        if taken == answer.len() {
+            return true;
+        }
+        let timeout = state.config.write_timeout;
+        socket::send(stream, &[&answer[taken..]], &[], b"", timeout, state)
+            .await
+            .is_ok()
+    }
+}
