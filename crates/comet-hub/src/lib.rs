@@ -242,20 +242,21 @@ impl Hub {
         let store = &self.shared.store;
         let feed = &self.shared.feed;
         let subscribers = self.subscriber_count(channel);
-        let answered = Arc::new(AtomicBool::new(false));
+        // Set where the store runs `answer` (no allocation without one).
+        let answered = answer.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
         let publishing = feed.publishing();
-        let appended = match answer {
-            None => store.append(channel, event, data).await,
-            Some(answer) => {
-                let after_commit = self.answer_after_commit(answer, subscribers, &answered);
+        let appended = match (answer, &answered) {
+            (Some(answer), Some(answered)) => {
+                let after_commit = self.answer_after_commit(answer, subscribers, answered);
                 store.append_then(channel, event, data, after_commit).await
             }
+            _ => store.append(channel, event, data).await,
         };
         // Answer the long polls this publish (or one before it) caught,
         // before anything else gets to run.
         drop(publishing);
         let message = appended?;
-        let answered = answered.load(Ordering::Acquire);
+        let answered = answered.is_some_and(|answered| answered.load(Ordering::Acquire));
         if !answered {
             self.pace(std::slice::from_ref(channel)).await;
         }
