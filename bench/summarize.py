@@ -121,7 +121,7 @@ def main():
                 goal = next((g for word, g in DURABLE_GOALS.items() if word in params.split()), None)
                 if figure == "publishes_per_s" and d is not None and goal:
                     mark = f"≥ {goal:,}/s {'✓' if d >= goal else '✗'}"
-                print(f"| {scenario} {params} (Comet durable vs Nchan memory, 8 publishers) | {figure} | {number(d)} | {number(n)} | {number(ratio) if ratio is not None else '–'} | {mark} |")
+                print(f"| {scenario} {params} (Comet durable; Nchan in memory with 8 publishers) | {figure} | {number(d)} | {number(n)} | {number(ratio) if ratio is not None else '–'} | {mark} |")
 
 
 if __name__ == "__main__":
