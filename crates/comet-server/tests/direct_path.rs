@@ -531,3 +531,51 @@ async fn pipelined_publishes_read_late_are_each_answered_whole_and_in_order() {
     let last = answers.last().unwrap().json();
     assert_eq!(info["last_id"], last["id"], "{info}");
 }
+
+#[tokio::test]
+async fn a_publish_answered_at_its_commit_looks_like_the_router_s_answer() {
+    // On the durable store the direct path's answer is written by the
+    // store's writer; the percent-encoded name (the same channel) goes
+    // through the router.
+    let server = TestServer::builder()
+        .config(|config| config.cors = comet_server::CorsPolicy::Any)
+        .start();
+    let request = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: comet\r\norigin: https://app.example\r\n\
+             content-length: 5\r\n\r\nhello"
+        )
+    };
+    let mut direct = connect(server.address()).await;
+    let first = ask(&mut direct, &request("/pub/same")).await;
+    let routed = within(
+        "the router's answer",
+        comet_testkit::raw::exchange(server.address(), request("/pub/%73ame").as_bytes()),
+    )
+    .await;
+    // The connection stays open for the next publish.
+    let second = ask(&mut direct, &request("/pub/same")).await;
+    for answer in [&first, &second, &routed] {
+        assert_eq!(answer.status, 201, "{answer:?}");
+    }
+    let (first_head, routed_head) = (head_lines(&first.head), head_lines(&routed.head));
+    assert!(
+        first_head.contains(&"access-control-allow-origin: https://app.example".to_string()),
+        "{first_head:?}"
+    );
+    assert_eq!(first_head, routed_head);
+    assert_eq!(head_lines(&second.head), routed_head);
+    let (first, routed, second) = (first.json(), routed.json(), second.json());
+    assert_eq!(first["channel"], "same");
+    assert_eq!(routed["channel"], "same");
+    let seq = |answer: &serde_json::Value| -> u64 {
+        let id = answer["id"].as_str().unwrap();
+        let cursor = id.strip_suffix("/same").expect("an id of the channel");
+        cursor.rsplit('-').next().unwrap().parse().unwrap()
+    };
+    assert_eq!((seq(&first), seq(&routed), seq(&second)), (1, 2, 3));
+    let keys = |answer: &serde_json::Value| -> Vec<String> {
+        answer.as_object().unwrap().keys().cloned().collect()
+    };
+    assert_eq!(keys(&first), keys(&routed));
+}
