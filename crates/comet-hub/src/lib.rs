@@ -20,7 +20,7 @@
 //! one reading history.
 //!
 //! Messages are shared (`Arc<Message>`), and so are their encoded frames,
-//! which [`Message`] computes once per transport.
+//! which [`Message`](comet_protocol::Message) computes once per transport.
 
 mod feed;
 mod group;
@@ -33,9 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use comet_protocol::{
-    ChannelList, ChannelName, Cursor, Data, Epoch, EventType, IdempotencyKey, Message,
-};
+use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, IdempotencyKey};
 pub use comet_protocol::{Gap, GapReason};
 use comet_store::{AfterCommit, AppendError, Appended, Draft, Retention};
 pub use comet_store::{Footprint, Store, StoreError, StoreMetric};
@@ -157,6 +155,23 @@ pub struct ChannelInfo {
     pub last_id: Cursor,
 }
 
+/// What a publication became: its message, or, for a repeat, the
+/// original's id and subscribers.
+fn published_of(appended: Appended, subscribers: usize, epoch: &Epoch) -> Published {
+    match appended {
+        Appended::Stored(message) => Published {
+            id: message.cursor(),
+            subscribers,
+            repeat: false,
+        },
+        Appended::Repeat(original) => Published {
+            id: Cursor::new(epoch.clone(), original.seq),
+            subscribers: original.subscribers as usize,
+            repeat: true,
+        },
+    }
+}
+
 /// Writes a publish's answer from wherever the store completes it (see
 /// [`Hub::publish_answering`]): it must be short and must not block.
 pub type EarlyAnswer = Box<dyn FnOnce(&Published) + Send>;
@@ -203,8 +218,20 @@ impl Hub {
         event: EventType,
         data: Data,
     ) -> Result<Published, HubError> {
-        let (published, _) = self.publish_one(channel, event, data, None).await?;
-        Ok(published)
+        let subscribers = self.subscriber_count(channel);
+        let publishing = self.shared.feed.publishing();
+        let appended = self.shared.store.append(channel, event, data).await;
+        // Answer the long polls this publish (or one before it) caught,
+        // before anything else gets to run.
+        drop(publishing);
+        let message = appended?;
+        self.pace(std::slice::from_ref(channel)).await;
+        self.shared.stats.record_published(1, 0);
+        Ok(Published {
+            id: message.cursor(),
+            subscribers,
+            repeat: false,
+        })
     }
 
     /// True if the store commits on a thread of its own, where
@@ -214,58 +241,50 @@ impl Hub {
         self.shared.store.runs_after_commit_at_commit()
     }
 
-    /// Publishes as [`publish`](Hub::publish) does, and gives `answer` the
-    /// outcome as soon as the message is stored and announced, before this
-    /// returns: on a store that commits on a thread of its own
-    /// ([`answers_at_commit`](Hub::answers_at_commit)), there, so a
-    /// publisher's answer need not wait for its task to run again. If
-    /// publish back-pressure may have to hold the answer, or nothing is
-    /// stored, `answer` is dropped uncalled, and this returns as `publish`
-    /// would. The flag says whether `answer` was called.
+    /// Publishes `publication` as [`publish_batch`](Hub::publish_batch)
+    /// publishes one, and gives `answer` the outcome as soon as it is
+    /// stored and announced, before this returns: on a store that commits
+    /// on a thread of its own ([`answers_at_commit`](Hub::answers_at_commit)),
+    /// there, so a publisher's answer need not wait for its task to run
+    /// again. If publish back-pressure may have to hold the answer, or the
+    /// append fails, `answer` is dropped uncalled, and this returns as
+    /// `publish_batch` would. The flag says whether `answer` was called.
     pub async fn publish_answering(
         &self,
-        channel: &ChannelName,
-        event: EventType,
-        data: Data,
+        publication: Publication,
         answer: EarlyAnswer,
     ) -> Result<(Published, bool), HubError> {
-        self.publish_one(channel, event, data, Some(answer)).await
-    }
-
-    async fn publish_one(
-        &self,
-        channel: &ChannelName,
-        event: EventType,
-        data: Data,
-        answer: Option<EarlyAnswer>,
-    ) -> Result<(Published, bool), HubError> {
-        let store = &self.shared.store;
-        let feed = &self.shared.feed;
-        let subscribers = self.subscriber_count(channel);
-        // Set where the store runs `answer` (no allocation without one).
-        let answered = answer.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
-        let publishing = feed.publishing();
-        let appended = match (answer, &answered) {
-            (Some(answer), Some(answered)) => {
-                let after_commit = self.answer_after_commit(answer, subscribers, answered);
-                store.append_then(channel, event, data, after_commit).await
-            }
-            _ => store.append(channel, event, data).await,
+        let channel = publication.channel.clone();
+        let subscribers = self.subscriber_count(&channel);
+        let draft = Draft {
+            subscribers: subscribers as u64,
+            idempotency_key: publication.idempotency_key,
+            ..Draft::new(publication.channel, publication.event, publication.data)
         };
+        let answered = Arc::new(AtomicBool::new(false));
+        let after_commit =
+            self.answer_after_commit(answer, channel.clone(), subscribers, &answered);
+        let publishing = self.shared.feed.publishing();
+        let appended = self
+            .shared
+            .store
+            .append_batch_then(vec![draft], after_commit)
+            .await;
         // Answer the long polls this publish (or one before it) caught,
         // before anything else gets to run.
         drop(publishing);
-        let message = appended?;
-        let answered = answered.is_some_and(|answered| answered.load(Ordering::Acquire));
-        if !answered {
-            self.pace(std::slice::from_ref(channel)).await;
-        }
-        self.shared.stats.record_published(1, 0);
-        let published = Published {
-            id: message.cursor(),
-            subscribers,
-            repeat: false,
+        let Some(appended) = appended?.pop() else {
+            return Err(HubError::Store(StoreError::Unavailable(
+                "the store said nothing of a publication".into(),
+            )));
         };
+        let answered = answered.load(Ordering::Acquire);
+        if !answered {
+            self.pace(std::slice::from_ref(&channel)).await;
+        }
+        let published = published_of(appended, subscribers, &self.shared.feed.epoch());
+        let repeats = u64::from(published.repeat);
+        self.shared.stats.record_published(1 - repeats, repeats);
         Ok((published, answered))
     }
 
@@ -277,21 +296,19 @@ impl Hub {
     fn answer_after_commit(
         &self,
         answer: EarlyAnswer,
+        channel: ChannelName,
         subscribers: usize,
         answered: &Arc<AtomicBool>,
     ) -> AfterCommit {
         let feed = self.shared.feed.clone();
         let pace = self.shared.pace;
         let answered = answered.clone();
-        Box::new(move |message: &Arc<Message>| {
-            if !feed.pace_holds_nobody(message.channel(), pace) {
+        Box::new(move |appended: &[Appended]| {
+            let [appended] = appended else { return };
+            if !feed.pace_holds_nobody(&channel, pace) {
                 return;
             }
-            answer(&Published {
-                id: message.cursor(),
-                subscribers,
-                repeat: false,
-            });
+            answer(&published_of(appended.clone(), subscribers, &feed.epoch()));
             answered.store(true, Ordering::Release);
         })
     }
@@ -336,21 +353,8 @@ impl Hub {
         let published: Vec<Published> = appended
             .into_iter()
             .zip(subscribers)
-            .map(|(appended, subscribers)| match appended {
-                Appended::Stored(message) => Published {
-                    id: message.cursor(),
-                    subscribers,
-                    repeat: false,
-                },
-                Appended::Repeat(original) => {
-                    repeats += 1;
-                    Published {
-                        id: Cursor::new(epoch.clone(), original.seq),
-                        subscribers: original.subscribers as usize,
-                        repeat: true,
-                    }
-                }
-            })
+            .map(|(appended, subscribers)| published_of(appended, subscribers, &epoch))
+            .inspect(|published| repeats += u64::from(published.repeat))
             .collect();
         let stored = published.len() as u64 - repeats;
         self.shared.stats.record_published(stored, repeats);

@@ -66,11 +66,6 @@ impl Checked {
     pub(crate) fn channel(&self) -> &ChannelName {
         &self.channel
     }
-
-    /// True if the publish carries an idempotency key.
-    pub(crate) fn has_idempotency_key(&self) -> bool {
-        self.idempotency_key.is_some()
-    }
 }
 
 /// Checks a publish to `channel` (a path segment, decoded) with the
@@ -156,34 +151,42 @@ pub(crate) async fn store(
                 .map(|mut published| published.remove(0))
         }
     };
-    let published = published.map_err(|error| match error {
-        HubError::IdempotencyConflict { .. } => ApiError::idempotency_conflict(),
-        other => ApiError::from(other),
-    })?;
-    Ok(answer_to(&channel, &published))
+    Ok(answer_to(&channel, &published.map_err(api_error)?))
 }
 
-/// Publishes `body` as checked (without an idempotency key), giving
-/// `answer` the outcome as soon as it is stored (see the hub's
-/// `publish_answering`): `None` if `answer` was given it, else the answer
-/// [`store`] would give.
+/// Publishes `body` as checked, giving `answer` the outcome as soon as it
+/// is stored (see the hub's `publish_answering`): `None` if `answer` was
+/// given it, else the answer [`store`] would give.
 pub(crate) async fn store_answering(
     state: &AppState,
     checked: Checked,
     body: Bytes,
     answer: EarlyAnswer,
 ) -> Result<Option<(StatusCode, Bytes)>, ApiError> {
-    debug_assert!(!checked.has_idempotency_key());
     let data = message_data(body)?;
+    let publication = Publication {
+        idempotency_key: checked.idempotency_key,
+        ..Publication::new(checked.channel.clone(), checked.event, data)
+    };
     let (published, answered) = state
         .hub
-        .publish_answering(&checked.channel, checked.event, data, answer)
-        .await?;
+        .publish_answering(publication, answer)
+        .await
+        .map_err(api_error)?;
     Ok((!answered).then(|| answer_to(&checked.channel, &published)))
 }
 
-/// The status and JSON answer of a publish to `channel`.
-fn answer_to(channel: &ChannelName, published: &Published) -> (StatusCode, Bytes) {
+/// The answer to a publish the hub refused.
+fn api_error(error: HubError) -> ApiError {
+    match error {
+        HubError::IdempotencyConflict { .. } => ApiError::idempotency_conflict(),
+        other => ApiError::from(other),
+    }
+}
+
+/// The status and JSON answer of a publish to `channel`: `201 Created`,
+/// or `200` for a repeat of its idempotency key.
+pub(crate) fn answer_to(channel: &ChannelName, published: &Published) -> (StatusCode, Bytes) {
     let mut answer = String::with_capacity(96);
     push_result(&mut answer, channel, published);
     let status = if published.repeat {

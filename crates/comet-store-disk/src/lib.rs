@@ -42,10 +42,10 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use comet_protocol::{ChannelName, Data, Epoch, EventType, Message, Seq};
+use comet_protocol::{ChannelName, Epoch, Message, Seq};
 use comet_store::{
     AfterCommit, AppendError, Appended, ChannelSummary, CommitListener, Draft, Footprint, History,
-    ReadLimit, Store, StoreError, StoreOptions, new_epoch, the_message_stored,
+    ReadLimit, Store, StoreError, StoreOptions, new_epoch,
 };
 pub use directory::OpenError;
 use directory::{DataDirectory, Found};
@@ -220,20 +220,22 @@ impl Store for DiskStore {
         answer.await.map_err(stopped)?
     }
 
-    async fn append_then(
+    async fn append_batch_then(
         &self,
-        channel: &ChannelName,
-        event: EventType,
-        data: Data,
+        drafts: Vec<Draft>,
         after_commit: AfterCommit,
-    ) -> Result<Arc<Message>, StoreError> {
+    ) -> Result<Vec<Appended>, AppendError> {
+        if drafts.is_empty() {
+            after_commit(&[]);
+            return Ok(Vec::new());
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Command::Append(AppendRequest {
-            drafts: vec![Draft::new(channel.clone(), event, data)],
+            drafts,
             reply,
             after_commit: Some(after_commit),
         }))?;
-        the_message_stored(answer.await.map_err(stopped)?)
+        answer.await.map_err(stopped)?
     }
 
     fn runs_after_commit_at_commit(&self) -> bool {

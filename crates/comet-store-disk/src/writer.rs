@@ -92,7 +92,7 @@ pub(crate) struct AppendRequest {
     pub(crate) drafts: Vec<MessageDraft>,
     pub(crate) reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
     /// Run with the stored message right after the commit, before the
-    /// reply (an append of one draft; see `Store::append_then`).
+    /// reply (see `Store::append_batch_then`).
     pub(crate) after_commit: Option<AfterCommit>,
 }
 
@@ -346,10 +346,8 @@ impl Writer {
                 // its answer) in one pass, before any of its callers is
                 // woken.
                 for append in &mut pending {
-                    if let (Some(after_commit), [Appended::Stored(message)]) =
-                        (append.after_commit.take(), append.outcomes.as_slice())
-                    {
-                        after_commit(message);
+                    if let Some(after_commit) = append.after_commit.take() {
+                        after_commit(&append.outcomes);
                     }
                 }
                 for append in pending {

@@ -187,7 +187,7 @@ pub enum Appended {
 
 /// The message an append of one draft without an idempotency key stored:
 /// anything else is the store failing.
-pub fn the_message_stored(
+fn the_message_stored(
     appended: Result<Vec<Appended>, AppendError>,
 ) -> Result<Arc<Message>, StoreError> {
     match appended {
@@ -205,9 +205,10 @@ pub fn the_message_stored(
 }
 
 /// Work to do with a stored message as soon as its commit is done (see
-/// [`Store::append_then`]): it may run on the store's own writer thread, so
-/// it must be short and must not block.
-pub type AfterCommit = Box<dyn FnOnce(&Arc<Message>) + Send>;
+/// [`Store::append_batch_then`]), given what became of each draft: it may
+/// run on the store's own writer thread, so it must be short and must not
+/// block.
+pub type AfterCommit = Box<dyn FnOnce(&[Appended]) + Send>;
 
 /// Why an append stored nothing.
 #[derive(Debug, thiserror::Error)]
@@ -330,26 +331,24 @@ pub trait Store: Send + Sync + 'static {
         the_message_stored(self.append_batch(vec![draft]).await)
     }
 
-    /// Stores one message as [`append`](Store::append) does, and runs
-    /// `after_commit` with it once it is stored and the listener told,
-    /// before this returns; if nothing is stored, `after_commit` is dropped
-    /// unrun. A store that commits on a thread of its own runs it there,
-    /// right after the commit, for a whole group of appends in one pass
-    /// ([`Store::runs_after_commit_at_commit`]); by default it runs in the
-    /// caller's task once the append has returned.
-    async fn append_then(
+    /// Stores `drafts` as [`append_batch`](Store::append_batch) does, and
+    /// runs `after_commit` with what became of them once they are stored
+    /// and the listener told, before this returns; if the append fails,
+    /// `after_commit` is dropped unrun. A store that commits on a thread of
+    /// its own runs it there, right after the commit, for a whole group of
+    /// appends in one pass ([`Store::runs_after_commit_at_commit`]); by
+    /// default it runs in the caller's task once the append has returned.
+    async fn append_batch_then(
         &self,
-        channel: &ChannelName,
-        event: EventType,
-        data: Data,
+        drafts: Vec<Draft>,
         after_commit: AfterCommit,
-    ) -> Result<Arc<Message>, StoreError> {
-        let message = self.append(channel, event, data).await?;
-        after_commit(&message);
-        Ok(message)
+    ) -> Result<Vec<Appended>, AppendError> {
+        let appended = self.append_batch(drafts).await?;
+        after_commit(&appended);
+        Ok(appended)
     }
 
-    /// True if [`append_then`](Store::append_then) runs its work on the
+    /// True if [`append_batch_then`](Store::append_batch_then) runs its work on the
     /// store's own writer, as soon as the commit is done, rather than in the
     /// caller's task after it resumes.
     fn runs_after_commit_at_commit(&self) -> bool {

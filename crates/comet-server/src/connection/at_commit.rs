@@ -15,9 +15,9 @@
 //! The writer writes to a duplicate of the connection's socket, made at
 //! the connection's first such publish and kept for its life: one more
 //! file per publishing connection, none for subscribers. Only keep-alive
-//! publishes without an idempotency key, on a store that commits on a
-//! thread of its own, are answered this way; the answer is exactly the one
-//! the task would have written.
+//! publishes on a store that commits on a thread of its own are answered
+//! this way (a repeat of an idempotency key too); the answer is exactly the
+//! one the task would have written.
 
 use std::net::TcpStream as StdTcpStream;
 use std::os::fd::AsFd;
@@ -25,7 +25,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use comet_hub::EarlyAnswer;
 use comet_protocol::ChannelName;
-use http::StatusCode;
 use tokio::net::TcpStream;
 
 use crate::AppState;
@@ -69,17 +68,10 @@ impl AnswerSocket {
         let written = Arc::new(Mutex::new(None));
         let receipt = Receipt(written.clone());
         let answer: EarlyAnswer = Box::new(move |published| {
-            let mut body = String::with_capacity(96);
-            publish::push_result(&mut body, &channel, published);
-            let mut answer = socket::answer_head(
-                StatusCode::CREATED,
-                body.len(),
-                "",
-                allow_origin.as_ref(),
-                true,
-                None,
-            );
-            answer.extend_from_slice(body.as_bytes());
+            let (status, body) = publish::answer_to(&channel, published);
+            let mut answer =
+                socket::answer_head(status, body.len(), "", allow_origin.as_ref(), true, None);
+            answer.extend_from_slice(&body);
             // The socket is non-blocking: this takes what fits, or nothing.
             let taken = std::io::Write::write(&mut &*socket, &answer).unwrap_or(0);
             *written.lock().unwrap_or_else(PoisonError::into_inner) =

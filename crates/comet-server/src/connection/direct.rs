@@ -385,8 +385,7 @@ async fn store(
     state: &AppState,
 ) -> Handled {
     let keep_alive = served.request.keep_alive && !state.shutdown.is_cancelled();
-    let at_commit = if keep_alive && !checked.has_idempotency_key() && state.hub.answers_at_commit()
-    {
+    let at_commit = if keep_alive && state.hub.answers_at_commit() {
         let channel = checked.channel().clone();
         answer_socket.answer(&stream, channel, served.allow_origin.clone())
     } else {

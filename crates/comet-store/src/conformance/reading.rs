@@ -243,17 +243,19 @@ pub async fn listener_hears_every_commit_in_order_before_append_returns(
     assert_eq!(heard, appended, "heard exactly the appended messages");
 }
 
-/// `append_then` runs its work once per stored message, with that message,
-/// after the listener heard of it and before the append returns.
+/// `append_batch_then` runs its work once per append, with what became of
+/// its drafts, after the listener heard of them and before the append
+/// returns.
 pub async fn work_after_commit_runs_once_after_the_listener_before_append_returns(
     factory: impl StoreFactory,
 ) {
     let store = factory.build(default_options()).await;
     let recorder = Arc::new(Recorder::default());
     store.set_commit_listener(recorder.clone());
-    // Each run: the message's sequence, and whether the listener had heard
-    // of it by then.
-    let runs: Arc<Mutex<Vec<(Seq, bool)>>> = Arc::default();
+    // Each run: the sequences stored, and whether the listener had heard
+    // of all of them by then.
+    type Runs = Arc<Mutex<Vec<(Vec<Seq>, bool)>>>;
+    let runs: Runs = Arc::default();
     let mut tasks = Vec::new();
     for writer in 0..8 {
         let store = store.clone();
@@ -261,28 +263,31 @@ pub async fn work_after_commit_runs_once_after_the_listener_before_append_return
         let runs = runs.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..50 {
-                let channel = name(&format!("c{}", (writer + i) % 3));
+                let channel = format!("c{}", (writer + i) % 3);
+                let drafts = vec![plain(&channel, "x"), plain(&channel, "y")];
                 let (recorder, runs_here) = (recorder.clone(), runs.clone());
-                let work: crate::AfterCommit = Box::new(move |message| {
+                let work: crate::AfterCommit = Box::new(move |appended| {
+                    let seqs: Vec<Seq> = appended.iter().map(|a| stored(a).seq()).collect();
                     let heard = recorder.0.lock().unwrap_or_else(|e| e.into_inner());
-                    let heard = heard.contains(&message.seq());
+                    let heard = seqs.iter().all(|seq| heard.contains(seq));
                     let mut runs = runs_here.lock().unwrap_or_else(|e| e.into_inner());
-                    runs.push((message.seq(), heard));
+                    runs.push((seqs, heard));
                 });
-                let message = store
-                    .append_then(&channel, EventType::message(), text("x"), work)
+                let appended = store
+                    .append_batch_then(drafts, work)
                     .await
                     .expect("append");
+                let seqs: Vec<Seq> = appended.iter().map(|a| stored(a).seq()).collect();
                 let runs = runs.lock().unwrap_or_else(|e| e.into_inner());
                 let mine: Vec<bool> = runs
                     .iter()
-                    .filter(|(seq, _)| *seq == message.seq())
+                    .filter(|(run, _)| *run == seqs)
                     .map(|(_, heard)| *heard)
                     .collect();
                 assert_eq!(
                     mine,
                     [true],
-                    "the work ran once, after the listener, before the append returned"
+                    "the work ran once, with the outcome, after the listener, before the append returned"
                 );
             }
         }));
