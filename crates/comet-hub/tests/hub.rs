@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use comet_hub::{
@@ -781,4 +781,51 @@ async fn a_new_history_is_a_reset_gap_for_every_live_subscription_then_goes_on()
         matches!(&batch[..], [Item::Gap(gap)] if gap.reason == GapReason::Reset),
         "{batch:?}"
     );
+}
+
+/// `publish_answering` gives its answer exactly what it returns, a repeat
+/// included, once; a refused publication gets no answer.
+#[tokio::test]
+async fn publish_answering_answers_what_it_returns_and_nothing_when_refused() {
+    let hub = hub();
+    let mut sub = hub.subscribe(&channels("a"), Start::Now).await.unwrap();
+    let answers: Arc<Mutex<Vec<Published>>> = Arc::default();
+    let answer = || -> comet_hub::EarlyAnswer {
+        let answers = answers.clone();
+        Box::new(move |published| answers.lock().unwrap().push(published.clone()))
+    };
+
+    let (first, answered) = hub
+        .publish_answering(publication("a", "1", Some("k")), answer())
+        .await
+        .unwrap();
+    assert!(answered);
+    assert!(!first.repeat);
+    assert_eq!(first.subscribers, 1);
+    let (again, answered) = hub
+        .publish_answering(publication("a", "1", Some("k")), answer())
+        .await
+        .unwrap();
+    assert!(answered);
+    assert_eq!(
+        again,
+        Published {
+            repeat: true,
+            ..first.clone()
+        }
+    );
+    let refused = hub
+        .publish_answering(publication("a", "other", Some("k")), answer())
+        .await;
+    assert!(matches!(
+        refused,
+        Err(HubError::IdempotencyConflict { index: 0 })
+    ));
+
+    assert_eq!(*answers.lock().unwrap(), [first, again]);
+    publish(&hub, "a", "last").await;
+    let (messages, _) = take_messages(&mut sub, 2).await;
+    assert_eq!(messages, ["a:1", "a:last"]);
+    let stats = hub.stats();
+    assert_eq!((stats.published, stats.repeats), (2, 1));
 }
