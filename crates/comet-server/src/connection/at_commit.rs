@@ -14,7 +14,10 @@
 //!
 //! The writer writes to a duplicate of the connection's socket, made at
 //! the connection's first such publish and kept for its life: one more
-//! file per publishing connection, none for subscribers. Only keep-alive
+//! file per publishing connection, none for subscribers. The connection
+//! caps derived from the open-files limit do not count these duplicates
+//! yet: when files run out, `dup` fails and the task answers as usual, but
+//! accepting a new connection may have to wait for a file too. Only keep-alive
 //! publishes on a store that commits on a thread of its own are answered
 //! this way (a repeat of an idempotency key too); the answer is exactly the
 //! one the task would have written.
