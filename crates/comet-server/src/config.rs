@@ -103,14 +103,16 @@ pub const RESERVED_FILES: u64 = 64;
 
 impl ConnectionLimits {
     /// The caps for a process that may hold `open_files` descriptors:
-    /// [`RESERVED_FILES`] and the sockets of refusals in flight set aside,
-    /// the rest for connections; of those, one in twenty (16 to 1,024) is
-    /// kept for publishers, health checks and inspection.
+    /// [`RESERVED_FILES`], the sockets of refusals in flight and the
+    /// duplicates of publishers' sockets (one in twenty, 16 to 1,024) set
+    /// aside, the rest for connections; of those, one in twenty (16 to
+    /// 1,024) is kept for publishers, health checks and inspection.
     pub fn for_open_files(open_files: u64) -> Self {
         let usable = usize::try_from(open_files.saturating_sub(RESERVED_FILES))
             .unwrap_or(usize::MAX)
             .max(2);
-        Self::for_connections(usable.saturating_sub(refusals_in_flight(usable)))
+        let set_aside = refusals_in_flight(usable) + answer_sockets(usable);
+        Self::for_connections(usable.saturating_sub(set_aside))
     }
 
     /// `max_connections`, and the subscriber cap that leaves room for
@@ -123,6 +125,14 @@ impl ConnectionLimits {
             max_subscribers: max_connections.saturating_sub(headroom).max(1),
         }
     }
+}
+
+/// How many publishing connections may hold a duplicate of their socket,
+/// for their answers to be written by the store's writer
+/// (`connection::at_commit`): one in twenty of `max_connections`, 16 to
+/// 1,024. Beyond them a publish is answered by its own task.
+pub(crate) fn answer_sockets(max_connections: usize) -> usize {
+    (max_connections / 20).clamp(16, 1024)
 }
 
 /// How many refused connections may be in the middle of their answer at
@@ -225,7 +235,8 @@ mod tests {
     #[test]
     fn limits_leave_room_for_the_process_and_for_publishers() {
         let limits = ConnectionLimits::for_open_files(20_000);
-        assert_eq!(limits.max_connections, 20_000 - 64 - 256);
+        // Refusals in flight: 256; duplicated publishers' sockets: 19,936 / 20.
+        assert_eq!(limits.max_connections, 20_000 - 64 - 256 - 996);
         assert_eq!(
             limits.max_subscribers,
             limits.max_connections - limits.max_connections / 20

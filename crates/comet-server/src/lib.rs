@@ -57,6 +57,9 @@ pub(crate) struct AppInner {
     pub(crate) rules: Rules,
     /// Places under the subscriber cap; each open subscription holds one.
     subscriber_places: Arc<Semaphore>,
+    /// Duplicated sockets of publishing connections left to hold (see
+    /// `connection::at_commit`).
+    pub(crate) answer_sockets: Arc<Semaphore>,
     subscribers_refused: Throttled,
 }
 
@@ -115,6 +118,9 @@ impl Server {
                 metrics: Metrics::new(hub.clone(), &config),
                 rules,
                 subscriber_places: Arc::new(Semaphore::new(config.max_subscribers)),
+                answer_sockets: Arc::new(Semaphore::new(config::answer_sockets(
+                    config.max_connections,
+                ))),
                 subscribers_refused: Throttled::new(REFUSAL_WARNING_INTERVAL),
                 hub,
                 config,

@@ -14,10 +14,10 @@
 //!
 //! The writer writes to a duplicate of the connection's socket, made at
 //! the connection's first such publish and kept for its life: one more
-//! file per publishing connection, none for subscribers. The connection
-//! caps derived from the open-files limit do not count these duplicates
-//! yet: when files run out, `dup` fails and the task answers as usual, but
-//! accepting a new connection may have to wait for a file too. Only keep-alive
+//! file per publishing connection, none for subscribers. The duplicates are
+//! bounded (`config::answer_sockets`, whose files the connection caps set
+//! aside); a connection that finds none left, or cannot duplicate its
+//! socket, is answered by its task as before. Only keep-alive
 //! publishes on a store that commits on a thread of its own are answered
 //! this way (a repeat of an idempotency key too); the answer is exactly the
 //! one the task would have written.
@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use comet_hub::EarlyAnswer;
 use comet_protocol::ChannelName;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::AppState;
 use crate::cors::AllowOrigin;
@@ -36,9 +37,10 @@ use crate::publish;
 use crate::transport::socket;
 
 /// The connection's socket as the store's writer writes to it: duplicated
-/// once, at the first answer it writes.
+/// once, at the first answer it writes, under one of the server's places
+/// for duplicates.
 #[derive(Default)]
-pub(super) struct AnswerSocket(Option<Arc<StdTcpStream>>);
+pub(super) struct AnswerSocket(Option<(Arc<StdTcpStream>, OwnedSemaphorePermit)>);
 
 /// What the writer wrote of an answer: the answer and how many of its
 /// bytes the socket took.
@@ -51,21 +53,24 @@ struct Written {
 
 impl AnswerSocket {
     /// An answer to a publish to `channel` for `publish_answering`, and the
-    /// receipt to finish it with; `None` if the socket cannot be
-    /// duplicated (out of files), and the task answers as usual.
+    /// receipt to finish it with; `None` if no place for a duplicate is
+    /// left or the socket cannot be duplicated, and the task answers as
+    /// usual.
     pub(super) fn answer(
         &mut self,
         stream: &TcpStream,
         channel: ChannelName,
         allow_origin: Option<AllowOrigin>,
+        state: &AppState,
     ) -> Option<(EarlyAnswer, Receipt)> {
         let socket = match &self.0 {
-            Some(socket) => socket.clone(),
+            Some((socket, _)) => socket.clone(),
             None => {
+                let place = state.answer_sockets.clone().try_acquire_owned().ok()?;
                 let duplicate = stream.as_fd().try_clone_to_owned().ok()?;
-                self.0
-                    .insert(Arc::new(StdTcpStream::from(duplicate)))
-                    .clone()
+                let socket = Arc::new(StdTcpStream::from(duplicate));
+                self.0 = Some((socket.clone(), place));
+                socket
             }
         };
         let written = Arc::new(Mutex::new(None));

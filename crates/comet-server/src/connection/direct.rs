@@ -387,7 +387,7 @@ async fn store(
     let keep_alive = served.request.keep_alive && !state.shutdown.is_cancelled();
     let at_commit = if keep_alive && state.hub.answers_at_commit() {
         let channel = checked.channel().clone();
-        answer_socket.answer(&stream, channel, served.allow_origin.clone())
+        answer_socket.answer(&stream, channel, served.allow_origin.clone(), state)
     } else {
         None
     };
