@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use comet_testkit::raw::{chunked_body, connect, read_response};
+use comet_testkit::raw::{chunked_body, connect, read_pipelined, read_response};
 use comet_testkit::{TestServer, client, metric_value, metrics, publish, wait_for_metric, within};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -417,52 +417,6 @@ async fn a_parked_long_poll_answers_like_the_router_and_keeps_its_connection() {
     assert_eq!(again.json()["cursor"], next.as_str());
 }
 
-/// The answers of `count` publishes read from `stream`, in order, each
-/// parsed whole: the bytes of each answer are read to its length.
-async fn read_answers(
-    stream: &mut (impl tokio::io::AsyncRead + Unpin),
-    count: usize,
-) -> Vec<comet_testkit::raw::RawResponse> {
-    use tokio::io::AsyncReadExt;
-    let mut received = Vec::new();
-    let mut answers = Vec::with_capacity(count);
-    let mut chunk = vec![0u8; 64 * 1024];
-    while answers.len() < count {
-        let split = received
-            .windows(4)
-            .position(|window| window == b"\r\n\r\n")
-            .map(|end| end + 4);
-        if let Some(head_end) = split {
-            let head = String::from_utf8_lossy(&received[..head_end]).to_string();
-            let length: usize = head
-                .lines()
-                .find_map(|line| line.strip_prefix("content-length: "))
-                .expect("an answer with a length")
-                .trim()
-                .parse()
-                .expect("a numeric length");
-            if received.len() >= head_end + length {
-                let body = received[head_end..head_end + length].to_vec();
-                received.drain(..head_end + length);
-                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-                answers.push(comet_testkit::raw::RawResponse { status, head, body });
-                continue;
-            }
-        }
-        let read = within("more answers", stream.read(&mut chunk))
-            .await
-            .expect("read");
-        assert!(
-            read > 0,
-            "the server closed after {} answers",
-            answers.len()
-        );
-        received.extend_from_slice(&chunk[..read]);
-    }
-    assert!(received.is_empty(), "bytes after the last answer");
-    answers
-}
-
 /// A connection whose receive buffer is small, and whose segments are
 /// too (so the server's send buffer, sized by them, is small as well).
 async fn small_buffered_connection(address: std::net::SocketAddr) -> TcpStream {
@@ -514,7 +468,7 @@ async fn pipelined_publishes_read_late_are_each_answered_whole_and_in_order() {
         "the server answered all {PUBLISHES} publishes before anyone read ({stalled_at})"
     );
 
-    let answers = read_answers(&mut reading, PUBLISHES as usize).await;
+    let answers = read_pipelined(&mut reading, PUBLISHES as usize).await;
     let mut seqs = Vec::new();
     for answer in &answers {
         assert_eq!(answer.status, 201, "{answer:?}");

@@ -64,14 +64,70 @@ pub async fn exchange(address: SocketAddr, request: &[u8]) -> RawResponse {
     read_response(&mut stream).await
 }
 
+/// The status code of a response head.
+fn status_of(head: &str) -> u16 {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status code")
+}
+
+/// Reads `count` responses with a `Content-Length` each, as a client that
+/// pipelined its requests gets them: each whole, in order, with nothing
+/// after the last.
+pub async fn read_pipelined(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    count: usize,
+) -> Vec<RawResponse> {
+    let mut received = Vec::new();
+    let mut responses = Vec::with_capacity(count);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while responses.len() < count {
+        if let Some(response) = take_response(&mut received) {
+            responses.push(response);
+            continue;
+        }
+        let read = within("more responses", stream.read(&mut chunk))
+            .await
+            .expect("read");
+        assert!(
+            read > 0,
+            "the server closed after {} responses",
+            responses.len()
+        );
+        received.extend_from_slice(&chunk[..read]);
+    }
+    assert!(received.is_empty(), "bytes after the last response");
+    responses
+}
+
+/// The first response of `received`, taken out of it, once it is whole.
+fn take_response(received: &mut Vec<u8>) -> Option<RawResponse> {
+    let head_end = find(received, b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    let mut response = RawResponse {
+        status: status_of(&head),
+        head,
+        body: Vec::new(),
+    };
+    let length: usize = response
+        .header("content-length")
+        .expect("a response with a length")
+        .parse()
+        .expect("numeric content-length");
+    let end = head_end + 4 + length;
+    if received.len() < end {
+        return None;
+    }
+    response.body = received[head_end + 4..end].to_vec();
+    received.drain(..end);
+    Some(response)
+}
+
 /// Reads one response from `stream`.
 pub async fn read_response(stream: &mut TcpStream) -> RawResponse {
     let (head, mut rest) = read_head(stream).await;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("a status code");
+    let status = status_of(&head);
     let mut response = RawResponse {
         status,
         head,
