@@ -178,6 +178,28 @@ impl DiskStore {
         })
     }
 
+    /// Hands `drafts` to the writer, with the work to run right after
+    /// their commit, and waits for the outcome.
+    async fn append_to_writer(
+        &self,
+        drafts: Vec<Draft>,
+        after_commit: Option<AfterCommit>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        if drafts.is_empty() {
+            if let Some(after_commit) = after_commit {
+                after_commit(&[]);
+            }
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Append(AppendRequest {
+            drafts,
+            reply,
+            after_commit,
+        }))?;
+        answer.await.map_err(stopped)?
+    }
+
     fn send(&self, command: Command) -> Result<(), StoreError> {
         self.commands
             .as_ref()
@@ -208,16 +230,7 @@ impl Store for DiskStore {
     }
 
     async fn append_batch(&self, drafts: Vec<Draft>) -> Result<Vec<Appended>, AppendError> {
-        if drafts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Append(AppendRequest {
-            drafts,
-            reply,
-            after_commit: None,
-        }))?;
-        answer.await.map_err(stopped)?
+        self.append_to_writer(drafts, None).await
     }
 
     async fn append_batch_then(
@@ -225,17 +238,7 @@ impl Store for DiskStore {
         drafts: Vec<Draft>,
         after_commit: AfterCommit,
     ) -> Result<Vec<Appended>, AppendError> {
-        if drafts.is_empty() {
-            after_commit(&[]);
-            return Ok(Vec::new());
-        }
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Append(AppendRequest {
-            drafts,
-            reply,
-            after_commit: Some(after_commit),
-        }))?;
-        answer.await.map_err(stopped)?
+        self.append_to_writer(drafts, Some(after_commit)).await
     }
 
     fn runs_after_commit_at_commit(&self) -> bool {

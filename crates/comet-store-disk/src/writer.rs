@@ -91,8 +91,8 @@ impl Counters {
 pub(crate) struct AppendRequest {
     pub(crate) drafts: Vec<MessageDraft>,
     pub(crate) reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
-    /// Run with the stored message right after the commit, before the
-    /// reply (see `Store::append_batch_then`).
+    /// Run with what became of the drafts right after the commit, before
+    /// the reply (see `Store::append_batch_then`).
     pub(crate) after_commit: Option<AfterCommit>,
 }
 
