@@ -22,6 +22,7 @@ mod inspect;
 pub mod metrics;
 mod params;
 mod publish;
+mod shutdown;
 mod throttle;
 pub mod transport;
 
@@ -40,7 +41,6 @@ use metrics::Metrics;
 use throttle::Throttled;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 
 /// Everything a request handler may need. Cheap to clone.
 #[derive(Clone)]
@@ -52,7 +52,7 @@ pub(crate) struct AppInner {
     pub(crate) metrics: Metrics,
     /// Cancelled when the server shuts down: open streams and held long
     /// polls end cleanly.
-    pub(crate) shutdown: CancellationToken,
+    pub(crate) shutdown: shutdown::Shutdown,
     /// Who may publish and subscribe.
     pub(crate) rules: Rules,
     /// Places under the subscriber cap; each open subscription holds one.
@@ -124,7 +124,7 @@ impl Server {
                 subscribers_refused: Throttled::new(REFUSAL_WARNING_INTERVAL),
                 hub,
                 config,
-                shutdown: CancellationToken::new(),
+                shutdown: shutdown::Shutdown::default(),
             })),
         })
     }

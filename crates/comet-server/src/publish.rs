@@ -13,7 +13,6 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use std::fmt::Write;
 
 use std::net::IpAddr;
 
@@ -206,20 +205,31 @@ pub(crate) fn push_result(answer: &mut String, channel: &ChannelName, published:
     push_json_string(answer, channel.as_str());
     answer.push_str(",\"id\":");
     // The message's id: its cursor and its channel.
-    push_json_display(answer, &format_args!("{}/{}", published.id, channel));
-    let _ = write!(answer, ",\"subscribers\":{}", published.subscribers);
+    let mut seq = itoa::Buffer::new();
+    let id = [
+        published.id.epoch.as_str(),
+        "-",
+        seq.format(published.id.seq.0),
+        "/",
+        channel.as_str(),
+    ];
+    push_json_pieces(answer, &id);
+    answer.push_str(",\"subscribers\":");
+    answer.push_str(itoa::Buffer::new().format(published.subscribers));
     if published.repeat {
         answer.push_str(",\"duplicate\":true");
     }
     answer.push('}');
 }
 
-/// Appends `value` as a JSON string, formatted in place (no string of its
-/// own) unless it needs escaping.
-fn push_json_display(out: &mut String, value: &dyn std::fmt::Display) {
+/// Appends the concatenation of `pieces` as a JSON string, in place (no
+/// string of its own) unless it needs escaping.
+fn push_json_pieces(out: &mut String, pieces: &[&str]) {
     out.push('"');
     let start = out.len();
-    let _ = write!(out, "{value}");
+    for piece in pieces {
+        out.push_str(piece);
+    }
     if needs_no_escaping(&out[start..]) {
         out.push('"');
     } else {

@@ -82,6 +82,56 @@ async fn an_idle_connection_is_closed_without_an_answer() {
     .await;
 }
 
+/// One publish on `stream`, answered on the direct path (which reads the
+/// next head itself): it must be a `201`.
+async fn publish_on(stream: &mut tokio::net::TcpStream) {
+    stream
+        .write_all(b"POST /pub/paced HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+        .await
+        .unwrap();
+    assert_eq!(raw::read_response(stream).await.status, 201);
+}
+
+#[tokio::test]
+async fn the_head_timeout_counts_from_each_answer() {
+    let timeout = Duration::from_millis(400);
+    let server = TestServer::builder()
+        .config(|c| c.header_read_timeout = timeout)
+        .start();
+    let mut stream = raw::connect(server.address()).await;
+    // Requests well within the timeout of each other, for four times its
+    // length: each starts it again.
+    let started = std::time::Instant::now();
+    while started.elapsed() < timeout * 4 {
+        publish_on(&mut stream).await;
+        tokio::time::sleep(timeout / 8).await;
+    }
+    // Once the client is quiet, it runs out all the same.
+    assert!(raw::closes_within(&mut stream, Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_closes_idle_keep_alive_connections_at_once() {
+    let mut server = TestServer::builder()
+        .config(|c| {
+            c.header_read_timeout = Duration::from_secs(600);
+            c.shutdown_grace = Duration::from_secs(30);
+        })
+        .start();
+    let mut stream = raw::connect(server.address()).await;
+    publish_on(&mut stream).await;
+    // The connection now waits for its next request head; neither its
+    // timeout nor the grace period is near, so only the shutdown ends it.
+    let restarted = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    });
+    assert!(raw::closes_within(&mut stream, Duration::from_secs(5)).await);
+    let server = within("the restart", restarted).await.unwrap();
+    let mut again = raw::connect(server.address()).await;
+    publish_on(&mut again).await;
+}
+
 #[tokio::test]
 async fn a_request_head_that_is_too_large_gets_431() {
     let server = TestServer::builder()

@@ -21,16 +21,18 @@
 //! router answers the error. Errors of polls and publishes are answered
 //! here, as JSON, and the connection stays open.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio_util::sync::WaitForCancellationFuture;
 
 use super::PeerIp;
 use super::at_commit::AnswerSocket;
-use super::head;
+use super::head::{self, HeadDeadline};
 use super::parked::{self, PollRequest, Polled};
 use super::request::{Request, Route};
 use crate::AppState;
@@ -87,8 +89,20 @@ struct Served {
 pub(crate) async fn serve(mut stream: TcpStream, peer: PeerIp, state: &AppState) -> Outcome {
     let mut buffer = BytesMut::new();
     let mut answer_socket = AnswerSocket::default();
+    // One wait for the shutdown for the connection's life, not one per
+    // request: each new wait registers with the token, and that was a
+    // visible share of a publish.
+    let mut shutdown = std::pin::pin!(state.shutdown.cancelled());
+    let mut head_deadline = HeadDeadline::new(state.config.header_read_timeout);
     loop {
-        let served = match next_request(&mut stream, &mut buffer, state).await {
+        let next = next_request(
+            &mut stream,
+            &mut buffer,
+            shutdown.as_mut(),
+            &mut head_deadline,
+            state,
+        );
+        let served = match next.await {
             Ok(Some(served)) => served,
             Ok(None) => return Outcome::Router(stream, buffer),
             Err(outcome) => return outcome.with(stream),
@@ -150,6 +164,8 @@ impl Stop {
 async fn next_request(
     stream: &mut TcpStream,
     buffer: &mut BytesMut,
+    shutdown: Pin<&mut WaitForCancellationFuture<'_>>,
+    head_deadline: &mut HeadDeadline,
     state: &AppState,
 ) -> Result<Option<Served>, Stop> {
     let config = &state.config;
@@ -160,13 +176,17 @@ async fn next_request(
     let reading = head::read(
         stream,
         buffer,
+        head_deadline,
         config.header_read_timeout,
         config.max_head_bytes,
         |parsed, length| (length, Request::parse(parsed)),
     );
     let read = tokio::select! {
+        // A request already read is served even during the shutdown; its
+        // answer then closes the connection.
+        biased;
         read = reading => read,
-        () = state.shutdown.cancelled() => return Err(Stop::Done),
+        () = shutdown => return Err(Stop::Done),
     };
     let (head_length, request) = match read {
         Ok(Ok(head)) => head,
