@@ -29,6 +29,7 @@
 
 mod database;
 mod directory;
+mod draft;
 mod reader;
 mod retention;
 mod segment;

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::database::sql;
 use crate::segment::{self, HEAD_COLUMNS, SegmentHead};
 
-use crate::writer::Draft;
+use crate::draft::Draft;
 
 /// How many messages a channel may hold beyond its count limit before a
 /// commit trims it (a sixteenth of the limit, at most 64): a commit of a
