@@ -72,7 +72,8 @@ pub(crate) fn evict_tombstones(
     Ok(())
 }
 
-/// Keeps at most `max_messages` in each touched channel.
+/// Keeps at most `max_messages` in each of the `touched` channels (each
+/// named once).
 pub(crate) fn trim_by_count(
     transaction: &Transaction<'_>,
     draft: &mut Draft<'_>,
@@ -81,12 +82,7 @@ pub(crate) fn trim_by_count(
 ) -> rusqlite::Result<()> {
     let slack = trim_slack(max_messages);
     let max_messages = max_messages.max(1) as u64;
-    let mut seen = Vec::new();
     for name in touched {
-        if seen.contains(&name) {
-            continue;
-        }
-        seen.push(name);
         let channel = draft.channel(transaction, name)?;
         if channel.retained <= max_messages + slack {
             continue;

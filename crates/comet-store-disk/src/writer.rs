@@ -32,7 +32,7 @@
 //! [`SWEEP_STEP`] segments: a long sweep runs as many short transactions,
 //! with appends served in between.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -467,10 +467,14 @@ fn commit_group(
         forget_keys(&transaction, upto)?;
     }
     remember_keys(&transaction, pending)?;
+    // Each channel the group appended to, once, in the order first met.
+    let mut seen = HashSet::new();
     let touched: Vec<ChannelName> = pending
         .iter()
         .flat_map(PendingAppend::messages)
-        .map(|message| message.channel().clone())
+        .map(|message| message.channel())
+        .filter(|name| seen.insert(*name))
+        .cloned()
         .collect();
     trim_by_count(&transaction, draft, &touched, retention.max_messages)?;
     if let Some(max_bytes) = retention.max_bytes {
