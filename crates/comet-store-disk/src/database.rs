@@ -28,8 +28,10 @@
 //!   the copy loaded at start.
 //!
 //! Settings: WAL journal with `synchronous=FULL`, so a commit is on disk,
-//! fsync'd, when it returns, and a crash loses nothing committed (SQLite
-//! checks every WAL frame's checksum at start and ignores a torn tail);
+//! synced, when it returns, and a crash loses nothing committed (SQLite
+//! checks every WAL frame's checksum at start and ignores a torn tail; the
+//! workspace's `.cargo/config.toml` builds it to sync with `fdatasync`,
+//! the data and the file's size without the inode's times);
 //! incremental auto-vacuum, so space freed by retention can be given back
 //! to the file system.
 

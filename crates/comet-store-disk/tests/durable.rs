@@ -543,6 +543,51 @@ async fn readers_of_the_same_history_share_decoded_messages() {
     assert_eq!(third.messages.len(), 10);
 }
 
+/// A full channel is trimmed in batches: between trims it holds at most a
+/// sixteenth of its count limit, and never more than 1,024 messages,
+/// beyond the limit on disk; readers see exactly the limit.
+#[tokio::test]
+async fn a_full_channel_holds_a_bounded_batch_beyond_its_limit() {
+    // A sixteenth of this limit is 2,048: the cap of 1,024 is what applies.
+    let limit = 32_768;
+    let dir = fresh_dir("slack");
+    let options = StoreOptions {
+        retention: Retention {
+            max_messages: limit,
+            ..Retention::default()
+        },
+        ..StoreOptions::default()
+    };
+    let store = DiskStore::open(&dir, options).unwrap();
+    let mut most_held = 0;
+    for batch in 0..80 {
+        let drafts = (0..512)
+            .map(|i| {
+                Draft::new(
+                    channel("a"),
+                    EventType::message(),
+                    Data::from(format!("{batch}-{i}")),
+                )
+            })
+            .collect();
+        store.append_batch(drafts).await.unwrap();
+        most_held = most_held.max(store.footprint().messages);
+    }
+    let limit = limit as u64;
+    assert!(
+        most_held > limit,
+        "a full channel is trimmed in batches, not at every commit: at most {most_held} held"
+    );
+    assert!(
+        most_held <= limit + 1024,
+        "a full channel held {} messages beyond its limit of {limit}",
+        most_held - limit
+    );
+    let seen = all(&store, "a").await;
+    assert_eq!(seen.len() as u64, limit);
+    assert_eq!(seen.last().map(String::as_str), Some("79-511"));
+}
+
 /// A byte limit on a read loads only what fits (a reader behind a history
 /// of large messages reads one at a time, not the whole count).
 #[tokio::test]
