@@ -5,7 +5,8 @@
 // up on an expired URL token where comet.js goes on, and the browser's own
 // WebSocket is closed with 4401; without getToken an expiry ends the
 // subscription, with no retrying; fresh tokens refused again and again end
-// it after backing off, and a 403 at once; 'auto' meets a refused
+// it after backing off, and a 403 at once; a reload that revokes a token
+// ends a WebSocket with 4403 and an SSE stream; 'auto' meets a refused
 // WebSocket or EventSource with a fresh token instead of moving down;
 // withCredentials sends the comet_token cookie across origins (a WebSocket
 // carries it regardless); publish() carries a token. Tokens are minted here (jose) and handed to pages
@@ -46,6 +47,7 @@ async function authServer(extra = []) {
     ...extra,
   ]);
   comet.secret = new TextEncoder().encode(secret);
+  comet.dir = dir;
   return comet;
 }
 
@@ -330,6 +332,47 @@ test('without getToken, an expiry ends the subscription: error, CLOSED, 401, and
       const requests = await watched[transport].settled();
       assert.equal(requests.length, counts[transport], `${transport}: no request after the error`);
       assert.ok(requests.every((r) => r.token), `${transport}: every request carries the token`);
+      await page.close();
+    }
+  } finally {
+    await comet.stop();
+  }
+});
+
+test('a reload that revokes the token ends the subscription: a WebSocket by 4403 (403), an SSE stream by its end and the refused reconnection (401)', async () => {
+  const comet = await authServer();
+  try {
+    // The errors each page sees: [readyState, status]. The SSE stream just
+    // ends: a lost connection (CONNECTING), then the reconnection's 401.
+    const expected = {
+      ws: [[2, 403]],
+      sse: [
+        [0, undefined],
+        [2, 401],
+      ],
+    };
+    const pages = {};
+    for (const transport of Object.keys(expected)) {
+      pages[transport] = await pageAt(browser, `${comet.base}/healthz`);
+      const token = await mint(comet.secret, { subscribe: ['news'] }, 600);
+      await subscribeIn(pages[transport], 'news', { transport, token, retry: 100, maxRetry: 200 });
+    }
+    const id = await publish(comet, 'news', 'before the reload');
+    for (const transport of Object.keys(expected)) {
+      assert.equal((await received(pages[transport], 1))[0].id, id, transport);
+    }
+    // A new JWT secret: every token signed with the old one is revoked.
+    writeFileSync(join(comet.dir, 'jwt-secret'), randomBytes(32).toString('hex'));
+    comet.process.kill('SIGHUP');
+    for (const [transport, errors] of Object.entries(expected)) {
+      const page = pages[transport];
+      await pageEventually(page, () => window.sub.readyState === 2, null, `${transport}: the end`);
+      const seen = await page.evaluate(() => window.errors);
+      assert.deepEqual(
+        seen.map((e) => [e.readyState, e.status]),
+        errors,
+        `${transport}: ${JSON.stringify(seen)}`,
+      );
       await page.close();
     }
   } finally {

@@ -350,6 +350,20 @@ impl Feed {
             .is_none_or(|entry| entry.pace.holds_nobody(entry, config))
     }
 
+    /// Hands every grouped stream of every channel back to its own task.
+    pub(crate) fn hand_back_grouped(&self) {
+        let entries: Vec<Arc<ChannelEntry>> = self
+            .channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for entry in entries {
+            entry.group.hand_back_all();
+        }
+    }
+
     pub(crate) fn subscriber_count(&self, channel: &ChannelName) -> usize {
         let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
         map.get(channel)

@@ -21,7 +21,9 @@
 //!   detection),
 //! - the history changed (it reports the `reset` gaps), or
 //! - the group's task ended without finishing (a writer panicked): every
-//!   member is handed back, and the next to join starts a new task.
+//!   member is handed back, and the next to join starts a new task, or
+//! - the transport asked for every stream back (`Hub::hand_back_grouped`:
+//!   the server's rules for its streams changed).
 //!
 //! The task itself leaves the group to send a heartbeat, at the end of a
 //! credential, at shutdown, or when its client left ([`Subscription::leave_group`]).
@@ -143,6 +145,17 @@ impl Members {
 impl Group {
     fn members(&self) -> MutexGuard<'_, Members> {
         self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands every member back to its own task (which may join again).
+    pub(crate) fn hand_back_all(&self) {
+        let members = self.members().list.clone();
+        for member in members {
+            let state = member.state();
+            if state.grouped {
+                member.hand_back(state);
+            }
+        }
     }
 }
 

@@ -422,6 +422,14 @@ impl Hub {
         }
     }
 
+    /// Hands every grouped stream (see `group`) back to its own task,
+    /// which then carries on the usual way and may join again: for a
+    /// transport whose rules for its streams changed, so that every task
+    /// looks at its stream.
+    pub fn hand_back_grouped(&self) {
+        self.shared.feed.hand_back_grouped();
+    }
+
     /// Subscribers of `channel` on this hub and, with a store shared by
     /// several nodes, on the others (as of their last share).
     pub fn subscriber_count(&self, channel: &ChannelName) -> usize {

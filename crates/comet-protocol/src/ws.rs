@@ -43,6 +43,9 @@ pub mod close {
     pub const INTERNAL_ERROR: u16 = 1011;
     /// The credential expired: reconnect with a fresh token and `since`.
     pub const TOKEN_EXPIRED: u16 = 4401;
+    /// The rules no longer allow the subscription (a configuration reload
+    /// revoked its credential or its channels' access).
+    pub const AUTHORIZATION_REVOKED: u16 = 4403;
 }
 
 /// Opcodes.
@@ -58,6 +61,10 @@ pub const HEARTBEAT_FRAME: &[u8] = b"\x81\x12{\"heartbeat\":true}";
 
 /// The close frame for an expired credential (4401, `token_expired`).
 pub const EXPIRED_FRAME: &[u8] = b"\x88\x0f\x11\x31token_expired";
+
+/// The close frame for a revoked authorization (4403,
+/// `authorization_revoked`).
+pub const REVOKED_FRAME: &[u8] = b"\x88\x17\x11\x33authorization_revoked";
 
 /// The close frame for a server shutting down (1001, `shutting_down`).
 pub const GOING_AWAY_FRAME: &[u8] = b"\x88\x0f\x03\xe9shutting_down";
@@ -387,6 +394,11 @@ mod tests {
         assert_eq!(PING_FRAME, &super::frame(PING, b"")[..]);
         let closes = [
             (EXPIRED_FRAME, close::TOKEN_EXPIRED, "token_expired"),
+            (
+                REVOKED_FRAME,
+                close::AUTHORIZATION_REVOKED,
+                "authorization_revoked",
+            ),
             (GOING_AWAY_FRAME, close::GOING_AWAY, "shutting_down"),
             (
                 INTERNAL_ERROR_FRAME,

@@ -6,12 +6,14 @@
 //! `comet_token` cookie, the `token` query parameter (for the browser's
 //! `EventSource` and WebSocket, which cannot send headers). The decisions
 //! are `comet_auth`'s; the rules in force can be replaced while the server
-//! runs ([`Rules`]), and apply to requests from then on.
+//! runs ([`Rules`]): they apply to requests from then on, and open streams
+//! are judged again (`transport::grant`).
 
 use std::sync::{Arc, RwLock};
 
 use comet_auth::{Authorizer, Refusal};
 use http::{HeaderMap, StatusCode, header};
+use tokio::sync::watch;
 
 use crate::AppState;
 use crate::cors::CorsPolicy;
@@ -20,11 +22,14 @@ use crate::params::Query;
 
 /// Who may use the server, as it runs: the authorization rules and the
 /// origins whose pages are served, shared with whoever may replace them
-/// (a configuration reload). Requests already allowed keep going.
+/// (a configuration reload). Requests already answered stand; an open
+/// stream the new authorization rules no longer allow ends.
 #[derive(Clone)]
 pub struct Rules {
     auth: Arc<RwLock<Arc<Authorizer>>>,
     cors: Arc<RwLock<Arc<CorsPolicy>>>,
+    /// Told each time the authorization rules are replaced.
+    changes: Arc<watch::Sender<()>>,
 }
 
 impl Rules {
@@ -34,6 +39,7 @@ impl Rules {
         Self {
             auth: Arc::new(RwLock::new(Arc::new(authorizer))),
             cors: Arc::new(RwLock::new(Arc::new(CorsPolicy::default()))),
+            changes: Arc::new(watch::channel(()).0),
         }
     }
 
@@ -45,6 +51,13 @@ impl Rules {
     /// Replaces the authorization rules for every request from now on.
     pub fn replace(&self, authorizer: Authorizer) {
         *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(authorizer);
+        self.changes.send_replace(());
+    }
+
+    /// Resolves, through `changed`, each time the authorization rules are
+    /// replaced.
+    pub(crate) fn changes(&self) -> watch::Receiver<()> {
+        self.changes.subscribe()
     }
 
     /// The origins served now.

@@ -34,6 +34,15 @@ fn files() -> (PathBuf, PathBuf) {
 /// A server with API keys, HS256 JWTs (checked for issuer and audience
 /// when asked), and `lobby` public.
 fn server(issuer: Option<&str>, audience: Option<&str>) -> TestServer {
+    server_with(issuer, audience, |_| {})
+}
+
+/// [`server`], with `change` made to its configuration.
+fn server_with(
+    issuer: Option<&str>,
+    audience: Option<&str>,
+    change: impl FnOnce(&mut comet_server::ServerConfig),
+) -> TestServer {
     let (secret, keys) = files();
     let verifier = JwtVerifier::new(vec![read_secret(&secret).unwrap()], issuer, audience);
     let rules = Authorizer::new(
@@ -44,7 +53,10 @@ fn server(issuer: Option<&str>, audience: Option<&str>) -> TestServer {
     );
     TestServer::builder()
         .authorizer(rules)
-        .config(|c| c.cors = comet_server::CorsPolicy::Origins(vec!["https://app.example".into()]))
+        .config(|c| {
+            c.cors = comet_server::CorsPolicy::Origins(vec!["https://app.example".into()]);
+            change(c);
+        })
         .start()
 }
 
@@ -634,6 +646,118 @@ async fn a_batch_needs_a_grant_for_every_message() {
             String::from_utf8_lossy(&granted.body)
         );
     }
+}
+
+/// Publishes `data` to `channel` with the key granting everything: the
+/// status.
+async fn publish(server: &TestServer, channel: &str, data: &str) -> u16 {
+    let path = format!("/pub/{channel}?token={KEY_ALL}");
+    send(server, "POST", &path, &[], data).await.status
+}
+
+/// When the rules change (a configuration reload), every open stream is
+/// judged again with its token: those the new rules refuse end (a
+/// WebSocket with 4403, SSE and NDJSON streams by ending their responses;
+/// at once on the direct path, where they wait in their channel's group,
+/// and at the next message, unsent, through the router) and are counted;
+/// the others go on.
+#[tokio::test]
+async fn a_change_of_the_rules_ends_the_open_streams_it_no_longer_allows() {
+    use comet_testkit::ws::{Frame, RawWebSocket};
+    // No heartbeat within the test's waits: a stream must end when the
+    // rules change, not when it next has something to send.
+    let server = server_with(None, None, |c| c.heartbeat = Duration::from_secs(600));
+    let jwt = token(&[], &["news"], 600);
+    let http = client();
+    let sse = |path: String| {
+        let request = http.get(server.url(&path));
+        async move { SseStream::new(request.send().await.unwrap()) }
+    };
+    let mut revoked_sse = sse(format!("/sse/news?token={jwt}")).await;
+    // A percent-encoded name: the router serves it, not the direct path.
+    let mut revoked_routed_sse = sse(format!("/sse/n%65ws?token={jwt}")).await;
+    let mut revoked_ndjson = NdjsonStream::new(
+        http.get(server.url("/stream/news"))
+            .bearer_auth(KEY_NEWS)
+            .send()
+            .await
+            .unwrap(),
+    );
+    let mut revoked_ws =
+        RawWebSocket::connect(server.address(), &format!("/ws/news?token={jwt}")).await;
+    let mut kept_sse = sse(format!("/sse/news?token={KEY_ALL}")).await;
+    let mut public_sse = sse("/sse/lobby".to_string()).await;
+
+    assert_eq!(publish(&server, "news", "before").await, 201);
+    for stream in [&mut revoked_sse, &mut revoked_routed_sse, &mut kept_sse] {
+        assert_eq!(stream.next_event().await.unwrap().data, "before");
+    }
+    assert_eq!(revoked_ndjson.next_item().await.unwrap()["data"], "before");
+    loop {
+        let item = within("the first message", revoked_ws.next_item()).await;
+        if item.get("heartbeat").is_none() {
+            assert_eq!(item["data"], "before");
+            break;
+        }
+    }
+
+    // The new rules: KEY_NEWS gone, JWTs signed with another secret.
+    let (secret, keys) = files();
+    std::fs::write(&secret, "another-secret-of-at-least-32-bytes\n").unwrap();
+    std::fs::write(&keys, format!("{KEY_ALL}\n")).unwrap();
+    server.rules().replace(Authorizer::new(
+        ApiKeys::read(&keys).unwrap(),
+        Some(JwtVerifier::new(
+            vec![read_secret(&secret).unwrap()],
+            None,
+            None,
+        )),
+        vec![ChannelPattern::parse("lobby").unwrap()],
+        loopback(),
+    ));
+
+    let frames = within("the WebSocket's close", revoked_ws.rest()).await;
+    assert_eq!(frames.last(), Some(&Frame::Close(Some(4403))), "{frames:?}");
+    assert!(
+        revoked_sse.next_event().await.is_none(),
+        "the SSE stream goes on"
+    );
+    assert!(
+        within("the end of the NDJSON stream", async {
+            loop {
+                match revoked_ndjson.next_item().await {
+                    Some(item) if item.get("heartbeat").is_some() => continue,
+                    other => break other,
+                }
+            }
+        })
+        .await
+        .is_none()
+    );
+    assert_eq!(publish(&server, "news", "after").await, 201);
+    assert_eq!(kept_sse.next_event().await.unwrap().data, "after");
+    // A stream through the router waits on its own: it ends at its next
+    // message, without sending it.
+    assert!(
+        revoked_routed_sse.next_event().await.is_none(),
+        "the SSE stream through the router goes on"
+    );
+    assert_eq!(publish(&server, "lobby", "still").await, 201);
+    assert_eq!(public_sse.next_event().await.unwrap().data, "still");
+
+    let metrics = send(
+        &server,
+        "GET",
+        &format!("/metrics?token={KEY_ALL}"),
+        &[],
+        "",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(
+        text.contains("comet_auth_refused_total{reason=\"revoked\"} 4"),
+        "{text}"
+    );
 }
 
 /// A WebSocket handshake is authorized as every other subscription (the

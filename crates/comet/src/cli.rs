@@ -350,7 +350,7 @@ pub struct BenchPublishArgs {
 pub struct ServeArgs {
     /// A TOML file of these options (keys in snake_case: `max_body =
     /// "2MiB"`); the environment and flags override it. SIGHUP reads it
-    /// again (with the key files) without dropping a connection.
+    /// again (with the key files); open streams the new rules refuse end.
     #[arg(long, env = "COMET_CONFIG")]
     pub config: Option<PathBuf>,
 

@@ -1,8 +1,10 @@
 //! SIGHUP: `comet serve` reads its configuration again (the same command
 //! line and environment, the file and the key files it names) and applies
-//! what can change while it runs, for requests from then on, without
-//! dropping a connection: API keys, JWT keys, issuer and audience, public
-//! channels, anonymous-publish networks, CORS origins and the log level. A
+//! what can change while it runs, for requests from then on: API keys,
+//! JWT keys, issuer and audience, public channels, anonymous-publish
+//! networks, CORS origins and the log level. Open streams the new rules
+//! refuse end (`comet_server`'s `transport::grant`); nothing else is
+//! dropped. A
 //! change to any other option is logged as needing a restart, and kept as
 //! it was. A reload that fails keeps the configuration in force and logs
 //! why.

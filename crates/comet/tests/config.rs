@@ -1,7 +1,7 @@
 //! `comet serve --config FILE`: every option from a TOML file, with
 //! defaults < file < environment < flags; errors naming the file, line and
-//! key; and SIGHUP reloading the file and the key files without dropping a
-//! connection.
+//! key; and SIGHUP reloading the file and the key files, ending only the
+//! streams the new rules no longer allow.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -129,7 +129,7 @@ fn every_error_names_the_file_line_and_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_swaps_api_keys_without_dropping_a_subscriber() {
+async fn sighup_swaps_api_keys_and_ends_only_the_streams_they_no_longer_allow() {
     let dir = dir("reload");
     let keys = dir.join("keys");
     let old_key = "the-old-api-key-000001";
@@ -171,6 +171,15 @@ async fn sighup_swaps_api_keys_without_dropping_a_subscriber() {
     let publish = |key, data| publish_to("news", key, data);
     let mut subscriber = SseStream::new(http.get(format!("{base}/sse/news")).send().await.unwrap());
     subscriber.until_raw(b"retry:").await;
+    // A subscriber to a channel that is not public, with the key the
+    // reload takes away: its stream ends with the reload.
+    let mut revoked = SseStream::new(
+        http.get(format!("{base}/sse/desk?token={old_key}"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    revoked.until_raw(b"retry:").await;
     assert_eq!(publish(old_key, "before").await, 201);
     assert_eq!(subscriber.next_event().await.unwrap().data, "before");
 
@@ -182,6 +191,10 @@ async fn sighup_swaps_api_keys_without_dropping_a_subscriber() {
         }
     })
     .await;
+    assert!(
+        revoked.next_event().await.is_none(),
+        "a stream the new keys do not allow goes on"
+    );
     assert_eq!(publish(new_key, "after").await, 201);
     // The subscriber stayed connected through it.
     assert_eq!(subscriber.next_event().await.unwrap().data, "after");

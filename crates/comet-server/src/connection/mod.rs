@@ -49,7 +49,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::config::refusals_in_flight;
 use crate::error::ApiError;
@@ -62,6 +62,16 @@ use crate::{AppState, REFUSAL_WARNING_INTERVAL};
 use futures::FutureExt;
 use head::HeadError;
 use tower::ServiceExt as _;
+
+/// At each change of the authorization rules, hands every grouped stream
+/// back to its task, which judges it again (`transport::grant`): an idle
+/// stream would otherwise wait in its group until its next heartbeat.
+async fn hand_back_at_rule_changes(state: AppState) {
+    let mut changes = state.rules.changes();
+    while changes.changed().await.is_ok() {
+        state.hub.hand_back_grouped();
+    }
+}
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -76,6 +86,8 @@ pub(crate) async fn serve(
     let refused_log = Throttled::new(REFUSAL_WARNING_INTERVAL);
     let accept_failed_log = Throttled::new(REFUSAL_WARNING_INTERVAL);
     let connections = TaskTracker::new();
+    let _judging_streams =
+        AbortOnDropHandle::new(tokio::spawn(hand_back_at_rule_changes(state.clone())));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {

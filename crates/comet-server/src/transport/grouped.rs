@@ -8,7 +8,8 @@
 //! would write, without waiting. The stream's task sleeps until it is
 //! handed back (the socket did not take a whole write, the stream fell
 //! behind, the history changed), a heartbeat is due (none is while the
-//! group writes), its credential expires, the server shuts down, or its
+//! group writes, or the rules changed: `super::grant`), its credential
+//! expires, the server shuts down, or its
 //! client leaves (SSE, NDJSON) or sends something (WebSocket: a ping to
 //! answer, a close). Then it takes the stream out of the group, finishes
 //! what the socket did not take, and carries on the usual way.
@@ -44,8 +45,10 @@ pub(crate) async fn stay(
     live: &mut Live,
     state: &AppState,
 ) -> Option<Left> {
-    // Most calls of a busy stream find it behind: no writer for those.
-    if !live.may_join_group() {
+    // Most calls of a busy stream find it behind: no writer for those. A
+    // stream the rules changed for is judged first, by its own loop (a
+    // change hands every member back: `connection`).
+    if !live.may_join_group() || live.rules_changed() {
         return None;
     }
     let writer = Arc::new(SocketWriter {
@@ -67,6 +70,11 @@ pub(crate) async fn stay(
     let heartbeat = state.config.heartbeat;
     let deadline = live.deadline();
     let why = loop {
+        // Rules that changed as it joined: the hand-back may have passed
+        // it by.
+        if live.rules_changed() {
+            break Why::Other;
+        }
         let idle_since = writer.side().last_write;
         tokio::select! {
             biased;

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::{GaugeGuard, Transport};
+use crate::transport::grant::Grant;
 use crate::transport::socket::chunk_size_line;
 use crate::transport::{Opened, channel_list, open};
 use std::time::SystemTime;
@@ -124,6 +125,16 @@ impl Framing {
         self.heartbeat_for(false)
     }
 
+    /// The last frame of a stream whose authorization was revoked: a
+    /// WebSocket's close frame; SSE and NDJSON have none (the response
+    /// ends).
+    fn revoked(self) -> Option<Bytes> {
+        match self {
+            Framing::WebSocket => Some(Bytes::from_static(ws::REVOKED_FRAME)),
+            Framing::Sse | Framing::Ndjson => None,
+        }
+    }
+
     /// The last frame of a stream whose credential expired.
     fn expired(self) -> Bytes {
         match self {
@@ -155,8 +166,12 @@ pub(crate) struct Live {
     heartbeat_events: bool,
     /// When the credential that allowed the stream expires.
     deadline: Option<Instant>,
-    /// The expiry frame went out: the stream is over.
-    expired: bool,
+    /// What allowed the stream, judged again when the rules change (boxed:
+    /// a stream's state stays small while it waits).
+    grant: Box<Grant>,
+    /// The credential expired or was revoked, and the stream said so: it
+    /// is over.
+    ended: bool,
     /// The last frames handed out were a heartbeat.
     heartbeat_sent: bool,
     _counted: GaugeGuard,
@@ -223,6 +238,7 @@ impl Live {
             subscription,
             place,
             expires_at,
+            grant,
         } = open(&state, channels, query, headers).await?;
         // With a backlog pending, the position is past messages not yet
         // sent: announcing it would let a reconnect skip them.
@@ -236,7 +252,8 @@ impl Live {
             opening: framing.opening(&state, starting_cursor.as_ref()),
             heartbeat_events: request.heartbeat_events,
             deadline: expires_at.map(deadline),
-            expired: false,
+            grant: Box::new(grant),
+            ended: false,
             heartbeat_sent: false,
             state,
             subscription,
@@ -249,9 +266,10 @@ impl Live {
         self.framing
     }
 
-    /// The credential expired and the stream said so: it is over.
-    pub(crate) fn has_expired(&self) -> bool {
-        self.expired
+    /// The credential expired or was revoked, and the stream said so (if
+    /// its framing has a way to): it is over.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended
     }
 
     /// The frames last handed out were a heartbeat (the stream was idle).
@@ -271,7 +289,7 @@ impl Live {
     /// Whether [`Self::join_group`] would join now (see
     /// `Subscription::may_join_group`).
     pub(crate) fn may_join_group(&self) -> bool {
-        self.opening.is_none() && !self.expired && self.subscription.may_join_group()
+        self.opening.is_none() && !self.ended && self.subscription.may_join_group()
     }
 
     /// Leaves the group: what it wrote counts as sent.
@@ -298,11 +316,15 @@ impl Live {
     }
 
     /// The frames to send next, at least one; `None` when the stream ends
-    /// (server shutdown, or a store failure).
+    /// (server shutdown, a store failure, or a revoked authorization with
+    /// no frame to say so).
     pub(crate) async fn next_frames(&mut self) -> Option<Vec<Bytes>> {
         self.heartbeat_sent = false;
-        if self.expired {
+        if self.ended {
             return None;
+        }
+        if self.grant.revoked_now(&self.state.rules) {
+            return self.revoke();
         }
         if let Some(opening) = self.opening.take() {
             return Some(vec![opening]);
@@ -314,10 +336,12 @@ impl Live {
             biased;
             _ = self.state.shutdown.cancelled() => None,
             () = until(deadline) => {
-                self.expired = true;
+                self.ended = true;
                 Some(vec![self.framing.expired()])
             }
             batch = self.subscription.next_batch(limit) => match batch {
+                // Nothing more for a stream the rules changed against.
+                Ok(_) if self.grant.revoked_now(&self.state.rules) => self.revoke(),
                 Ok(items) => {
                     let frames: Vec<Bytes> = items.iter().map(|item| self.frame(item)).collect();
                     let messages = items
@@ -333,10 +357,28 @@ impl Live {
                 }
             },
             _ = tokio::time::sleep(heartbeat) => {
+                if self.grant.revoked_now(&self.state.rules) {
+                    return self.revoke();
+                }
                 self.heartbeat_sent = true;
                 Some(vec![self.framing.heartbeat_for(self.heartbeat_events)])
             }
         }
+    }
+
+    /// Ends the stream whose authorization the rules revoked: its last
+    /// frame, if its framing has one.
+    fn revoke(&mut self) -> Option<Vec<Bytes>> {
+        self.ended = true;
+        self.state.metrics.auth_refused("revoked");
+        tracing::debug!("ending a stream: the new rules no longer allow it");
+        self.framing.revoked().map(|frame| vec![frame])
+    }
+
+    /// The rules changed since the stream was last judged
+    /// ([`Self::next_frames`] judges it).
+    pub(crate) fn rules_changed(&self) -> bool {
+        self.grant.changed()
     }
 
     fn frame(&self, item: &Item) -> Bytes {

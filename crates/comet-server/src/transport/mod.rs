@@ -1,5 +1,6 @@
 //! The Comet transports, one module each, over one way of opening a
-//! subscription (`open`) and one streaming loop (`live`).
+//! subscription (`open`), what allowed it (`grant`, judged again when the
+//! rules change) and one streaming loop (`live`).
 //!
 //! - [`poll`]: short polling, and long polling with `wait`;
 //! - [`ndjson`]: HTTP streaming, one JSON object per line;
@@ -15,6 +16,7 @@
 //! All of them accept the same channel lists and resume rules
 //! (`crate::params`), and all deliver the same shared, pre-encoded frames.
 
+pub(crate) mod grant;
 pub(crate) mod grouped;
 pub(crate) mod live;
 pub mod ndjson;
@@ -35,6 +37,7 @@ use crate::AppState;
 use crate::auth;
 use crate::error::ApiError;
 use crate::params::{Query, Subscribe};
+use grant::Grant;
 
 /// The channel list of a route's `{channels}` segment.
 pub(crate) fn channel_list(
@@ -55,6 +58,8 @@ pub(crate) struct Opened {
     /// When the credential that allowed it expires: the subscription ends
     /// then.
     pub(crate) expires_at: Option<SystemTime>,
+    /// What allowed it, to judge it again if the rules change.
+    pub(crate) grant: Grant,
 }
 
 /// Validates a subscription request, authorizes it, takes a place under
@@ -74,6 +79,7 @@ pub(crate) async fn open(
         .current()
         .subscribe(token, request.channels.names())
         .map_err(|refusal| auth::refused(state, refusal, token.is_some()))?;
+    let grant = Grant::new(token, request.channels.names(), &state.rules);
     let place = state.subscriber_place()?;
     let subscription = state
         .hub
@@ -84,5 +90,6 @@ pub(crate) async fn open(
         subscription,
         place,
         expires_at: access.expires_at,
+        grant,
     })
 }

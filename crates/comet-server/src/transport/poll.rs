@@ -85,6 +85,9 @@ impl Poll {
             subscription,
             place,
             expires_at,
+            // A long poll waits its time (at most its credential's) under
+            // the rules that allowed it; the next is judged by the rules then.
+            grant: _,
         } = open(state, channels, query, headers).await?;
         if let Some(expires_at) = expires_at {
             // A long poll never waits past its credential.

@@ -14,7 +14,11 @@
 //! frame with 1003, anything malformed with its close code. A ping of ours
 //! that is still unanswered at the next idle heartbeat, a write timeout
 //! after it was sent, disconnects the peer. The stream ends with 1001 at
-//! shutdown, 4401 when the credential expires, 1011 when the store fails.
+//! shutdown, 4401 when the credential expires, 4403 when a reload revokes
+//! its authorization (`super::grant`), 1011 when the store fails. After a
+//! close frame the server ends its side and reads what the client still
+//! sends until it closes too (at most a second), so the close frame is not
+//! lost to a reset.
 //!
 //! Between batches a connection holds its subscription and its task's
 //! state, no buffer, as SSE and NDJSON streams do (`super::socket`); once
@@ -170,10 +174,14 @@ pub(crate) async fn stream_to(
                         return;
                     }
                     out = frames;
+                    // The credential expired or was revoked: these frames
+                    // end with our close frame, and nothing follows it
+                    // (not even an answer to the client's close).
+                    last = live.has_ended();
                 }
                 None => {
                     last = true;
-                    if !live.has_expired() {
+                    if !live.has_ended() {
                         let close = if state.shutdown.is_cancelled() {
                             ws::GOING_AWAY_FRAME
                         } else {
@@ -193,9 +201,44 @@ pub(crate) async fn stream_to(
         }
         unsent_head = Vec::new();
         if last {
+            linger(&stream).await;
             return;
         }
     }
+}
+
+/// The longest a connection whose close frame went out waits for its
+/// client to close too.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ends a connection whose close frame went out: our side's FIN first,
+/// then whatever the client still sends (its own close frame, a late
+/// pong) read and dropped until it closes its side, for at most
+/// [`LINGER`]. Dropping a socket with unread bytes would reset the
+/// connection instead, and a reset can make the client lose our close
+/// frame (a browser then reports 1006, not our code).
+async fn linger(stream: &TcpStream) {
+    if socket2::SockRef::from(stream)
+        .shutdown(std::net::Shutdown::Write)
+        .is_err()
+    {
+        return;
+    }
+    let mut scratch = [0u8; 512];
+    let drain = async {
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut scratch) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Before a heartbeat (which carries a ping): false if the last ping is
