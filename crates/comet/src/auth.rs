@@ -3,12 +3,50 @@
 //! a pattern that is not valid stops the start, naming the file and line
 //! (never a secret).
 
+use std::path::PathBuf;
+
 use anyhow::{Context, bail};
 use comet_server::comet_auth::{
     ApiKeys, Authorizer, ChannelPattern, IpNet, JwtVerifier, loopback, read_public_key, read_secret,
 };
 
 use crate::cli::ServeArgs;
+
+/// What [`rules`] builds the rules from: the authorization options and the
+/// bytes of the files they name (a file that cannot be read counts as
+/// none). Equal sources build the same rules, so a reload that finds them
+/// unchanged leaves the rules, and the open streams, alone.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RuleSources {
+    files_named: (Option<PathBuf>, Option<PathBuf>, Vec<PathBuf>),
+    options: (Option<String>, Option<String>, Vec<String>, Vec<String>),
+    contents: Vec<Option<Vec<u8>>>,
+}
+
+/// The sources of the rules `args` describe, read now.
+pub fn rule_sources(args: &ServeArgs) -> RuleSources {
+    let contents = args
+        .api_keys_file
+        .iter()
+        .chain(&args.jwt_secret_file)
+        .chain(&args.jwt_public_key_file)
+        .map(|path| std::fs::read(path).ok())
+        .collect();
+    RuleSources {
+        files_named: (
+            args.api_keys_file.clone(),
+            args.jwt_secret_file.clone(),
+            args.jwt_public_key_file.clone(),
+        ),
+        options: (
+            args.jwt_issuer.clone(),
+            args.jwt_audience.clone(),
+            args.public_channels.clone(),
+            args.anonymous_publish_from.clone(),
+        ),
+        contents,
+    }
+}
 
 /// The rules the options describe.
 pub fn rules(args: &ServeArgs) -> anyhow::Result<Authorizer> {

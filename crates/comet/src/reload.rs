@@ -4,7 +4,9 @@
 //! JWT keys, issuer and audience, public channels, anonymous-publish
 //! networks, CORS origins and the log level. Open streams the new rules
 //! refuse end (`comet_server`'s `transport::grant`); nothing else is
-//! dropped. A
+//! dropped. Rules built from unchanged options and key files are not
+//! applied again (judging every open stream again would verify every
+//! token once more for nothing). A
 //! change to any other option is logged as needing a restart, and kept as
 //! it was. A reload that fails keeps the configuration in force and logs
 //! why.
@@ -22,6 +24,8 @@ use crate::{auth, config, serve};
 pub struct Reloader {
     pub argv: Vec<OsString>,
     pub running: ServeArgs,
+    /// What the rules in force were built from.
+    pub rule_sources: auth::RuleSources,
     pub rules: Rules,
     pub log: Handle<EnvFilter, tracing_subscriber::Registry>,
 }
@@ -40,6 +44,7 @@ impl Reloader {
     fn try_reload(&mut self) -> anyhow::Result<()> {
         let new = config::reread(&self.argv)?;
         // Everything is checked before anything is applied.
+        let rule_sources = auth::rule_sources(&new);
         let authorizer = auth::rules(&new)?;
         let cors = serve::cors_policy(&new.cors_origins)?;
         let filter = EnvFilter::try_new(&new.log)
@@ -50,7 +55,15 @@ impl Reloader {
                 "changed in the configuration; a restart is needed to apply it (kept as it was)"
             );
         }
-        self.rules.replace(authorizer);
+        if rule_sources == self.rule_sources {
+            tracing::info!(
+                "the authorization options and key files are unchanged: the open streams are not judged again"
+            );
+        } else {
+            // Every open stream is judged again (`comet_server`'s grants).
+            self.rules.replace(authorizer);
+            self.rule_sources = rule_sources;
+        }
         self.rules.replace_cors(cors);
         if new.log != self.running.log {
             self.log

@@ -26,6 +26,9 @@ pub fn run(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> anyhow::Result<Exi
     let log = install_logging(&args.log)?;
     let open_files = limits::raise_open_files_limit();
     let (retention, hub_config, server_config) = validate(&args, open_files)?;
+    // Read before the rules: a key file changed in between makes the next
+    // reload apply the rules again, never skip them.
+    let rule_sources = auth::rule_sources(&args);
     let authorizer = auth::rules(&args)?;
     tracing::info!("{}", auth::describe(&authorizer, &args));
     let rules = Rules::new(authorizer);
@@ -103,6 +106,7 @@ pub fn run(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> anyhow::Result<Exi
         let reloader = Reloader {
             argv,
             running: args.clone(),
+            rule_sources,
             rules: rules.clone(),
             log,
         };

@@ -242,6 +242,21 @@ async fn sighup_swaps_api_keys_and_ends_only_the_streams_they_no_longer_allow() 
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("max_body"), "{logged}");
     assert_eq!(subscriber.next_event().await.unwrap().data, "still");
+
+    // A reload that finds the authorization sources as they were leaves
+    // the rules (and the open streams) alone.
+    server.signal("HUP");
+    within("the unchanged rules' log line", async {
+        while !std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("open streams are not judged again")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(publish(new_key, "unchanged").await, 201);
+    assert_eq!(subscriber.next_event().await.unwrap().data, "unchanged");
 }
 
 /// The example configuration names every option of `comet serve`, and with
