@@ -74,12 +74,14 @@ pub(crate) async fn open(
     let query = Query::parse(query)?;
     let request = Subscribe::parse(channels, &query, headers, &state.config)?;
     let token = auth::token(headers, &query);
+    // Watching the rules before judging: a change while this is judged is
+    // judged again, never missed.
+    let grant = Grant::new(token, request.channels.names(), &state.rules);
     let access = state
         .rules
         .current()
         .subscribe(token, request.channels.names())
         .map_err(|refusal| auth::refused(state, refusal, token.is_some()))?;
-    let grant = Grant::new(token, request.channels.names(), &state.rules);
     let place = state.subscriber_place()?;
     let subscription = state
         .hub
