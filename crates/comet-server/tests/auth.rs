@@ -660,7 +660,8 @@ async fn publish(server: &TestServer, channel: &str, data: &str) -> u16 {
 /// WebSocket with 4403, SSE and NDJSON streams by ending their responses;
 /// at once on the direct path, where they wait in their channel's group,
 /// and at the next message, unsent, through the router) and are counted;
-/// the others go on.
+/// a waiting long poll answers the new rules' refusal instead of the next
+/// message; the others go on.
 #[tokio::test]
 async fn a_change_of_the_rules_ends_the_open_streams_it_no_longer_allows() {
     use comet_testkit::ws::{Frame, RawWebSocket};
@@ -701,6 +702,38 @@ async fn a_change_of_the_rules_ends_the_open_streams_it_no_longer_allows() {
         }
     }
 
+    // Two long polls waiting: one parked on the direct path, one through
+    // the router.
+    let long_poll = |path: String| {
+        let address = server.address();
+        tokio::spawn(async move {
+            let request =
+                format!("GET {path} HTTP/1.1\r\nhost: comet\r\nconnection: close\r\n\r\n");
+            raw::exchange(address, request.as_bytes()).await
+        })
+    };
+    let parked_poll = long_poll(format!("/poll/news?wait=30&token={jwt}"));
+    let routed_poll = long_poll(format!("/poll/n%65ws?wait=30&token={jwt}"));
+    within("both polls to wait", async {
+        loop {
+            let metrics = send(
+                &server,
+                "GET",
+                &format!("/metrics?token={KEY_ALL}"),
+                &[],
+                "",
+            )
+            .await;
+            if String::from_utf8_lossy(&metrics.body)
+                .contains("comet_subscribers{transport=\"longpoll\"} 2")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
     // The new rules: KEY_NEWS gone, JWTs signed with another secret.
     let (secret, keys) = files();
     std::fs::write(&secret, "another-secret-of-at-least-32-bytes\n").unwrap();
@@ -736,6 +769,16 @@ async fn a_change_of_the_rules_ends_the_open_streams_it_no_longer_allows() {
     );
     assert_eq!(publish(&server, "news", "after").await, 201);
     assert_eq!(kept_sse.next_event().await.unwrap().data, "after");
+    // The polls are answered with the new rules' refusal, not the message.
+    for (name, poll) in [("parked", parked_poll), ("routed", routed_poll)] {
+        let answer = within("a poll's answer", poll).await.unwrap();
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (401, "unauthorized"),
+            "the {name} poll: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
     // A stream through the router waits on its own: it ends at its next
     // message, without sending it.
     assert!(

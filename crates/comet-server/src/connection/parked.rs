@@ -10,7 +10,9 @@
 //! woken after its answer is out, takes its socket back and carries on with
 //! the connection (finishing the write if the socket could not take it all
 //! at once). If the task is woken first (see `comet_hub`'s `park`), it
-//! answers itself, as an ordinary poll. While parked, the task watches the
+//! answers itself, as an ordinary poll; so it does after a change of the
+//! authorization rules, which the publisher leaves to the task to judge
+//! (`crate::transport::grant`). While parked, the task watches the
 //! socket: a client that leaves frees its place and its subscription at
 //! once, not when `wait` ends (a pipelined next request is left unread).
 //!
@@ -71,6 +73,9 @@ pub(super) async fn poll(
             Ok(items) => items,
             Err(error) => return (stream, Polled::Answer(Err(error))),
         };
+        if let Err(refusal) = poll.judged_again(state) {
+            return (stream, Polled::Answer(Err(refusal)));
+        }
         if !items.is_empty() || !poll.is_long() || wait.is_elapsed() {
             return (stream, Polled::Answer(Ok(poll.render(state, &items))));
         }
@@ -80,6 +85,7 @@ pub(super) async fn poll(
             woken: Notify::new(),
             allow_origin: request.allow_origin.cloned(),
             keep_alive: request.keep_alive,
+            rule_changes: poll.rule_changes(),
         });
         let Some(parked) = poll.subscription.park(catch.clone()) else {
             // Something arrived meanwhile: look again. A refused park is
@@ -120,6 +126,9 @@ pub(super) async fn poll(
                     drop(parked);
                     continue;
                 }
+                if let Err(refusal) = poll.judged_again(state) {
+                    return (stream, Polled::Answer(Err(refusal)));
+                }
                 let answer = match caught {
                     Some(message) => {
                         state.metrics.delivered(Transport::LongPoll, 1);
@@ -139,6 +148,9 @@ struct SocketCatch {
     woken: Notify,
     allow_origin: Option<AllowOrigin>,
     keep_alive: bool,
+    /// Changes of the rules: after one the poll's task, which judges it
+    /// again, answers instead.
+    rule_changes: tokio::sync::watch::Receiver<()>,
 }
 
 enum Socket {
@@ -184,6 +196,10 @@ impl Catch for SocketCatch {
     }
 
     fn deliver(&self, message: &Arc<Message>) {
+        if self.rule_changes.has_changed().unwrap_or(false) {
+            // Left to the task (woken next), which judges the poll again.
+            return;
+        }
         let mut socket = self.socket();
         let stream = match std::mem::replace(&mut *socket, Socket::Gone) {
             Socket::Waiting(stream) => stream,

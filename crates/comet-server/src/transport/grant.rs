@@ -13,8 +13,11 @@
 //! task (`crate::connection`): it ends at once. One waiting on its own
 //! (through the router) ends at its next message or heartbeat, without
 //! sending either: a wait of its own for the change would cost every
-//! stream's task a few hundred bytes.
+//! stream's task a few hundred bytes. A long poll is judged again before
+//! it answers with messages, and answered with the new rules' refusal
+//! instead (401 or 403).
 
+use comet_auth::Refusal;
 use comet_protocol::ChannelName;
 use tokio::sync::watch;
 
@@ -41,22 +44,35 @@ impl Grant {
     /// True if `rules` changed since the stream was last judged and no
     /// longer allow it. Never waits.
     pub(crate) fn revoked_now(&mut self, rules: &Rules) -> bool {
-        if !self.changes.has_changed().unwrap_or(false) {
-            return false;
+        self.refusal_now(rules).is_some()
+    }
+
+    /// Why `rules` no longer allow the subscription, if they changed since
+    /// it was last judged and refuse it now. Never waits.
+    pub(crate) fn refusal_now(&mut self, rules: &Rules) -> Option<Refusal> {
+        if !self.changed() {
+            return None;
         }
         self.changes.mark_unchanged();
-        !self.allowed(rules)
+        rules
+            .current()
+            .subscribe(self.token.as_deref(), &self.channels)
+            .err()
+    }
+
+    /// The subscription came with a token.
+    pub(crate) fn token_given(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// A look at the changes of the rules apart from the grant, for one
+    /// that must not deliver after one (a parked long poll's catch).
+    pub(crate) fn changes(&self) -> watch::Receiver<()> {
+        self.changes.clone()
     }
 
     /// The rules changed since the stream was last judged.
     pub(crate) fn changed(&self) -> bool {
         self.changes.has_changed().unwrap_or(false)
-    }
-
-    fn allowed(&self, rules: &Rules) -> bool {
-        rules
-            .current()
-            .subscribe(self.token.as_deref(), &self.channels)
-            .is_ok()
     }
 }

@@ -19,9 +19,11 @@ use comet_protocol::json::PollBody;
 use http::{HeaderMap, header};
 
 use crate::AppState;
+use crate::auth;
 use crate::error::ApiError;
 use crate::metrics::{GaugeGuard, Transport};
 use crate::params::Subscribe;
+use crate::transport::grant::Grant;
 use crate::transport::{Opened, channel_list, open};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -59,6 +61,7 @@ pub(crate) async fn answer(
             _ = state.shutdown.cancelled() => {}
         }
     }
+    poll.judged_again(state)?;
     Ok(poll.render(state, &items))
 }
 
@@ -68,6 +71,8 @@ pub(crate) struct Poll {
     pub(crate) subscription: Subscription,
     limit: BatchLimit,
     transport: Transport,
+    /// What allowed it, judged again before it delivers after a change.
+    grant: Grant,
     _counted: GaugeGuard,
     _place: OwnedSemaphorePermit,
 }
@@ -85,9 +90,7 @@ impl Poll {
             subscription,
             place,
             expires_at,
-            // A long poll waits its time (at most its credential's) under
-            // the rules that allowed it; the next is judged by the rules then.
-            grant: _,
+            grant,
         } = open(state, channels, query, headers).await?;
         if let Some(expires_at) = expires_at {
             // A long poll never waits past its credential.
@@ -109,9 +112,25 @@ impl Poll {
                 bytes: state.config.max_poll_bytes,
             },
             transport,
+            grant,
             _counted: state.metrics.subscriber(transport),
             _place: place,
         })
+    }
+
+    /// Judges the poll again if the rules changed since it opened: their
+    /// refusal, to answer with instead of messages, if they no longer
+    /// allow it.
+    pub(crate) fn judged_again(&mut self, state: &AppState) -> Result<(), ApiError> {
+        match self.grant.refusal_now(&state.rules) {
+            None => Ok(()),
+            Some(refusal) => Err(auth::refused(state, refusal, self.grant.token_given())),
+        }
+    }
+
+    /// A look at the changes of the rules (see [`Grant::changes`]).
+    pub(crate) fn rule_changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.grant.changes()
     }
 
     /// A long poll: one that waits when there is nothing to deliver.
