@@ -32,7 +32,8 @@ pub(crate) struct Grant {
 }
 
 impl Grant {
-    /// The grant of a stream just allowed by `rules`.
+    /// The grant of a subscription about to be judged by `rules`: their
+    /// changes from now on are its to judge.
     pub(crate) fn new(token: Option<&str>, channels: &[ChannelName], rules: &Rules) -> Self {
         Self {
             token: token.map(Box::from),
