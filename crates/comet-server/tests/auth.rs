@@ -259,15 +259,7 @@ async fn expired_early_and_foreign_tokens_are_refused() {
             String::from_utf8_lossy(&answer.body)
         );
     }
-    let metrics = send(
-        &server,
-        "GET",
-        &format!("/metrics?token={KEY_ALL}"),
-        &[],
-        "",
-    )
-    .await;
-    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    let text = metrics(&server).await;
     for reason in ["expired", "not_yet_valid", "wrong_issuer", "wrong_audience"] {
         assert!(
             text.contains(&format!(
@@ -648,6 +640,14 @@ async fn a_batch_needs_a_grant_for_every_message() {
     }
 }
 
+/// The server's metrics, read with the key granting everything.
+async fn metrics(server: &TestServer) -> String {
+    let path = format!("/metrics?token={KEY_ALL}");
+    let answer = send(server, "GET", &path, &[], "").await;
+    assert_eq!(answer.status, 200);
+    String::from_utf8_lossy(&answer.body).into_owned()
+}
+
 /// Publishes `data` to `channel` with the key granting everything: the
 /// status.
 async fn publish(server: &TestServer, channel: &str, data: &str) -> u16 {
@@ -716,15 +716,8 @@ async fn a_change_of_the_rules_ends_the_open_streams_it_no_longer_allows() {
     let routed_poll = long_poll(format!("/poll/n%65ws?wait=30&token={jwt}"));
     within("both polls to wait", async {
         loop {
-            let metrics = send(
-                &server,
-                "GET",
-                &format!("/metrics?token={KEY_ALL}"),
-                &[],
-                "",
-            )
-            .await;
-            if String::from_utf8_lossy(&metrics.body)
+            if metrics(&server)
+                .await
                 .contains("comet_subscribers{transport=\"longpoll\"} 2")
             {
                 break;
@@ -788,15 +781,7 @@ async fn a_change_of_the_rules_ends_the_open_streams_it_no_longer_allows() {
     assert_eq!(publish(&server, "lobby", "still").await, 201);
     assert_eq!(public_sse.next_event().await.unwrap().data, "still");
 
-    let metrics = send(
-        &server,
-        "GET",
-        &format!("/metrics?token={KEY_ALL}"),
-        &[],
-        "",
-    )
-    .await;
-    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    let text = metrics(&server).await;
     assert!(
         text.contains("comet_auth_refused_total{reason=\"revoked\"} 4"),
         "{text}"

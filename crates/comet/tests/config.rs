@@ -132,6 +132,8 @@ fn every_error_names_the_file_line_and_key() {
 async fn sighup_swaps_api_keys_and_ends_only_the_streams_they_no_longer_allow() {
     let dir = dir("reload");
     let keys = dir.join("keys");
+    // The store users get by default.
+    let data = dir.join("data");
     let old_key = "the-old-api-key-000001";
     let new_key = "the-new-api-key-000002";
     std::fs::write(&keys, format!("{old_key}\n")).unwrap();
@@ -139,7 +141,8 @@ async fn sighup_swaps_api_keys_and_ends_only_the_streams_they_no_longer_allow() 
     std::fs::write(
         &config,
         format!(
-            "memory = true\napi_keys_file = \"{}\"\npublic_channels = [\"news\"]\n",
+            "data_dir = \"{}\"\napi_keys_file = \"{}\"\npublic_channels = [\"news\"]\n",
+            data.display(),
             keys.display()
         ),
     )
@@ -204,21 +207,14 @@ async fn sighup_swaps_api_keys_and_ends_only_the_streams_they_no_longer_allow() 
     std::fs::write(
         &config,
         format!(
-            "memory = true\napi_keys_file = \"{}\"\npublic_channels = [\"news\"]\nmax_body = \"2MiB\"\n",
+            "data_dir = \"{}\"\napi_keys_file = \"{}\"\npublic_channels = [\"news\"]\nmax_body = \"2MiB\"\n",
+            data.display(),
             keys.display()
         ),
     )
     .unwrap();
     server.signal("HUP");
-    within("the failed reload's log line", async {
-        while !std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("not reloaded")
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_logged(&log, "not reloaded").await;
     assert_eq!(publish(new_key, "still").await, 201);
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("keys:1"), "{logged}");
@@ -230,15 +226,7 @@ async fn sighup_swaps_api_keys_and_ends_only_the_streams_they_no_longer_allow() 
     // An option that needs a restart is said to, and kept.
     std::fs::write(&keys, format!("{new_key}\n")).unwrap();
     server.signal("HUP");
-    within("the restart warning", async {
-        while !std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("a restart is needed")
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_logged(&log, "a restart is needed").await;
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("max_body"), "{logged}");
     assert_eq!(subscriber.next_event().await.unwrap().data, "still");
@@ -246,17 +234,19 @@ async fn sighup_swaps_api_keys_and_ends_only_the_streams_they_no_longer_allow() 
     // A reload that finds the authorization sources as they were leaves
     // the rules (and the open streams) alone.
     server.signal("HUP");
-    within("the unchanged rules' log line", async {
-        while !std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("open streams are not judged again")
-        {
+    until_logged(&log, "open streams are not judged again").await;
+    assert_eq!(publish(new_key, "unchanged").await, 201);
+    assert_eq!(subscriber.next_event().await.unwrap().data, "unchanged");
+}
+
+/// Waits until the server's log at `log` holds `text`.
+async fn until_logged(log: &Path, text: &str) {
+    within(&format!("{text:?} in the log"), async {
+        while !std::fs::read_to_string(log).unwrap().contains(text) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    assert_eq!(publish(new_key, "unchanged").await, 201);
-    assert_eq!(subscriber.next_event().await.unwrap().data, "unchanged");
 }
 
 /// The example configuration names every option of `comet serve`, and with
