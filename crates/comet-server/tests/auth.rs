@@ -1,6 +1,7 @@
 //! Authorization on every route and transport, against the real server:
 //! API keys and JWTs, public channels, 401 and 403, the three places a
-//! token can be, expiry of open subscriptions, and the safe default.
+//! token can be, expiry of open subscriptions and their revocation by a
+//! change of the rules, and the safe default.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -7,9 +7,9 @@
 //! WebSocket as its text frames), the same bytes the stream's own loop
 //! would write, without waiting. The stream's task sleeps until it is
 //! handed back (the socket did not take a whole write, the stream fell
-//! behind, the history changed), a heartbeat is due (none is while the
-//! group writes, or the rules changed: `super::grant`), its credential
-//! expires, the server shuts down, or its
+//! behind, the history changed, the authorization rules changed:
+//! `super::grant`), a heartbeat is due (none is while the group writes),
+//! its credential expires, the server shuts down, or its
 //! client leaves (SSE, NDJSON) or sends something (WebSocket: a ping to
 //! answer, a close). Then it takes the stream out of the group, finishes
 //! what the socket did not take, and carries on the usual way.
