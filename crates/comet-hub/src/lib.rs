@@ -29,8 +29,7 @@ mod park;
 mod stats;
 mod subscription;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use comet_protocol::{ChannelList, ChannelName, Cursor, Data, Epoch, EventType, IdempotencyKey};
@@ -172,10 +171,6 @@ fn published_of(appended: Appended, subscribers: usize, epoch: &Epoch) -> Publis
     }
 }
 
-/// Writes a publish's answer from wherever the store completes it (see
-/// [`Hub::publish_answering`]): it must be short and must not block.
-pub type EarlyAnswer = Box<dyn FnOnce(&Published) + Send>;
-
 /// The publish/subscribe core. Cheap to clone: clones share everything.
 #[derive(Clone)]
 pub struct Hub {
@@ -246,14 +241,15 @@ impl Hub {
     /// stored and announced, before this returns: on a store that commits
     /// on a thread of its own ([`answers_at_commit`](Hub::answers_at_commit)),
     /// there, so a publisher's answer need not wait for its task to run
-    /// again. If publish back-pressure may have to hold the answer, or the
-    /// append fails, `answer` is dropped uncalled, and this returns as
-    /// `publish_batch` would. The flag says whether `answer` was called.
-    pub async fn publish_answering(
+    /// again (`answer` must then be short and must not block). If publish
+    /// back-pressure may have to hold the answer, or the append fails,
+    /// `answer` is dropped uncalled, and this returns as `publish_batch`
+    /// would. What `answer` returned comes back if it was called.
+    pub async fn publish_answering<T: Send + 'static>(
         &self,
         publication: Publication,
-        answer: EarlyAnswer,
-    ) -> Result<(Published, bool), HubError> {
+        answer: impl FnOnce(&Published) -> T + Send + 'static,
+    ) -> Result<(Published, Option<T>), HubError> {
         let channel = publication.channel.clone();
         let subscribers = self.subscriber_count(&channel);
         let draft = Draft {
@@ -261,7 +257,7 @@ impl Hub {
             idempotency_key: publication.idempotency_key,
             ..Draft::new(publication.channel, publication.event, publication.data)
         };
-        let answered = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(Mutex::new(None));
         let after_commit =
             self.answer_after_commit(answer, channel.clone(), subscribers, &answered);
         let publishing = self.shared.feed.publishing();
@@ -278,8 +274,11 @@ impl Hub {
                 "the store said nothing of a publication".into(),
             )));
         };
-        let answered = answered.load(Ordering::Acquire);
-        if !answered {
+        let answered = answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if answered.is_none() {
             self.pace(std::slice::from_ref(&channel)).await;
         }
         let published = published_of(appended, subscribers, &self.shared.feed.epoch());
@@ -289,16 +288,16 @@ impl Hub {
     }
 
     /// The store's work after the commit for [`publish_answering`]: give
-    /// `answer` the outcome unless back-pressure may hold it, and say so
-    /// in `answered`.
+    /// `answer` the outcome unless back-pressure may hold it, and keep what
+    /// it returns in `answered`.
     ///
     /// [`publish_answering`]: Hub::publish_answering
-    fn answer_after_commit(
+    fn answer_after_commit<T: Send + 'static>(
         &self,
-        answer: EarlyAnswer,
+        answer: impl FnOnce(&Published) -> T + Send + 'static,
         channel: ChannelName,
         subscribers: usize,
-        answered: &Arc<AtomicBool>,
+        answered: &Arc<Mutex<Option<T>>>,
     ) -> AfterCommit {
         let feed = self.shared.feed.clone();
         let pace = self.shared.pace;
@@ -308,8 +307,8 @@ impl Hub {
             if !feed.pace_holds_nobody(&channel, pace) {
                 return;
             }
-            answer(&published_of(appended.clone(), subscribers, &feed.epoch()));
-            answered.store(true, Ordering::Release);
+            let answer = answer(&published_of(appended.clone(), subscribers, &feed.epoch()));
+            *answered.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer);
         })
     }
 

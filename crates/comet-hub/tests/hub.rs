@@ -784,29 +784,33 @@ async fn a_new_history_is_a_reset_gap_for_every_live_subscription_then_goes_on()
 }
 
 /// `publish_answering` gives its answer exactly what it returns, a repeat
-/// included, once; a refused publication gets no answer.
+/// included, once, and hands back what the answer returned; a refused
+/// publication gets no answer.
 #[tokio::test]
 async fn publish_answering_answers_what_it_returns_and_nothing_when_refused() {
     let hub = hub();
     let mut sub = hub.subscribe(&channels("a"), Start::Now).await.unwrap();
     let answers: Arc<Mutex<Vec<Published>>> = Arc::default();
-    let answer = || -> comet_hub::EarlyAnswer {
+    let answer = || {
         let answers = answers.clone();
-        Box::new(move |published| answers.lock().unwrap().push(published.clone()))
+        move |published: &Published| {
+            answers.lock().unwrap().push(published.clone());
+            published.id.seq
+        }
     };
 
     let (first, answered) = hub
         .publish_answering(publication("a", "1", Some("k")), answer())
         .await
         .unwrap();
-    assert!(answered);
+    assert_eq!(answered, Some(first.id.seq));
     assert!(!first.repeat);
     assert_eq!(first.subscribers, 1);
     let (again, answered) = hub
         .publish_answering(publication("a", "1", Some("k")), answer())
         .await
         .unwrap();
-    assert!(answered);
+    assert_eq!(answered, Some(first.id.seq));
     assert_eq!(
         again,
         Published {

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use comet_hub::{EarlyAnswer, HubError, Publication, Published};
+use comet_hub::{HubError, Publication, Published};
 use comet_protocol::{ChannelName, Data, EventType, IdempotencyKey};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -25,8 +25,10 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use crate::AppState;
 use crate::auth;
 use crate::connection::PeerIp;
+use crate::cors::AllowOrigin;
 use crate::error::ApiError;
 use crate::params::{Query, channel_name, event_type};
+use crate::transport::socket;
 
 pub(crate) async fn publish(
     State(state): State<AppState>,
@@ -154,14 +156,14 @@ pub(crate) async fn store(
 }
 
 /// Publishes `body` as checked, giving `answer` the outcome as soon as it
-/// is stored (see the hub's `publish_answering`): `None` if `answer` was
-/// given it, else the answer [`store`] would give.
-pub(crate) async fn store_answering(
+/// is stored (see the hub's `publish_answering`): what `answer` returned
+/// if it was given the outcome, else the answer [`store`] would give.
+pub(crate) async fn store_answering<T: Send + 'static>(
     state: &AppState,
     checked: Checked,
     body: Bytes,
-    answer: EarlyAnswer,
-) -> Result<Option<(StatusCode, Bytes)>, ApiError> {
+    answer: impl FnOnce(&Published) -> T + Send + 'static,
+) -> Result<Result<T, (StatusCode, Bytes)>, ApiError> {
     let data = message_data(body)?;
     let publication = Publication {
         idempotency_key: checked.idempotency_key,
@@ -172,7 +174,7 @@ pub(crate) async fn store_answering(
         .publish_answering(publication, answer)
         .await
         .map_err(api_error)?;
-    Ok((!answered).then(|| answer_to(&checked.channel, &published)))
+    Ok(answered.ok_or_else(|| answer_to(&checked.channel, &published)))
 }
 
 /// The answer to a publish the hub refused.
@@ -188,12 +190,35 @@ fn api_error(error: HubError) -> ApiError {
 pub(crate) fn answer_to(channel: &ChannelName, published: &Published) -> (StatusCode, Bytes) {
     let mut answer = String::with_capacity(96);
     push_result(&mut answer, channel, published);
-    let status = if published.repeat {
+    (status_of(published), Bytes::from(answer))
+}
+
+/// The whole HTTP answer to a publish to `channel` on a connection that
+/// stays open, head and body, as [`answer_to`] and the connection's
+/// answer head make it, in one buffer: the body is written first (the head
+/// gives its length), the head after it, and the two swapped in place.
+pub(crate) fn whole_answer(
+    channel: &ChannelName,
+    published: &Published,
+    allow_origin: Option<&AllowOrigin>,
+) -> Vec<u8> {
+    let mut body = String::with_capacity(512);
+    push_result(&mut body, channel, published);
+    let mut answer = body.into_bytes();
+    let length = answer.len();
+    let status = status_of(published);
+    socket::push_answer_head(&mut answer, status, length, "", allow_origin, true, None);
+    answer.rotate_left(length);
+    answer
+}
+
+/// `201 Created` for a publish, `200` for a repeat of its idempotency key.
+fn status_of(published: &Published) -> StatusCode {
+    if published.repeat {
         StatusCode::OK
     } else {
         StatusCode::CREATED
-    };
-    (status, Bytes::from(answer))
+    }
 }
 
 /// Appends the JSON answer of one publish: `{"channel","id","subscribers"}`

@@ -159,11 +159,31 @@ struct NewKey {
 }
 
 /// What a draft will be, judged before anything is numbered.
+#[derive(Clone, Copy)]
 enum Planned {
     /// Stored.
     Store,
     /// A repeat of a stored publish.
     Repeat(Original),
+}
+
+/// What the drafts of one append will be.
+enum Plan {
+    /// Every draft is stored: none carries an idempotency key (the common
+    /// case, judged without a list).
+    AllStored,
+    /// Each draft's fate, in the drafts' order.
+    Each(Vec<Planned>),
+}
+
+impl Plan {
+    /// The fate of the draft at `index`.
+    fn of(&self, index: usize) -> Planned {
+        match self {
+            Plan::AllStored => Planned::Store,
+            Plan::Each(planned) => planned[index],
+        }
+    }
 }
 
 /// A group: `first`, every command already waiting, and, while it holds
@@ -255,9 +275,8 @@ impl Writer {
                     continue;
                 }
             };
-            let stored = planned
-                .iter()
-                .filter(|p| matches!(p, Planned::Store))
+            let stored = (0..request.drafts.len())
+                .filter(|&index| matches!(planned.of(index), Planned::Store))
                 .count() as u64;
             let room = draft
                 .head
@@ -270,10 +289,10 @@ impl Writer {
                     .send(Err(StoreError::SequenceExhausted.into()));
                 continue;
             }
-            let mut outcomes = Vec::with_capacity(planned.len());
+            let mut outcomes = Vec::with_capacity(request.drafts.len());
             let mut keys = Vec::new();
-            for (message, planned) in request.drafts.into_iter().zip(planned) {
-                if let Planned::Repeat(original) = planned {
+            for (index, message) in request.drafts.into_iter().enumerate() {
+                if let Planned::Repeat(original) = planned.of(index) {
                     outcomes.push(Appended::Repeat(original));
                     continue;
                 }
@@ -494,7 +513,10 @@ fn plan(
     group: &DraftedKeys,
     head: Seq,
     oldest_key_kept: u64,
-) -> Result<Vec<Planned>, AppendError> {
+) -> Result<Plan, AppendError> {
+    if drafts.iter().all(|draft| draft.idempotency_key.is_none()) {
+        return Ok(Plan::AllStored);
+    }
     let mut planned = Vec::with_capacity(drafts.len());
     let mut this_append = DraftedKeys::new();
     let mut next = head.0;
@@ -525,7 +547,7 @@ fn plan(
             }
         }
     }
-    Ok(planned)
+    Ok(Plan::Each(planned))
 }
 
 /// Appends the keys of the group's stored messages.

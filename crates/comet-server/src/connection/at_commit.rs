@@ -6,11 +6,11 @@
 //! time, interleaved with whatever else the runtime had to do (and with the
 //! writer's own wake-ups), so a client holding many of them is woken once
 //! per answer rather than once per group. Here the hub's
-//! `publish_answering` hands the writer an [`EarlyAnswer`] that writes the
-//! whole answer to the socket, without blocking, as soon as the commit is
-//! done: the group's answers leave in one pass. The connection's task,
-//! when it runs, writes whatever the socket did not take ([`Receipt`]) and
-//! reads the next request.
+//! `publish_answering` hands the writer an answer that writes the whole
+//! answer to the socket, without blocking, as soon as the commit is done:
+//! the group's answers leave in one pass. What it wrote comes back to the
+//! connection's task ([`Written`]), which, when it runs, writes whatever
+//! the socket did not take and reads the next request.
 //!
 //! The writer writes to a duplicate of the connection's socket, made at
 //! the connection's first such publish and kept for its life: one more
@@ -24,9 +24,9 @@
 
 use std::net::TcpStream as StdTcpStream;
 use std::os::fd::AsFd;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use comet_hub::EarlyAnswer;
+use comet_hub::Published;
 use comet_protocol::ChannelName;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -44,25 +44,22 @@ pub(super) struct AnswerSocket(Option<(Arc<StdTcpStream>, OwnedSemaphorePermit)>
 
 /// What the writer wrote of an answer: the answer and how many of its
 /// bytes the socket took.
-pub(super) struct Receipt(Arc<Mutex<Option<Written>>>);
-
-struct Written {
+pub(super) struct Written {
     answer: Vec<u8>,
     taken: usize,
 }
 
 impl AnswerSocket {
-    /// An answer to a publish to `channel` for `publish_answering`, and the
-    /// receipt to finish it with; `None` if no place for a duplicate is
-    /// left or the socket cannot be duplicated, and the task answers as
-    /// usual.
+    /// An answer to a publish to `channel` for `publish_answering`, which
+    /// returns what it wrote; `None` if no place for a duplicate is left or
+    /// the socket cannot be duplicated, and the task answers as usual.
     pub(super) fn answer(
         &mut self,
         stream: &TcpStream,
         channel: ChannelName,
         allow_origin: Option<AllowOrigin>,
         state: &AppState,
-    ) -> Option<(EarlyAnswer, Receipt)> {
+    ) -> Option<impl FnOnce(&Published) -> Written + Send + 'static> {
         let socket = match &self.0 {
             Some((socket, _)) => socket.clone(),
             None => {
@@ -73,31 +70,20 @@ impl AnswerSocket {
                 socket
             }
         };
-        let written = Arc::new(Mutex::new(None));
-        let receipt = Receipt(written.clone());
-        let answer: EarlyAnswer = Box::new(move |published| {
-            let (status, body) = publish::answer_to(&channel, published);
-            let mut answer =
-                socket::answer_head(status, body.len(), "", allow_origin.as_ref(), true, None);
-            answer.extend_from_slice(&body);
+        Some(move |published: &Published| {
+            let answer = publish::whole_answer(&channel, published, allow_origin.as_ref());
             // The socket is non-blocking: this takes what fits, or nothing.
             let taken = std::io::Write::write(&mut &*socket, &answer).unwrap_or(0);
-            *written.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some(Written { answer, taken });
-        });
-        Some((answer, receipt))
+            Written { answer, taken }
+        })
     }
 }
 
-impl Receipt {
+impl Written {
     /// Writes what the socket did not take of the answer; false if the
-    /// connection failed (or the answer was never written, which the hub
-    /// rules out when it says it was).
+    /// connection failed.
     pub(super) async fn finish(self, stream: &TcpStream, state: &AppState) -> bool {
-        let written = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let Some(Written { answer, taken }) = written else {
-            return false;
-        };
+        let Written { answer, taken } = self;
         if taken == answer.len() {
             return true;
         }

@@ -413,13 +413,15 @@ async fn store(
     };
     let stored = match at_commit {
         None => Box::pin(publish::store(state, checked, body)).await,
-        Some((answer, receipt)) => {
+        Some(answer) => {
             match Box::pin(publish::store_answering(state, checked, body, answer)).await {
-                Ok(None) if receipt.finish(&stream, state).await => {
-                    return Handled::Continue(stream);
+                Ok(Ok(written)) => {
+                    if written.finish(&stream, state).await {
+                        return Handled::Continue(stream);
+                    }
+                    return Handled::End(Outcome::Done);
                 }
-                Ok(None) => return Handled::End(Outcome::Done),
-                Ok(Some(answer)) => Ok(answer),
+                Ok(Err(answer)) => Ok(answer),
                 Err(error) => Err(error),
             }
         }

@@ -199,9 +199,31 @@ pub(crate) fn answer_head(
     keep_alive: bool,
     header: Option<(&str, &str)>,
 ) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    push_answer_head(
+        &mut head,
+        status,
+        length,
+        cache_control,
+        allow_origin,
+        keep_alive,
+        header,
+    );
+    head
+}
+
+/// Appends the head of a JSON answer to `head` (see [`answer_head`]).
+pub(crate) fn push_answer_head(
+    head: &mut Vec<u8>,
+    status: StatusCode,
+    length: usize,
+    cache_control: &str,
+    allow_origin: Option<&AllowOrigin>,
+    keep_alive: bool,
+    header: Option<(&str, &str)>,
+) {
     // Written by hand rather than with `write!`: every publish's answer
     // starts here, and the formatting machinery was a visible share of it.
-    let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(status.as_str().as_bytes());
     head.push(b' ');
@@ -209,7 +231,7 @@ pub(crate) fn answer_head(
     head.extend_from_slice(b"\r\ncontent-type: application/json\r\n");
     head.extend_from_slice(cache_control.as_bytes());
     if let Some(origin) = allow_origin {
-        origin.write_lines(&mut head);
+        origin.write_lines(head);
     }
     if let Some((name, value)) = header {
         for piece in [name, ": ", value, "\r\n"] {
@@ -224,7 +246,6 @@ pub(crate) fn answer_head(
     head.extend_from_slice(b"\r\ndate: ");
     http_date(|date| head.extend_from_slice(date.as_bytes()));
     head.extend_from_slice(b"\r\n\r\n");
-    head
 }
 
 /// One non-blocking write of `segments`, skipping the first `skip` bytes
