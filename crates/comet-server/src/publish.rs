@@ -42,7 +42,8 @@ pub(crate) async fn publish(
         ApiError::bad_request("invalid_channel", "the channel name is not valid UTF-8")
     })?;
     let peer = peer.map(|Extension(PeerIp(ip))| ip);
-    let checked = check(&state, &channel, query.as_deref(), &headers, peer)?;
+    let channel = channel_name(&channel)?;
+    let checked = check(&state, channel, query.as_deref(), &headers, peer)?;
     let reading = read_body(body, &headers, state.config.max_body_bytes);
     let body = tokio::time::timeout(state.config.body_read_timeout, reading)
         .await
@@ -69,16 +70,15 @@ impl Checked {
     }
 }
 
-/// Checks a publish to `channel` (a path segment, decoded) with the
-/// request's `query`, before its body is read.
+/// Checks a publish to `channel` with the request's `query`, before its
+/// body is read.
 pub(crate) fn check(
     state: &AppState,
-    channel: &str,
+    channel: ChannelName,
     query: Option<&str>,
     headers: &HeaderMap,
     peer: Option<IpAddr>,
 ) -> Result<Checked, ApiError> {
-    let channel = channel_name(channel)?;
     let query = Query::parse(query)?;
     let event = event_type(&query)?;
     let idempotency_key = idempotency_key(headers)?;
@@ -197,12 +197,17 @@ pub(crate) fn answer_to(channel: &ChannelName, published: &Published) -> (Status
 /// stays open, head and body, as [`answer_to`] and the connection's
 /// answer head make it, in one buffer: the body is written first (the head
 /// gives its length), the head after it, and the two swapped in place.
+/// `buffer` is cleared and reused.
 pub(crate) fn whole_answer(
+    mut buffer: Vec<u8>,
     channel: &ChannelName,
     published: &Published,
     allow_origin: Option<&AllowOrigin>,
 ) -> Vec<u8> {
-    let mut body = String::with_capacity(512);
+    buffer.clear();
+    buffer.reserve(512);
+    // Empty, so always text.
+    let mut body = String::from_utf8(buffer).unwrap_or_default();
     push_result(&mut body, channel, published);
     let mut answer = body.into_bytes();
     let length = answer.len();

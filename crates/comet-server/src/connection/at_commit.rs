@@ -38,9 +38,12 @@ use crate::transport::socket;
 
 /// The connection's socket as the store's writer writes to it: duplicated
 /// once, at the first answer it writes, under one of the server's places
-/// for duplicates.
+/// for duplicates; and the buffer of the last answer, written into again.
 #[derive(Default)]
-pub(super) struct AnswerSocket(Option<(Arc<StdTcpStream>, OwnedSemaphorePermit)>);
+pub(super) struct AnswerSocket {
+    socket: Option<(Arc<StdTcpStream>, OwnedSemaphorePermit)>,
+    spare: Vec<u8>,
+}
 
 /// What the writer wrote of an answer: the answer and how many of its
 /// bytes the socket took.
@@ -60,18 +63,19 @@ impl AnswerSocket {
         allow_origin: Option<AllowOrigin>,
         state: &AppState,
     ) -> Option<impl FnOnce(&Published) -> Written + Send + 'static> {
-        let socket = match &self.0 {
+        let socket = match &self.socket {
             Some((socket, _)) => socket.clone(),
             None => {
                 let place = state.answer_sockets.clone().try_acquire_owned().ok()?;
                 let duplicate = stream.as_fd().try_clone_to_owned().ok()?;
                 let socket = Arc::new(StdTcpStream::from(duplicate));
-                self.0 = Some((socket.clone(), place));
+                self.socket = Some((socket.clone(), place));
                 socket
             }
         };
+        let buffer = std::mem::take(&mut self.spare);
         Some(move |published: &Published| {
-            let answer = publish::whole_answer(&channel, published, allow_origin.as_ref());
+            let answer = publish::whole_answer(buffer, &channel, published, allow_origin.as_ref());
             // The socket is non-blocking: this takes what fits, or nothing.
             let taken = std::io::Write::write(&mut &*socket, &answer).unwrap_or(0);
             Written { answer, taken }
@@ -80,16 +84,22 @@ impl AnswerSocket {
 }
 
 impl Written {
-    /// Writes what the socket did not take of the answer; false if the
-    /// connection failed.
-    pub(super) async fn finish(self, stream: &TcpStream, state: &AppState) -> bool {
+    /// Writes what the socket did not take of the answer, and gives its
+    /// buffer back to `answer_socket`; false if the connection failed.
+    pub(super) async fn finish(
+        self,
+        stream: &TcpStream,
+        answer_socket: &mut AnswerSocket,
+        state: &AppState,
+    ) -> bool {
         let Written { answer, taken } = self;
-        if taken == answer.len() {
-            return true;
-        }
-        let timeout = state.config.write_timeout;
-        socket::send(stream, &[&answer[taken..]], &[], b"", timeout, state)
-            .await
-            .is_ok()
+        let finished = taken == answer.len() || {
+            let timeout = state.config.write_timeout;
+            socket::send(stream, &[&answer[taken..]], &[], b"", timeout, state)
+                .await
+                .is_ok()
+        };
+        answer_socket.spare = answer;
+        finished
     }
 }

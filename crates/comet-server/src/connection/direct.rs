@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use comet_protocol::ChannelName;
 use http::StatusCode;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -38,6 +39,7 @@ use super::request::{Request, Route};
 use crate::AppState;
 use crate::cors::{self, AllowOrigin, Verdict};
 use crate::error::ApiError;
+use crate::params::channel_name;
 use crate::publish;
 use crate::transport::live::{Framing, Live};
 use crate::transport::{socket, websocket};
@@ -88,7 +90,7 @@ struct Served {
 /// writes the answer.
 pub(crate) async fn serve(mut stream: TcpStream, peer: PeerIp, state: &AppState) -> Outcome {
     let mut buffer = BytesMut::new();
-    let mut answer_socket = AnswerSocket::default();
+    let mut publisher = Publisher::default();
     // One wait for the shutdown for the connection's life, not one per
     // request: each new wait registers with the token, and that was a
     // visible share of a publish.
@@ -114,8 +116,8 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: PeerIp, state: &AppState)
             Route::Poll => poll(stream, &mut buffer, &served, state).await,
             Route::WebSocket => open_websocket(stream, &served, state).await,
             Route::Publish => {
-                let answer_socket = &mut answer_socket;
-                publish(stream, &mut buffer, &served, peer, answer_socket, state).await
+                let publisher = &mut publisher;
+                publish(stream, &mut buffer, &served, peer, publisher, state).await
             }
             Route::Preflight => preflight(stream, &mut buffer, &served, state).await,
         };
@@ -346,6 +348,27 @@ async fn poll(
     }
 }
 
+/// What a connection keeps from one publish to the next.
+#[derive(Default)]
+struct Publisher {
+    /// Where the store's writer answers (`super::at_commit`).
+    answer_socket: AnswerSocket,
+    /// The channel last published to: a connection that publishes to one
+    /// channel again and again has its name checked and stored once.
+    last_channel: Option<ChannelName>,
+}
+
+impl Publisher {
+    /// The channel named by `target`, the last one's again if it is the
+    /// same.
+    fn channel(&self, target: &str) -> Result<ChannelName, ApiError> {
+        match &self.last_channel {
+            Some(last) if last.as_str() == target => Ok(last.clone()),
+            _ => channel_name(target),
+        }
+    }
+}
+
 /// `POST /pub/…`: the body is read (within the size limit and the body
 /// deadline) and published.
 async fn publish(
@@ -353,21 +376,20 @@ async fn publish(
     buffer: &mut BytesMut,
     served: &Served,
     peer: PeerIp,
-    answer_socket: &mut AnswerSocket,
+    publisher: &mut Publisher,
     state: &AppState,
 ) -> Handled {
     let config = &state.config;
     let request = &served.request;
-    let checked = match publish::check(
-        state,
-        &request.target,
-        request.query.as_deref(),
-        &request.headers,
-        Some(peer.0),
-    ) {
+    let checked = publisher.channel(&request.target).and_then(|channel| {
+        let query = request.query.as_deref();
+        publish::check(state, channel, query, &request.headers, Some(peer.0))
+    });
+    let checked = match checked {
         Ok(checked) => checked,
         Err(error) => return answer_before_body(stream, buffer, served, error),
     };
+    publisher.last_channel = Some(checked.channel().clone());
     let length = served.request.body_length;
     if length > config.max_body_bytes {
         // The router answers 413 before reading the body.
@@ -391,6 +413,7 @@ async fn publish(
     // buffer alive for as long as the message is retained.
     let body = Bytes::copy_from_slice(&buffer[..length]);
     buffer.advance(length);
+    let answer_socket = &mut publisher.answer_socket;
     store(stream, served, checked, body, answer_socket, state).await
 }
 
@@ -416,7 +439,7 @@ async fn store(
         Some(answer) => {
             match Box::pin(publish::store_answering(state, checked, body, answer)).await {
                 Ok(Ok(written)) => {
-                    if written.finish(&stream, state).await {
+                    if written.finish(&stream, answer_socket, state).await {
                         return Handled::Continue(stream);
                     }
                     return Handled::End(Outcome::Done);
