@@ -18,6 +18,8 @@
 #    do) against Comet's memory store and, when installed
 #    (bench/compare.sh installs it), Nchan: the SSE fan-out scenarios of
 #    bench/compare.sh, saturated and at a fixed rate.
+# Publish runs also give the server's CPU per acknowledged publish (all its
+# threads, from /proc: server_cpu_us).
 # Every server runs on core 0 and the load generator on core 1, alternating,
 # loopback only. Prints every run, then medians, and keeps what it printed
 # in bench/results/<date>-floor.txt.
@@ -88,12 +90,22 @@ start_server() {
   esac
 }
 
+# The CPU time process PID has used, all its threads, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # Runs one measurement: LABEL SCENARIO ARGS...; records "LABEL|SCENARIO ARGS|line".
+# A publish run also gets the server's CPU per acknowledged publish, in
+# microseconds, over the whole run (server_cpu_us).
 run() {
   local label=$1 scenario=$2
   start_server "$label"
-  local line
+  local line before
+  before=$(cpu_ticks "$pid")
   line=$(pin 1 "$comet" bench "$scenario" --target "$target" --server "http://127.0.0.1:$port" "${@:3}")
+  if [ "$scenario" = publish ]; then
+    line="$line $(python3 -c 'import sys; used, acked, hz = map(int, sys.argv[1:]); print(f"server_cpu_us={used * 1e6 / hz / max(acked, 1):.2f}")' \
+      "$(($(cpu_ticks "$pid") - before))" "$(grep -oE 'acknowledged=[0-9]+' <<<"$line" | cut -d= -f2)" "$(getconf CLK_TCK)")"
+  fi
   stop
   echo "$label $line"
   echo "$label|$scenario ${*:3}|$line" >>"$work/lines"
@@ -164,4 +176,4 @@ if [ "$part" != publish ]; then
 fi
 
 echo "== medians of $rounds"
-medians publishes_per_s deliveries_per_s p50_ms p99_ms
+medians publishes_per_s server_cpu_us deliveries_per_s p50_ms p99_ms
