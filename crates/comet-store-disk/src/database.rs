@@ -115,6 +115,21 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, OpenError> {
     Ok(connection)
 }
 
+/// The writer's page cache, in KiB. SQLite's default (2 MiB, about 500
+/// pages) is smaller than what one group over many channels touches (a
+/// group over 512 channels changed about 900 pages, each channel's newest
+/// segment on a leaf of its own): the writer then spilled pages to the log
+/// before the commit and read them back within it. SQLite takes the pages
+/// only as it uses them, up to this bound.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// Settings of the writer's connection beyond [`connect`]'s.
+pub(crate) fn configure_writer(connection: &Connection) -> Result<(), OpenError> {
+    connection
+        .execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB};"))
+        .map_err(sqlite("configuring the history database"))
+}
+
 /// Opens a connection that cannot write: for looking before writing.
 /// Closing it never checkpoints, so a database that is refused after this
 /// look is left exactly as it was.

@@ -114,6 +114,7 @@ impl DiskStore {
             Some(connection) => connection,
             None => database::connect(&path)?,
         };
+        database::configure_writer(&connection)?;
         database::upgrade(&mut connection)?;
         database::mark_clean(&connection, false).map_err(|source| OpenError::Sqlite {
             what: "marking the history open".into(),
