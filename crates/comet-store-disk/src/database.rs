@@ -123,10 +123,16 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, OpenError> {
 /// only as it uses them, up to this bound.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
-/// Settings of the writer's connection beyond [`connect`]'s.
+/// Settings of the writer's connection beyond [`connect`]'s. Its
+/// transactions span many groups (see `writer`); what a statement of one
+/// may have to undo is kept in memory, not in a temporary file. Its
+/// commits leave checkpoints to the checkpointer (see `checkpoint`).
 pub(crate) fn configure_writer(connection: &Connection) -> Result<(), OpenError> {
     connection
-        .execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB};"))
+        .execute_batch(&format!(
+            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY;
+             PRAGMA wal_autocheckpoint = 0;"
+        ))
         .map_err(sqlite("configuring the history database"))
 }
 
@@ -215,30 +221,39 @@ pub(crate) fn upgrade(connection: &mut Connection) -> Result<(), OpenError> {
     let transaction = connection
         .transaction()
         .map_err(sqlite("upgrading the history format"))?;
-    let mut steps = String::new();
-    if version < 2 {
-        steps.push_str(FORMAT_2);
+    let mut moved = 0;
+    if version < 4 {
+        let mut steps = String::new();
+        if version < 2 {
+            steps.push_str(FORMAT_2);
+        }
+        if version < 3 {
+            steps.push_str(FORMAT_3);
+        }
+        steps.push_str(FORMAT_4);
+        transaction
+            .execute_batch(&steps)
+            .map_err(sqlite("upgrading the history format"))?;
+        moved =
+            messages_to_segments(&transaction).map_err(sqlite("moving messages into segments"))?;
+        transaction
+            .execute_batch("DROP TABLE messages;")
+            .map_err(sqlite("upgrading the history format"))?;
     }
-    if version < 3 {
-        steps.push_str(FORMAT_3);
-    }
-    steps.push_str(FORMAT_4);
+    // Format 5 adds the journal beside the database (see `journal`): a
+    // build of format 4 must not open a directory whose journal may hold
+    // acknowledged messages it would not read.
     transaction
-        .execute_batch(&steps)
-        .map_err(sqlite("upgrading the history format"))?;
-    let moved =
-        messages_to_segments(&transaction).map_err(sqlite("moving messages into segments"))?;
-    transaction
-        .execute_batch(&format!(
-            "DROP TABLE messages; PRAGMA user_version = {FORMAT_VERSION};"
-        ))
+        .execute_batch(&format!("PRAGMA user_version = {FORMAT_VERSION};"))
         .map_err(sqlite("upgrading the history format"))?;
     transaction
         .commit()
         .map_err(sqlite("upgrading the history format"))?;
-    // The old table's pages go back to the file system now, not a few
-    // thousand per sweep.
-    give_back_free_pages(connection).map_err(sqlite("giving back the old format's space"))?;
+    if version < 4 {
+        // The old table's pages go back to the file system now, not a few
+        // thousand per sweep.
+        give_back_free_pages(connection).map_err(sqlite("giving back the old format's space"))?;
+    }
     tracing::info!(
         from = version,
         to = FORMAT_VERSION,

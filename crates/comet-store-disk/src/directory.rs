@@ -2,8 +2,8 @@
 //! and that its format is one this build understands, before anything in
 //! it is written.
 //!
-//! Layout: `history.db` (with SQLite's `-wal` and `-shm` beside it) and
-//! `LOCK`. The format is recorded inside `history.db` itself, in SQLite's
+//! Layout: `history.db` (with SQLite's `-wal` and `-shm` beside it),
+//! `history.journal` (format 5, see `journal`) and `LOCK`. The format is recorded inside `history.db` itself, in SQLite's
 //! header fields `application_id` (Comet's tag) and `user_version` (the
 //! format version), which can be read without changing the file.
 //!
@@ -24,9 +24,11 @@ use rusqlite::{Connection, OpenFlags};
 /// SQLite `application_id` of a Comet history database ("Comt").
 pub(crate) const APPLICATION_ID: i32 = 0x436f_6d74;
 /// The format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: i32 = 4;
+pub(crate) const FORMAT_VERSION: i32 = 5;
 /// The database file's name in the data directory.
 pub(crate) const DATABASE: &str = "history.db";
+/// The journal's name in the data directory.
+const JOURNAL: &str = "history.journal";
 const LOCK: &str = "LOCK";
 
 /// Why a data directory cannot be used.
@@ -125,6 +127,11 @@ impl DataDirectory {
         self.path.join(DATABASE)
     }
 
+    /// The journal file.
+    pub(crate) fn journal(&self) -> PathBuf {
+        self.path.join(JOURNAL)
+    }
+
     fn inspect(&self) -> Result<Found, OpenError> {
         let database = self.database();
         if !database.exists() {
@@ -156,7 +163,11 @@ impl DataDirectory {
 /// Files a directory may hold without being someone else's: our own, hidden
 /// files, and a file system's `lost+found`.
 fn is_ignorable(name: &str) -> bool {
-    name == LOCK || name.starts_with(DATABASE) || name.starts_with('.') || name == "lost+found"
+    name == LOCK
+        || name.starts_with(DATABASE)
+        || name.starts_with(JOURNAL)
+        || name.starts_with('.')
+        || name == "lost+found"
 }
 
 fn take_lock(path: &Path) -> Result<File, OpenError> {

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use comet_protocol::{ChannelName, Seq};
 use comet_store::forgotten::folded_mark_index;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::database::{Catalog, ChannelRow};
 
@@ -46,7 +46,7 @@ impl<'a> Draft<'a> {
     /// from its tombstone on disk, or new (starting from its folded mark).
     pub(crate) fn channel(
         &mut self,
-        transaction: &Transaction<'_>,
+        transaction: &Connection,
         name: &ChannelName,
     ) -> rusqlite::Result<&mut ChannelRow> {
         let id = match self.by_name.get(name) {
@@ -72,7 +72,7 @@ impl<'a> Draft<'a> {
     /// new one.
     fn not_held(
         &mut self,
-        transaction: &Transaction<'_>,
+        transaction: &Connection,
         name: &ChannelName,
     ) -> rusqlite::Result<ChannelRow> {
         let tombstone = transaction
@@ -112,7 +112,7 @@ impl<'a> Draft<'a> {
     /// this draft holds.
     pub(crate) fn held(
         &mut self,
-        transaction: &Transaction<'_>,
+        transaction: &Connection,
         id: i64,
     ) -> rusqlite::Result<Option<(usize, &mut ChannelRow)>> {
         let name = match self.changed.get(&id) {
@@ -131,7 +131,7 @@ impl<'a> Draft<'a> {
     /// `upto`.
     pub(crate) fn removed(
         &mut self,
-        transaction: &Transaction<'_>,
+        transaction: &Connection,
         id: i64,
         upto: Seq,
         count: u64,
@@ -164,7 +164,7 @@ impl<'a> Draft<'a> {
     }
 
     /// Writes the changed channel rows and the head.
-    pub(crate) fn save(&self, transaction: &Transaction<'_>) -> rusqlite::Result<()> {
+    pub(crate) fn save(&self, transaction: &Connection) -> rusqlite::Result<()> {
         let mut upsert = transaction.prepare_cached(
             "INSERT INTO channels (id, name, last_seq, trimmed_upto, retained, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -210,6 +210,11 @@ pub(crate) struct Changes {
 }
 
 impl Changes {
+    /// The channel rows changed, by name.
+    pub(crate) fn channels(&self) -> impl Iterator<Item = (&ChannelName, &ChannelRow)> {
+        self.changed.values().map(|(name, row)| (name, row))
+    }
+
     /// Makes the catalog what the database now holds.
     pub(crate) fn apply(self, catalog: &mut Catalog) {
         for (id, (name, row)) in self.changed {

@@ -1,15 +1,18 @@
 //! Comet's durable history store: the default behind `comet serve`.
 //!
 //! A [`DiskStore`] keeps channel history in a data directory (see
-//! `directory`) holding one SQLite database in WAL mode (see `database`).
-//! Why SQLite, and the measurements behind the choice, are in
-//! ARCHITECTURE.md.
+//! `directory`) holding one SQLite database in WAL mode (see `database`)
+//! and a journal in front of it (see `journal`). Why SQLite, and the
+//! measurements behind the choice, are in ARCHITECTURE.md.
 //!
 //! Guarantees:
 //! - **Acknowledged means on disk.** `append` returns only after the
-//!   transaction holding the message committed with `synchronous=FULL`
-//!   (fsync'd). Concurrent appends share one commit (group commit, see
-//!   `writer`).
+//!   group holding the message was written to the journal and synced.
+//!   Concurrent appends share one record and one sync (group commit, see
+//!   `writer`). SQLite commits many groups at a time, with
+//!   `synchronous=FULL`; readers see the groups it has not committed yet
+//!   through the writer's tail (see `tail`), and a thread of its own
+//!   checkpoints SQLite's log (see `checkpoint`).
 //! - **Restarts continue the history.** The epoch and the sequence are
 //!   stored; ids after a restart follow the ids before it.
 //! - **Bounded on disk.** Retention by count per channel, by age, and by
@@ -22,17 +25,22 @@
 //!   original (the key is looked up by the writer, which serves one append
 //!   at a time, so two racing retries store one message).
 //! - **Crash-safe.** After a crash SQLite discards any torn tail of its
-//!   write-ahead log by checksum; on an unclean start the store also checks
-//!   the database's structure before serving. Nothing committed is lost.
+//!   write-ahead log by checksum, and the journal any torn record; on an
+//!   unclean start the store also checks the database's structure, then
+//!   stores the journal's groups beyond the database's head again before
+//!   serving. Nothing acknowledged is lost.
 //! - **One server per directory,** enforced by a lock; unknown, foreign or
 //!   newer formats are refused without writing anything.
 
+mod checkpoint;
 mod database;
 mod directory;
 mod draft;
+mod journal;
 mod reader;
 mod retention;
 mod segment;
+mod tail;
 mod writer;
 
 use std::path::Path;
@@ -40,9 +48,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use checkpoint::Checkpointer;
 use comet_protocol::{ChannelName, Epoch, Message, Seq};
 use comet_store::{
     AfterCommit, AppendError, Appended, ChannelSummary, CommitListener, Draft, Footprint, History,
@@ -50,7 +59,9 @@ use comet_store::{
 };
 pub use directory::OpenError;
 use directory::{DataDirectory, Found};
+use journal::Journal;
 use reader::Readers;
+use tail::SharedTail;
 use tokio::sync::oneshot;
 use writer::{AppendRequest, Command, Counters, Writer};
 
@@ -84,9 +95,41 @@ impl CommitListener for HeadTracker {
     }
 }
 
+/// Settings of the durable store beyond [`StoreOptions`].
+#[derive(Clone, Debug)]
+pub struct DiskOptions {
+    /// The longest the writer keeps SQLite's transaction open while
+    /// appends keep coming (it commits sooner once idle, or once the
+    /// journal has grown): groups in between are durable in the journal
+    /// (see the crate docs), and the readers see them in memory. One
+    /// second by default.
+    pub commit_every: Duration,
+    /// How long the writer waits for another append before it commits
+    /// SQLite's open transaction. 10 ms by default.
+    pub commit_when_idle: Duration,
+}
+
+impl Default for DiskOptions {
+    fn default() -> Self {
+        Self {
+            commit_every: Duration::from_secs(1),
+            commit_when_idle: Duration::from_millis(10),
+        }
+    }
+}
+
 impl DiskStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, OpenError> {
+        Self::open_with(dir, options, DiskOptions::default())
+    }
+
+    /// Opens (or creates) the store in `dir`, with `disk`'s settings.
+    pub fn open_with(
+        dir: &Path,
+        options: StoreOptions,
+        disk: DiskOptions,
+    ) -> Result<Self, OpenError> {
         let started = Instant::now();
         let (directory, found) = DataDirectory::open(dir)?;
         let path = directory.database();
@@ -121,7 +164,12 @@ impl DiskStore {
             source,
         })?;
         let epoch = loaded.epoch;
-        let head = Arc::new(std::sync::atomic::AtomicU64::new(loaded.catalog.head.0));
+        let journal_path = directory.journal();
+        let journal_error = |error: journal::JournalError| OpenError::Io {
+            what: format!("opening the journal {}", journal_path.display()),
+            source: std::io::Error::other(error.to_string()),
+        };
+        let (journal, groups) = Journal::open(&journal_path, &epoch).map_err(journal_error)?;
         tracing::info!(
             path = %path.display(),
             epoch = %epoch,
@@ -134,6 +182,7 @@ impl DiskStore {
             "history opened"
         );
 
+        let head = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let listener: Arc<Mutex<Option<Arc<dyn CommitListener>>>> =
             Arc::new(Mutex::new(Some(Arc::new(HeadTracker {
                 head: head.clone(),
@@ -142,7 +191,8 @@ impl DiskStore {
         let healthy = Arc::new(AtomicBool::new(true));
         let counters = Arc::new(Counters::default());
         counters.update(&loaded.catalog);
-        let writer = Writer {
+        let tail = SharedTail::new(loaded.catalog.head);
+        let mut writer = Writer {
             connection,
             path: path.clone(),
             epoch: epoch.clone(),
@@ -153,7 +203,19 @@ impl DiskStore {
             listener: listener.clone(),
             healthy: healthy.clone(),
             counters: counters.clone(),
+            journal,
+            tail: tail.clone(),
+            open_since: None,
+            commit_every: disk.commit_every,
+            commit_when_idle: disk.commit_when_idle,
+            checkpointer: Some(Checkpointer::start(&path)?),
         };
+        writer.replay(groups).map_err(|error| {
+            journal_error(journal::JournalError::Io(std::io::Error::other(
+                error.to_string(),
+            )))
+        })?;
+        head.store(writer.catalog.head.0, Ordering::Release);
         let (commands, received) = std::sync::mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("comet-history-writer".into())
@@ -168,6 +230,7 @@ impl DiskStore {
                 epoch.clone(),
                 options.retention,
                 options.clock,
+                tail,
             )),
             epoch,
             head,

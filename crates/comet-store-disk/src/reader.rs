@@ -4,6 +4,11 @@
 //! Each read runs in one SQLite read transaction, so a channel's
 //! trimmed-up-to mark and its messages come from the same snapshot: a
 //! concurrent trim can never hide messages without the mark showing it.
+//! The writer commits SQLite only every few tens of milliseconds, so each
+//! snapshot is paired with the tail that continues it (see `tail`): the
+//! snapshot's head is the tail's base, or the read starts again. What the
+//! tail holds of a channel (its row, its newer messages) comes after what
+//! the snapshot holds.
 //! Messages older than the age limit that the sweeper has not removed yet
 //! are treated as removed (left out, and counted in the mark), and so are
 //! the oldest of a channel holding more than its count limit (the writer
@@ -29,14 +34,18 @@ use comet_store::{ChannelSummary, Clock, History, ReadLimit, Retention, StoreErr
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::Semaphore;
 
-use crate::database::{connect, sql};
+use crate::database::{ChannelRow, connect, sql};
 use crate::retention::oldest_of_channel;
 use crate::segment::{self, Entry, SegmentHead};
+use crate::tail::{ChannelTail, SharedTail};
 
 /// Reads run at once at most (each on a blocking thread with its own
 /// connection); more wait their turn, so a crowd of subscribers catching up
 /// at the same moment cannot open hundreds of connections and threads.
 const CONCURRENT_READS: usize = 8;
+
+/// The longest a read tries to pair a snapshot with the writer's tail.
+const PAIRING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) struct Readers {
     path: PathBuf,
@@ -46,6 +55,7 @@ pub(crate) struct Readers {
     pool: Mutex<Vec<Connection>>,
     turns: Arc<Semaphore>,
     shared: Mutex<SharedMessages>,
+    tail: SharedTail,
 }
 
 /// Messages some reader decoded and somebody still holds, by sequence
@@ -77,6 +87,7 @@ impl Readers {
         epoch: Epoch,
         retention: Retention,
         clock: Arc<dyn Clock>,
+        tail: SharedTail,
     ) -> Self {
         Self {
             path,
@@ -86,7 +97,53 @@ impl Readers {
             pool: Mutex::new(Vec::new()),
             turns: Arc::new(Semaphore::new(CONCURRENT_READS)),
             shared: Mutex::new(SharedMessages::default()),
+            tail,
         }
+    }
+
+    /// A read transaction whose snapshot the tail continues, and what the
+    /// tail took from it: `take` runs with the tail's base only once that
+    /// base is the snapshot's head (a commit in between starts it again;
+    /// the writer moves the base right after each commit, so a second try
+    /// nearly always pairs).
+    fn snapshot<'c, T>(
+        &self,
+        connection: &'c Connection,
+        take: impl Fn(&SharedTail) -> (Seq, T),
+    ) -> rusqlite::Result<(Transaction<'c>, T)> {
+        let started = std::time::Instant::now();
+        for attempt in 0u32.. {
+            if attempt > 0 && started.elapsed() > PAIRING_TIMEOUT {
+                let busy = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY);
+                let why = "the history writer did not finish a commit".to_string();
+                return Err(rusqlite::Error::SqliteFailure(busy, Some(why)));
+            }
+            if attempt > 100 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let snapshot = connection.unchecked_transaction()?;
+            let head: String =
+                snapshot.query_row("SELECT value FROM meta WHERE key = 'head'", [], |row| {
+                    row.get(0)
+                })?;
+            let head = Seq(head.parse().unwrap_or(0));
+            let (base, taken) = take(&self.tail);
+            if base == head {
+                return Ok((snapshot, taken));
+            }
+            drop(snapshot);
+            std::thread::yield_now();
+        }
+        unreachable!("the attempts end by pairing or by the timeout")
+    }
+
+    /// A snapshot and what the tail holds of `channel`.
+    fn channel_snapshot<'c>(
+        &self,
+        connection: &'c Connection,
+        channel: &ChannelName,
+    ) -> rusqlite::Result<(Transaction<'c>, ChannelTail)> {
+        self.snapshot(connection, |tail| tail.channel(channel))
     }
 
     /// Runs `work` with a read connection, on a blocking thread.
@@ -169,38 +226,60 @@ impl Readers {
         connection: &Connection,
         channel: &ChannelName,
     ) -> rusqlite::Result<Option<ChannelSummary>> {
-        let snapshot = connection.unchecked_transaction()?;
-        let found: Option<(i64, i64, i64, i64)> = snapshot
-            .prepare_cached(
-                "SELECT id, last_seq, retained, trimmed_upto FROM channels
-                 WHERE name = ?1 AND retained > 0",
-            )?
-            .query_row([channel.as_str()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
-            .optional()?;
-        let Some((id, last_seq, retained, trimmed_upto)) = found else {
+        let (snapshot, tail) = self.channel_snapshot(connection, channel)?;
+        let row = match tail.row.clone() {
+            Some(row) => Some(row),
+            None => snapshot
+                .prepare_cached(
+                    "SELECT id, last_seq, retained, trimmed_upto FROM channels WHERE name = ?1",
+                )?
+                .query_row([channel.as_str()], |row| {
+                    Ok(ChannelRow {
+                        id: row.get(0)?,
+                        last_seq: Seq(row.get::<_, i64>(1)? as u64),
+                        retained: row.get::<_, i64>(2)? as u64,
+                        trimmed_upto: Seq(row.get::<_, i64>(3)? as u64),
+                        bytes: 0,
+                    })
+                })
+                .optional()?,
+        };
+        let Some(row) = row.filter(|row| row.retained > 0) else {
             return Ok(None);
         };
-        let mut retained = retained as u64;
+        let mut retained = row.retained;
         if let Some(oldest_kept) = self.oldest_kept() {
-            let trimmed_upto = Seq(trimmed_upto as u64);
+            let trimmed_upto = row.trimmed_upto;
+            let mut expired_in_database = true;
             let mut statement = snapshot.prepare_cached(segment::OF_CHANNEL)?;
-            segment::each(&mut statement, params![id, sql(trimmed_upto)], |segment| {
-                // Times follow sequence order: the expired come first.
-                let expired = segment.published_at < oldest_kept;
-                if expired {
-                    let count = segment.retained(trimmed_upto).len() as u64;
-                    retained = retained.saturating_sub(count);
-                }
-                expired
-            })?;
+            segment::each(
+                &mut statement,
+                params![row.id, sql(trimmed_upto)],
+                |segment| {
+                    // Times follow sequence order: the expired come first.
+                    let expired = segment.published_at < oldest_kept;
+                    if expired {
+                        let count = segment.retained(trimmed_upto).len() as u64;
+                        retained = retained.saturating_sub(count);
+                    }
+                    expired_in_database = expired;
+                    expired
+                },
+            )?;
+            if expired_in_database {
+                let expired = tail
+                    .messages()
+                    .filter(|message| message.seq() > trimmed_upto)
+                    .take_while(|message| message.published_at_ms() < oldest_kept)
+                    .count() as u64;
+                retained = retained.saturating_sub(expired);
+            }
         }
         if retained == 0 {
             return Ok(None);
         }
         Ok(Some(ChannelSummary {
-            last_id: Cursor::new(self.epoch.clone(), Seq(last_seq as u64)),
+            last_id: Cursor::new(self.epoch.clone(), row.last_seq),
             retained: retained.min(self.max_messages() as u64),
         }))
     }
@@ -211,37 +290,54 @@ impl Readers {
         limit: usize,
     ) -> Result<Vec<(ChannelName, ChannelSummary)>, StoreError> {
         self.with(move |readers, connection| {
-            let mut statement = connection.prepare_cached(
-                "SELECT name, last_seq, min(retained, ?3) FROM channels
+            let after = after.unwrap_or_default();
+            let (snapshot, changed) = readers.snapshot(connection, SharedTail::rows)?;
+            // The tail's rows take the place of the database's: enough rows
+            // are read that those it empties still leave `limit`.
+            let mut listed: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+            let mut statement = snapshot.prepare_cached(
+                "SELECT name, last_seq, retained FROM channels
                  WHERE name > ?1 AND retained > 0 ORDER BY name LIMIT ?2",
             )?;
             let rows = statement.query_map(
-                params![
-                    after.as_deref().unwrap_or(""),
-                    limit as i64,
-                    readers.max_messages()
-                ],
+                params![after.as_str(), (limit + changed.len()) as i64],
                 |row| {
                     Ok((
                         row.get::<_, String>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, i64>(2)?,
+                        row.get::<_, i64>(1)? as u64,
+                        row.get::<_, i64>(2)? as u64,
                     ))
                 },
             )?;
-            let mut channels = Vec::new();
             for row in rows {
                 let (name, last_seq, retained) = row?;
-                // Names were validated when stored; skip one that is not.
-                if let Ok(name) = ChannelName::new(&name) {
-                    channels.push((
-                        name,
-                        ChannelSummary {
-                            last_id: Cursor::new(readers.epoch.clone(), Seq(last_seq as u64)),
-                            retained: retained as u64,
-                        },
-                    ));
+                listed.insert(name, (last_seq, retained));
+            }
+            for (name, row) in &changed {
+                if name.as_str() > after.as_str() {
+                    listed.insert(name.to_string(), (row.last_seq.0, row.retained));
                 }
+            }
+            let max_messages = readers.max_messages() as u64;
+            let mut channels = Vec::new();
+            for (name, (last_seq, retained)) in listed {
+                if channels.len() == limit {
+                    break;
+                }
+                // Names were validated when stored; skip one that is not.
+                let Ok(name) = ChannelName::new(&name) else {
+                    continue;
+                };
+                if retained == 0 {
+                    continue;
+                }
+                channels.push((
+                    name,
+                    ChannelSummary {
+                        last_id: Cursor::new(readers.epoch.clone(), Seq(last_seq)),
+                        retained: retained.min(max_messages),
+                    },
+                ));
             }
             Ok(channels)
         })
@@ -262,25 +358,41 @@ impl Readers {
 
     /// The channel's id and trimmed-up-to mark (counting the messages it
     /// holds beyond the count limit as trimmed); for a channel not held,
-    /// no id and what the folded marks remember of it.
+    /// no id and what the folded marks remember of it. The tail's row, if
+    /// it has one, is the newer.
     fn locate(
         &self,
         snapshot: &Transaction<'_>,
         channel: &ChannelName,
+        tail: &ChannelTail,
     ) -> rusqlite::Result<(Option<i64>, Seq)> {
-        let found: Option<(i64, i64, i64)> = snapshot
-            .prepare_cached("SELECT id, trimmed_upto, retained FROM channels WHERE name = ?1")?
-            .query_row([channel.as_str()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .optional()?;
+        let found = match &tail.row {
+            Some(row) => Some((row.id, row.trimmed_upto, row.retained)),
+            None => snapshot
+                .prepare_cached("SELECT id, trimmed_upto, retained FROM channels WHERE name = ?1")?
+                .query_row([channel.as_str()], |row| {
+                    Ok((
+                        row.get(0)?,
+                        Seq(row.get::<_, i64>(1)? as u64),
+                        row.get::<_, i64>(2)? as u64,
+                    ))
+                })
+                .optional()?,
+        };
         if let Some((id, trimmed_upto, retained)) = found {
-            let beyond = retained - self.max_messages();
-            let mut trimmed = Seq(trimmed_upto as u64);
+            let beyond = retained as i64 - self.max_messages();
+            let mut trimmed = trimmed_upto;
             if beyond > 0 {
+                let beyond = beyond as usize;
                 let name_len = channel.as_str().len();
-                let oldest = oldest_of_channel(snapshot, id, trimmed, beyond as usize, name_len)?;
+                let oldest = oldest_of_channel(snapshot, id, trimmed, beyond, name_len)?;
                 trimmed = trimmed.max(oldest.upto);
+                // Those the database does not hold are the tail's oldest.
+                let left = beyond.saturating_sub(oldest.count as usize);
+                let newer = tail.messages().filter(|m| m.seq() > trimmed);
+                if let Some(last) = newer.take(left).last() {
+                    trimmed = trimmed.max(last.seq());
+                }
             }
             return Ok((Some(id), trimmed));
         }
@@ -299,8 +411,8 @@ impl Readers {
         upto: Seq,
         limit: ReadLimit,
     ) -> rusqlite::Result<History> {
-        let snapshot = connection.unchecked_transaction()?;
-        let (id, trimmed_upto) = self.locate(&snapshot, channel)?;
+        let (snapshot, tail) = self.channel_snapshot(connection, channel)?;
+        let (id, trimmed_upto) = self.locate(&snapshot, channel, &tail)?;
         let mut history = History {
             messages: Vec::new(),
             trimmed_upto,
@@ -311,38 +423,39 @@ impl Readers {
         };
         // One pass in order: positions and sizes are read first, and a
         // segment's body only once one of its messages fits the limits and
-        // no reader holds it decoded already.
+        // no reader holds it decoded already. The tail's messages follow
+        // the database's.
         let from = after.max(trimmed_upto);
-        let oldest_kept = self.oldest_kept();
-        let name_len = channel.as_str().len();
-        let mut total: u64 = 0;
+        let mut taking = Taking {
+            history: &mut history,
+            upto,
+            limit,
+            oldest_kept: self.oldest_kept(),
+            name_len: channel.as_str().len(),
+            total: 0,
+        };
         let mut statement = snapshot.prepare_cached(segment::OF_CHANNEL_WITH_BODY)?;
         let mut rows = statement.query(params![id, sql(from)])?;
-        'segments: while let Some(row) = rows.next()? {
+        while let Some(row) = rows.next()? {
             let segment = SegmentHead::from_row(row)?;
-            let expired = oldest_kept.is_some_and(|oldest| segment.published_at < oldest);
             let mut body: Option<Bytes> = None;
             for entry in segment.retained(from) {
-                if entry.seq > upto {
-                    break 'segments;
-                }
-                if expired {
-                    // Not swept yet: counted as removed. Times follow
-                    // sequence order, so these come before any message
-                    // returned.
-                    history.trimmed_upto = history.trimmed_upto.max(entry.seq);
-                    continue;
-                }
-                total = total.saturating_add(entry.size(name_len));
-                let full = history.messages.len() >= limit.messages
-                    || (!history.messages.is_empty() && total > limit.bytes);
-                if full {
-                    // Truncated only when a message is left out.
-                    history.truncated = true;
-                    break 'segments;
+                let size = entry.size(taking.name_len);
+                match taking.judge(entry.seq, segment.published_at, size) {
+                    Judged::Take => {}
+                    Judged::Skip => continue,
+                    Judged::Stop => return Ok(history),
                 }
                 let message = self.message_at(channel, &segment, entry, row, &mut body)?;
-                history.messages.push(message);
+                taking.history.messages.push(message);
+            }
+        }
+        for message in tail.messages().filter(|message| message.seq() > from) {
+            let size = comet_store::stored_size(message);
+            match taking.judge(message.seq(), message.published_at_ms(), size) {
+                Judged::Take => taking.history.messages.push(message.clone()),
+                Judged::Skip => continue,
+                Judged::Stop => break,
             }
         }
         Ok(history)
@@ -355,30 +468,42 @@ impl Readers {
         count: usize,
         upto: Seq,
     ) -> rusqlite::Result<Seq> {
-        let snapshot = connection.unchecked_transaction()?;
-        let (id, trimmed_upto) = self.locate(&snapshot, channel)?;
+        let (snapshot, tail) = self.channel_snapshot(connection, channel)?;
+        let (id, trimmed_upto) = self.locate(&snapshot, channel, &tail)?;
         let Some(id) = id else {
             return Ok(trimmed_upto);
         };
         // Newest first: the entry `count` places before the newest one up to
         // `upto` starts the backlog, unless an expired one (not part of the
-        // backlog, and no gap for it either) comes first.
+        // backlog, and no gap for it either) comes first. The tail holds
+        // the newest.
         let oldest_kept = self.oldest_kept();
         let mut start = trimmed_upto;
         let mut skipped = 0;
+        let mut visit = |seq: Seq, published_at: u64| {
+            if seq > upto || seq <= trimmed_upto {
+                return true;
+            }
+            let expired = oldest_kept.is_some_and(|oldest| published_at < oldest);
+            if expired || skipped == count {
+                start = start.max(seq);
+                return false;
+            }
+            skipped += 1;
+            true
+        };
+        for message in tail.messages().rev() {
+            if !visit(message.seq(), message.published_at_ms()) {
+                return Ok(start);
+            }
+        }
         let mut statement = snapshot.prepare_cached(segment::OF_CHANNEL_NEWEST_FIRST)?;
         let query = params![id, sql(trimmed_upto), sql(upto)];
         segment::each(&mut statement, query, |segment| {
-            let expired = oldest_kept.is_some_and(|oldest| segment.published_at < oldest);
             for entry in segment.retained(trimmed_upto).iter().rev() {
-                if entry.seq > upto {
-                    continue;
-                }
-                if expired || skipped == count {
-                    start = start.max(entry.seq);
+                if !visit(entry.seq, segment.published_at) {
                     return false;
                 }
-                skipped += 1;
             }
             true
         })?;
@@ -451,6 +576,51 @@ impl Readers {
             data,
             segment.published_at,
         )))
+    }
+}
+
+/// What a read does with a message, in order (see `Taking::judge`).
+enum Judged {
+    /// Returned.
+    Take,
+    /// Expired and not swept yet: counted as removed, not returned.
+    Skip,
+    /// Past `upto`, or past a limit: the read ends.
+    Stop,
+}
+
+/// A history being read: what is taken so far against the read's bounds.
+struct Taking<'a> {
+    history: &'a mut History,
+    upto: Seq,
+    limit: ReadLimit,
+    oldest_kept: Option<u64>,
+    name_len: usize,
+    total: u64,
+}
+
+impl Taking<'_> {
+    /// Judges the next message in order, at `seq`, published at
+    /// `published_at`, of `size` stored bytes.
+    fn judge(&mut self, seq: Seq, published_at: u64, size: u64) -> Judged {
+        if seq > self.upto {
+            return Judged::Stop;
+        }
+        if self.oldest_kept.is_some_and(|oldest| published_at < oldest) {
+            // Times follow sequence order, so these come before any
+            // message returned.
+            self.history.trimmed_upto = self.history.trimmed_upto.max(seq);
+            return Judged::Skip;
+        }
+        self.total = self.total.saturating_add(size);
+        let full = self.history.messages.len() >= self.limit.messages
+            || (!self.history.messages.is_empty() && self.total > self.limit.bytes);
+        if full {
+            // Truncated only when a message is left out.
+            self.history.truncated = true;
+            return Judged::Stop;
+        }
+        Judged::Take
     }
 }
 

@@ -8,7 +8,7 @@
 
 use comet_protocol::{ChannelName, Seq};
 use comet_store::forgotten::folded_mark_index;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::database::sql;
 use crate::segment::{self, HEAD_COLUMNS, SegmentHead};
@@ -44,7 +44,7 @@ pub(crate) const EVICT_STEP: usize = 1024;
 /// its mark. Runs after the draft's rows are saved, so it sees this
 /// transaction's tombstones too.
 pub(crate) fn evict_tombstones(
-    transaction: &Transaction<'_>,
+    transaction: &Connection,
     draft: &mut Draft<'_>,
     keep: usize,
 ) -> rusqlite::Result<()> {
@@ -82,7 +82,7 @@ pub(crate) fn evict_tombstones(
 /// Keeps at most `max_messages` in each of the `touched` channels (each
 /// named once).
 pub(crate) fn trim_by_count(
-    transaction: &Transaction<'_>,
+    transaction: &Connection,
     draft: &mut Draft<'_>,
     touched: &[ChannelName],
     max_messages: usize,
@@ -149,7 +149,7 @@ pub(crate) fn oldest_of_channel(
 /// alternate), so this merges the segments in order of their first
 /// messages: one is opened only once its first message is the oldest left.
 pub(crate) fn trim_by_bytes(
-    transaction: &Transaction<'_>,
+    transaction: &Connection,
     draft: &mut Draft<'_>,
     max_bytes: u64,
     keep: Seq,
@@ -224,7 +224,7 @@ pub(crate) fn trim_by_bytes(
 /// per group), so the scan stops at the first segment young enough to
 /// keep.
 pub(crate) fn trim_by_age(
-    transaction: &Transaction<'_>,
+    transaction: &Connection,
     draft: &mut Draft<'_>,
     cutoff_ms: u64,
     at_most: usize,

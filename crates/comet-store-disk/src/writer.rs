@@ -4,12 +4,23 @@
 //! Publishers send their appends over a channel and wait for the reply. The
 //! thread takes the first waiting append, then every other one already
 //! waiting (up to [`MAX_GROUP`]), numbers them, stores them (a segment
-//! row per channel, see `segment`) and applies retention in one
-//! transaction, commits (one fsync for the whole group),
-//! tells the commit listener of each message in order, and only then
-//! replies. While a group commits, the next one gathers: the busier the
-//! store, the larger the groups, and durability costs one fsync per group
-//! rather than per message.
+//! row per channel, see `segment`) and applies retention, writes the group
+//! to the journal and syncs it (one sync for the whole group, see
+//! `journal`), hands it to the readers' tail (see `tail`), tells the commit
+//! listener of each message in order, and only then replies. While a
+//! group is synced, the next one gathers: the busier the store, the larger
+//! the groups, and durability costs one sync per group rather than per
+//! message.
+//!
+//! SQLite itself commits less often: the groups' statements run in one
+//! transaction (a savepoint each, so a group that fails is undone alone),
+//! committed with `synchronous=FULL` once no command came for
+//! `DiskOptions::commit_when_idle`, once the journal holds
+//! [`JOURNAL_COMMIT_BYTES`], once it has been open for
+//! `DiskOptions::commit_every`, and before a sweep or the close. Each commit writes the pages the groups
+//! changed once, not once per group; then the journal starts again. At
+//! start, the journal's groups beyond the database's head are stored again
+//! (see [`Writer::replay`]).
 //!
 //! A group does not always find its company waiting. Its publishers send
 //! their next appends only once their replies are out, and on a busy core
@@ -35,7 +46,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,10 +59,13 @@ use comet_store::{
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use crate::checkpoint::Checkpointer;
 use crate::database::{Catalog, MAX_SEQ, mark_clean};
 use crate::draft::Draft;
+use crate::journal::{Journal, JournalGroup};
 use crate::retention::{evict_tombstones, trim_by_age, trim_by_bytes, trim_by_count};
 use crate::segment::SegmentBuilder;
+use crate::tail::SharedTail;
 
 /// The most messages committed together: appends are gathered into a
 /// group until it holds this many drafts (a batch is never split, so a
@@ -61,6 +75,13 @@ pub(crate) const MAX_GROUP: usize = 1024;
 /// The longest a group waits for the appends the last group suggests are
 /// on their way (see the module docs).
 pub(crate) const GATHER_WAIT: Duration = Duration::from_micros(200);
+
+/// The size of SQLite's log past which the writer checkpoints it whole
+/// after a commit, so that it starts again (see `Writer::checkpoint`).
+pub(crate) const LOG_RESET_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The journal bytes past which SQLite's transaction is committed at once.
+pub(crate) const JOURNAL_COMMIT_BYTES: u64 = 256 * 1024;
 
 /// Most expired segments one sweep transaction removes.
 pub(crate) const SWEEP_STEP: usize = 1024;
@@ -130,6 +151,16 @@ pub(crate) struct Writer {
     /// False while the last commit failed.
     pub(crate) healthy: Arc<AtomicBool>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) journal: Journal,
+    pub(crate) tail: SharedTail,
+    /// When SQLite's open transaction began; `None` while none is open.
+    pub(crate) open_since: Option<Instant>,
+    /// The longest SQLite's transaction stays open.
+    pub(crate) commit_every: Duration,
+    /// How long an open transaction waits for the next command.
+    pub(crate) commit_when_idle: Duration,
+    /// Checkpoints SQLite's log after commits, beside the writer.
+    pub(crate) checkpointer: Option<Checkpointer>,
 }
 
 /// An append whose drafts were judged and numbered, waiting for the
@@ -226,10 +257,35 @@ impl Writer {
     /// Serves commands until every sender is gone, then closes in order.
     pub(crate) fn run(mut self, commands: Receiver<Command>) {
         let mut expected = 1;
-        while let Ok(first) = commands.recv() {
+        loop {
+            let first = match self.open_since {
+                None => commands.recv().ok(),
+                Some(since) => {
+                    // Committed once idle, or once open too long.
+                    let idle = Instant::now() + self.commit_when_idle;
+                    let deadline = idle.min(since + self.commit_every);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match commands.recv_timeout(left) {
+                        Ok(command) => Some(command),
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.commit_open();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => None,
+                    }
+                }
+            };
+            let Some(first) = first else { break };
             let group = gather(&commands, first, expected);
             expected = appends_in(&group).max(1);
             self.serve(group);
+            let due = self
+                .open_since
+                .is_some_and(|since| since.elapsed() >= self.commit_every)
+                || self.journal.written() >= JOURNAL_COMMIT_BYTES;
+            if due {
+                self.commit_open();
+            }
         }
         self.close();
     }
@@ -247,7 +303,9 @@ impl Writer {
             self.append_group(appends);
         }
         if !sweeps.is_empty() {
+            self.commit_open();
             let result = self.sweep().map_err(|error| self.failed("sweeping", error));
+            self.nudge_checkpointer();
             for reply in sweeps {
                 let _ = reply.send(result.as_ref().map(|more| *more).map_err(clone_error));
             }
@@ -334,16 +392,23 @@ impl Writer {
             self.catalog
                 .keys
                 .to_forget(oldest_key_kept, self.idempotency.max_keys, new_keys);
-        let outcome = commit_group(
-            &self.connection,
-            &self.retention,
-            &mut draft,
-            &pending,
-            (forgotten_keys > 0).then_some(forget_upto),
-        );
+        let outcome = begin(&self.connection, &mut self.open_since).and_then(|()| {
+            store_group(
+                &self.connection,
+                &mut self.journal,
+                &self.retention,
+                &mut draft,
+                &pending,
+                (forgotten_keys > 0).then_some(forget_upto),
+            )
+        });
         let changes = draft.finish();
         match outcome {
             Ok(()) => {
+                self.tail.stored(
+                    changes.channels(),
+                    pending.iter().flat_map(PendingAppend::messages),
+                );
                 changes.apply(&mut self.catalog);
                 self.catalog.keys.forget_oldest(forgotten_keys);
                 for key in pending.iter().flat_map(|append| &append.keys) {
@@ -374,10 +439,11 @@ impl Writer {
                 }
             }
             Err(error) => {
-                let error = self.failed("committing published messages", error);
+                let error = self.failed("storing published messages", error);
                 for append in pending {
                     let _ = append.reply.send(Err(clone_error(&error).into()));
                 }
+                self.abandon_open();
             }
         }
     }
@@ -426,13 +492,155 @@ impl Writer {
         Ok(false)
     }
 
-    fn failed(&self, what: &str, error: rusqlite::Error) -> StoreError {
+    /// Commits SQLite's open transaction, if any, and starts the journal
+    /// and the tail again from the new head. If the commit fails, the
+    /// transaction is rolled back and the groups stored again from the
+    /// journal (see [`Writer::reload`]): nothing acknowledged is let go.
+    pub(crate) fn commit_open(&mut self) {
+        if self.open_since.take().is_none() {
+            return;
+        }
+        let committed = self.connection.execute_batch("COMMIT");
+        if let Err(error) = committed {
+            let _ = self.failed("committing the history", GroupError::Sqlite(error));
+            self.abandon_open();
+            return;
+        }
+        if let Err(error) = self.journal.restart() {
+            tracing::warn!(%error, "starting the journal again");
+        }
+        self.tail.committed(self.catalog.head);
+        self.checkpoint();
+    }
+
+    /// Checkpoints SQLite's log after a commit: beside the writer, by the
+    /// checkpointer, unless the log has grown past [`LOG_RESET_BYTES`].
+    /// The log starts again from its beginning only when a transaction
+    /// begins after a complete checkpoint, and the writer begins its next
+    /// one at once, so under steady appends the checkpointer never gets
+    /// there in time: the writer then checkpoints it whole itself, and the
+    /// log starts again from its beginning, written over in place.
+    fn checkpoint(&self) {
+        let log = self.path.with_file_name(format!(
+            "{}-wal",
+            self.path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or_default()
+        ));
+        let grown = std::fs::metadata(&log).is_ok_and(|log| log.len() > LOG_RESET_BYTES);
+        if !grown {
+            self.nudge_checkpointer();
+            return;
+        }
+        let restarted = self
+            .connection
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+        if let Err(error) = restarted {
+            tracing::warn!(%error, "checkpointing the history");
+        }
+    }
+
+    fn nudge_checkpointer(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.nudge();
+        }
+    }
+
+    /// Rolls SQLite's open transaction back, if one is open, and stores
+    /// the journal's groups again: after a group or a commit failed.
+    fn abandon_open(&mut self) {
+        self.open_since = None;
+        if !self.connection.is_autocommit() {
+            let _ = self.connection.execute_batch("ROLLBACK");
+        }
+        if let Err(error) = self.reload() {
+            let _ = self.failed("storing the journal's groups again", error);
+        }
+    }
+
+    /// Makes the catalog what the database holds again and stores the
+    /// journal's groups beyond it: after a failed group or commit.
+    fn reload(&mut self) -> Result<(), GroupError> {
+        let loaded = crate::database::load(&self.connection, &self.path)
+            .map_err(|error| GroupError::Journal(std::io::Error::other(error.to_string())))?;
+        self.catalog = loaded.catalog;
+        let groups = self.journal.read()?;
+        self.replay(groups)
+    }
+
+    /// Stores again, and commits, the journal's groups beyond the
+    /// database's head (those at or below it are in the database).
+    pub(crate) fn replay(&mut self, groups: Vec<JournalGroup>) -> Result<(), GroupError> {
+        let mut replayed = 0usize;
+        for group in groups {
+            let Some(first) = group.messages.first() else {
+                continue;
+            };
+            if first.seq() <= self.catalog.head {
+                continue;
+            }
+            if first.seq().0 != self.catalog.head.0 + 1 {
+                return Err(GroupError::Journal(std::io::Error::other(format!(
+                    "the journal continues at {} but the history's head is {}",
+                    first.seq(),
+                    self.catalog.head
+                ))));
+            }
+            let mut keys = group.keys;
+            let pending = PendingAppend {
+                outcomes: group.messages.into_iter().map(Appended::Stored).collect(),
+                keys: keys
+                    .drain(..)
+                    .map(|(hash, record)| NewKey { hash, record })
+                    .collect(),
+                reply: oneshot::channel().0,
+                after_commit: None,
+            };
+            let pending = [pending];
+            let mut draft = Draft::new(&self.catalog);
+            draft.head = pending[0].messages().last().map_or(draft.head, |m| m.seq());
+            begin(&self.connection, &mut self.open_since)?;
+            store_statements(
+                &self.connection,
+                &self.retention,
+                &mut draft,
+                &pending,
+                None,
+            )?;
+            let changes = draft.finish();
+            changes.apply(&mut self.catalog);
+            for key in &pending[0].keys {
+                self.catalog.keys.remember(key.hash, key.record);
+            }
+            replayed += 1;
+        }
+        if self.open_since.take().is_some() {
+            self.connection.execute_batch("COMMIT")?;
+        }
+        self.journal.restart()?;
+        self.tail.committed(self.catalog.head);
+        self.counters.update(&self.catalog);
+        if replayed > 0 {
+            tracing::info!(
+                groups = replayed,
+                head = self.catalog.head.0,
+                "stored the journal's groups the history had not committed"
+            );
+        }
+        Ok(())
+    }
+
+    fn failed(&self, what: &str, error: impl std::fmt::Display) -> StoreError {
         self.healthy.store(false, Ordering::Release);
         tracing::error!(%error, path = %self.path.display(), "{what} failed");
         StoreError::Unavailable(format!("{what} failed: {error}"))
     }
 
-    fn close(self) {
+    fn close(mut self) {
+        self.commit_open();
+        // Its checkpoint in progress ends first.
+        self.checkpointer.take();
         let closed = self
             .connection
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -450,21 +658,62 @@ fn clone_error(error: &StoreError) -> StoreError {
     }
 }
 
+/// Opens SQLite's transaction if none is open (`open_since` says when it
+/// began).
+fn begin(connection: &Connection, open_since: &mut Option<Instant>) -> Result<(), GroupError> {
+    if open_since.is_none() {
+        connection.execute_batch("BEGIN IMMEDIATE")?;
+        *open_since = Some(Instant::now());
+    }
+    Ok(())
+}
+
+/// Why a group could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GroupError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("writing the journal: {0}")]
+    Journal(#[from] std::io::Error),
+}
+
+/// Stores one group in SQLite's open transaction and writes it to the
+/// journal: durable once this returns. If either fails, the caller rolls
+/// the whole transaction back and stores the journal's groups again
+/// ([`Writer::abandon_open`]): a savepoint per group would copy every page
+/// the group changes again, and a group fails only when the disk does.
+fn store_group(
+    connection: &Connection,
+    journal: &mut Journal,
+    retention: &Retention,
+    draft: &mut Draft<'_>,
+    pending: &[PendingAppend],
+    forget_keys_upto: Option<Seq>,
+) -> Result<(), GroupError> {
+    store_statements(connection, retention, draft, pending, forget_keys_upto)?;
+    let messages = pending.iter().flat_map(PendingAppend::messages);
+    let keys = pending
+        .iter()
+        .flat_map(|append| &append.keys)
+        .map(|key| (&key.hash, &key.record));
+    journal.write(messages, keys)?;
+    Ok(())
+}
+
 /// Stores one group of appends and their keys, lets go of the keys up to
-/// `forget_keys_upto`, and applies retention, in one transaction.
-fn commit_group(
+/// `forget_keys_upto`, and applies retention, in the transaction open.
+fn store_statements(
     connection: &Connection,
     retention: &Retention,
     draft: &mut Draft<'_>,
     pending: &[PendingAppend],
     forget_keys_upto: Option<Seq>,
 ) -> rusqlite::Result<()> {
-    let transaction = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
     let mut open: HashMap<i64, SegmentBuilder> = HashMap::new();
     let mut full = Vec::new();
     for message in pending.iter().flat_map(PendingAppend::messages) {
         let size = stored_size(message);
-        let channel = draft.channel(&transaction, message.channel())?;
+        let channel = draft.channel(connection, message.channel())?;
         channel.last_seq = message.seq();
         channel.retained += 1;
         channel.bytes += size;
@@ -480,12 +729,12 @@ fn commit_group(
         }
     }
     for segment in full.iter().chain(open.values()) {
-        segment.insert(&transaction)?;
+        segment.insert(connection)?;
     }
     if let Some(upto) = forget_keys_upto {
-        forget_keys(&transaction, upto)?;
+        forget_keys(connection, upto)?;
     }
-    remember_keys(&transaction, pending)?;
+    remember_keys(connection, pending)?;
     // Each channel the group appended to, once, in the order first met.
     let mut seen = HashSet::new();
     let touched: Vec<ChannelName> = pending
@@ -495,14 +744,13 @@ fn commit_group(
         .filter(|name| seen.insert(*name))
         .cloned()
         .collect();
-    trim_by_count(&transaction, draft, &touched, retention.max_messages)?;
+    trim_by_count(connection, draft, &touched, retention.max_messages)?;
     if let Some(max_bytes) = retention.max_bytes {
         let newest = draft.head;
-        trim_by_bytes(&transaction, draft, max_bytes, newest)?;
+        trim_by_bytes(connection, draft, max_bytes, newest)?;
     }
-    draft.save(&transaction)?;
-    evict_tombstones(&transaction, draft, retention.forgotten_channels)?;
-    transaction.commit()
+    draft.save(connection)?;
+    evict_tombstones(connection, draft, retention.forgotten_channels)
 }
 
 /// What each draft of an append will be: its key looked up among the keys
@@ -551,7 +799,7 @@ fn plan(
 }
 
 /// Appends the keys of the group's stored messages.
-fn remember_keys(transaction: &Transaction<'_>, pending: &[PendingAppend]) -> rusqlite::Result<()> {
+fn remember_keys(transaction: &Connection, pending: &[PendingAppend]) -> rusqlite::Result<()> {
     let mut insert = transaction.prepare_cached(
         "INSERT INTO idempotency_keys (seq, key_hash, fingerprint, subscribers, created)
          VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use comet_store::{Store, StoreOptions};
-use comet_store_disk::DiskStore;
+use comet_store_disk::{DiskOptions, DiskStore};
 
 async fn disk_store(options: StoreOptions) -> Arc<dyn Store> {
     let dir = common::fresh_dir("conformance");
@@ -13,3 +13,20 @@ async fn disk_store(options: StoreOptions) -> Arc<dyn Store> {
 }
 
 comet_store::store_conformance!(disk_store);
+
+/// The suite again, with SQLite committing only when a sweep or the close
+/// asks (or the journal fills): reads go through the writer's tail.
+mod committing_rarely {
+    use super::*;
+
+    async fn disk_store(options: StoreOptions) -> Arc<dyn Store> {
+        let dir = common::fresh_dir("conformance-rarely");
+        let disk = DiskOptions {
+            commit_every: std::time::Duration::from_secs(3600),
+            commit_when_idle: std::time::Duration::from_secs(3600),
+        };
+        Arc::new(DiskStore::open_with(&dir, options, disk).expect("open a fresh store"))
+    }
+
+    comet_store::store_conformance!(disk_store);
+}
