@@ -36,6 +36,7 @@ mod checkpoint;
 mod database;
 mod directory;
 mod draft;
+mod group;
 mod journal;
 mod reader;
 mod retention;

@@ -43,28 +43,30 @@
 //! [`SWEEP_STEP`] segments: a long sweep runs as many short transactions,
 //! with appends served in between.
 
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use comet_protocol::{ChannelName, Epoch, Message, Seq};
-use comet_store::idempotency::{Fingerprint, KeyHash, KeyRecord, KeyTable, Lookup};
+use comet_protocol::{Epoch, Message, Seq};
+use comet_store::idempotency::{Fingerprint, KeyHash, KeyRecord};
 use comet_store::{
     AfterCommit, AppendError, Appended, Clock, CommitListener, Draft as MessageDraft,
-    IdempotencyOptions, Original, Retention, StoreError, stored_size,
+    IdempotencyOptions, Original, Retention, StoreError,
 };
-use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::checkpoint::Checkpointer;
 use crate::database::{Catalog, MAX_SEQ, mark_clean};
 use crate::draft::Draft;
+use crate::group::{
+    DraftedKeys, GroupError, NewKey, PendingAppend, Planned, forget_keys, plan, store_group,
+    store_statements,
+};
 use crate::journal::{Journal, JournalGroup};
-use crate::retention::{evict_tombstones, trim_by_age, trim_by_bytes, trim_by_count};
-use crate::segment::SegmentBuilder;
+use crate::retention::{evict_tombstones, trim_by_age};
 use crate::tail::SharedTail;
 
 /// The most messages committed together: appends are gathered into a
@@ -163,60 +165,6 @@ pub(crate) struct Writer {
     pub(crate) checkpointer: Option<Checkpointer>,
 }
 
-/// An append whose drafts were judged and numbered, waiting for the
-/// group's commit.
-struct PendingAppend {
-    /// What became of each draft (stored messages not yet committed).
-    outcomes: Vec<Appended>,
-    /// The keys of its stored messages, to remember in the same commit.
-    keys: Vec<NewKey>,
-    reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
-    after_commit: Option<AfterCommit>,
-}
-
-impl PendingAppend {
-    fn messages(&self) -> impl Iterator<Item = &Arc<Message>> {
-        self.outcomes.iter().filter_map(|outcome| match outcome {
-            Appended::Stored(message) => Some(message),
-            Appended::Repeat(_) => None,
-        })
-    }
-}
-
-/// A key to remember with its message.
-struct NewKey {
-    hash: KeyHash,
-    record: KeyRecord,
-}
-
-/// What a draft will be, judged before anything is numbered.
-#[derive(Clone, Copy)]
-enum Planned {
-    /// Stored.
-    Store,
-    /// A repeat of a stored publish.
-    Repeat(Original),
-}
-
-/// What the drafts of one append will be.
-enum Plan {
-    /// Every draft is stored: none carries an idempotency key (the common
-    /// case, judged without a list).
-    AllStored,
-    /// Each draft's fate, in the drafts' order.
-    Each(Vec<Planned>),
-}
-
-impl Plan {
-    /// The fate of the draft at `index`.
-    fn of(&self, index: usize) -> Planned {
-        match self {
-            Plan::AllStored => Planned::Store,
-            Plan::Each(planned) => planned[index],
-        }
-    }
-}
-
 /// A group: `first`, every command already waiting, and, while it holds
 /// fewer than `expected` appends, those arriving within [`GATHER_WAIT`];
 /// at most [`MAX_GROUP`] drafts (a batch is never split).
@@ -248,10 +196,6 @@ fn appends_in(group: &[Command]) -> usize {
         .filter(|command| matches!(command, Command::Append(_)))
         .count()
 }
-
-/// Keys stored by earlier appends of the group (or drafts of the append),
-/// with what they stored.
-type DraftedKeys = HashMap<KeyHash, (Fingerprint, Original)>;
 
 impl Writer {
     /// Serves commands until every sender is gone, then closes in order.
@@ -666,164 +610,6 @@ fn begin(connection: &Connection, open_since: &mut Option<Instant>) -> Result<()
         *open_since = Some(Instant::now());
     }
     Ok(())
-}
-
-/// Why a group could not be stored.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum GroupError {
-    #[error("{0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("writing the journal: {0}")]
-    Journal(#[from] std::io::Error),
-}
-
-/// Stores one group in SQLite's open transaction and writes it to the
-/// journal: durable once this returns. If either fails, the caller rolls
-/// the whole transaction back and stores the journal's groups again
-/// ([`Writer::abandon_open`]): a savepoint per group would copy every page
-/// the group changes again, and a group fails only when the disk does.
-fn store_group(
-    connection: &Connection,
-    journal: &mut Journal,
-    retention: &Retention,
-    draft: &mut Draft<'_>,
-    pending: &[PendingAppend],
-    forget_keys_upto: Option<Seq>,
-) -> Result<(), GroupError> {
-    store_statements(connection, retention, draft, pending, forget_keys_upto)?;
-    let messages = pending.iter().flat_map(PendingAppend::messages);
-    let keys = pending
-        .iter()
-        .flat_map(|append| &append.keys)
-        .map(|key| (&key.hash, &key.record));
-    journal.write(messages, keys)?;
-    Ok(())
-}
-
-/// Stores one group of appends and their keys, lets go of the keys up to
-/// `forget_keys_upto`, and applies retention, in the transaction open.
-fn store_statements(
-    connection: &Connection,
-    retention: &Retention,
-    draft: &mut Draft<'_>,
-    pending: &[PendingAppend],
-    forget_keys_upto: Option<Seq>,
-) -> rusqlite::Result<()> {
-    let mut open: HashMap<i64, SegmentBuilder> = HashMap::new();
-    let mut full = Vec::new();
-    for message in pending.iter().flat_map(PendingAppend::messages) {
-        let size = stored_size(message);
-        let channel = draft.channel(connection, message.channel())?;
-        channel.last_seq = message.seq();
-        channel.retained += 1;
-        channel.bytes += size;
-        let id = channel.id;
-        draft.bytes += size;
-        draft.messages += 1;
-        match open.get_mut(&id) {
-            Some(segment) if segment.takes(message) => segment.push(message),
-            _ => {
-                let segment = SegmentBuilder::new(id, message);
-                full.extend(open.insert(id, segment));
-            }
-        }
-    }
-    for segment in full.iter().chain(open.values()) {
-        segment.insert(connection)?;
-    }
-    if let Some(upto) = forget_keys_upto {
-        forget_keys(connection, upto)?;
-    }
-    remember_keys(connection, pending)?;
-    // Each channel the group appended to, once, in the order first met.
-    let mut seen = HashSet::new();
-    let touched: Vec<ChannelName> = pending
-        .iter()
-        .flat_map(PendingAppend::messages)
-        .map(|message| message.channel())
-        .filter(|name| seen.insert(*name))
-        .cloned()
-        .collect();
-    trim_by_count(connection, draft, &touched, retention.max_messages)?;
-    if let Some(max_bytes) = retention.max_bytes {
-        let newest = draft.head;
-        trim_by_bytes(connection, draft, max_bytes, newest)?;
-    }
-    draft.save(connection)?;
-    evict_tombstones(connection, draft, retention.forgotten_channels)
-}
-
-/// What each draft of an append will be: its key looked up among the keys
-/// drafted before it (in this append and this group) and those remembered.
-fn plan(
-    remembered: &KeyTable,
-    drafts: &[MessageDraft],
-    group: &DraftedKeys,
-    head: Seq,
-    oldest_key_kept: u64,
-) -> Result<Plan, AppendError> {
-    if drafts.iter().all(|draft| draft.idempotency_key.is_none()) {
-        return Ok(Plan::AllStored);
-    }
-    let mut planned = Vec::with_capacity(drafts.len());
-    let mut this_append = DraftedKeys::new();
-    let mut next = head.0;
-    for (index, draft) in drafts.iter().enumerate() {
-        let Some(key) = &draft.idempotency_key else {
-            next = next.saturating_add(1);
-            planned.push(Planned::Store);
-            continue;
-        };
-        let fingerprint = Fingerprint::of(&draft.event, draft.data.bytes());
-        let hash = KeyHash::of(&draft.channel, key);
-        let lookup = match this_append.get(&hash).or_else(|| group.get(&hash)) {
-            Some((earlier, original)) if *earlier == fingerprint => Lookup::Repeat(*original),
-            Some(_) => Lookup::Conflict,
-            None => Lookup::judge(remembered.get(&hash), fingerprint, oldest_key_kept),
-        };
-        match lookup {
-            Lookup::Repeat(original) => planned.push(Planned::Repeat(original)),
-            Lookup::Conflict => return Err(AppendError::IdempotencyConflict { index }),
-            Lookup::New => {
-                next = next.saturating_add(1);
-                let original = Original {
-                    seq: Seq(next),
-                    subscribers: draft.subscribers,
-                };
-                this_append.insert(hash, (fingerprint, original));
-                planned.push(Planned::Store);
-            }
-        }
-    }
-    Ok(Plan::Each(planned))
-}
-
-/// Appends the keys of the group's stored messages.
-fn remember_keys(transaction: &Connection, pending: &[PendingAppend]) -> rusqlite::Result<()> {
-    let mut insert = transaction.prepare_cached(
-        "INSERT INTO idempotency_keys (seq, key_hash, fingerprint, subscribers, created)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for key in pending.iter().flat_map(|append| &append.keys) {
-        let record = &key.record;
-        insert.execute(params![
-            record.original.seq.0 as i64,
-            &key.hash.0[..],
-            &record.fingerprint.0[..],
-            record.original.subscribers as i64,
-            record.at_ms as i64,
-        ])?;
-    }
-    Ok(())
-}
-
-/// Deletes the keys of messages up to `upto`: the oldest, chosen by the
-/// writer's [`KeyTable`].
-fn forget_keys(connection: &Connection, upto: Seq) -> rusqlite::Result<()> {
-    connection
-        .prepare_cached("DELETE FROM idempotency_keys WHERE seq <= ?1")?
-        .execute([upto.0 as i64])
-        .map(drop)
 }
 
 #[cfg(test)]
