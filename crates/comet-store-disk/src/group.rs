@@ -83,8 +83,11 @@ pub(crate) type DraftedKeys = HashMap<KeyHash, (Fingerprint, Original)>;
 pub(crate) enum GroupError {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("writing the journal: {0}")]
+    #[error("the journal: {0}")]
     Journal(#[from] std::io::Error),
+    /// The database and the journal do not fit together.
+    #[error("{0}")]
+    Recovery(String),
 }
 
 /// Stores one group in SQLite's open transaction and writes it to the

@@ -484,6 +484,22 @@ mod tests {
     }
 
     #[test]
+    fn a_record_past_the_last_synced_one_is_not_read_back_while_open() {
+        // As a record whose write reached the disk but whose sync failed:
+        // its bytes lie after the end, which stays where it was.
+        let path = directory().join("journal");
+        let (mut journal, _) = Journal::open(&path, &epoch()).unwrap();
+        write(&mut journal, &group(1..=2, false));
+        let unsynced = group(3..=3, false);
+        let record = encode(unsynced.messages.iter(), std::iter::empty());
+        journal
+            .file
+            .write_all_at(&record, HEADER_BYTES + journal.written())
+            .unwrap();
+        assert_eq!(seen(&journal.read().unwrap()), seen(&[group(1..=2, false)]));
+    }
+
+    #[test]
     fn a_journal_of_another_history_is_refused() {
         let path = directory().join("journal");
         drop(Journal::open(&path, &epoch()).unwrap());

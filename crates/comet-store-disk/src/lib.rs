@@ -211,10 +211,12 @@ impl DiskStore {
             commit_when_idle: disk.commit_when_idle,
             checkpointer: Some(Checkpointer::start(&path)?),
         };
-        writer.replay(groups).map_err(|error| {
-            journal_error(journal::JournalError::Io(std::io::Error::other(
-                error.to_string(),
-            )))
+        writer.replay(groups).map_err(|error| OpenError::Io {
+            what: format!(
+                "storing the groups of the journal {} again",
+                journal_path.display()
+            ),
+            source: std::io::Error::other(error.to_string()),
         })?;
         head.store(writer.catalog.head.0, Ordering::Release);
         let (commands, received) = std::sync::mpsc::channel();

@@ -507,7 +507,7 @@ impl Writer {
     /// journal's groups beyond it: after a failed group or commit.
     fn reload(&mut self) -> Result<(), GroupError> {
         let loaded = crate::database::load(&self.connection, &self.path)
-            .map_err(|error| GroupError::Journal(std::io::Error::other(error.to_string())))?;
+            .map_err(|error| GroupError::Recovery(error.to_string()))?;
         self.catalog = loaded.catalog;
         let groups = self.journal.read()?;
         self.replay(groups)
@@ -525,11 +525,11 @@ impl Writer {
                 continue;
             }
             if first.seq().0 != self.catalog.head.0 + 1 {
-                return Err(GroupError::Journal(std::io::Error::other(format!(
+                return Err(GroupError::Recovery(format!(
                     "the journal continues at {} but the history's head is {}",
                     first.seq(),
                     self.catalog.head
-                ))));
+                )));
             }
             let mut keys = group.keys;
             let pending = PendingAppend {

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use comet_store::{Store, StoreOptions};
-use comet_store_disk::{DiskOptions, DiskStore};
+use comet_store_disk::DiskStore;
 
 async fn disk_store(options: StoreOptions) -> Arc<dyn Store> {
     let dir = common::fresh_dir("conformance");
@@ -21,10 +21,7 @@ mod committing_rarely {
 
     async fn disk_store(options: StoreOptions) -> Arc<dyn Store> {
         let dir = common::fresh_dir("conformance-rarely");
-        let disk = DiskOptions {
-            commit_every: std::time::Duration::from_secs(3600),
-            commit_when_idle: std::time::Duration::from_secs(3600),
-        };
+        let disk = common::committing_rarely();
         Arc::new(DiskStore::open_with(&dir, options, disk).expect("open a fresh store"))
     }
 

@@ -21,6 +21,18 @@ fn channel(name: &str) -> ChannelName {
     ChannelName::new(name).unwrap()
 }
 
+/// A draft of `data` to channel `name` under idempotency key `key`.
+fn keyed(name: &str, key: &str, data: &str) -> Draft {
+    Draft {
+        idempotency_key: Some(IdempotencyKey::new(key).unwrap()),
+        ..Draft::new(
+            channel(name),
+            EventType::message(),
+            Data::from(data.to_string()),
+        )
+    }
+}
+
 async fn append(store: &DiskStore, name: &str, data: &str) -> Seq {
     store
         .append(
@@ -353,24 +365,14 @@ async fn concurrent_appends_share_commits_and_all_survive_a_reopen() {
 #[tokio::test]
 async fn a_crash_before_sqlite_commits_keeps_every_acknowledged_message() {
     let dir = fresh_dir("journal-only");
-    let rarely = DiskOptions {
-        commit_every: std::time::Duration::from_secs(3600),
-        commit_when_idle: std::time::Duration::from_secs(3600),
-    };
+    let rarely = common::committing_rarely();
     let store = DiskStore::open_with(&dir, StoreOptions::default(), rarely.clone()).unwrap();
     let mut acknowledged = Vec::new();
     for i in 0..200 {
         append(&store, if i % 3 == 0 { "b" } else { "a" }, &format!("m{i}")).await;
         acknowledged.push(format!("m{i}"));
     }
-    let keyed = || Draft {
-        idempotency_key: Some(IdempotencyKey::new("once").unwrap()),
-        ..Draft::new(
-            channel("a"),
-            EventType::message(),
-            Data::from("k".to_string()),
-        )
-    };
+    let keyed = || keyed("a", "once", "k");
     store.append_batch(vec![keyed()]).await.unwrap();
     let image = crash_image(&dir, "journal-only-image");
     drop(store);
@@ -573,14 +575,7 @@ async fn a_format_2_directory_is_upgraded_and_remembers_keys() {
     downgrade(&dir, 2, &[("a", "kept")]);
     let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
     assert_eq!(all(&store, "a").await, ["kept"]);
-    let draft = || Draft {
-        idempotency_key: Some(IdempotencyKey::new("k").unwrap()),
-        ..Draft::new(
-            channel("a"),
-            EventType::message(),
-            Data::from("x".to_string()),
-        )
-    };
+    let draft = || keyed("a", "k", "x");
     let first = store.append_batch(vec![draft()]).await.unwrap();
     assert!(matches!(first[0], Appended::Stored(_)));
     drop(store);

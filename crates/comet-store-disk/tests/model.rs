@@ -281,11 +281,7 @@ async fn the_durable_store_answers_as_the_memory_store_through_random_histories(
 /// through the tail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_durable_store_answers_as_the_memory_store_from_its_tail() {
-    let rarely = DiskOptions {
-        commit_every: Duration::from_secs(3600),
-        commit_when_idle: Duration::from_secs(3600),
-    };
     for seed in 1..=16 {
-        compare_one_history(seed, 120, rarely.clone()).await;
+        compare_one_history(seed, 120, common::committing_rarely()).await;
     }
 }
