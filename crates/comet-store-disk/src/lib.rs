@@ -207,6 +207,7 @@ impl DiskStore {
             journal,
             tail: tail.clone(),
             open_since: None,
+            unsettled: false,
             commit_every: disk.commit_every,
             commit_when_idle: disk.commit_when_idle,
             checkpointer: Some(Checkpointer::start(&path)?),

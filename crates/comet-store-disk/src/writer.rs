@@ -163,6 +163,10 @@ pub(crate) struct Writer {
     pub(crate) commit_when_idle: Duration,
     /// Checkpoints SQLite's log after commits, beside the writer.
     pub(crate) checkpointer: Option<Checkpointer>,
+    /// True while a failed group or commit could not be followed by storing
+    /// the journal's groups again: the catalog may then be behind what was
+    /// acknowledged, so nothing is numbered until that succeeds.
+    pub(crate) unsettled: bool,
 }
 
 /// A group: `first`, every command already waiting, and, while it holds
@@ -257,6 +261,18 @@ impl Writer {
     }
 
     fn append_group(&mut self, appends: Vec<AppendRequest>) {
+        if self.unsettled {
+            self.abandon_open();
+        }
+        if self.unsettled {
+            let error = StoreError::Unavailable(
+                "the history could not store its journal again after a failed write".into(),
+            );
+            for request in appends {
+                let _ = request.reply.send(Err(clone_error(&error).into()));
+            }
+            return;
+        }
         let now = self.clock.now_ms();
         let oldest_key_kept = self.idempotency.oldest_kept_ms(now);
         let mut draft = Draft::new(&self.catalog);
@@ -492,14 +508,24 @@ impl Writer {
     }
 
     /// Rolls SQLite's open transaction back, if one is open, and stores
-    /// the journal's groups again: after a group or a commit failed.
+    /// the journal's groups again: after a group or a commit failed. If
+    /// that fails too, what it stored is rolled back as well (a commit of
+    /// part of it would start the journal again without the rest), and
+    /// the writer stays unsettled until the next append tries again.
     fn abandon_open(&mut self) {
+        self.roll_back();
+        let reloaded = self.reload();
+        self.unsettled = reloaded.is_err();
+        if let Err(error) = reloaded {
+            self.roll_back();
+            let _ = self.failed("storing the journal's groups again", error);
+        }
+    }
+
+    fn roll_back(&mut self) {
         self.open_since = None;
         if !self.connection.is_autocommit() {
             let _ = self.connection.execute_batch("ROLLBACK");
-        }
-        if let Err(error) = self.reload() {
-            let _ = self.failed("storing the journal's groups again", error);
         }
     }
 
