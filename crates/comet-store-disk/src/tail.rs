@@ -119,6 +119,11 @@ impl SharedTail {
         }
     }
 
+    /// How many channels were appended to since the base.
+    pub(crate) fn channels_appended(&self) -> usize {
+        self.lock().messages.len()
+    }
+
     /// SQLite committed everything up to `head`: the tail starts again
     /// from there.
     pub(crate) fn committed(&self, head: Seq) {

@@ -13,14 +13,17 @@
 //! message.
 //!
 //! SQLite itself commits less often: the groups' statements run in one
-//! transaction (a savepoint each, so a group that fails is undone alone),
-//! committed with `synchronous=FULL` once no command came for
+//! transaction, committed with `synchronous=FULL` once no command came for
 //! `DiskOptions::commit_when_idle`, once the journal holds
-//! [`JOURNAL_COMMIT_BYTES`], once it has been open for
-//! `DiskOptions::commit_every`, and before a sweep or the close. Each commit writes the pages the groups
-//! changed once, not once per group; then the journal starts again. At
-//! start, the journal's groups beyond the database's head are stored again
-//! (see [`Writer::replay`]).
+//! [`JOURNAL_COMMIT_BYTES`] (or [`JOURNAL_COMMIT_BYTES_PER_CHANNEL`] for
+//! each channel appended to since the last commit, if that is more), once
+//! it has been open for `DiskOptions::commit_every`, and before a sweep or
+//! the close. Each commit writes the pages the groups changed once, not
+//! once per group; then the journal starts again. A group or a commit that
+//! fails rolls the whole transaction back, and the journal's groups are
+//! stored again (see [`Writer::abandon_open`]), as at start, where the
+//! journal's groups beyond the database's head are stored again (see
+//! [`Writer::replay`]).
 //!
 //! A group does not always find its company waiting. Its publishers send
 //! their next appends only once their replies are out, and on a busy core
@@ -65,7 +68,7 @@ use crate::group::{
     DraftedKeys, GroupError, NewKey, PendingAppend, Planned, forget_keys, plan, store_group,
     store_statements,
 };
-use crate::journal::{Journal, JournalGroup};
+use crate::journal::{Journal, JournalGroup, PREALLOCATED};
 use crate::retention::{evict_tombstones, trim_by_age};
 use crate::tail::SharedTail;
 
@@ -82,8 +85,14 @@ pub(crate) const GATHER_WAIT: Duration = Duration::from_micros(200);
 /// after a commit, so that it starts again (see `Writer::checkpoint`).
 pub(crate) const LOG_RESET_BYTES: u64 = 4 * 1024 * 1024;
 
-/// The journal bytes past which SQLite's transaction is committed at once.
+/// The journal bytes past which SQLite's transaction is committed at once,
+/// when few channels were appended to since the last commit.
 pub(crate) const JOURNAL_COMMIT_BYTES: u64 = 256 * 1024;
+
+/// The journal bytes per channel appended to since the last commit past
+/// which SQLite's transaction is committed, when that is more than
+/// [`JOURNAL_COMMIT_BYTES`] (at most the journal's preallocated length).
+pub(crate) const JOURNAL_COMMIT_BYTES_PER_CHANNEL: u64 = 2 * 1024;
 
 /// Most expired segments one sweep transaction removes.
 pub(crate) const SWEEP_STEP: usize = 1024;
@@ -193,6 +202,17 @@ fn gather(commands: &Receiver<Command>, first: Command, expected: usize) -> Vec<
     group
 }
 
+/// The journal bytes past which SQLite commits, when `channels` were
+/// appended to since the last commit. A commit writes at least a page for
+/// each of them however few messages each got, so the more channels, the
+/// more groups a commit is worth: [`JOURNAL_COMMIT_BYTES_PER_CHANNEL`] each,
+/// between [`JOURNAL_COMMIT_BYTES`] and the journal's preallocated length.
+fn commit_threshold(channels: usize) -> u64 {
+    (channels as u64)
+        .saturating_mul(JOURNAL_COMMIT_BYTES_PER_CHANNEL)
+        .clamp(JOURNAL_COMMIT_BYTES, PREALLOCATED)
+}
+
 /// How many appends `group` holds.
 fn appends_in(group: &[Command]) -> usize {
     group
@@ -230,12 +250,18 @@ impl Writer {
             let due = self
                 .open_since
                 .is_some_and(|since| since.elapsed() >= self.commit_every)
-                || self.journal.written() >= JOURNAL_COMMIT_BYTES;
+                || self.journal.written() >= self.commit_bytes();
             if due {
                 self.commit_open();
             }
         }
         self.close();
+    }
+
+    /// The journal bytes past which SQLite commits (see
+    /// [`commit_threshold`]).
+    fn commit_bytes(&self) -> u64 {
+        commit_threshold(self.tail.channels_appended())
     }
 
     fn serve(&mut self, group: Vec<Command>) {
@@ -666,6 +692,17 @@ mod tests {
         assert_eq!(appends_in(&group), 4);
         let group = gather(&commands, append(), 1);
         assert_eq!(appends_in(&group), 1, "nothing was waiting");
+    }
+
+    #[test]
+    fn the_more_channels_a_commit_covers_the_later_it_comes_within_the_journal() {
+        assert_eq!(commit_threshold(0), JOURNAL_COMMIT_BYTES);
+        assert_eq!(commit_threshold(1), JOURNAL_COMMIT_BYTES);
+        assert_eq!(commit_threshold(128), JOURNAL_COMMIT_BYTES);
+        assert_eq!(commit_threshold(256), 2 * JOURNAL_COMMIT_BYTES);
+        assert_eq!(commit_threshold(1024), PREALLOCATED);
+        assert_eq!(commit_threshold(5000), PREALLOCATED);
+        assert_eq!(commit_threshold(usize::MAX), PREALLOCATED);
     }
 
     #[test]
