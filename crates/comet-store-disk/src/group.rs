@@ -1,17 +1,16 @@
-//! One group's work in SQLite and the journal: judging each draft's
-//! idempotency key (`plan`), the statements that store the group and apply
-//! retention (`store_statements`), and its journal record (`store_group`).
-//! The writer thread (see `writer`) gathers groups and decides when SQLite
+//! One group's work in SQLite and the journal: the statements that store
+//! the group and apply retention (`store_statements`), and its journal
+//! record (`store_group`). Each draft's idempotency key is judged before
+//! (`comet_store::idempotency::plan`, shared with the memory store). The
+//! writer thread (see `writer`) gathers groups and decides when SQLite
 //! commits.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use comet_protocol::{ChannelName, Message, Seq};
-use comet_store::idempotency::{Fingerprint, KeyHash, KeyRecord, KeyTable, Lookup};
-use comet_store::{
-    AfterCommit, AppendError, Appended, Draft as MessageDraft, Original, Retention, stored_size,
-};
+use comet_store::idempotency::{KeyHash, KeyRecord};
+use comet_store::{AfterCommit, AppendError, Appended, Retention, stored_size};
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
@@ -45,38 +44,6 @@ pub(crate) struct NewKey {
     pub(crate) hash: KeyHash,
     pub(crate) record: KeyRecord,
 }
-
-/// What a draft will be, judged before anything is numbered.
-#[derive(Clone, Copy)]
-pub(crate) enum Planned {
-    /// Stored.
-    Store,
-    /// A repeat of a stored publish.
-    Repeat(Original),
-}
-
-/// What the drafts of one append will be.
-pub(crate) enum Plan {
-    /// Every draft is stored: none carries an idempotency key (the common
-    /// case, judged without a list).
-    AllStored,
-    /// Each draft's fate, in the drafts' order.
-    Each(Vec<Planned>),
-}
-
-impl Plan {
-    /// The fate of the draft at `index`.
-    pub(crate) fn of(&self, index: usize) -> Planned {
-        match self {
-            Plan::AllStored => Planned::Store,
-            Plan::Each(planned) => planned[index],
-        }
-    }
-}
-
-/// Keys stored by earlier appends of the group (or drafts of the append),
-/// with what they stored.
-pub(crate) type DraftedKeys = HashMap<KeyHash, (Fingerprint, Original)>;
 
 /// Why a group could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -164,51 +131,6 @@ pub(crate) fn store_statements(
     }
     draft.save(connection)?;
     evict_tombstones(connection, draft, retention.forgotten_channels)
-}
-
-/// What each draft of an append will be: its key looked up among the keys
-/// drafted before it (in this append and this group) and those remembered.
-pub(crate) fn plan(
-    remembered: &KeyTable,
-    drafts: &[MessageDraft],
-    group: &DraftedKeys,
-    head: Seq,
-    oldest_key_kept: u64,
-) -> Result<Plan, AppendError> {
-    if drafts.iter().all(|draft| draft.idempotency_key.is_none()) {
-        return Ok(Plan::AllStored);
-    }
-    let mut planned = Vec::with_capacity(drafts.len());
-    let mut this_append = DraftedKeys::new();
-    let mut next = head.0;
-    for (index, draft) in drafts.iter().enumerate() {
-        let Some(key) = &draft.idempotency_key else {
-            next = next.saturating_add(1);
-            planned.push(Planned::Store);
-            continue;
-        };
-        let fingerprint = Fingerprint::of(&draft.event, draft.data.bytes());
-        let hash = KeyHash::of(&draft.channel, key);
-        let lookup = match this_append.get(&hash).or_else(|| group.get(&hash)) {
-            Some((earlier, original)) if *earlier == fingerprint => Lookup::Repeat(*original),
-            Some(_) => Lookup::Conflict,
-            None => Lookup::judge(remembered.get(&hash), fingerprint, oldest_key_kept),
-        };
-        match lookup {
-            Lookup::Repeat(original) => planned.push(Planned::Repeat(original)),
-            Lookup::Conflict => return Err(AppendError::IdempotencyConflict { index }),
-            Lookup::New => {
-                next = next.saturating_add(1);
-                let original = Original {
-                    seq: Seq(next),
-                    subscribers: draft.subscribers,
-                };
-                this_append.insert(hash, (fingerprint, original));
-                planned.push(Planned::Store);
-            }
-        }
-    }
-    Ok(Plan::Each(planned))
 }
 
 /// Appends the keys of the group's stored messages.

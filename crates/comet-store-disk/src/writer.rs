@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use comet_protocol::{Epoch, Message, Seq};
-use comet_store::idempotency::{Fingerprint, KeyHash, KeyRecord};
+use comet_store::idempotency::{DraftedKeys, Fingerprint, KeyHash, KeyRecord, Planned, plan};
 use comet_store::{
     AfterCommit, AppendError, Appended, Clock, CommitListener, Draft as MessageDraft,
     IdempotencyOptions, Original, Retention, StoreError,
@@ -64,10 +64,7 @@ use tokio::sync::oneshot;
 use crate::checkpoint::Checkpointer;
 use crate::database::{Catalog, MAX_SEQ, mark_clean};
 use crate::draft::Draft;
-use crate::group::{
-    DraftedKeys, GroupError, NewKey, PendingAppend, Planned, forget_keys, plan, store_group,
-    store_statements,
-};
+use crate::group::{GroupError, NewKey, PendingAppend, forget_keys, store_group, store_statements};
 use crate::journal::{Journal, JournalGroup, PREALLOCATED};
 use crate::retention::{evict_tombstones, trim_by_age};
 use crate::tail::SharedTail;
@@ -319,9 +316,7 @@ impl Writer {
                     continue;
                 }
             };
-            let stored = (0..request.drafts.len())
-                .filter(|&index| matches!(planned.of(index), Planned::Store))
-                .count() as u64;
+            let stored = planned.stored(request.drafts.len()) as u64;
             let room = draft
                 .head
                 .0

@@ -18,6 +18,9 @@
 //! ([`Fingerprint`]): a remembered key costs the same whatever the key's
 //! and the message's size.
 //!
+//! [`plan`] judges an append's drafts before anything is stored, for
+//! both stores.
+//!
 //! [`KeyTable`] holds them in memory, oldest first: the memory store's keys,
 //! and the durable store's index of the keys it keeps on disk (looked up
 //! without reading the disk; rows appended in sequence order, so
@@ -28,6 +31,8 @@ use std::time::Duration;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use comet_protocol::{ChannelName, EventType, IdempotencyKey, Seq};
+
+use crate::{AppendError, Draft};
 
 /// How long and how many keys a store remembers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +151,95 @@ impl Lookup {
             _ => Self::New,
         }
     }
+}
+
+/// What a draft will be, judged before anything is numbered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Planned {
+    /// Stored.
+    Store,
+    /// A repeat of a stored publish.
+    Repeat(Original),
+}
+
+/// What the drafts of one append will be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Every draft is stored: none carries an idempotency key (the common
+    /// case, judged without a list).
+    AllStored,
+    /// Each draft's fate, in the drafts' order.
+    Each(Vec<Planned>),
+}
+
+impl Plan {
+    /// The fate of the draft at `index`.
+    pub fn of(&self, index: usize) -> Planned {
+        match self {
+            Plan::AllStored => Planned::Store,
+            Plan::Each(planned) => planned[index],
+        }
+    }
+
+    /// How many of `count` drafts are stored.
+    pub fn stored(&self, count: usize) -> usize {
+        match self {
+            Plan::AllStored => count,
+            Plan::Each(planned) => planned.iter().filter(|p| **p == Planned::Store).count(),
+        }
+    }
+}
+
+/// Keys drafted but not yet remembered (by earlier appends stored with
+/// this one, or earlier drafts of it), with what they stored.
+pub type DraftedKeys = HashMap<KeyHash, (Fingerprint, Original)>;
+
+/// What each of an append's `drafts` will be, judged before anything is
+/// stored: each key is looked up among the keys drafted before it (in this
+/// append, then in `drafted`) and those `remembered`; the drafts stored are
+/// numbered from after `head`. A key reused for other content fails the
+/// whole append.
+pub fn plan(
+    remembered: &KeyTable,
+    drafts: &[Draft],
+    drafted: &DraftedKeys,
+    head: Seq,
+    oldest_kept_ms: u64,
+) -> Result<Plan, AppendError> {
+    if drafts.iter().all(|draft| draft.idempotency_key.is_none()) {
+        return Ok(Plan::AllStored);
+    }
+    let mut planned = Vec::with_capacity(drafts.len());
+    let mut this_append = DraftedKeys::new();
+    let mut next = head.0;
+    for (index, draft) in drafts.iter().enumerate() {
+        let Some(key) = &draft.idempotency_key else {
+            next = next.saturating_add(1);
+            planned.push(Planned::Store);
+            continue;
+        };
+        let fingerprint = Fingerprint::of(&draft.event, draft.data.bytes());
+        let hash = KeyHash::of(&draft.channel, key);
+        let lookup = match this_append.get(&hash).or_else(|| drafted.get(&hash)) {
+            Some((earlier, original)) if *earlier == fingerprint => Lookup::Repeat(*original),
+            Some(_) => Lookup::Conflict,
+            None => Lookup::judge(remembered.get(&hash), fingerprint, oldest_kept_ms),
+        };
+        match lookup {
+            Lookup::Repeat(original) => planned.push(Planned::Repeat(original)),
+            Lookup::Conflict => return Err(AppendError::IdempotencyConflict { index }),
+            Lookup::New => {
+                next = next.saturating_add(1);
+                let original = Original {
+                    seq: Seq(next),
+                    subscribers: draft.subscribers,
+                };
+                this_append.insert(hash, (fingerprint, original));
+                planned.push(Planned::Store);
+            }
+        }
+    }
+    Ok(Plan::Each(planned))
 }
 
 /// Remembered keys in memory, oldest first.

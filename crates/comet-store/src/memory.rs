@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use comet_protocol::{ChannelName, Cursor, Data, Epoch, EventType, Message, Seq};
 
 use crate::forgotten::FoldedMarks;
-use crate::idempotency::{Fingerprint, KeyHash, KeyRecord, KeyTable, Lookup};
+use crate::idempotency::{DraftedKeys, Fingerprint, KeyHash, KeyRecord, KeyTable, Planned, plan};
 use crate::{
     AppendError, Appended, ChannelSummary, Clock, CommitListener, Draft, Footprint, History,
     IdempotencyOptions, Original, ReadLimit, Retention, Store, StoreError, StoreOptions, new_epoch,
@@ -428,16 +428,22 @@ impl Store for MemoryStore {
         inner
             .keys
             .forget_old(oldest_key_kept, self.idempotency.max_keys);
-        let outcomes = plan(inner, &drafts, oldest_key_kept)?;
-        let stored_count = outcomes.iter().filter(|o| o.is_none()).count() as u64;
+        let planned = plan(
+            &inner.keys,
+            &drafts,
+            &DraftedKeys::new(),
+            inner.head,
+            oldest_key_kept,
+        )?;
+        let stored_count = planned.stored(drafts.len()) as u64;
         if inner.head.0.checked_add(stored_count).is_none() {
             return Err(StoreError::SequenceExhausted.into());
         }
         let mut appended = Vec::with_capacity(drafts.len());
-        for (draft, outcome) in drafts.into_iter().zip(outcomes) {
-            appended.push(match outcome {
-                Some(original) => Appended::Repeat(original),
-                None => Appended::Stored(self.store_one(inner, draft, now)),
+        for (index, draft) in drafts.into_iter().enumerate() {
+            appended.push(match planned.of(index) {
+                Planned::Repeat(original) => Appended::Repeat(original),
+                Planned::Store => Appended::Stored(self.store_one(inner, draft, now)),
             });
         }
         inner
@@ -580,49 +586,6 @@ impl Store for MemoryStore {
     async fn check_health(&self) -> Result<(), StoreError> {
         Ok(())
     }
-}
-
-/// What each of `drafts` will be, decided before anything is stored: a
-/// repeat of what `inner` remembers of its key (or of an earlier draft of
-/// the same key), or `None`, to be stored. A key reused for other content
-/// fails the whole append.
-fn plan(
-    inner: &Inner,
-    drafts: &[Draft],
-    oldest_key_kept: u64,
-) -> Result<Vec<Option<Original>>, AppendError> {
-    let mut outcomes = Vec::with_capacity(drafts.len());
-    // Keys of earlier drafts of this append, with where they will be stored.
-    let mut drafted: HashMap<KeyHash, (Fingerprint, Original)> = HashMap::new();
-    let mut next = inner.head.0;
-    for (index, draft) in drafts.iter().enumerate() {
-        let Some(key) = &draft.idempotency_key else {
-            next = next.saturating_add(1);
-            outcomes.push(None);
-            continue;
-        };
-        let fingerprint = Fingerprint::of(&draft.event, draft.data.bytes());
-        let hash = KeyHash::of(&draft.channel, key);
-        let lookup = match drafted.get(&hash) {
-            Some((earlier, original)) if *earlier == fingerprint => Lookup::Repeat(*original),
-            Some(_) => Lookup::Conflict,
-            None => Lookup::judge(inner.keys.get(&hash), fingerprint, oldest_key_kept),
-        };
-        match lookup {
-            Lookup::Repeat(original) => outcomes.push(Some(original)),
-            Lookup::Conflict => return Err(AppendError::IdempotencyConflict { index }),
-            Lookup::New => {
-                next = next.saturating_add(1);
-                let original = Original {
-                    seq: Seq(next),
-                    subscribers: draft.subscribers,
-                };
-                drafted.insert(hash, (fingerprint, original));
-                outcomes.push(None);
-            }
-        }
-    }
-    Ok(outcomes)
 }
 
 /// Gives other tasks a turn, without depending on a runtime: this crate's
