@@ -132,6 +132,11 @@ impl DataDirectory {
         self.path.join(JOURNAL)
     }
 
+    /// SQLite's write-ahead log, beside the database file.
+    pub(crate) fn log(&self) -> PathBuf {
+        log_of(&self.database())
+    }
+
     fn inspect(&self) -> Result<Found, OpenError> {
         let database = self.database();
         if !database.exists() {
@@ -215,6 +220,11 @@ fn take_lock(path: &Path) -> Result<File, OpenError> {
     Ok(file)
 }
 
+/// SQLite's write-ahead log of the database file `database`.
+fn log_of(database: &Path) -> PathBuf {
+    database.with_file_name(format!("{DATABASE}-wal"))
+}
+
 /// Reads the format fields without writing anything.
 fn check_format(database: &Path) -> Result<Found, OpenError> {
     let unknown = |reason: String| OpenError::UnknownFormat {
@@ -224,7 +234,7 @@ fn check_format(database: &Path) -> Result<Found, OpenError> {
     // Without a pending log, look at the file as immutable: SQLite then
     // creates no `-wal` or `-shm` beside it. With one (after a crash), the
     // log may hold the newest header, so read through it.
-    let wal = database.with_file_name(format!("{DATABASE}-wal"));
+    let wal = log_of(database);
     let pending_log = std::fs::metadata(&wal).is_ok_and(|meta| meta.len() > 0);
     let opened = if pending_log {
         Connection::open_with_flags(

@@ -196,6 +196,7 @@ impl DiskStore {
         let mut writer = Writer {
             connection,
             path: path.clone(),
+            log: directory.log(),
             epoch: epoch.clone(),
             catalog: loaded.catalog,
             retention: options.retention.clone(),

@@ -150,6 +150,8 @@ impl Command {
 pub(crate) struct Writer {
     pub(crate) connection: Connection,
     pub(crate) path: PathBuf,
+    /// SQLite's write-ahead log, beside the database.
+    pub(crate) log: PathBuf,
     pub(crate) epoch: Epoch,
     pub(crate) catalog: Catalog,
     pub(crate) retention: Retention,
@@ -502,14 +504,7 @@ impl Writer {
     /// there in time: the writer then checkpoints it whole itself, and the
     /// log starts again from its beginning, written over in place.
     fn checkpoint(&self) {
-        let log = self.path.with_file_name(format!(
-            "{}-wal",
-            self.path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .unwrap_or_default()
-        ));
-        let grown = std::fs::metadata(&log).is_ok_and(|log| log.len() > LOG_RESET_BYTES);
+        let grown = std::fs::metadata(&self.log).is_ok_and(|log| log.len() > LOG_RESET_BYTES);
         if !grown {
             self.nudge_checkpointer();
             return;
