@@ -211,8 +211,15 @@ pub(crate) fn whole_answer(
     push_result(&mut body, channel, published);
     let mut answer = body.into_bytes();
     let length = answer.len();
-    let status = status_of(published);
-    socket::push_answer_head(&mut answer, status, length, "", allow_origin, true, None);
+    let head = socket::AnswerHead {
+        status: status_of(published),
+        length,
+        cache_control: "",
+        allow_origin,
+        keep_alive: true,
+        header: None,
+    };
+    head.push_to(&mut answer);
     answer.rotate_left(length);
     answer
 }

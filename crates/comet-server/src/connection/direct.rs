@@ -498,14 +498,15 @@ async fn write_answer(
         Ok(body) => (answer.status, body, None),
         Err(error) => (error.status, error.body(), error.header),
     };
-    let head = socket::answer_head(
+    let head = socket::AnswerHead {
         status,
-        body.len(),
-        answer.cache_control,
+        length: body.len(),
+        cache_control: answer.cache_control,
         allow_origin,
         keep_alive,
         header,
-    );
+    }
+    .to_bytes();
     let timeout = state.config.write_timeout;
     let sent = socket::send(stream, &[&head], &[body], b"", timeout, state).await;
     sent.is_ok() && keep_alive

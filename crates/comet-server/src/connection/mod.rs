@@ -56,7 +56,7 @@ use crate::error::ApiError;
 use crate::metrics::{Closed, ConnectionRefusal};
 use crate::throttle::Throttled;
 use crate::transport::live::Framing;
-use crate::transport::socket::{answer_head, stream_to};
+use crate::transport::socket::{AnswerHead, stream_to};
 use crate::transport::websocket;
 use crate::{AppState, REFUSAL_WARNING_INTERVAL};
 use futures::FutureExt;
@@ -310,7 +310,15 @@ async fn refuse(mut stream: TcpStream, error: ApiError) {
     // Head and body in one write: a client that reads no further than the
     // first segment it gets (a WebSocket library refused its upgrade)
     // still has the error's body.
-    let mut answer = answer_head(error.status, body.len(), "", None, false, error.header);
+    let mut answer = AnswerHead {
+        status: error.status,
+        length: body.len(),
+        cache_control: "",
+        allow_origin: None,
+        keep_alive: false,
+        header: error.header,
+    }
+    .to_bytes();
     answer.extend_from_slice(&body);
     let mut discard = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut discard)).await;

@@ -210,14 +210,15 @@ impl Catch for SocketCatch {
             }
         };
         let body = poll::caught_answer(message);
-        let head = socket::answer_head(
-            StatusCode::OK,
-            body.len(),
-            socket::NO_STORE,
-            self.allow_origin.as_ref(),
-            self.keep_alive,
-            None,
-        );
+        let head = socket::AnswerHead {
+            status: StatusCode::OK,
+            length: body.len(),
+            cache_control: socket::NO_STORE,
+            allow_origin: self.allow_origin.as_ref(),
+            keep_alive: self.keep_alive,
+            header: None,
+        }
+        .to_bytes();
         let segments = [&head[..], &body[..]];
         let outcome = match socket::write_from(&stream, segments.into_iter(), 0) {
             Ok(written) => Outcome::Written(unsent(&head, &body, written)),

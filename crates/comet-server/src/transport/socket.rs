@@ -191,61 +191,63 @@ pub(crate) async fn send(
 pub(crate) const NO_STORE: &str = "cache-control: no-store\r\n";
 
 /// The head of a JSON answer.
-pub(crate) fn answer_head(
-    status: StatusCode,
-    length: usize,
-    cache_control: &str,
-    allow_origin: Option<&AllowOrigin>,
-    keep_alive: bool,
-    header: Option<(&str, &str)>,
-) -> Vec<u8> {
-    let mut head = Vec::with_capacity(256);
-    push_answer_head(
-        &mut head,
-        status,
-        length,
-        cache_control,
-        allow_origin,
-        keep_alive,
-        header,
-    );
-    head
+pub(crate) struct AnswerHead<'a> {
+    pub(crate) status: StatusCode,
+    /// The body's length.
+    pub(crate) length: usize,
+    /// A `cache-control` line (such as [`NO_STORE`]), or nothing.
+    pub(crate) cache_control: &'a str,
+    /// The CORS lines, if the request's origin is allowed.
+    pub(crate) allow_origin: Option<&'a AllowOrigin>,
+    /// False to close the connection after the answer.
+    pub(crate) keep_alive: bool,
+    /// One more header, such as an error's `retry-after`.
+    pub(crate) header: Option<(&'a str, &'a str)>,
 }
 
-/// Appends the head of a JSON answer to `head` (see [`answer_head`]).
-pub(crate) fn push_answer_head(
-    head: &mut Vec<u8>,
-    status: StatusCode,
-    length: usize,
-    cache_control: &str,
-    allow_origin: Option<&AllowOrigin>,
-    keep_alive: bool,
-    header: Option<(&str, &str)>,
-) {
-    // Written by hand rather than with `write!`: every publish's answer
-    // starts here, and the formatting machinery was a visible share of it.
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(status.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-    head.extend_from_slice(b"\r\ncontent-type: application/json\r\n");
-    head.extend_from_slice(cache_control.as_bytes());
-    if let Some(origin) = allow_origin {
-        origin.write_lines(head);
+impl AnswerHead<'_> {
+    /// The head as bytes.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut head = Vec::with_capacity(256);
+        self.push_to(&mut head);
+        head
     }
-    if let Some((name, value)) = header {
-        for piece in [name, ": ", value, "\r\n"] {
-            head.extend_from_slice(piece.as_bytes());
+
+    /// Appends the head to `head`.
+    pub(crate) fn push_to(&self, head: &mut Vec<u8>) {
+        let AnswerHead {
+            status,
+            length,
+            cache_control,
+            allow_origin,
+            keep_alive,
+            header,
+        } = *self;
+        // Written by hand rather than with `write!`: every publish's answer
+        // starts here, and the formatting machinery was a visible share of it.
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(status.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+        head.extend_from_slice(b"\r\ncontent-type: application/json\r\n");
+        head.extend_from_slice(cache_control.as_bytes());
+        if let Some(origin) = allow_origin {
+            origin.write_lines(head);
         }
+        if let Some((name, value)) = header {
+            for piece in [name, ": ", value, "\r\n"] {
+                head.extend_from_slice(piece.as_bytes());
+            }
+        }
+        if !keep_alive {
+            head.extend_from_slice(b"connection: close\r\n");
+        }
+        head.extend_from_slice(b"content-length: ");
+        head.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+        head.extend_from_slice(b"\r\ndate: ");
+        http_date(|date| head.extend_from_slice(date.as_bytes()));
+        head.extend_from_slice(b"\r\n\r\n");
     }
-    if !keep_alive {
-        head.extend_from_slice(b"connection: close\r\n");
-    }
-    head.extend_from_slice(b"content-length: ");
-    head.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-    head.extend_from_slice(b"\r\ndate: ");
-    http_date(|date| head.extend_from_slice(date.as_bytes()));
-    head.extend_from_slice(b"\r\n\r\n");
 }
 
 /// One non-blocking write of `segments`, skipping the first `skip` bytes
