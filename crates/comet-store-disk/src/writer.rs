@@ -277,7 +277,9 @@ impl Writer {
         }
         if !sweeps.is_empty() {
             self.commit_open();
-            let result = self.sweep().map_err(|error| self.failed("sweeping", error));
+            let result = self
+                .settle()
+                .and_then(|()| self.sweep().map_err(|error| self.failed("sweeping", error)));
             self.nudge_checkpointer();
             for reply in sweeps {
                 let _ = reply.send(result.as_ref().map(|more| *more).map_err(clone_error));
@@ -285,14 +287,23 @@ impl Writer {
         }
     }
 
-    fn append_group(&mut self, appends: Vec<AppendRequest>) {
+    /// After a failed write whose journal could not be stored again, tries
+    /// that again: an error while it still fails (nothing is numbered or
+    /// swept until it succeeds).
+    fn settle(&mut self) -> Result<(), StoreError> {
         if self.unsettled {
             self.abandon_open();
         }
         if self.unsettled {
-            let error = StoreError::Unavailable(
+            return Err(StoreError::Unavailable(
                 "the history could not store its journal again after a failed write".into(),
-            );
+            ));
+        }
+        Ok(())
+    }
+
+    fn append_group(&mut self, appends: Vec<AppendRequest>) {
+        if let Err(error) = self.settle() {
             for request in appends {
                 let _ = request.reply.send(Err(clone_error(&error).into()));
             }
@@ -640,6 +651,7 @@ impl Writer {
 fn clone_error(error: &StoreError) -> StoreError {
     match error {
         StoreError::SequenceExhausted => StoreError::SequenceExhausted,
+        StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
         other => StoreError::Unavailable(other.to_string()),
     }
 }

@@ -1,5 +1,8 @@
 //! What the durable store's test files share.
 
+// Each test file uses some of these.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
