@@ -298,10 +298,7 @@ async fn a_newer_format_is_refused_untouched() {
     let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
     append(&store, "a", "x").await;
     drop(store);
-    {
-        let newer = rusqlite_connection(&dir.join("history.db"));
-        newer.execute_batch("PRAGMA user_version = 99;").unwrap();
-    }
+    mark_format(&dir, 99);
     let before = file_bytes(&dir);
     let error = DiskStore::open(&dir, StoreOptions::default())
         .err()
@@ -478,9 +475,7 @@ async fn a_format_4_directory_is_upgraded_with_a_journal() {
     append(&store, "a", "kept").await;
     drop(store);
     std::fs::remove_file(dir.join("history.journal")).unwrap();
-    rusqlite_connection(&dir.join("history.db"))
-        .execute_batch("PRAGMA user_version = 4;")
-        .unwrap();
+    mark_format(&dir, 4);
     let store = DiskStore::open(&dir, StoreOptions::default()).unwrap();
     assert_eq!(all(&store, "a").await, ["kept"]);
     append(&store, "a", "more").await;
@@ -493,6 +488,13 @@ async fn a_format_4_directory_is_upgraded_with_a_journal() {
 
 fn rusqlite_connection(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
+}
+
+/// Writes `version` as the format of the history in `dir`.
+fn mark_format(dir: &Path, version: u32) {
+    rusqlite_connection(&dir.join("history.db"))
+        .execute_batch(&format!("PRAGMA user_version = {version};"))
+        .unwrap();
 }
 
 /// Makes the store in `dir` look as a build of format `version` (1 to 3)
