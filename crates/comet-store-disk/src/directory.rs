@@ -132,11 +132,6 @@ impl DataDirectory {
         self.path.join(JOURNAL)
     }
 
-    /// SQLite's write-ahead log, beside the database file.
-    pub(crate) fn log(&self) -> PathBuf {
-        log_of(&self.database())
-    }
-
     fn inspect(&self) -> Result<Found, OpenError> {
         let database = self.database();
         if !database.exists() {

@@ -52,7 +52,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use checkpoint::Checkpointer;
+use checkpoint::{Checkpointer, LogPages};
 use comet_protocol::{ChannelName, Epoch, Message, Seq};
 use comet_store::{
     AfterCommit, AppendError, Appended, ChannelSummary, CommitListener, Draft, Footprint, History,
@@ -159,6 +159,10 @@ impl DiskStore {
             None => database::connect(&path)?,
         };
         database::configure_writer(&connection)?;
+        let log = LogPages::watch(&mut connection).map_err(|source| OpenError::Sqlite {
+            what: "watching the history's log".into(),
+            source,
+        })?;
         database::upgrade(&mut connection)?;
         database::mark_clean(&connection, false).map_err(|source| OpenError::Sqlite {
             what: "marking the history open".into(),
@@ -196,7 +200,7 @@ impl DiskStore {
         let mut writer = Writer {
             connection,
             path: path.clone(),
-            log: directory.log(),
+            log,
             epoch: epoch.clone(),
             catalog: loaded.catalog,
             retention: options.retention.clone(),

@@ -61,7 +61,7 @@ use comet_store::{
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use crate::checkpoint::Checkpointer;
+use crate::checkpoint::{Checkpointer, LogPages};
 use crate::database::{Catalog, MAX_SEQ, mark_clean};
 use crate::draft::Draft;
 use crate::group::{GroupError, NewKey, PendingAppend, forget_keys, store_group, store_statements};
@@ -78,9 +78,10 @@ pub(crate) const MAX_GROUP: usize = 1024;
 /// on their way (see the module docs).
 pub(crate) const GATHER_WAIT: Duration = Duration::from_micros(200);
 
-/// The size of SQLite's log past which the writer checkpoints it whole
-/// after a commit, so that it starts again (see `Writer::checkpoint`).
-pub(crate) const LOG_RESET_BYTES: u64 = 4 * 1024 * 1024;
+/// The pages SQLite's log may hold (about 4 MiB of 4 KiB pages) past
+/// which the writer checkpoints it whole after a commit, so that it starts
+/// again (see `Writer::checkpoint`).
+pub(crate) const LOG_RESET_PAGES: i32 = 1024;
 
 /// The journal bytes past which SQLite's transaction is committed at once,
 /// when few channels were appended to since the last commit.
@@ -150,8 +151,8 @@ impl Command {
 pub(crate) struct Writer {
     pub(crate) connection: Connection,
     pub(crate) path: PathBuf,
-    /// SQLite's write-ahead log, beside the database.
-    pub(crate) log: PathBuf,
+    /// How much SQLite's write-ahead log holds, told after each commit.
+    pub(crate) log: LogPages,
     pub(crate) epoch: Epoch,
     pub(crate) catalog: Catalog,
     pub(crate) retention: Retention,
@@ -508,14 +509,14 @@ impl Writer {
     }
 
     /// Checkpoints SQLite's log after a commit: beside the writer, by the
-    /// checkpointer, unless the log has grown past [`LOG_RESET_BYTES`].
+    /// checkpointer, unless the log holds more than [`LOG_RESET_PAGES`].
     /// The log starts again from its beginning only when a transaction
     /// begins after a complete checkpoint, and the writer begins its next
     /// one at once, so under steady appends the checkpointer never gets
     /// there in time: the writer then checkpoints it whole itself, and the
     /// log starts again from its beginning, written over in place.
     fn checkpoint(&self) {
-        let grown = std::fs::metadata(&self.log).is_ok_and(|log| log.len() > LOG_RESET_BYTES);
+        let grown = self.log.held() > LOG_RESET_PAGES;
         if !grown {
             self.nudge_checkpointer();
             return;
