@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use comet_store::Retention;
 use comet_testkit::{TestServer, client, encode, publish, wait_for_metric, within};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -221,13 +220,7 @@ async fn several_channels_poll_with_one_cursor() {
 
 #[tokio::test]
 async fn a_trimmed_history_is_reported_in_a_gaps_field() {
-    let server = TestServer::builder()
-        .retention(Retention {
-            max_messages: 2,
-            max_age: None,
-            ..Retention::default()
-        })
-        .start();
+    let server = TestServer::builder().keep_messages(2).start();
     let http = client();
     let first = publish(&http, &server.base(), "news", "0").await;
     for i in 1..6 {

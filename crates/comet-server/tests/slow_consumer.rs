@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use comet_store::Retention;
 use comet_testkit::{SseStream, TestServer, client, publish, raw, within};
 
 const SSE_REQUEST: &[u8] = b"GET /sse/slow HTTP/1.1\r\nhost: test\r\n\r\n";
@@ -17,11 +16,7 @@ fn payload(i: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_subscriber_holds_back_nobody_and_later_learns_of_its_gap() {
     let server = TestServer::builder()
-        .retention(Retention {
-            max_messages: 50,
-            max_age: None,
-            ..Retention::default()
-        })
+        .keep_messages(50)
         .config(|c| c.write_timeout = Duration::from_secs(600))
         .start();
     let http = client();

@@ -1,8 +1,9 @@
 //! `GET /sse/{channels}` against the real server: headers, byte-exact
 //! framing, ids and resume, heartbeats, gaps.
 
-use comet_store::Retention;
-use comet_testkit::{SseStream, TestServer, client, encode, publish, publish_event};
+use comet_testkit::{
+    SseStream, TestServer, client, encode, publish, publish_event, publish_numbered,
+};
 
 async fn open(server: &TestServer, path: &str) -> SseStream {
     let response = client().get(server.url(path)).send().await.unwrap();
@@ -158,10 +159,7 @@ async fn heartbeats_are_lone_comment_lines_that_dispatch_nothing() {
 async fn resume_point_precedence_is_header_then_last_event_id_then_since() {
     let server = TestServer::start();
     let http = client();
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        ids.push(publish(&http, &server.base(), "news", &i.to_string()).await);
-    }
+    let ids = publish_numbered(&http, &server.base(), "news", 4).await;
     let both = format!(
         "/sse/news?since={}&lastEventId={}",
         encode(&ids[0]),
@@ -246,18 +244,9 @@ async fn several_channels_share_one_stream_and_one_cursor() {
 
 #[tokio::test]
 async fn resuming_before_the_retained_history_starts_with_a_gap_event() {
-    let server = TestServer::builder()
-        .retention(Retention {
-            max_messages: 3,
-            max_age: None,
-            ..Retention::default()
-        })
-        .start();
+    let server = TestServer::builder().keep_messages(3).start();
     let http = client();
-    let mut ids = Vec::new();
-    for i in 0..10 {
-        ids.push(publish(&http, &server.base(), "news", &i.to_string()).await);
-    }
+    let ids = publish_numbered(&http, &server.base(), "news", 10).await;
     let mut stream = open_with_header(&server, "/sse/news", &ids[1]).await;
     let events = stream.events(4).await;
     assert_eq!(events[0].event, "comet-gap");

@@ -1,7 +1,8 @@
 //! `GET /stream/{channels}`: HTTP streaming as NDJSON.
 
-use comet_store::Retention;
-use comet_testkit::{NdjsonStream, TestServer, client, encode, publish, publish_event};
+use comet_testkit::{
+    NdjsonStream, TestServer, client, encode, publish, publish_event, publish_numbered,
+};
 use serde_json::json;
 
 async fn open(server: &TestServer, path: &str) -> NdjsonStream {
@@ -58,18 +59,9 @@ async fn heartbeats_are_lines_that_are_not_messages() {
 
 #[tokio::test]
 async fn resume_with_since_and_gaps_as_lines() {
-    let server = TestServer::builder()
-        .retention(Retention {
-            max_messages: 3,
-            max_age: None,
-            ..Retention::default()
-        })
-        .start();
+    let server = TestServer::builder().keep_messages(3).start();
     let http = client();
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(publish(&http, &server.base(), "news", &i.to_string()).await);
-    }
+    let ids = publish_numbered(&http, &server.base(), "news", 6).await;
     // Within the retained history: no gap.
     let mut exact = open(&server, &format!("/stream/news?since={}", encode(&ids[3]))).await;
     assert_eq!(exact.next_item().await.unwrap()["data"], "4");

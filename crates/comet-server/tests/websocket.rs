@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use comet_store::Retention;
 use comet_testkit::raw;
 use comet_testkit::ws::{Frame, RawWebSocket, masked};
-use comet_testkit::{TestServer, client, encode, metrics, publish, publish_event, within};
+use comet_testkit::{
+    TestServer, client, encode, metrics, publish, publish_event, publish_numbered, within,
+};
 use serde_json::json;
 
 async fn open(server: &TestServer, path: &str) -> RawWebSocket {
@@ -56,18 +57,9 @@ async fn each_message_is_one_text_frame_holding_the_ndjson_object() {
 
 #[tokio::test]
 async fn resume_with_since_is_exact_and_gaps_are_objects() {
-    let server = TestServer::builder()
-        .retention(Retention {
-            max_messages: 3,
-            max_age: None,
-            ..Retention::default()
-        })
-        .start();
+    let server = TestServer::builder().keep_messages(3).start();
     let http = client();
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(publish(&http, &server.base(), "news", &i.to_string()).await);
-    }
+    let ids = publish_numbered(&http, &server.base(), "news", 6).await;
     let mut exact = open(&server, &format!("/ws/news?since={}", encode(&ids[3]))).await;
     assert_eq!(exact.next_item().await["data"], "4");
     assert_eq!(exact.next_item().await["data"], "5");

@@ -56,6 +56,21 @@ pub async fn publish(client: &reqwest::Client, base: &str, channel: &str, data: 
     publish_event(client, base, channel, None, data).await
 }
 
+/// Publishes `"0"`, `"1"`, … up to `count` messages to `channel` on the
+/// server at `base`, one after the other, and returns their ids in order.
+pub async fn publish_numbered(
+    client: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    count: usize,
+) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for number in 0..count {
+        ids.push(publish(client, base, channel, &number.to_string()).await);
+    }
+    ids
+}
+
 /// Publishes with an event type and returns the id.
 pub async fn publish_event(
     client: &reqwest::Client,

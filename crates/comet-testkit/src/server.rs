@@ -99,6 +99,16 @@ impl TestServerBuilder {
         self
     }
 
+    /// Retention by count alone: each channel keeps its newest `messages`,
+    /// however old they are.
+    pub fn keep_messages(self, messages: usize) -> Self {
+        self.retention(Retention {
+            max_messages: messages,
+            max_age: None,
+            ..Retention::default()
+        })
+    }
+
     /// Sets the live window.
     pub fn live_window(mut self, messages: usize) -> Self {
         self.hub.live_window = messages;
