@@ -39,8 +39,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use comet_protocol::{ChannelName, Epoch, Seq};
-use comet_store::Original;
 use comet_store::idempotency::{Fingerprint, KeyHash, KeyRecord, KeyTable};
+use comet_store::{Footprint, Original};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
@@ -74,6 +74,19 @@ pub(crate) struct Catalog {
     pub(crate) forgotten: u64,
     /// The idempotency keys on disk.
     pub(crate) keys: KeyTable,
+}
+
+impl Catalog {
+    /// What the store holds, by this catalog.
+    pub(crate) fn footprint(&self) -> Footprint {
+        Footprint {
+            channels: self.channels.len() as u64,
+            forgotten_channels: self.forgotten,
+            messages: self.messages,
+            bytes: self.bytes,
+            idempotency_keys: self.keys.len() as u64,
+        }
+    }
 }
 
 /// The highest sequence number SQLite's signed 64-bit integers hold: the

@@ -56,7 +56,7 @@ use checkpoint::{Checkpointer, LogPages};
 use comet_protocol::{ChannelName, Epoch, Message, Seq};
 use comet_store::{
     AfterCommit, AppendError, Appended, ChannelSummary, CommitListener, Draft, Footprint, History,
-    ReadLimit, Store, StoreError, StoreOptions, new_epoch,
+    ReadLimit, SharedFootprint, Store, StoreError, StoreOptions, new_epoch,
 };
 pub use directory::OpenError;
 use directory::{DataDirectory, Found};
@@ -64,7 +64,7 @@ use journal::Journal;
 use reader::Readers;
 use tail::SharedTail;
 use tokio::sync::oneshot;
-use writer::{AppendRequest, Command, Counters, Writer};
+use writer::{AppendRequest, Command, Writer};
 
 /// The durable store. Dropping it finishes pending writes and closes the
 /// database in order.
@@ -76,7 +76,7 @@ pub struct DiskStore {
     readers: Arc<Readers>,
     listener: Arc<Mutex<Option<Arc<dyn CommitListener>>>>,
     healthy: Arc<AtomicBool>,
-    counters: Arc<Counters>,
+    counters: Arc<SharedFootprint>,
     _directory: DataDirectory,
 }
 
@@ -194,8 +194,8 @@ impl DiskStore {
                 inner: None,
             }))));
         let healthy = Arc::new(AtomicBool::new(true));
-        let counters = Arc::new(Counters::default());
-        counters.update(&loaded.catalog);
+        let counters = Arc::new(SharedFootprint::default());
+        counters.store(loaded.catalog.footprint());
         let tail = SharedTail::new(loaded.catalog.head);
         let mut writer = Writer {
             connection,
@@ -367,14 +367,7 @@ impl Store for DiskStore {
     }
 
     fn footprint(&self) -> Footprint {
-        let counters = &self.counters;
-        Footprint {
-            channels: counters.channels.load(Ordering::Relaxed),
-            forgotten_channels: counters.forgotten.load(Ordering::Relaxed),
-            messages: counters.messages.load(Ordering::Relaxed),
-            bytes: counters.bytes.load(Ordering::Relaxed),
-            idempotency_keys: counters.keys.load(Ordering::Relaxed),
-        }
+        self.counters.load()
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {

@@ -47,7 +47,7 @@
 //! with appends served in between.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ use comet_protocol::{Epoch, Message, Seq};
 use comet_store::idempotency::{DraftedKeys, Fingerprint, KeyHash, KeyRecord, Planned, plan};
 use comet_store::{
     AfterCommit, AppendError, Appended, Clock, CommitListener, Draft as MessageDraft,
-    IdempotencyOptions, Original, Retention, StoreError,
+    IdempotencyOptions, Original, Retention, SharedFootprint, StoreError,
 };
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
@@ -94,28 +94,6 @@ pub(crate) const JOURNAL_COMMIT_BYTES_PER_CHANNEL: u64 = 2 * 1024;
 
 /// Most expired segments one sweep transaction removes.
 pub(crate) const SWEEP_STEP: usize = 1024;
-
-/// What the store holds, as of the last commit (read by `footprint`).
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) channels: AtomicU64,
-    pub(crate) forgotten: AtomicU64,
-    pub(crate) messages: AtomicU64,
-    pub(crate) bytes: AtomicU64,
-    pub(crate) keys: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn update(&self, catalog: &Catalog) {
-        self.channels
-            .store(catalog.channels.len() as u64, Ordering::Relaxed);
-        self.forgotten.store(catalog.forgotten, Ordering::Relaxed);
-        self.messages.store(catalog.messages, Ordering::Relaxed);
-        self.bytes.store(catalog.bytes, Ordering::Relaxed);
-        self.keys
-            .store(catalog.keys.len() as u64, Ordering::Relaxed);
-    }
-}
 
 /// Messages to store together, and where to send the outcome.
 pub(crate) struct AppendRequest {
@@ -161,7 +139,8 @@ pub(crate) struct Writer {
     pub(crate) listener: Arc<Mutex<Option<Arc<dyn CommitListener>>>>,
     /// False while the last commit failed.
     pub(crate) healthy: Arc<AtomicBool>,
-    pub(crate) counters: Arc<Counters>,
+    /// What the store holds, as of the last group (read by `footprint`).
+    pub(crate) counters: Arc<SharedFootprint>,
     pub(crate) journal: Journal,
     pub(crate) tail: SharedTail,
     /// When SQLite's open transaction began; `None` while none is open.
@@ -409,7 +388,7 @@ impl Writer {
                 for key in pending.iter().flat_map(|append| &append.keys) {
                     self.catalog.keys.remember(key.hash, key.record);
                 }
-                self.counters.update(&self.catalog);
+                self.counters.store(self.catalog.footprint());
                 self.healthy.store(true, Ordering::Release);
                 let listener = self
                     .listener
@@ -455,7 +434,7 @@ impl Writer {
         if forgotten_keys > 0 {
             forget_keys(&self.connection, forget_upto)?;
             self.catalog.keys.forget_oldest(forgotten_keys);
-            self.counters.update(&self.catalog);
+            self.counters.store(self.catalog.footprint());
         }
         if let Some(max_age) = self.retention.max_age {
             let cutoff = self
@@ -470,7 +449,7 @@ impl Writer {
             evict_tombstones(&transaction, &mut draft, self.retention.forgotten_channels)?;
             transaction.commit()?;
             draft.finish().apply(&mut self.catalog);
-            self.counters.update(&self.catalog);
+            self.counters.store(self.catalog.footprint());
             if more {
                 return Ok(true);
             }
@@ -618,7 +597,7 @@ impl Writer {
         }
         self.journal.restart()?;
         self.tail.committed(self.catalog.head);
-        self.counters.update(&self.catalog);
+        self.counters.store(self.catalog.footprint());
         if replayed > 0 {
             tracing::info!(
                 groups = replayed,

@@ -34,8 +34,8 @@ use comet_store::forgotten::folded_mark_index;
 use comet_store::idempotency::{Fingerprint, KeyHash};
 use comet_store::{
     AppendError, Appended, ChannelSummary, Clock, CommitListener, Draft, Footprint, History,
-    IdempotencyOptions, Original, ReadLimit, Retention, Store, StoreError, StoreMetric,
-    StoreOptions, new_epoch, stored_size_of,
+    IdempotencyOptions, Original, ReadLimit, Retention, SharedFootprint, Store, StoreError,
+    StoreMetric, StoreOptions, new_epoch, stored_size_of,
 };
 use redis::aio::ConnectionManager;
 
@@ -108,26 +108,18 @@ const ERRORS_HELP: &str = "Commands to Redis that failed (each answered 503 to i
 
 /// What the store holds, as of the last script that said.
 #[derive(Default)]
-struct Counters {
-    channels: AtomicU64,
-    forgotten: AtomicU64,
-    messages: AtomicU64,
-    bytes: AtomicU64,
-    keys: AtomicU64,
-}
+struct Counters(SharedFootprint);
 
 impl Counters {
     /// Takes the five counters a script returns at `reply`'s position.
     fn update(&self, reply: &mut Reply) -> Result<(), StoreError> {
-        for counter in [
-            &self.channels,
-            &self.forgotten,
-            &self.messages,
-            &self.bytes,
-            &self.keys,
-        ] {
-            counter.store(reply.number()?, Ordering::Relaxed);
-        }
+        self.0.store(Footprint {
+            channels: reply.number()?,
+            forgotten_channels: reply.number()?,
+            messages: reply.number()?,
+            bytes: reply.number()?,
+            idempotency_keys: reply.number()?,
+        });
         Ok(())
     }
 }
@@ -576,14 +568,7 @@ impl Store for RedisStore {
     }
 
     fn footprint(&self) -> Footprint {
-        let counters = &self.counters;
-        Footprint {
-            channels: counters.channels.load(Ordering::Relaxed),
-            forgotten_channels: counters.forgotten.load(Ordering::Relaxed),
-            messages: counters.messages.load(Ordering::Relaxed),
-            bytes: counters.bytes.load(Ordering::Relaxed),
-            idempotency_keys: counters.keys.load(Ordering::Relaxed),
-        }
+        self.counters.0.load()
     }
 
     async fn share_subscribers(&self, counts: Vec<(ChannelName, u64)>) -> Result<(), StoreError> {

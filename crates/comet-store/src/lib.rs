@@ -26,6 +26,7 @@ pub mod idempotency;
 mod memory;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -111,6 +112,49 @@ pub struct Footprint {
     pub bytes: u64,
     /// Idempotency keys remembered (see [`idempotency`]).
     pub idempotency_keys: u64,
+}
+
+/// A [`Footprint`] that one task keeps up to date and any thread reads
+/// without a lock (a store's `footprint`). Each figure is read on its own:
+/// a read during an update may mix figures of the two.
+#[derive(Debug, Default)]
+pub struct SharedFootprint {
+    channels: AtomicU64,
+    forgotten_channels: AtomicU64,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    idempotency_keys: AtomicU64,
+}
+
+impl SharedFootprint {
+    /// Makes `footprint` the one read from now on.
+    pub fn store(&self, footprint: Footprint) {
+        let Footprint {
+            channels,
+            forgotten_channels,
+            messages,
+            bytes,
+            idempotency_keys,
+        } = footprint;
+        self.channels.store(channels, Ordering::Relaxed);
+        self.forgotten_channels
+            .store(forgotten_channels, Ordering::Relaxed);
+        self.messages.store(messages, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        self.idempotency_keys
+            .store(idempotency_keys, Ordering::Relaxed);
+    }
+
+    /// The footprint last stored.
+    pub fn load(&self) -> Footprint {
+        Footprint {
+            channels: self.channels.load(Ordering::Relaxed),
+            forgotten_channels: self.forgotten_channels.load(Ordering::Relaxed),
+            messages: self.messages.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            idempotency_keys: self.idempotency_keys.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// What a message counts for against [`Retention::max_bytes`]: its data,
