@@ -76,7 +76,7 @@ pub struct DiskStore {
     readers: Arc<Readers>,
     listener: Arc<Mutex<Option<Arc<dyn CommitListener>>>>,
     healthy: Arc<AtomicBool>,
-    counters: Arc<SharedFootprint>,
+    footprint: Arc<SharedFootprint>,
     _directory: DataDirectory,
 }
 
@@ -194,8 +194,8 @@ impl DiskStore {
                 inner: None,
             }))));
         let healthy = Arc::new(AtomicBool::new(true));
-        let counters = Arc::new(SharedFootprint::default());
-        counters.store(loaded.catalog.footprint());
+        let footprint = Arc::new(SharedFootprint::default());
+        footprint.store(loaded.catalog.footprint());
         let tail = SharedTail::new(loaded.catalog.head);
         let mut writer = Writer {
             connection,
@@ -208,7 +208,7 @@ impl DiskStore {
             clock: options.clock.clone(),
             listener: listener.clone(),
             healthy: healthy.clone(),
-            counters: counters.clone(),
+            footprint: footprint.clone(),
             journal,
             tail: tail.clone(),
             open_since: None,
@@ -247,7 +247,7 @@ impl DiskStore {
             writer: Some(writer),
             listener,
             healthy,
-            counters,
+            footprint,
             _directory: directory,
         })
     }
@@ -367,7 +367,7 @@ impl Store for DiskStore {
     }
 
     fn footprint(&self) -> Footprint {
-        self.counters.load()
+        self.footprint.load()
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {

@@ -140,7 +140,7 @@ pub(crate) struct Writer {
     /// False while the last commit failed.
     pub(crate) healthy: Arc<AtomicBool>,
     /// What the store holds, as of the last group (read by `footprint`).
-    pub(crate) counters: Arc<SharedFootprint>,
+    pub(crate) footprint: Arc<SharedFootprint>,
     pub(crate) journal: Journal,
     pub(crate) tail: SharedTail,
     /// When SQLite's open transaction began; `None` while none is open.
@@ -388,7 +388,7 @@ impl Writer {
                 for key in pending.iter().flat_map(|append| &append.keys) {
                     self.catalog.keys.remember(key.hash, key.record);
                 }
-                self.counters.store(self.catalog.footprint());
+                self.footprint.store(self.catalog.footprint());
                 self.healthy.store(true, Ordering::Release);
                 let listener = self
                     .listener
@@ -434,7 +434,7 @@ impl Writer {
         if forgotten_keys > 0 {
             forget_keys(&self.connection, forget_upto)?;
             self.catalog.keys.forget_oldest(forgotten_keys);
-            self.counters.store(self.catalog.footprint());
+            self.footprint.store(self.catalog.footprint());
         }
         if let Some(max_age) = self.retention.max_age {
             let cutoff = self
@@ -449,7 +449,7 @@ impl Writer {
             evict_tombstones(&transaction, &mut draft, self.retention.forgotten_channels)?;
             transaction.commit()?;
             draft.finish().apply(&mut self.catalog);
-            self.counters.store(self.catalog.footprint());
+            self.footprint.store(self.catalog.footprint());
             if more {
                 return Ok(true);
             }
@@ -597,7 +597,7 @@ impl Writer {
         }
         self.journal.restart()?;
         self.tail.committed(self.catalog.head);
-        self.counters.store(self.catalog.footprint());
+        self.footprint.store(self.catalog.footprint());
         if replayed > 0 {
             tracing::info!(
                 groups = replayed,

@@ -106,22 +106,16 @@ struct Errors {
 
 const ERRORS_HELP: &str = "Commands to Redis that failed (each answered 503 to its request), by kind: timeout (no answer within the response timeout), connection (could not connect, or the connection broke), server (Redis answered with an error).";
 
-/// What the store holds, as of the last script that said.
-#[derive(Default)]
-struct Counters(SharedFootprint);
-
-impl Counters {
-    /// Takes the five counters a script returns at `reply`'s position.
-    fn update(&self, reply: &mut Reply) -> Result<(), StoreError> {
-        self.0.store(Footprint {
-            channels: reply.number()?,
-            forgotten_channels: reply.number()?,
-            messages: reply.number()?,
-            bytes: reply.number()?,
-            idempotency_keys: reply.number()?,
-        });
-        Ok(())
-    }
+/// The five counters a script returns at `reply`'s position: what the
+/// store holds.
+fn footprint_in(reply: &mut Reply) -> Result<Footprint, StoreError> {
+    Ok(Footprint {
+        channels: reply.number()?,
+        forgotten_channels: reply.number()?,
+        messages: reply.number()?,
+        bytes: reply.number()?,
+        idempotency_keys: reply.number()?,
+    })
 }
 
 /// A [`Store`] in Redis. See the crate documentation.
@@ -134,7 +128,8 @@ pub struct RedisStore {
     clock: Arc<dyn Clock>,
     log_length: usize,
     feed: Arc<Feed>,
-    counters: Counters,
+    /// What the store holds, as of the last script that said.
+    footprint: SharedFootprint,
     following: tokio::task::JoinHandle<()>,
     /// This node, among those sharing the history (random per process).
     node: String,
@@ -179,8 +174,8 @@ impl RedisStore {
             error: format!("the history's epoch {epoch:?} is not one Comet made"),
         })?;
         let head = reply.number().map_err(unexpected)?;
-        let counters = Counters::default();
-        counters.update(&mut reply).map_err(unexpected)?;
+        let footprint = SharedFootprint::default();
+        footprint.store(footprint_in(&mut reply).map_err(unexpected)?);
         tracing::info!(url = %shown, epoch = %epoch, head, "history in Redis opened");
         let feed = Arc::new(Feed::new(epoch, Seq(head)));
         let following = tokio::spawn(feed::follow(
@@ -198,7 +193,7 @@ impl RedisStore {
             clock: options.clock,
             log_length: redis.log_length,
             feed,
-            counters,
+            footprint,
             following,
             node: format!("{:016x}", rand::random::<u64>()),
             elsewhere: std::sync::RwLock::default(),
@@ -428,7 +423,7 @@ impl Store for RedisStore {
                 _ => return Err(corrupt(format!("append result {result:?}")).into()),
             });
         }
-        self.counters.update(&mut reply)?;
+        self.footprint.store(footprint_in(&mut reply)?);
         if let Some(newest) = newest {
             self.feed.reached(&epoch, Seq(newest), FEED_TIMEOUT).await?;
         }
@@ -560,7 +555,7 @@ impl Store for RedisStore {
             let reply: Vec<redis::Value> = self.run(&invocation).await?;
             let mut reply = Reply::new(reply);
             let more = reply.number()? == 1;
-            self.counters.update(&mut reply)?;
+            self.footprint.store(footprint_in(&mut reply)?);
             if !more {
                 return Ok(());
             }
@@ -568,7 +563,7 @@ impl Store for RedisStore {
     }
 
     fn footprint(&self) -> Footprint {
-        self.counters.0.load()
+        self.footprint.load()
     }
 
     async fn share_subscribers(&self, counts: Vec<(ChannelName, u64)>) -> Result<(), StoreError> {
