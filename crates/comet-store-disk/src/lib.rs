@@ -3,7 +3,7 @@
 //! A [`DiskStore`] keeps channel history in a data directory (see
 //! `directory`) holding one SQLite database in WAL mode (see `database`)
 //! and a journal in front of it (see `journal`). Why SQLite, and the
-//! measurements behind the choice, are in ARCHITECTURE.md.
+//! measurements behind the choice, are in `docs/design.md`.
 //!
 //! Guarantees:
 //! - **Acknowledged means on disk.** `append` returns only after the
