@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use comet_testkit::{TestServer, client, encode, publish, wait_for_metric, within};
+use comet_testkit::{
+    TestServer, client, encode, publish, publish_numbered, wait_for_metric, within,
+};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
@@ -37,9 +39,7 @@ async fn a_channel_that_never_had_a_message_answers_empty_with_a_cursor() {
 async fn without_since_the_cursor_marks_now_and_backlog_is_delivered() {
     let server = TestServer::start();
     let http = client();
-    for i in 0..5 {
-        publish(&http, &server.base(), "news", &i.to_string()).await;
-    }
+    publish_numbered(&http, &server.base(), "news", 5).await;
     let now = poll(&server, "/poll/news").await;
     assert!(datas(&now).is_empty(), "no backlog asked");
     let with_backlog = poll(&server, "/poll/news?backlog=2").await;

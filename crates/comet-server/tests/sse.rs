@@ -202,9 +202,7 @@ async fn with_a_backlog_the_opening_names_no_id() {
 async fn backlog_delivers_the_newest_retained_messages_first() {
     let server = TestServer::start();
     let http = client();
-    for i in 0..10 {
-        publish(&http, &server.base(), "news", &i.to_string()).await;
-    }
+    publish_numbered(&http, &server.base(), "news", 10).await;
     let mut stream = open(&server, "/sse/news?backlog=3").await;
     let datas: Vec<String> = stream.events(3).await.into_iter().map(|e| e.data).collect();
     assert_eq!(datas, ["7", "8", "9"]);
