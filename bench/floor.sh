@@ -30,7 +30,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 part=${1:-all}
 rounds=${2:-3}
-cargo build --release -q -p comet -p comet-bench --example sync_floor --example fanout_floor
+# `--bin` too: with `--example` alone, cargo builds only the examples.
+cargo build --release -q -p comet -p comet-bench --bin comet --example sync_floor --example fanout_floor
 # The code measured: the commit, and whether the sources differ from it.
 revision=$(git rev-parse --short HEAD)
 [ -z "$(git status --porcelain -- crates Cargo.toml Cargo.lock)" ] || revision="$revision with uncommitted changes"
