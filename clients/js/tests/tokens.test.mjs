@@ -39,7 +39,8 @@ async function authServer(extra = []) {
   writeFileSync(join(dir, 'jwt-secret'), secret);
   writeFileSync(join(dir, 'api-keys'), `${PUBLISHER_KEY}\n`);
   const comet = await Comet.start([
-    '--memory',
+    '--data-dir',
+    join(dir, 'data'),
     '--jwt-secret-file',
     join(dir, 'jwt-secret'),
     '--api-keys-file',

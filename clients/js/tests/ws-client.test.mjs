@@ -149,7 +149,7 @@ test('a 2-second JWT in the token parameter: 4401 at its expiry, resumed with a 
   writeFileSync(join(dir, 'jwt-secret'), secret);
   const key = `publisher-${randomBytes(12).toString('hex')}`;
   writeFileSync(join(dir, 'api-keys'), `${key}\n`);
-  const comet = await Comet.start(['--memory', '--jwt-secret-file', join(dir, 'jwt-secret'), '--api-keys-file', join(dir, 'api-keys')]);
+  const comet = await Comet.start(['--data-dir', join(dir, 'data'), '--jwt-secret-file', join(dir, 'jwt-secret'), '--api-keys-file', join(dir, 'api-keys')]);
   const mint = () =>
     new SignJWT({ comet: { subscribe: ['news'] } })
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
