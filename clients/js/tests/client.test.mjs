@@ -48,7 +48,7 @@ describe('every transport', () => {
   for (const [transport, extra] of FORCED) {
     const name = extra.streamVia ? `${transport} (XHR at readyState 3)` : transport;
     test(`${name} receives messages, custom types and multi-line data`, async () => {
-      const comet = await Comet.start(['--memory']);
+      const comet = await Comet.start(['--data-dir', dataDir()]);
       try {
         const page = await cometPage(comet);
         await subscribeIn(page, 'a,b', { transport, ...extra }, { types: ['message', 'update'] });
@@ -75,7 +75,7 @@ describe('every transport', () => {
 
 describe("transport 'auto'", () => {
   test('uses WebSocket when the browser has it', async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     try {
       const page = await cometPage(comet);
       await subscribeIn(page, 'news');
@@ -92,7 +92,7 @@ describe("transport 'auto'", () => {
   });
 
   test('uses SSE when WebSocket is removed', async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     try {
       const context = await browser.newContext();
       await context.addInitScript(() => delete window.WebSocket);
@@ -108,7 +108,7 @@ describe("transport 'auto'", () => {
   });
 
   test('falls back to streaming when WebSocket and EventSource are removed, and to XHR without fetch streams', async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     try {
       for (const removed of [['WebSocket', 'EventSource'], ['WebSocket', 'EventSource', 'ReadableStream']]) {
         const context = await browser.newContext();
@@ -129,7 +129,7 @@ describe("transport 'auto'", () => {
   });
 
   test('falls back to long polling behind a proxy that buffers streams (and refuses WebSocket upgrades)', async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     const proxy = await bufferingProxy(comet.base);
     try {
       const page = await pageAt(browser, `${proxy.origin}/healthz`);
@@ -145,7 +145,7 @@ describe("transport 'auto'", () => {
   });
 
   test('falls back to long polling when neither streams nor XHR work', async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     try {
       const context = await browser.newContext();
       await context.addInitScript(() => {
@@ -203,7 +203,7 @@ describe('resume', () => {
 
   for (const transport of ['auto', 'sse']) {
     test(`${transport}: a gap is an event of its own`, async () => {
-      const comet = await Comet.start(['--memory', '--retention-messages', '2']);
+      const comet = await Comet.start(['--data-dir', dataDir(), '--retention-messages', '2']);
       try {
         const first = await comet.publish('news', '0');
         for (const data of ['1', '2', '3']) await comet.publish('news', data);
@@ -223,7 +223,7 @@ describe('resume', () => {
 describe('life cycle', () => {
   test('close() stops everything', async () => {
     // Short heartbeats: the server notices a closed connection at its next write.
-    const comet = await Comet.start(['--memory', '--heartbeat', '200ms']);
+    const comet = await Comet.start(['--data-dir', dataDir(), '--heartbeat', '200ms']);
     try {
       const page = await cometPage(comet);
       await subscribeIn(page, 'news');
@@ -238,7 +238,7 @@ describe('life cycle', () => {
   });
 
   test('a refusal that retrying cannot fix ends the subscription with an error', async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     try {
       const page = await cometPage(comet);
       await subscribeIn(page, 'news', { transport: 'stream', since: 'not-an-id' }, { wait: false });
@@ -255,7 +255,7 @@ describe('life cycle', () => {
   });
 
   test('tabs that share use one connection, and the next takes over', async () => {
-    const comet = await Comet.start(['--memory', '--heartbeat', '200ms']);
+    const comet = await Comet.start(['--data-dir', dataDir(), '--heartbeat', '200ms']);
     try {
       const context = await browser.newContext();
       const first = await cometPage(comet, context);
@@ -287,8 +287,8 @@ describe('cross-origin pages', () => {
       '/page.html': ['text/html', '<!doctype html><title>elsewhere</title>'],
       '/comet.js': ['text/javascript', cometJs()],
     });
-    const allowing = await Comet.start(['--memory', '--cors-origin', pages.origin]);
-    const refusing = await Comet.start(['--memory']);
+    const allowing = await Comet.start(['--data-dir', dataDir(), '--cors-origin', pages.origin]);
+    const refusing = await Comet.start(['--data-dir', dataDir()]);
     try {
       const page = await pageAt(browser, `${pages.origin}/page.html`);
       // Loaded from the Comet server itself, across origins.
@@ -349,7 +349,7 @@ describe('own events and message types', () => {
     ['longpoll', 'longpoll'],
   ]) {
     test(`${transport}: messages of types gap and transport are messages; a gap is comet-gap; error is refused`, async () => {
-      const comet = await Comet.start(['--memory', '--retention-messages', '2']);
+      const comet = await Comet.start(['--data-dir', dataDir(), '--retention-messages', '2']);
       try {
         // History: the first two messages are trimmed away (a real gap),
         // the last two have the types gap and transport.
@@ -392,7 +392,7 @@ describe('own events and message types', () => {
 describe('liveness', () => {
   for (const transport of ['ws', 'sse', 'stream']) {
     test(`${transport}: a connection that goes silent is dropped and resumed from the cursor`, async () => {
-      const comet = await Comet.start(['--memory', '--heartbeat', '200ms']);
+      const comet = await Comet.start(['--data-dir', dataDir(), '--heartbeat', '200ms']);
       try {
         const page = await cometPage(comet);
         await subscribeIn(page, 'news', { transport, idleTimeout: 1500, retry: 100 });
@@ -517,7 +517,7 @@ describe("'auto' comes back up", () => {
 
 describe('a full server', () => {
   test("auto: 503 too_many_subscribers is retried on WebSocket, not a reason to move down", async () => {
-    const comet = await Comet.start(['--memory', '--max-subscribers', '1', '--heartbeat', '200ms']);
+    const comet = await Comet.start(['--data-dir', dataDir(), '--max-subscribers', '1', '--heartbeat', '200ms']);
     const holder = new AbortController();
     try {
       // One subscription fills the server.
@@ -548,7 +548,7 @@ describe('a full server', () => {
 
 describe('long polling', () => {
   test("polls cut short by the server's --max-wait back off instead of looping", async () => {
-    const comet = await Comet.start(['--memory', '--max-wait', '100ms']);
+    const comet = await Comet.start(['--data-dir', dataDir(), '--max-wait', '100ms']);
     try {
       const page = await cometPage(comet);
       await subscribeIn(page, 'news', { transport: 'longpoll' });
@@ -566,7 +566,7 @@ describe('long polling', () => {
   });
 
   test('longPollWait is in milliseconds (the wait= query, in seconds)', async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     try {
       const page = await cometPage(comet);
       const waits = [];
@@ -586,7 +586,7 @@ describe('long polling', () => {
 
 describe('publish()', () => {
   test('checks channel names and data, encodes the type, and reports HTTP errors with HttpError', async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     try {
       const page = await cometPage(comet);
       const outcome = await page.evaluate(async () => {
@@ -672,7 +672,7 @@ describe('publish()', () => {
   });
 
   test('gives up after its timeout', async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     try {
       const page = await cometPage(comet);
       await page.evaluate(() => import('/comet.js'));

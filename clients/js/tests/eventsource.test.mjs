@@ -142,7 +142,7 @@ test('code written for EventSource sees the same on subscribe() as on EventSourc
 });
 
 test('an answer retrying cannot fix: CLOSED with an error, on both', async () => {
-  const comet = await Comet.start(['--memory']);
+  const comet = await Comet.start(['--data-dir', dataDir()]);
   try {
     const pages = {};
     for (const kind of KINDS) pages[kind] = await pageAt(browser, `${comet.base}/healthz`);

@@ -18,7 +18,7 @@ let comet;
 before(async () => {
   mkdirSync(shots, { recursive: true });
   browser = await launch();
-  comet = await Comet.start(['--memory']);
+  comet = await Comet.start(['--data-dir', dataDir()]);
 });
 after(async () => {
   await browser?.close();

@@ -63,7 +63,7 @@ const HEARTBEAT = { heartbeat: true };
 
 describe("the browser's own WebSocket", () => {
   test('receives what is published, one JSON object a text frame, and resumes exactly with since', async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     try {
       const page = await cometPage(comet);
       await openSocket(page, 'first', '/ws/news,sport');
@@ -255,7 +255,7 @@ describe("'auto' and WebSocket", () => {
     ['swallow', 1500],
   ]) {
     test(`behind a proxy that ${mode}s WebSocket upgrades: on SSE, having lost ${mode === 'refuse' ? 'a round trip' : 'openTimeout'}`, async () => {
-      const comet = await Comet.start(['--memory']);
+      const comet = await Comet.start(['--data-dir', dataDir()]);
       const proxy = await upgradeBreakingProxy(comet.base, mode);
       try {
         const page = await pageAt(browser, `${proxy.origin}/healthz`);
@@ -278,7 +278,7 @@ describe("'auto' and WebSocket", () => {
   }
 
   test("eight subscriptions in one page: over WebSocket all open and the page still publishes; over SSE the browser's six HTTP/1.1 connections run out", async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     try {
       const outcome = {};
       for (const transport of ['auto', 'sse']) {
@@ -322,7 +322,7 @@ describe("'auto' and WebSocket", () => {
   });
 
   test('figures: time to open and publish-to-arrival latency, per transport', async () => {
-    const comet = await Comet.start(['--memory']);
+    const comet = await Comet.start(['--data-dir', dataDir()]);
     const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
     try {
       const rows = [];

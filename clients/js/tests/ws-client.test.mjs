@@ -46,7 +46,7 @@ function connect(comet, path) {
 }
 
 test('frames, an exact resume with since (one channel and several) and backlog', async () => {
-  const comet = await Comet.start(['--memory']);
+  const comet = await Comet.start(['--data-dir', dataDir()]);
   try {
     const live = connect(comet, '/ws/news');
     await live.opened();
@@ -125,7 +125,7 @@ test('closes: 1001 at shutdown (then resumed exactly), 1003 for a client that se
 });
 
 test('a refused handshake is the HTTP error of the other transports, not a 101', async () => {
-  const comet = await Comet.start(['--memory']);
+  const comet = await Comet.start(['--data-dir', dataDir()]);
   try {
     for (const [path, status, code] of [
       ['/ws/news?since=not-an-id', 400, 'invalid_cursor'],
